@@ -1,0 +1,68 @@
+"""The ``tinyllm`` command.
+
+    tinyllm distill [--config PATH] [--set KEY=VALUE ...] [--output-dir DIR]   run the whole workflow
+    tinyllm tiny-models DIR                                                    build the tiny local models
+
+Bad configs and bad data end with one clear ``error:`` message (exit status 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from tinyllm_ray.config import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tinyllm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    distill = sub.add_parser("distill", help="teachers -> rationales -> student -> evaluation -> report")
+    add_distill_args(distill)
+    tiny = sub.add_parser("tiny-models", help="build tiny random-weight models and tokenizers into DIR")
+    tiny.add_argument("dir", type=Path)
+    return parser
+
+
+def add_distill_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="YAML run config (default: quickstart)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--output-dir", help="parent directory of the run directory (output.dir)")
+
+
+def distill(args: argparse.Namespace) -> int:
+    from tinyllm_ray import pipeline
+    from tinyllm_ray.config import load_config
+    from tinyllm_ray.data.load import DataError
+
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"output.dir={args.output_dir}")
+    try:
+        config = load_config(args.config, overrides, check_paths=False)
+        pipeline.run(config)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    args = _parser().parse_args(argv)
+    if args.command == "distill":
+        return distill(args)
+    from tinyllm_ray.tiny import build_tiny_models
+
+    for name, path in build_tiny_models(args.dir).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""Typed run configuration: nested dataclasses, YAML loading, ``--set a.b=c`` overrides, validation.
+
+A run is described by one YAML file (see ``configs/quickstart.yaml``) whose sections map onto the
+dataclasses below. ``load_config(path, overrides)`` parses it, applies overrides such as
+``train.epochs=3`` or ``teachers.0.replicas=2``, checks every field's type (pydantic dataclasses,
+strict mode) and then the rules that span fields (``validate``). Every problem is reported as a
+``ConfigError`` naming the key, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+_STRICT = ConfigDict(extra="forbid")
+# Strict scalars: "3" is not an int and 1 is not a bool (YAML typos surface as errors, not coercions).
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Str = Annotated[str, Strict()]
+Bool = Annotated[bool, Strict()]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the offending key(s)."""
+
+
+@dataclass(config=_STRICT)
+class DataConfig:
+    """Which questions to distil on."""
+
+    dataset: Str = "synthetic"
+    """Dataset reader name (see ``tinyllm_ray.data.load.READERS``)."""
+    path: Str | None = None
+    """Directory or file for readers that load from disk (unused by ``synthetic``)."""
+    n_train: Int = Field(default=256, ge=1)
+    """Training questions to generate (``synthetic`` only)."""
+    n_valid: Int = Field(default=64, ge=1)
+    """Validation questions to generate (``synthetic`` only)."""
+    n_test: Int = Field(default=64, ge=1)
+    """Test questions to generate (``synthetic`` only)."""
+    min_choices: Int = Field(default=2, ge=2, le=5)
+    """Fewest answer options per question (``synthetic`` only)."""
+    max_choices: Int = Field(default=5, ge=2, le=5)
+    """Most answer options per question (``synthetic`` only)."""
+    seed: Int = 0
+    """Seed of the dataset generator."""
+
+
+@dataclass(config=_STRICT)
+class TeacherConfig:
+    """One teacher LLM: where it lives, how it runs, how it samples."""
+
+    name: Str
+    """Short unique name; the student's task prefix is ``explain_<name>:``."""
+    model: Str
+    """Local directory (starts with ``/``, ``.`` or ``~``) or a Hugging Face hub id."""
+    engine: Literal["hf"] = "hf"
+    """Inference engine: ``hf`` = transformers ``generate``."""
+    replicas: Int = Field(default=1, ge=1)
+    """Actor replicas, each loading its own copy of the model."""
+    num_gpus: Float = Field(default=0.0, ge=0)
+    """GPUs per replica."""
+    num_cpus: Float = Field(default=1.0, gt=0)
+    """CPUs per replica."""
+    batch_size: Int = Field(default=8, ge=1)
+    """Questions per ``generate`` call."""
+    shots: Int = Field(default=2, ge=0)
+    """In-context examples per prompt, drawn (seeded) from the training split, never the question itself."""
+    max_new_tokens: Int = Field(default=64, ge=1)
+    """Longest rationale, in tokens."""
+    temperature: Float = Field(default=0.0, ge=0)
+    """0 = greedy decoding."""
+    top_p: Float = Field(default=1.0, gt=0, le=1)
+    """Nucleus sampling mass (when temperature > 0)."""
+    seed: Int = 0
+    """Seed for shot selection and sampling."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights dtype; ``auto`` = bfloat16 on GPU, float32 on CPU."""
+    trust_remote_code: Bool = False
+    """Allow the model repo's own Python code (off unless you trust the model)."""
+
+
+@dataclass(config=_STRICT)
+class StudentConfig:
+    """The small model being distilled (an HF seq2seq model such as FLAN-T5)."""
+
+    model: Str
+    """Local directory or hub id of the student's starting weights."""
+    max_input_tokens: Int = Field(default=256, ge=8)
+    """Inputs (task prefix + question + options) are truncated to this many tokens."""
+    max_target_tokens: Int = Field(default=128, ge=4)
+    """Answer and rationale targets are truncated to this many tokens."""
+    max_answer_tokens: Int = Field(default=16, ge=1)
+    """Tokens generated when the student answers at evaluation."""
+    trust_remote_code: Bool = False
+    """Allow the model repo's own Python code."""
+
+
+@dataclass(config=_STRICT)
+class TrainConfig:
+    """Ray Train fine-tuning of the student on the multi-task loss."""
+
+    gamma: Float = Field(default=1.0, ge=0)
+    """Weight of the answer-prediction loss."""
+    alpha: dict[Str, Float] = Field(default_factory=dict)
+    """Weight of each teacher's rationale loss, by teacher name; teachers not listed get 1.0."""
+    epochs: Int = Field(default=1, ge=1)
+    """Passes over the training questions."""
+    batch_size: Int = Field(default=16, ge=1)
+    """Questions per step per worker (each question feeds every task)."""
+    lr: Float = Field(default=5e-4, gt=0)
+    """Peak AdamW learning rate."""
+    weight_decay: Float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    warmup_steps: Int = Field(default=0, ge=0)
+    """Linear warm-up steps, then linear decay to 0."""
+    max_grad_norm: Float = Field(default=1.0, gt=0)
+    """Gradient clipping norm."""
+    num_workers: Int = Field(default=1, ge=1)
+    """Ray Train workers (data-parallel)."""
+    cpus_per_worker: Float = Field(default=1.0, gt=0)
+    """CPUs per Train worker."""
+    use_gpu: Bool = False
+    """One GPU per Train worker."""
+    shuffle_buffer: Int = Field(default=10_000, ge=0)
+    """Rows in Ray Data's local shuffle buffer, reseeded every epoch (0 = no shuffle)."""
+    max_failures: Int = Field(default=1, ge=0)
+    """Worker-group restarts (from the last checkpoint) before the stage fails."""
+    log_every: Int = Field(default=10, ge=1)
+    """Steps between log lines from rank 0."""
+    seed: Int = 0
+    """Seed for weights init of new heads, shuffling and dropout."""
+
+
+@dataclass(config=_STRICT)
+class EvalConfig:
+    """Accuracy of the trained student on valid and test (generate the answer, map it to a choice)."""
+
+    batch_size: Int = Field(default=32, ge=1)
+    """Questions per ``generate`` call."""
+    replicas: Int = Field(default=1, ge=1)
+    """Evaluation actors."""
+    num_cpus: Float = Field(default=1.0, gt=0)
+    """CPUs per evaluation actor."""
+    num_gpus: Float = Field(default=0.0, ge=0)
+    """GPUs per evaluation actor."""
+
+
+@dataclass(config=_STRICT)
+class OutputConfig:
+    """Where the run directory lives and what to do when it exists."""
+
+    dir: Str = "runs"
+    """Parent directory of run directories (on a multi-node cluster: storage every node sees)."""
+    run_name: Str = Field(default="quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """Run directory name under ``dir``."""
+    if_exists: Literal["resume", "error", "new"] = "resume"
+    """Run dir already there: ``resume`` (same config only: reuse finished stages), ``error``, or ``new`` (``<name>-2``, ...)."""
+
+
+@dataclass(config=_STRICT)
+class RayConfig:
+    """How the driver reaches Ray."""
+
+    address: Str | None = None
+    """``None``: the cluster of ``ray job submit``/``RAY_ADDRESS``/``ray start`` if any, else a new local one."""
+    num_cpus: Int | None = Field(default=None, ge=1)
+    """CPUs of a new local cluster (default: all)."""
+
+
+@dataclass(config=_STRICT)
+class Config:
+    """A whole distillation run."""
+
+    student: StudentConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    teachers: list[TeacherConfig] = Field(default_factory=list)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    tiny_models: Str | None = None
+    """Build the tiny local random-weight models into this directory first (smoke runs, quickstart)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def alpha_of(self, teacher: str) -> float:
+        return self.train.alpha.get(teacher, 1.0)
+
+    def task_weights(self) -> dict[str, float]:
+        """Loss weight per student task: ``answer`` then one per teacher, in config order."""
+        return {"answer": self.train.gamma, **{t.name: self.alpha_of(t.name) for t in self.teachers}}
+
+
+_ADAPTER = TypeAdapter(Config)
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a ``Config`` from plain data, raising ``ConfigError`` that names every bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as err:
+        lines = [f"{source}: invalid configuration:"]
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+            msg = "unknown key" if e["type"] in ("extra_forbidden", "unexpected_keyword_argument") else e["msg"]
+            lines.append(f"  {key}: {msg}{got}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML (``3``, ``true``, ``[1]``)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.epochs=3")
+    key, _, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {assignment!r}: malformed key {key!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: value is not valid YAML: {err}") from None
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            node = node[_list_index(node, part, where)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {key}: {where} is a {type(node).__name__}, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} is not a section")
+
+
+def _list_index(items: list, part: str, where: str) -> int:
+    if not re.fullmatch(r"\d+", part) or int(part) >= len(items):
+        raise ConfigError(f"--set: {where}: expected an index below {len(items)}")
+    return int(part)
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True) -> Config:
+    """Read a YAML config, apply ``--set`` overrides, check types and cross-field rules.
+
+    ``check_paths=False`` leaves model directories unchecked (``pipeline.prepare`` checks them after
+    building the tiny models a config may ask for).
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    config = from_dict(raw, source=str(path))
+    validate(config, source=str(path), check_paths=check_paths)
+    return config
+
+
+def is_local_model(model: str) -> bool:
+    """A model reference is a local directory if it looks like a path or exists on disk; else a hub id."""
+    return model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
+
+
+def with_absolute_paths(config: Config) -> Config:
+    """A copy whose local model directories, output dir and tiny-models dir are absolute.
+
+    Ray workers do not share the driver's working directory (Ray Train runs them elsewhere), so
+    relative paths are resolved once, in the driver.
+    """
+
+    def absolute(path: str) -> str:
+        return str(Path(path).expanduser().resolve())
+
+    def model(ref: str) -> str:
+        return absolute(ref) if is_local_model(ref) else ref
+
+    return dataclasses.replace(
+        config,
+        student=dataclasses.replace(config.student, model=model(config.student.model)),
+        teachers=[dataclasses.replace(t, model=model(t.model)) for t in config.teachers],
+        output=dataclasses.replace(config.output, dir=absolute(config.output.dir)),
+        tiny_models=absolute(config.tiny_models) if config.tiny_models else None,
+    )
+
+
+def validate(config: Config, source: str = "config", check_paths: bool = True) -> None:
+    """Rules that span fields. Raises one ``ConfigError`` listing every problem."""
+    errors: list[str] = []
+    names = [t.name for t in config.teachers]
+    for i, name in enumerate(names):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            errors.append(f"teachers.{i}.name: {name!r} must be letters, digits, '.', '_' or '-'")
+        if name == "answer":
+            errors.append(f"teachers.{i}.name: 'answer' is reserved for the answer task")
+        if names.count(name) > 1 and names.index(name) == i:
+            errors.append(f"teachers.{i}.name: {name!r} is used by more than one teacher")
+    for key, weight in config.train.alpha.items():
+        if not names:
+            errors.append(f"train.alpha.{key}: rationale weights are set but there are no teachers")
+        elif key not in names:
+            errors.append(f"train.alpha.{key}: no teacher named {key!r} (teachers: {', '.join(names)})")
+        if weight < 0:
+            errors.append(f"train.alpha.{key}: weight must be >= 0, got {weight}")
+    if all(w == 0 for w in config.task_weights().values()):
+        errors.append("train.gamma / train.alpha: all loss weights are zero; nothing would be learned")
+    if config.data.min_choices > config.data.max_choices:
+        errors.append(
+            f"data.min_choices: {config.data.min_choices} is above data.max_choices {config.data.max_choices}"
+        )
+    if check_paths:
+        models = [("student.model", config.student.model)]
+        models += [(f"teachers.{i}.model", t.model) for i, t in enumerate(config.teachers)]
+        for key, model in models:
+            if is_local_model(model):
+                where = Path(model).expanduser()
+                if not (where / "config.json").is_file():
+                    why = "does not exist" if not where.exists() else "has no config.json"
+                    errors.append(f"{key}: model directory {model!r} {why}")
+    if errors:
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def validate_against_data(config: Config, n_train: int, source: str = "config") -> None:
+    """Rules that need the loaded data: every prompt's shots come from *other* training questions."""
+    errors = [
+        f"teachers.{i}.shots: {t.shots} in-context examples need more than the {n_train} training questions"
+        for i, t in enumerate(config.teachers)
+        if t.shots >= n_train
+    ]
+    if errors:
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def stage_key(*parts: Any) -> str:
+    """A short stable hash of config parts (dataclasses or plain data), to key cached stages."""
+    plain = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -1,0 +1,88 @@
+"""The one question record every dataset reader produces and every stage consumes.
+
+A ``Question`` is a multiple-choice item: the question text, an optional context (an abstract, a
+passage), 2 to 5 distinct choices, and the gold answer as the *text* of the right choice (the
+layout the TinyLLM authors use). ``reference_rationale`` is an optional human/generator rationale
+kept for benchmarks; teachers never see it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from typing import Any
+
+import pyarrow as pa
+
+LETTERS = string.ascii_lowercase
+
+ARROW_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("context", pa.string()),
+        ("choices", pa.list_(pa.string())),
+        ("answer", pa.string()),
+        ("reference_rationale", pa.string()),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    """One multiple-choice question."""
+
+    id: str
+    question: str
+    choices: tuple[str, ...]
+    answer: str
+    context: str = ""
+    reference_rationale: str = ""
+
+    @property
+    def answer_index(self) -> int:
+        return self.choices.index(self.answer)
+
+    @property
+    def answer_letter(self) -> str:
+        return LETTERS[self.answer_index]
+
+    def to_row(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        row["choices"] = list(self.choices)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "Question":
+        return cls(
+            id=str(row["id"]),
+            question=str(row["question"]),
+            choices=tuple(str(c) for c in row["choices"]),
+            answer=str(row["answer"]),
+            context=str(row.get("context") or ""),
+            reference_rationale=str(row.get("reference_rationale") or ""),
+        )
+
+
+def problems(q: Question) -> list[str]:
+    """Why ``q`` is not a usable question (empty list when it is)."""
+    found = []
+    if not q.id.strip():
+        found.append("empty id")
+    if not q.question.strip():
+        found.append("empty question")
+    if len(q.choices) < 2:
+        found.append(f"{len(q.choices)} choice(s); at least 2 needed")
+    if len(q.choices) > len(LETTERS):
+        found.append(f"{len(q.choices)} choices; at most {len(LETTERS)} supported")
+    if any(not c.strip() for c in q.choices):
+        found.append("an empty choice")
+    if len(set(q.choices)) != len(q.choices):
+        found.append("duplicate choices")
+    if q.answer not in q.choices:
+        found.append(f"answer {q.answer!r} is not among the choices")
+    return found
+
+
+def to_table(questions: list[Question]) -> pa.Table:
+    return pa.Table.from_pylist([q.to_row() for q in questions], schema=ARROW_SCHEMA)

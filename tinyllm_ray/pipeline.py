@@ -1,0 +1,210 @@
+"""Stage order, run directory and caching: the only module that starts or joins Ray.
+
+    prepare(config)  -- no Ray: tiny models, config checks, data loading, run directory
+    run(config)      -- prepare, then teachers -> student training -> evaluation -> report
+
+``run`` joins the cluster of ``ray job submit`` / ``RAY_ADDRESS`` / ``ray start`` when there is one
+and starts a local Ray otherwise. Each finished stage leaves a marker keyed by a hash of the config
+it depends on, so a re-run of the same config in the same run directory reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import yaml
+
+from tinyllm_ray import prompts
+from tinyllm_ray.config import (
+    Config,
+    ConfigError,
+    stage_key,
+    to_yaml,
+    validate,
+    validate_against_data,
+    with_absolute_paths,
+)
+from tinyllm_ray.data.load import load_splits
+from tinyllm_ray.data.schema import Question, to_table
+from tinyllm_ray.report import console_summary, write_report
+from tinyllm_ray.student.batches import example_table
+from tinyllm_ray.student.evaluate import evaluate
+from tinyllm_ray.student.train import train_student
+from tinyllm_ray.teachers import store
+from tinyllm_ray.teachers.stage import ENGINE_BATCHES_PER_CALL, rationale_stage
+
+log = logging.getLogger("tinyllm_ray")
+
+# Sections that do not change what a run computes; a resumed run may differ in them.
+_NOT_RESULT_SECTIONS = ("output", "ray")
+
+
+@dataclasses.dataclass
+class Prepared:
+    config: Config
+    run_dir: Path
+    splits: dict[str, list[Question]]
+
+
+def prepare(config: Config) -> Prepared:
+    """Everything that can fail on bad input, done before Ray starts."""
+    if config.tiny_models:
+        from tinyllm_ray.tiny import build_tiny_models
+
+        build_tiny_models(Path(config.tiny_models))
+    validate(config)
+    config = with_absolute_paths(config)
+    splits = load_splits(config.data)
+    validate_against_data(config, len(splits["train"]))
+    return Prepared(config, open_run_dir(config), splits)
+
+
+def open_run_dir(config: Config) -> Path:
+    """Create the run directory, or reopen it to resume; never overwrite a different run."""
+    out = config.output
+    run_dir = Path(out.dir).expanduser() / out.run_name
+    saved = run_dir / "config.yaml"
+    if run_dir.exists() and out.if_exists == "new":
+        n = 2
+        while run_dir.with_name(f"{out.run_name}-{n}").exists():
+            n += 1
+        run_dir = run_dir.with_name(f"{out.run_name}-{n}")
+    elif run_dir.exists() and out.if_exists == "error":
+        raise ConfigError(f"output.run_name: run directory {run_dir} already exists (output.if_exists=error)")
+    elif saved.exists():
+        before = _result_fields(yaml.safe_load(saved.read_text()))
+        now = _result_fields(config.to_dict())
+        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        if changed:
+            raise ConfigError(
+                f"output.run_name: run directory {run_dir} holds a run with a different config "
+                f"(differs at: {', '.join(changed[:8])}). Resume it with its own config, choose another "
+                f"name (--set output.run_name=NAME), or --set output.if_exists=new."
+            )
+        log.info("resuming run %s: finished stages are reused", run_dir)
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"output.run_name: {run_dir} exists and is not a tinyllm run directory (no config.yaml)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        saved = run_dir / "config.yaml"
+        saved.write_text(to_yaml(config))
+    except OSError as err:
+        raise ConfigError(f"output.dir: cannot write the run directory {run_dir}: {err}") from None
+    return run_dir
+
+
+def _result_fields(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not prefix and key in _NOT_RESULT_SECTIONS:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_result_fields(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def connect_ray(config: Config) -> None:
+    """Join a running cluster when there is one, else start a local Ray."""
+    if ray.is_initialized():
+        return
+    if config.ray.address:
+        ray.init(address=config.ray.address)
+    else:
+        ray.init(num_cpus=config.ray.num_cpus) if config.ray.num_cpus else ray.init()
+    log.info("Ray cluster resources: %s", ray.cluster_resources())
+
+
+def run_teachers(p: Prepared) -> list[dict[str, Any]]:
+    infos = []
+    for teacher in p.config.teachers:
+        key = stage_key(p.config.data, teacher, prompts.TEACHER_TEMPLATE_VERSION)
+        info = store.finished(p.run_dir, teacher.name, key)
+        if info:
+            log.info("teacher %s: reusing %d stored rationales", teacher.name, info["rationales"])
+        else:
+            log.info("teacher %s: generating rationales for %d questions", teacher.name, len(p.splits["train"]))
+            questions = _blocks(to_table(p.splits["train"]), teacher.batch_size * ENGINE_BATCHES_PER_CALL)
+            info = store.write_rationales(rationale_stage(questions, p.splits["train"], teacher),
+                                          p.run_dir, teacher.name, key)
+        infos.append({"name": teacher.name, "model": teacher.model, **info})
+    return infos
+
+
+def _blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
+    """A dataset in blocks of ``rows`` rows, so every actor of a pool gets work and a lost block is small."""
+    return ray.data.from_arrow([table.slice(i, rows) for i in range(0, table.num_rows, rows)])
+
+
+def run_student(p: Prepared) -> dict[str, Any]:
+    c = p.config
+    key = stage_key(c.data, c.teachers, c.student, c.train, prompts.TEACHER_TEMPLATE_VERSION)
+    export_dir = p.run_dir / "student"
+    marker = export_dir / "_stage.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+        log.info("student: reusing the trained student in %s", export_dir)
+        return json.loads(marker.read_text())
+    rationales = {t.name: store.read_rationales(p.run_dir, t.name) for t in c.teachers}
+    examples = example_table(p.splits["train"], rationales)
+    trained = train_student(examples, c, p.run_dir)
+    if export_dir.exists():
+        shutil.rmtree(export_dir)  # our own export of an older key, never user data
+    shutil.copytree(trained["checkpoint"], export_dir)
+    info = {"key": key, **{k: trained[k] for k in ("steps", "seconds")}, "final_metrics": trained["metrics"]}
+    marker.write_text(json.dumps(info, indent=2, default=str))
+    return info
+
+
+def run(config: Config) -> dict[str, Any]:
+    """The whole workflow; returns the report (also written to ``<run>/report.json``)."""
+    start = time.perf_counter()
+    p = prepare(config)
+    config = p.config
+    connect_ray(config)
+    ready = time.perf_counter()
+    teachers = run_teachers(p)
+    generated = time.perf_counter()
+    student = run_student(p)
+    trained = time.perf_counter()
+    accuracy, predictions = evaluate({s: p.splits[s] for s in ("valid", "test")}, str(p.run_dir / "student"), config)
+    pq.write_table(predictions, p.run_dir / "predictions.parquet")
+    done = time.perf_counter()
+    report = {
+        "run_name": p.run_dir.name,
+        "run_dir": str(p.run_dir),
+        "dataset": {"name": config.data.dataset, **{s: len(p.splits[s]) for s in ("train", "valid", "test")}},
+        "teachers": [
+            {k: t[k] for k in ("name", "model", "rationales", "rejected", "rejected_by_reason",
+                               "tokens_generated", "seconds")}
+            for t in teachers
+        ],
+        "student": {
+            "model": config.student.model,
+            "loss_weights": config.task_weights(),
+            "valid_accuracy": accuracy["valid"],
+            "test_accuracy": accuracy["test"],
+            "steps": student["steps"],
+            "seconds": student["seconds"],
+        },
+        "timings": {
+            "setup_s": round(ready - start, 3),
+            "generate_s": round(generated - ready, 3),
+            "train_s": round(trained - generated, 3),
+            "eval_s": round(done - trained, 3),
+            "total_s": round(done - start, 3),
+        },
+    }
+    write_report(p.run_dir, report)
+    print(console_summary(report), flush=True)
+    return report

@@ -1,0 +1,127 @@
+"""All prompt text of the project, and the parsing of what models write back.
+
+- Teachers get a *teacher-forcing* chain-of-thought prompt: k in-context examples from the training
+  split, then the question, its options **and the gold answer**, and a request to explain step by
+  step why that answer is right (``teacher_prompt``). Changing any text here changes
+  ``TEACHER_TEMPLATE_VERSION`` so cached rationales are regenerated.
+- The student gets task prefixes: ``predict:`` for the answer, ``explain_<teacher>:`` for each
+  teacher's rationale (``student_input``); the answer target is the text of the right choice.
+- ``clean_rationale`` turns raw teacher output into a rationale or a reject reason;
+  ``match_choice`` maps the student's generated answer to one of the options.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+
+from tinyllm_ray.data.schema import LETTERS, Question
+
+TEACHER_TEMPLATE_VERSION = "teacher-forcing-cot/1"
+
+TEACHER_INSTRUCTION = "The following are multiple-choice questions with their correct answers."
+EXPLAIN_REQUEST = "Explain step by step why {answer} is the correct answer."
+RATIONALE_LEAD = "Explanation:"
+
+ANSWER_TASK = "answer"
+ANSWER_PREFIX = "predict: "
+RATIONALE_PREFIX = "explain_{teacher}: "
+
+
+def format_options(choices: Sequence[str]) -> str:
+    """``(a) first (b) second ...``"""
+    return " ".join(f"({LETTERS[i]}) {c}" for i, c in enumerate(choices))
+
+
+def format_answer(q: Question) -> str:
+    return f"({q.answer_letter}) {q.answer}"
+
+
+def question_block(q: Question) -> str:
+    """Context (if any), question and options: what every prompt shows of a question."""
+    lines = [f"Context: {q.context}"] if q.context else []
+    lines += [f"Q: {q.question}", f"Options: {format_options(q.choices)}"]
+    return "\n".join(lines)
+
+
+def teacher_prompt(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = ()) -> str:
+    """The teacher-forcing chain-of-thought prompt for ``q``.
+
+    ``shots`` are solved examples (question, options, answer); where ``shot_rationales`` gives a
+    rationale for a shot it is shown after the shot's answer, as a worked explanation.
+    """
+    parts = [TEACHER_INSTRUCTION]
+    for i, shot in enumerate(shots):
+        block = f"{question_block(shot)}\nAnswer: {format_answer(shot)}"
+        if i < len(shot_rationales) and shot_rationales[i]:
+            block += f"\n{RATIONALE_LEAD} {shot_rationales[i]}"
+        parts.append(block)
+    parts.append(
+        f"{question_block(q)}\nAnswer: {format_answer(q)}\n"
+        f"{EXPLAIN_REQUEST.format(answer=format_answer(q))}\n{RATIONALE_LEAD}"
+    )
+    return "\n\n".join(parts)
+
+
+def pick_shots(q: Question, pool: Sequence[Question], k: int, seed: int) -> list[Question]:
+    """k in-context examples from ``pool``, never ``q`` itself; the same for the same (seed, question)."""
+    rng = random.Random(f"{seed}:{q.id}")
+    others = [i for i in range(len(pool)) if pool[i].id != q.id]
+    if k > len(others):
+        raise ValueError(f"{k} shots requested but only {len(others)} other training questions")
+    return [pool[i] for i in rng.sample(others, k)]
+
+
+def student_input(q: Question, task: str) -> str:
+    """Student encoder input for ``task`` (``answer`` or a teacher name)."""
+    prefix = ANSWER_PREFIX if task == ANSWER_TASK else RATIONALE_PREFIX.format(teacher=task)
+    return prefix + question_block(q)
+
+
+def answer_target(q: Question) -> str:
+    return q.answer
+
+
+# The teacher may go on to invent the next question, or repeat the prompt's lead-in.
+_NEXT_QUESTION = re.compile(r"\n\s*(?:Q:|Question:|Context:)|\n\s*\n\s*\n")
+
+
+def clean_rationale(text: str) -> tuple[str, str | None]:
+    """(rationale, reject reason or None) from a teacher's raw continuation."""
+    text = text.strip()
+    if text.startswith(RATIONALE_LEAD):
+        text = text[len(RATIONALE_LEAD) :].strip()
+    cut = _NEXT_QUESTION.search(text)
+    if cut:
+        text = text[: cut.start()].strip()
+    if not text:
+        return "", "empty"
+    return text, None
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def match_choice(generated: str, choices: Sequence[str]) -> int | None:
+    """Index of the option the student's generated answer names, or None when it names none.
+
+    In order: the exact option text (case and punctuation ignored); a letter such as ``(b)``;
+    the single option with the best word overlap (ties name none).
+    """
+    said = _norm(generated)
+    normed = [_norm(c) for c in choices]
+    if said in normed:
+        return normed.index(said)
+    letter = re.match(r"\s*\(?([a-z])\)", generated.lower())
+    if letter and LETTERS.index(letter.group(1)) < len(choices):
+        return LETTERS.index(letter.group(1))
+    words = set(said.split())
+    if not words:
+        return None
+    scores = [len(words & set(c.split())) / len(words | set(c.split())) for c in normed]
+    best = max(scores)
+    if best == 0 or scores.count(best) > 1:
+        return None
+    return scores.index(best)

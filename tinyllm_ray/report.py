@@ -1,0 +1,66 @@
+"""The run report: ``report.json`` (machine-readable), ``report.md`` (tables), and the console summary.
+
+``report.json`` holds ``dataset``, ``teachers`` (name, model, rationales, rejected, tokens_generated,
+seconds), ``student`` (model, valid/test accuracy, steps, seconds) and ``timings`` (generate_s,
+train_s, eval_s, total_s); ``render_markdown`` shows the same facts as tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    def cell(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    d, s, t = report["dataset"], report["student"], report["timings"]
+    lines = [f"# TinyLLM distillation report: {report['run_name']}", ""]
+    lines += [f"Dataset **{d['name']}**: {d['train']} train, {d['valid']} valid, {d['test']} test questions.", ""]
+    lines += ["## Teachers", ""]
+    if report["teachers"]:
+        lines += _table(
+            ["teacher", "model", "rationales", "rejected", "tokens generated", "seconds"],
+            [[x["name"], x["model"], x["rationales"], x["rejected"], x["tokens_generated"], x["seconds"]]
+             for x in report["teachers"]],
+        )
+    else:
+        lines.append("No teachers: label-only baseline.")
+    lines += ["", "## Student", ""]
+    lines += _table(
+        ["model", "loss weights", "valid accuracy", "test accuracy", "steps", "seconds"],
+        [[s["model"], ", ".join(f"{k}={v:g}" for k, v in s["loss_weights"].items()),
+          s["valid_accuracy"], s["test_accuracy"], s["steps"], s["seconds"]]],
+    )
+    lines += ["", "## Timings (seconds)", ""]
+    lines += _table(list(t), [list(t.values())])
+    return "\n".join(lines) + "\n"
+
+
+def console_summary(report: dict[str, Any]) -> str:
+    """A plain-text table of teachers and student accuracies for the end of a run."""
+    rows = [("teacher", "rationales", "rejected", "tokens", "seconds")]
+    rows += [(x["name"], x["rationales"], x["rejected"], x["tokens_generated"], f"{x['seconds']:.1f}")
+             for x in report["teachers"]]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) for r in rows] if report["teachers"] else []
+    s = report["student"]
+    lines += [
+        f"student {s['model']}: valid accuracy {s['valid_accuracy']:.3f}, test accuracy {s['test_accuracy']:.3f}"
+        f" ({s['steps']} steps, {s['seconds']:.1f}s)",
+        f"total {report['timings']['total_s']:.1f}s; report: {report['run_dir']}/report.md",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, report: dict[str, Any]) -> None:
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (run_dir / "report.md").write_text(render_markdown(report))

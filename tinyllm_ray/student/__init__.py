@@ -1,0 +1,1 @@
+"""The student stage: batches, multi-task loss, the Ray Train loop and evaluation."""

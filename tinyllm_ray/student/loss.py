@@ -1,0 +1,36 @@
+"""The TinyLLM multi-task loss, in plain torch (no Ray, no transformers; unit-tested on random tensors).
+
+    loss = gamma * L(answer | "predict: " + q) + sum_i alpha_i * L(rationale_i | "explain_<t_i>: " + q)
+
+Each L is the token-level cross-entropy of one task's targets (padding and missing targets carry the
+label ``IGNORE``), averaged over that task's target tokens in the batch, as HF models do.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over target tokens: logits [B, T, V], labels [B, T] with ``IGNORE`` padding.
+
+    Returns a NaN-free zero (still attached to the graph) when no token is a target.
+    """
+    flat_labels = labels.reshape(-1)
+    if not bool((flat_labels != IGNORE).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat_labels, ignore_index=IGNORE)
+
+
+def multitask_loss(task_losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Weighted sum of per-task losses; a task with weight 0 or absent from this batch adds nothing."""
+    unknown = set(task_losses) - set(weights)
+    if unknown:
+        raise KeyError(f"no loss weight for task(s): {sorted(unknown)}")
+    terms = [weights[task] * loss for task, loss in task_losses.items() if weights[task] != 0]
+    if not terms:
+        raise ValueError("no task with a non-zero weight in this batch")
+    return torch.stack(terms).sum()
