@@ -1,0 +1,268 @@
+"""Unit tests for tinyllm_ray.student.batches: text rows, tokenisation UDF and per-task collation (no Ray)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported anywhere
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tinyllm_ray import prompts
+from tinyllm_ray.data.schema import Question
+from tinyllm_ray.data.synthetic import generate
+from tinyllm_ray.student.batches import Tokenize, collate, example_table, input_col, target_col
+from tinyllm_ray.student.loss import IGNORE, token_cross_entropy
+from tinyllm_ray.tiny import build_tiny_models
+
+TEACHERS = ["teacher-a", "teacher-b"]
+TASKS = ["answer", *TEACHERS]
+MAX_INPUT, MAX_TARGET = 24, 12
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"))["student-t5"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(student_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(student_dir)
+
+
+@pytest.fixture(scope="module")
+def questions() -> list[Question]:
+    return generate(5, 1, 1, seed=11)["train"]
+
+
+@pytest.fixture(scope="module")
+def rationales(questions: list[Question]) -> dict[str, dict[str, str]]:
+    q = questions
+    return {
+        # teacher-a explains questions 0, 2 and 3 (a long one, to be truncated); teacher-b none at all
+        "teacher-a": {q[0].id: "Add the prices.", q[2].id: "Count the days " * 20, q[3].id: "Compare."},
+        "teacher-b": {},
+    }
+
+
+@pytest.fixture(scope="module")
+def table(questions: list[Question], rationales: dict[str, dict[str, str]]) -> Any:
+    return example_table(questions, rationales)
+
+
+def numpy_batch(table: Any) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in table.to_pydict().items()}
+
+
+def object_array(seqs: list[np.ndarray]) -> np.ndarray:
+    """What Ray Data hands a numpy-format UDF for a column of variable-length lists."""
+    out = np.empty(len(seqs), dtype=object)
+    for i, s in enumerate(seqs):
+        out[i] = np.asarray(s)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenized(student_dir: Path, table: Any) -> dict[str, Any]:
+    udf = Tokenize(str(student_dir), TASKS, max_input_tokens=MAX_INPUT, max_target_tokens=MAX_TARGET)
+    return udf(numpy_batch(table))
+
+
+@pytest.fixture(scope="module")
+def ray_like(tokenized: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: (v if k == "id" else object_array(list(v))) for k, v in tokenized.items()}
+
+
+# --- example_table --------------------------------------------------------------------------------
+
+
+def test_example_table_columns(table: Any, questions: list[Question]) -> None:
+    expected = {"id"} | {input_col(t) for t in TASKS} | {target_col(t) for t in TASKS}
+    assert set(table.column_names) == expected
+    assert table.num_rows == len(questions)
+    assert table.column("id").to_pylist() == [q.id for q in questions]
+
+
+def test_example_table_inputs_and_targets(table: Any, questions: list[Question],
+                                          rationales: dict[str, dict[str, str]]) -> None:
+    rows = table.to_pylist()
+    for q, row in zip(questions, rows):
+        assert row[input_col("answer")] == prompts.student_input(q, "answer")
+        assert row[input_col("answer")].startswith("predict: ")
+        for teacher in TEACHERS:
+            assert row[input_col(teacher)].startswith(f"explain_{teacher}: ")
+            assert row[target_col(teacher)] == rationales[teacher].get(q.id, "")
+        assert row[target_col("answer")] == q.answer
+    assert rows[1][target_col("teacher-a")] == ""
+    assert all(r[target_col("teacher-b")] == "" for r in rows)
+
+
+def test_example_table_without_teachers(questions: list[Question]) -> None:
+    t = example_table(questions, {})
+    assert set(t.column_names) == {"id", input_col("answer"), target_col("answer")}
+
+
+# --- Tokenize -------------------------------------------------------------------------------------
+
+
+def test_tokenize_columns(tokenized: dict[str, Any], questions: list[Question]) -> None:
+    expected = {"id"} | {f"ids__{t}" for t in TASKS} | {f"labels__{t}" for t in TASKS}
+    assert set(tokenized) == expected
+    assert list(tokenized["id"]) == [q.id for q in questions]
+    for task in TASKS:
+        assert len(tokenized[f"ids__{task}"]) == len(questions)
+        assert len(tokenized[f"labels__{task}"]) == len(questions)
+        for ids in tokenized[f"ids__{task}"]:
+            assert isinstance(ids, np.ndarray) and np.issubdtype(ids.dtype, np.integer)
+            assert len(ids) > 0
+
+
+def test_tokenize_truncates_inputs(tokenized: dict[str, Any], tokenizer: Any) -> None:
+    for task in TASKS:
+        lengths = [len(ids) for ids in tokenized[f"ids__{task}"]]
+        assert max(lengths) <= MAX_INPUT
+        # synthetic questions are far longer than MAX_INPUT tokens: all are cut to exactly the limit
+        assert lengths == [MAX_INPUT] * len(lengths)
+        assert all(ids[-1] == tokenizer.eos_token_id for ids in tokenized[f"ids__{task}"])
+
+
+def test_tokenize_inputs_differ_by_task_prefix(tokenized: dict[str, Any], tokenizer: Any) -> None:
+    for i in range(len(tokenized["id"])):
+        texts = {t: tokenizer.decode(tokenized[f"ids__{t}"][i], skip_special_tokens=True) for t in TASKS}
+        assert texts["answer"].startswith("predict:")
+        assert texts["teacher-a"].startswith("explain_teacher-a:")
+
+
+def test_tokenize_untruncated_inputs_match_the_text(student_dir: Path, table: Any, tokenizer: Any) -> None:
+    udf = Tokenize(str(student_dir), ["answer"], max_input_tokens=1000, max_target_tokens=1000)
+    out = udf(numpy_batch(table))
+    for ids, text in zip(out["ids__answer"], table.column(input_col("answer")).to_pylist()):
+        assert tokenizer.decode(ids, skip_special_tokens=True) == text
+        assert len(ids) > MAX_INPUT
+
+
+def test_tokenize_labels(tokenized: dict[str, Any], tokenizer: Any, questions: list[Question],
+                         rationales: dict[str, dict[str, str]]) -> None:
+    for i, q in enumerate(questions):
+        answer = tokenized["labels__answer"][i]
+        assert tokenizer.decode(answer, skip_special_tokens=True) == q.answer
+        assert answer[-1] == tokenizer.eos_token_id
+        for teacher in TEACHERS:
+            labels = tokenized[f"labels__{teacher}"][i]
+            if q.id in rationales[teacher]:
+                assert 0 < len(labels) <= MAX_TARGET
+            else:
+                # no rationale: no labels at all (not a lone EOS)
+                assert len(labels) == 0
+    long = tokenized["labels__teacher-a"][2]
+    assert len(long) == MAX_TARGET
+    assert tokenizer.decode(tokenized["labels__teacher-a"][0], skip_special_tokens=True) == "Add the prices."
+
+
+# --- collate --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["lists", "ray_like"])
+def test_collate_pads_each_task(source: str, tokenized: dict[str, Any], ray_like: dict[str, np.ndarray],
+                                tokenizer: Any) -> None:
+    batch = tokenized if source == "lists" else ray_like
+    pad = tokenizer.pad_token_id
+    out = collate(batch, TASKS, pad)
+    assert out["rows"] == len(tokenized["id"])
+    assert set(out) == {"rows", *TASKS}
+    answer = out["answer"]
+    assert set(answer) == {"input_ids", "attention_mask", "labels"}
+    n = len(tokenized["id"])
+    label_lens = [len(x) for x in tokenized["labels__answer"]]
+    assert answer["input_ids"].shape == (n, MAX_INPUT)
+    assert answer["labels"].shape == (n, max(label_lens))
+    for part in answer.values():
+        assert part.dtype == torch.long
+    for i in range(n):
+        ids, labels = tokenized["ids__answer"][i], tokenized["labels__answer"][i]
+        assert answer["input_ids"][i, : len(ids)].tolist() == list(ids)
+        assert answer["attention_mask"][i].tolist() == [1] * len(ids) + [0] * (MAX_INPUT - len(ids))
+        assert answer["labels"][i, : len(labels)].tolist() == list(labels)
+        assert (answer["labels"][i, len(labels):] == IGNORE).all()
+    assert len(set(label_lens)) > 1, "answers of different lengths are needed to see label padding"
+    assert (answer["labels"] == IGNORE).any()
+
+
+def test_collate_pads_inputs_to_longest_row(student_dir: Path, questions: list[Question], tokenizer: Any) -> None:
+    # untruncated inputs have different lengths: pad to the longest, mask the rest
+    udf = Tokenize(str(student_dir), ["answer"], max_input_tokens=1000, max_target_tokens=64)
+    tok = udf(numpy_batch(example_table(questions, {})))
+    lengths = [len(x) for x in tok["ids__answer"]]
+    assert len(set(lengths)) > 1
+    out = collate(tok, ["answer"], tokenizer.pad_token_id)["answer"]
+    assert out["input_ids"].shape == (len(questions), max(lengths))
+    assert out["attention_mask"].sum(dim=1).tolist() == lengths
+    pad_positions = out["attention_mask"] == 0
+    assert (out["input_ids"][pad_positions] == tokenizer.pad_token_id).all()
+
+
+def test_collate_drops_rows_without_target(tokenized: dict[str, Any], tokenizer: Any,
+                                           questions: list[Question], rationales: dict[str, dict[str, str]]) -> None:
+    out = collate(tokenized, TASKS, tokenizer.pad_token_id)
+    keep = [i for i, q in enumerate(questions) if q.id in rationales["teacher-a"]]
+    assert keep == [0, 2, 3]
+    a = out["teacher-a"]
+    assert a["input_ids"].shape[0] == len(keep) == a["labels"].shape[0] == a["attention_mask"].shape[0]
+    for row, i in enumerate(keep):
+        ids = tokenized["ids__teacher-a"][i]
+        assert a["input_ids"][row, : len(ids)].tolist() == list(ids)
+    assert a["labels"].shape[1] == MAX_TARGET
+    # teacher-b has no rationale for any question
+    assert out["teacher-b"] is None
+    assert out["rows"] == len(questions)
+
+
+def test_collate_subset_of_tasks(tokenized: dict[str, Any], tokenizer: Any) -> None:
+    out = collate(tokenized, ["teacher-a"], tokenizer.pad_token_id)
+    assert set(out) == {"rows", "teacher-a"}
+
+
+def test_collate_pad_id_used(tokenized: dict[str, Any]) -> None:
+    out = collate(tokenized, ["answer"], pad_id=7)["answer"]
+    assert (out["input_ids"][out["attention_mask"] == 0] == 7).all() or bool(out["attention_mask"].all())
+    # labels never use the pad id for padding
+    lengths = [len(x) for x in tokenized["labels__answer"]]
+    for i, n in enumerate(lengths):
+        assert (out["labels"][i, n:] == IGNORE).all()
+
+
+# --- the tiny student on a collated batch ---------------------------------------------------------
+
+
+def test_forward_pass_gives_finite_loss(student_dir: Path, tokenized: dict[str, Any], tokenizer: Any) -> None:
+    from transformers import AutoModelForSeq2SeqLM
+
+    torch.manual_seed(0)
+    model = AutoModelForSeq2SeqLM.from_pretrained(student_dir).eval()
+    out = collate(tokenized, TASKS, tokenizer.pad_token_id)
+    for task in ["answer", "teacher-a"]:
+        inputs = out[task]
+        result = model(**inputs)
+        assert result.logits.shape[:2] == inputs["labels"].shape
+        assert result.logits.shape[2] == model.config.vocab_size
+        loss = token_cross_entropy(result.logits, inputs["labels"])
+        assert torch.isfinite(loss) and loss.item() > 0
+        # the same mean token cross-entropy as the model's own loss
+        assert loss.item() == pytest.approx(result.loss.item(), rel=1e-4)
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+        model.zero_grad()

@@ -1,0 +1,270 @@
+"""Unit tests for tinyllm_ray.prompts: teacher prompts, shot selection, student inputs, output parsing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyllm_ray import prompts
+from tinyllm_ray.data.schema import Question
+from tinyllm_ray.data.synthetic import generate
+
+
+def make_question(i: int, context: str = "") -> Question:
+    return Question(
+        id=f"q{i}",
+        question=f"Question number {i}: how many widgets does shop {i} sell?",
+        choices=(f"{i} widgets", f"{i + 100} widgets", f"{i + 200} gadgets"),
+        answer=f"{i + 100} widgets",
+        context=context,
+    )
+
+
+POOL = [make_question(i) for i in range(12)]
+
+
+# --- teacher_prompt -------------------------------------------------------------------------------
+
+
+def test_teacher_prompt_shows_question_options_and_gold_answer() -> None:
+    q = Question(id="x", question="Which fruit is yellow?", choices=("apple", "banana", "cherry"),
+                 answer="banana")
+    text = prompts.teacher_prompt(q, [])
+    assert "Which fruit is yellow?" in text
+    for letter, choice in zip("abc", q.choices):
+        assert f"({letter}) {choice}" in text
+    assert "Answer: (b) banana" in text
+    assert "Explain step by step why (b) banana is the correct answer." in text
+    assert text.startswith(prompts.TEACHER_INSTRUCTION)
+    assert text.endswith(prompts.RATIONALE_LEAD)
+    assert text.endswith("\nExplanation:")
+
+
+@pytest.mark.parametrize("q", generate(8, 1, 1, seed=3)["train"], ids=lambda q: q.id)
+def test_teacher_prompt_on_synthetic_questions(q: Question) -> None:
+    text = prompts.teacher_prompt(q, [])
+    assert q.question in text
+    assert all(c in text for c in q.choices)
+    assert f"({q.answer_letter}) {q.answer}" in text
+    assert text.endswith(prompts.RATIONALE_LEAD)
+
+
+def test_shots_come_before_the_question() -> None:
+    q = POOL[0]
+    shots = prompts.pick_shots(q, POOL, k=3, seed=0)
+    text = prompts.teacher_prompt(q, shots)
+    where_q = text.index(q.question)
+    for shot in shots:
+        assert text.index(shot.question) < where_q
+        assert f"Answer: ({shot.answer_letter}) {shot.answer}" in text
+    # shots are solved but not asked to be explained
+    assert text.count("Explain step by step") == 1
+    # the question's own block is last
+    assert text.rindex("Q: ") == text.index(f"Q: {q.question}")
+
+
+def test_shot_rationales_shown_when_given() -> None:
+    q, shots = POOL[0], POOL[1:4]
+    text = prompts.teacher_prompt(q, shots, shot_rationales=["first reason", "", "third reason"])
+    assert "Explanation: first reason" in text
+    assert "Explanation: third reason" in text
+    # the empty one adds no explanation line; the final lead is the only other one
+    assert text.count("Explanation:") == 3
+    first = text.index(f"Answer: ({shots[0].answer_letter}) {shots[0].answer}\nExplanation: first reason")
+    assert first < text.index(shots[1].question)
+
+
+def test_fewer_rationales_than_shots() -> None:
+    text = prompts.teacher_prompt(POOL[0], POOL[1:4], shot_rationales=["only one"])
+    assert text.count("Explanation:") == 2
+
+
+def test_no_rationales_without_shot_rationales() -> None:
+    text = prompts.teacher_prompt(POOL[0], POOL[1:4])
+    assert text.count("Explanation:") == 1
+
+
+def test_context_line_shown_when_question_has_context() -> None:
+    q = make_question(1, context="Shops open at nine.")
+    text = prompts.teacher_prompt(q, [])
+    assert "Context: Shops open at nine.\nQ: " in text
+    assert "Context:" not in prompts.teacher_prompt(make_question(1), [])
+    assert "Context: Shops open at nine." in prompts.student_input(q, "answer")
+
+
+def test_context_of_a_shot_shown() -> None:
+    shot = make_question(5, context="Shot context here.")
+    text = prompts.teacher_prompt(POOL[0], [shot])
+    assert text.index("Context: Shot context here.") < text.index(POOL[0].question)
+
+
+# --- pick_shots -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 3, len(POOL) - 1])
+def test_pick_shots_never_include_the_question(k: int) -> None:
+    for seed in range(50):
+        for q in POOL:
+            shots = prompts.pick_shots(q, POOL, k=k, seed=seed)
+            assert len(shots) == k
+            assert q.id not in {s.id for s in shots}
+            assert len({s.id for s in shots}) == k  # no repeats
+
+
+def test_pick_shots_deterministic() -> None:
+    q = POOL[4]
+    assert prompts.pick_shots(q, POOL, 3, seed=7) == prompts.pick_shots(q, list(POOL), 3, seed=7)
+
+
+def test_pick_shots_depends_on_seed_and_question() -> None:
+    q = POOL[4]
+    first = [s.id for s in prompts.pick_shots(q, POOL, 3, seed=0)]
+    other_seeds = {tuple(s.id for s in prompts.pick_shots(q, POOL, 3, seed=s)) for s in range(1, 6)}
+    assert any(list(ids) != first for ids in other_seeds)
+    other_questions = {tuple(s.id for s in prompts.pick_shots(p, POOL, 3, seed=0)) for p in POOL[5:10]}
+    assert len(other_questions) > 1
+
+
+def test_pick_shots_excludes_question_by_id_even_if_not_same_object() -> None:
+    q = make_question(3)  # equal id to POOL[3], a different object
+    for seed in range(30):
+        assert "q3" not in [s.id for s in prompts.pick_shots(q, POOL, len(POOL) - 1, seed)]
+
+
+def test_pick_shots_question_outside_pool_may_use_whole_pool() -> None:
+    q = make_question(99)
+    assert len(prompts.pick_shots(q, POOL, len(POOL), seed=0)) == len(POOL)
+
+
+def test_pick_shots_too_many() -> None:
+    with pytest.raises(ValueError, match="shots"):
+        prompts.pick_shots(POOL[0], POOL, k=len(POOL), seed=0)
+    with pytest.raises(ValueError):
+        prompts.pick_shots(POOL[0], POOL[:1], k=1, seed=0)
+
+
+def test_pick_zero_shots() -> None:
+    assert prompts.pick_shots(POOL[0], POOL[:1], k=0, seed=0) == []
+
+
+# --- student_input --------------------------------------------------------------------------------
+
+
+def test_student_input_prefixes() -> None:
+    q = POOL[2]
+    answer = prompts.student_input(q, prompts.ANSWER_TASK)
+    assert answer.startswith("predict: Q: ")
+    assert q.question in answer and "(b) 102 widgets" in answer
+    assert "Answer" not in answer  # the student never sees the gold answer in its input
+    rationale = prompts.student_input(q, "teacher-a")
+    assert rationale.startswith("explain_teacher-a: Q: ")
+    assert rationale.removeprefix("explain_teacher-a: ") == answer.removeprefix("predict: ")
+
+
+def test_answer_target_is_choice_text() -> None:
+    assert prompts.answer_target(POOL[2]) == "102 widgets"
+
+
+# --- clean_rationale ------------------------------------------------------------------------------
+
+
+def test_clean_rationale_plain() -> None:
+    assert prompts.clean_rationale("  Because 2 + 3 = 5.  ") == ("Because 2 + 3 = 5.", None)
+
+
+def test_clean_rationale_strips_leading_lead() -> None:
+    assert prompts.clean_rationale("Explanation: 2 + 3 = 5.") == ("2 + 3 = 5.", None)
+    assert prompts.clean_rationale("\n Explanation:   two steps.") == ("two steps.", None)
+
+
+def test_clean_rationale_keeps_lead_word_inside_text() -> None:
+    assert prompts.clean_rationale("A short Explanation: none.") == ("A short Explanation: none.", None)
+
+
+@pytest.mark.parametrize("marker", ["Q:", "Question:", "Context:"])
+def test_clean_rationale_cuts_at_next_question(marker: str) -> None:
+    raw = f" 2 + 3 = 5, so (b).\n{marker} Tom has 4 apples.\nAnswer: (a) 4"
+    assert prompts.clean_rationale(raw) == ("2 + 3 = 5, so (b).", None)
+
+
+def test_clean_rationale_cuts_at_blank_lines() -> None:
+    assert prompts.clean_rationale("Line one.\nLine two.\n\n\nJunk") == ("Line one.\nLine two.", None)
+
+
+def test_clean_rationale_keeps_multiline_reasoning() -> None:
+    text = "Step 1: add.\nStep 2: compare."
+    assert prompts.clean_rationale(text) == (text, None)
+
+
+@pytest.mark.parametrize("raw", ["", "   ", "\n\t\n", "Explanation:", "Explanation:   \n "])
+def test_clean_rationale_rejects_empty(raw: str) -> None:
+    assert prompts.clean_rationale(raw) == ("", "empty")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: clean_rationale strips before cutting, so output that *starts* with the next question "
+    "('\\nQ: ...', or 'Explanation:\\nQ: ...') loses its newline, is not cut, and is accepted as a rationale",
+)
+@pytest.mark.parametrize(
+    "raw", [" \n\nQ: Tom has 3 apples. How many?", "Explanation:\nQ: Tom has 3 apples.", "Explanation: \n\n\nQ: next"]
+)
+def test_clean_rationale_rejects_output_that_is_only_a_next_question(raw: str) -> None:
+    assert prompts.clean_rationale(raw) == ("", "empty")
+
+
+# --- match_choice ---------------------------------------------------------------------------------
+
+CHOICES = ("red apple", "green pear", "yellow banana")
+
+
+@pytest.mark.parametrize(
+    ("generated", "expected"),
+    [
+        ("green pear", 1),
+        ("Green Pear.", 1),
+        ("  YELLOW   banana!! ", 2),
+        ("red-apple", 0),
+        ("(b)", 1),
+        ("(c) yellow banana", 2),
+        ("a)", 0),
+        (" (A) whatever", 0),
+        ("banana", 2),
+        ("a yellow fruit banana", 2),
+        ("pear green", 1),
+    ],
+)
+def test_match_choice(generated: str, expected: int) -> None:
+    assert prompts.match_choice(generated, CHOICES) == expected
+
+
+@pytest.mark.parametrize("generated", ["", "   ", "xyzzy plugh", "!!!", "(z)", "(d)", "(e) nothing here"])
+def test_match_choice_names_none(generated: str) -> None:
+    assert prompts.match_choice(generated, CHOICES) is None
+
+
+def test_match_choice_tie_is_none() -> None:
+    assert prompts.match_choice("red", ("red apple", "red pear", "blue plum")) is None
+    assert prompts.match_choice("red apple", ("red apple", "red pear", "blue plum")) == 0
+
+
+def test_match_choice_exact_text_beats_letter() -> None:
+    # "(b)" is literally the text of choice 0; exact text wins over the letter reading
+    assert prompts.match_choice("b", ("b", "c")) == 0
+
+
+def test_match_choice_numbers_with_currency() -> None:
+    choices = ("$19", "$18", "$17")
+    assert prompts.match_choice("$17", choices) == 2
+    assert prompts.match_choice("17", choices) == 2
+    assert prompts.match_choice("(a)", choices) == 0
+
+
+def test_match_choice_out_of_range_letter_on_two_choices() -> None:
+    assert prompts.match_choice("(c)", ("yes", "no")) is None
+    assert prompts.match_choice("(b)", ("yes", "no")) == 1
+
+
+@pytest.mark.parametrize("q", generate(20, 1, 1, seed=5)["train"], ids=lambda q: q.id)
+def test_match_choice_recovers_every_synthetic_answer(q: Question) -> None:
+    assert prompts.match_choice(q.answer, q.choices) == q.answer_index
+    assert prompts.match_choice(f"({q.answer_letter})", q.choices) == q.answer_index
