@@ -201,17 +201,33 @@ def test_collate_pads_each_task(source: str, tokenized: dict[str, Any], ray_like
     assert (answer["labels"] == IGNORE).any()
 
 
-def test_collate_pads_inputs_to_longest_row(student_dir: Path, questions: list[Question], tokenizer: Any) -> None:
-    # untruncated inputs have different lengths: pad to the longest, mask the rest
+@pytest.fixture(scope="module")
+def untruncated(student_dir: Path, questions: list[Question]) -> dict[str, Any]:
+    """Answer-task rows whose inputs are not truncated, so their lengths differ."""
     udf = Tokenize(str(student_dir), ["answer"], max_input_tokens=1000, max_target_tokens=64)
-    tok = udf(numpy_batch(example_table(questions, {})))
-    lengths = [len(x) for x in tok["ids__answer"]]
+    return udf(numpy_batch(example_table(questions, {})))
+
+
+def test_collate_pads_inputs_to_longest_row(untruncated: dict[str, Any], tokenizer: Any) -> None:
+    lengths = [len(x) for x in untruncated["ids__answer"]]
     assert len(set(lengths)) > 1
-    out = collate(tok, ["answer"], tokenizer.pad_token_id)["answer"]
-    assert out["input_ids"].shape == (len(questions), max(lengths))
+    out = collate(untruncated, ["answer"], tokenizer.pad_token_id)["answer"]
+    assert out["input_ids"].shape == (len(lengths), max(lengths))
     assert out["attention_mask"].sum(dim=1).tolist() == lengths
-    pad_positions = out["attention_mask"] == 0
-    assert (out["input_ids"][pad_positions] == tokenizer.pad_token_id).all()
+    for i, n in enumerate(lengths):
+        assert out["input_ids"][i, :n].tolist() == list(untruncated["ids__answer"][i])
+        assert (out["attention_mask"][i, :n] == 1).all() and (out["attention_mask"][i, n:] == 0).all()
+        assert (out["input_ids"][i, n:] == tokenizer.pad_token_id).all()
+
+
+def test_collate_uses_the_given_pad_id(untruncated: dict[str, Any]) -> None:
+    out = collate(untruncated, ["answer"], pad_id=7)["answer"]
+    padding = out["attention_mask"] == 0
+    assert padding.any()
+    assert (out["input_ids"][padding] == 7).all()
+    # labels are padded with IGNORE, never with the pad id
+    for i, labels in enumerate(untruncated["labels__answer"]):
+        assert (out["labels"][i, len(labels):] == IGNORE).all()
 
 
 def test_collate_drops_rows_without_target(tokenized: dict[str, Any], tokenizer: Any,
@@ -233,15 +249,6 @@ def test_collate_drops_rows_without_target(tokenized: dict[str, Any], tokenizer:
 def test_collate_subset_of_tasks(tokenized: dict[str, Any], tokenizer: Any) -> None:
     out = collate(tokenized, ["teacher-a"], tokenizer.pad_token_id)
     assert set(out) == {"rows", "teacher-a"}
-
-
-def test_collate_pad_id_used(tokenized: dict[str, Any]) -> None:
-    out = collate(tokenized, ["answer"], pad_id=7)["answer"]
-    assert (out["input_ids"][out["attention_mask"] == 0] == 7).all() or bool(out["attention_mask"].all())
-    # labels never use the pad id for padding
-    lengths = [len(x) for x in tokenized["labels__answer"]]
-    for i, n in enumerate(lengths):
-        assert (out["labels"][i, n:] == IGNORE).all()
 
 
 # --- the tiny student on a collated batch ---------------------------------------------------------

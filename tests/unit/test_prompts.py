@@ -202,6 +202,7 @@ def test_clean_rationale_rejects_empty(raw: str) -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="BUG: clean_rationale strips before cutting, so output that *starts* with the next question "
     "('\\nQ: ...', or 'Explanation:\\nQ: ...') loses its newline, is not cut, and is accepted as a rationale",
 )
