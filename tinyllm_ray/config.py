@@ -30,6 +30,21 @@ Str = Annotated[str, Strict()]
 Bool = Annotated[bool, Strict()]
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; configs mean a float (learning rates), as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 class ConfigError(ValueError):
     """An invalid configuration; the message names the offending key(s)."""
 
@@ -231,18 +246,17 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     if not all(parts):
         raise ConfigError(f"--set {assignment!r}: malformed key {key!r}")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {key}: value is not valid YAML: {err}") from None
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
-        where = ".".join(parts[: i + 1])
         if isinstance(node, list):
-            node = node[_list_index(node, part, where)]
+            node = node[_list_index(node, part, ".".join(parts[: i + 1]))]
         elif isinstance(node, dict):
             node = node.setdefault(part, {})
         else:
-            raise ConfigError(f"--set {key}: {where} is a {type(node).__name__}, not a section")
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is a {type(node).__name__}, not a section")
     last = parts[-1]
     if isinstance(node, list):
         node[_list_index(node, last, key)] = value
@@ -266,7 +280,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths:
     """
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:

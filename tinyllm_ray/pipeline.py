@@ -44,8 +44,9 @@ from tinyllm_ray.teachers.stage import ENGINE_BATCHES_PER_CALL, rationale_stage
 
 log = logging.getLogger("tinyllm_ray")
 
-# Sections that do not change what a run computes; a resumed run may differ in them.
+# Settings that change where and how fast a run computes, not what: a resumed run may differ in them.
 _NOT_RESULT_SECTIONS = ("output", "ray")
+_NOT_RESULT_FIELDS = ("replicas", "num_cpus", "num_gpus", "cpus_per_worker", "log_every")
 
 
 @dataclasses.dataclass
@@ -81,7 +82,10 @@ def open_run_dir(config: Config) -> Path:
     elif run_dir.exists() and out.if_exists == "error":
         raise ConfigError(f"output.run_name: run directory {run_dir} already exists (output.if_exists=error)")
     elif saved.exists():
-        before = _result_fields(yaml.safe_load(saved.read_text()))
+        loaded = yaml.safe_load(saved.read_text())
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"output.run_name: {saved} is not a readable run config; choose another run name")
+        before = _result_fields(loaded)
         now = _result_fields(config.to_dict())
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
         if changed:
@@ -110,6 +114,12 @@ def _result_fields(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(_result_fields(value, name + "."))
+        elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                flat.update(_result_fields(item, f"{name}.{i}."))
+            flat[f"{name}.count"] = len(value)
+        elif key in _NOT_RESULT_FIELDS:
+            continue
         else:
             flat[name] = value
     return flat

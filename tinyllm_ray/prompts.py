@@ -84,7 +84,7 @@ def answer_target(q: Question) -> str:
 
 
 # The teacher may go on to invent the next question, or repeat the prompt's lead-in.
-_NEXT_QUESTION = re.compile(r"\n\s*(?:Q:|Question:|Context:)|\n\s*\n\s*\n")
+_NEXT_QUESTION = re.compile(r"(?:^|\n)\s*(?:Q:|Question:|Context:)|\n\s*\n\s*\n")
 
 
 def clean_rationale(text: str) -> tuple[str, str | None]:

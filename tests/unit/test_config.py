@@ -308,12 +308,6 @@ def test_override_value_keeps_equals_signs() -> None:
     assert raw["output"]["run_name"] == "a=b"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigError,
-    reason="BUG: PyYAML (YAML 1.1) reads 1e-3 as the string '1e-3', which strict Float then rejects; "
-    "`--set train.lr=1e-3` (and `lr: 1e-3` in a file) fail",
-)
 def test_override_scientific_notation_is_a_float() -> None:
     raw: dict[str, Any] = {"student": {"model": HUB_ID}}
     apply_override(raw, "train.lr=1e-3")
@@ -368,12 +362,6 @@ def test_override_into_a_scalar() -> None:
     assert raw == {"train": {"epochs": 3}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG (message): apply_override names the child path 'train.epochs.x' as the non-section; "
-    "the scalar is at 'train.epochs' (where = parts[: i + 1] should be parts[:i])",
-)
 def test_override_through_a_scalar_names_the_scalar() -> None:
     raw = {"train": {"epochs": 3}}
     with pytest.raises(ConfigError, match=r"train\.epochs is a int, not a section"):

@@ -200,12 +200,6 @@ def test_clean_rationale_rejects_empty(raw: str) -> None:
     assert prompts.clean_rationale(raw) == ("", "empty")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: clean_rationale strips before cutting, so output that *starts* with the next question "
-    "('\\nQ: ...', or 'Explanation:\\nQ: ...') loses its newline, is not cut, and is accepted as a rationale",
-)
 @pytest.mark.parametrize(
     "raw", [" \n\nQ: Tom has 3 apples. How many?", "Explanation:\nQ: Tom has 3 apples.", "Explanation: \n\n\nQ: next"]
 )

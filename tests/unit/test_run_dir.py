@@ -156,12 +156,6 @@ def test_existing_non_run_directory_with_files(tiny_dir: Path, out_dir: Path) ->
     assert (out_dir / "run" / "notes.txt").read_text() == "my own files"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG: open_run_dir passes yaml.safe_load of an empty/non-mapping config.yaml straight to "
-    "_result_fields, which raises AttributeError instead of a ConfigError",
-)
 @pytest.mark.parametrize("content", ["", "- not\n- a mapping\n"])
 def test_unreadable_saved_config_is_a_config_error(tiny_dir: Path, out_dir: Path, content: str) -> None:
     (out_dir / "run").mkdir(parents=True)

@@ -89,7 +89,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 inputs = {k: v.to(device) for k, v in batch[task].items()}
                 logits = model(**inputs).logits
                 task_losses[task] = token_cross_entropy(logits, inputs["labels"])
-            loss = multitask_loss(task_losses, weights)
+            if task_losses:
+                loss = multitask_loss(task_losses, weights)
+            else:  # no weighted task has a target in this batch (gamma = 0, no rationales): a zero step
+                loss = sum(p.sum() for p in model.parameters()) * 0.0  # keeps DDP ranks in step
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
