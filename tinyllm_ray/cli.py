@@ -3,7 +3,8 @@
     tinyllm distill [--config PATH] [--set KEY=VALUE ...] [--output-dir DIR]   run the whole workflow
     tinyllm tiny-models DIR                                                    build the tiny local models
 
-Bad configs and bad data end with one clear ``error:`` message (exit status 2), never a traceback.
+Bad configs and bad data end with one clear ``error:`` message (exit status 2) before Ray starts; a stage
+that fails on Ray ends with one message naming the stage and its cause (exit status 1). Never a traceback.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def distill(args: argparse.Namespace) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except pipeline.StageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

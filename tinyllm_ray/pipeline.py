@@ -10,9 +10,11 @@ it depends on, so a re-run of the same config in the same run directory reuses i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -47,6 +49,45 @@ log = logging.getLogger("tinyllm_ray")
 # Settings that change where and how fast a run computes, not what: a resumed run may differ in them.
 _NOT_RESULT_SECTIONS = ("output", "ray")
 _NOT_RESULT_FIELDS = ("replicas", "num_cpus", "num_gpus", "cpus_per_worker", "log_every")
+
+
+class StageError(RuntimeError):
+    """A stage failed while running on Ray; the message names the stage and the root cause."""
+
+
+@contextlib.contextmanager
+def stage(name: str, run_dir: Path):
+    """Turn a failure deep inside Ray into one ``StageError`` naming the stage; finished stages stay stored."""
+    try:
+        yield
+    except (ConfigError, StageError):
+        raise
+    except Exception as err:  # noqa: BLE001 -- any failure inside Ray workers arrives here wrapped
+        log.debug("stage %s failed", name, exc_info=True)
+        raise StageError(
+            f"{name} failed: {_root_message(err)}\n"
+            f"Finished stages are kept in {run_dir}; re-running the same config resumes from them."
+        ) from err
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit)\b(?::.*)?$")
+
+
+def _root_message(err: BaseException) -> str:
+    """The user's error out of Ray's wrapping: the last ``SomeError: ...`` line of the outermost error
+    whose text carries one (Ray embeds the worker's traceback in its own exceptions), else its last line."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for e in chain:
+        lines = [line.strip() for line in _ANSI.sub("", str(e)).splitlines() if line.strip()]
+        errors = [line for line in lines if _ERROR_LINE.match(line)]
+        if errors:
+            return errors[-1]
+    lines = [line for line in str(chain[0]).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(chain[0]).__name__
 
 
 @dataclasses.dataclass
@@ -146,8 +187,9 @@ def run_teachers(p: Prepared) -> list[dict[str, Any]]:
         else:
             log.info("teacher %s: generating rationales for %d questions", teacher.name, len(p.splits["train"]))
             questions = _blocks(to_table(p.splits["train"]), teacher.batch_size * ENGINE_BATCHES_PER_CALL)
-            info = store.write_rationales(rationale_stage(questions, p.splits["train"], teacher),
-                                          p.run_dir, teacher.name, key)
+            with stage(f"teacher {teacher.name!r} ({teacher.model})", p.run_dir):
+                info = store.write_rationales(rationale_stage(questions, p.splits["train"], teacher),
+                                              p.run_dir, teacher.name, key)
         infos.append({"name": teacher.name, "model": teacher.model, **info})
     return infos
 
@@ -167,7 +209,8 @@ def run_student(p: Prepared) -> dict[str, Any]:
         return json.loads(marker.read_text())
     rationales = {t.name: store.read_rationales(p.run_dir, t.name) for t in c.teachers}
     examples = example_table(p.splits["train"], rationales)
-    trained = train_student(examples, c, p.run_dir)
+    with stage(f"student training ({c.student.model})", p.run_dir):
+        trained = train_student(examples, c, p.run_dir)
     if export_dir.exists():
         shutil.rmtree(export_dir)  # our own export of an older key, never user data
     shutil.copytree(trained["checkpoint"], export_dir)
@@ -187,7 +230,9 @@ def run(config: Config) -> dict[str, Any]:
     generated = time.perf_counter()
     student = run_student(p)
     trained = time.perf_counter()
-    accuracy, predictions = evaluate({s: p.splits[s] for s in ("valid", "test")}, str(p.run_dir / "student"), config)
+    with stage("student evaluation", p.run_dir):
+        accuracy, predictions = evaluate({s: p.splits[s] for s in ("valid", "test")}, str(p.run_dir / "student"),
+                                         config)
     pq.write_table(predictions, p.run_dir / "predictions.parquet")
     done = time.perf_counter()
     report = {

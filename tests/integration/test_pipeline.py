@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -72,3 +73,16 @@ def test_label_only_baseline_without_teachers(ray_local, tiny_models, tmp_path):
     assert report["teachers"] == []
     assert report["student"]["loss_weights"] == {"answer": 1.0}
     assert report["student"]["steps"] == 3
+
+
+def test_failing_teacher_is_named_and_finished_teachers_are_kept(ray_local, tiny_models, tmp_path):
+    broken = tmp_path / "broken-teacher"
+    shutil.copytree(tiny_models / "teacher-b", broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    raw = tiny_run_config(tiny_models, tmp_path / "runs", "broken")
+    raw["teachers"][1]["model"] = str(broken)
+    with pytest.raises(pipeline.StageError, match="teacher 'teacher-b'") as info:
+        pipeline.run(from_dict(raw))
+    assert "SafetensorError" in str(info.value) and "Traceback" not in str(info.value)
+    kept = pq.read_table(tmp_path / "runs" / "broken" / "rationales" / "teacher-a")
+    assert kept.num_rows == 48
