@@ -48,11 +48,12 @@ def head(tmp_path_factory):
     )
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        deadline = time.monotonic() + 120
-        while subprocess.run([RAY, "job", "list", "--address", address], env=env,
-                             capture_output=True).returncode != 0:
+        # Ready = a trivial job runs (the dashboard answers before its job agent is up).
+        deadline = time.monotonic() + 180
+        while subprocess.run([RAY, "job", "submit", "--address", address, "--", "python", "-c", "pass"],
+                             env=env, capture_output=True, timeout=120).returncode != 0:
             assert proc.poll() is None, f"ray start exited: {proc.returncode}"
-            assert time.monotonic() < deadline, "head did not come up in 120 s"
+            assert time.monotonic() < deadline, "head did not accept a job in 180 s"
             time.sleep(2)
         yield address, env
     finally:
