@@ -104,10 +104,12 @@ def prepare(config: Config) -> Prepared:
 
         build_tiny_models(Path(config.tiny_models))
     validate(config)
-    config = with_absolute_paths(config)
     splits = load_splits(config.data)
     validate_against_data(config, len(splits["train"]))
-    return Prepared(config, open_run_dir(config), splits)
+    # The run dir keeps the config as written (a resubmitted job unpacks to another working dir);
+    # the stages get absolute paths.
+    run_dir = open_run_dir(config)
+    return Prepared(with_absolute_paths(config), run_dir, splits)
 
 
 def open_run_dir(config: Config) -> Path:
@@ -144,7 +146,7 @@ def open_run_dir(config: Config) -> Path:
         saved.write_text(to_yaml(config))
     except OSError as err:
         raise ConfigError(f"output.dir: cannot write the run directory {run_dir}: {err}") from None
-    return run_dir
+    return run_dir.resolve()
 
 
 def _result_fields(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:

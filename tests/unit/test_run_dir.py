@@ -210,3 +210,19 @@ def test_missing_model_dir_fails(tiny_dir: Path, out_dir: Path, tmp_path: Path) 
 
 def test_no_ray_after_prepare(ray_was_running: bool) -> None:
     assert ray.is_initialized() == ray_was_running
+
+
+def test_resubmission_from_another_working_dir_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ray job submit` unpacks the working dir somewhere new each time; relative model paths must still
+    resume the same run (the run dir keeps the config as written), while stages get absolute paths."""
+    out_dir = tmp_path / "runs"
+    relative = ["tiny_models=models", "teachers.0.model=models/teacher-a", "teachers.1.model=models/teacher-b",
+                "student.model=models/student-t5"]
+    prepared = []
+    for copy in ("first", "second"):
+        (tmp_path / copy).mkdir()
+        monkeypatch.chdir(tmp_path / copy)
+        prepared.append(pipeline.prepare(make_config(tmp_path / "unused", out_dir, *relative)))
+    assert prepared[0].run_dir == prepared[1].run_dir == (out_dir / "run").resolve()
+    assert yaml.safe_load((out_dir / "run" / "config.yaml").read_text())["student"]["model"] == "models/student-t5"
+    assert prepared[1].config.student.model == str(tmp_path / "second" / "models" / "student-t5")
