@@ -26,6 +26,7 @@ import ray.data
 import ray.train
 import ray.train.torch
 import torch
+import transformers
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from tinyllm_ray.config import Config
@@ -45,6 +46,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     world = ray.train.get_context().get_world_size()
 
+    transformers.utils.logging.disable_progress_bar()
     torch.manual_seed(tc.seed)
     trust = config.student.trust_remote_code
     tokenizer = AutoTokenizer.from_pretrained(config.student.model, trust_remote_code=trust)
@@ -133,7 +135,7 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str]) -> ray.data.Dataset:
     """Ray Data tokenisation of the text rows, materialised once and reused every epoch."""
     s = config.student
-    return (
+    dataset = (
         ray.data.from_arrow(examples)
         .map_batches(
             Tokenize,
@@ -146,6 +148,9 @@ def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str]) -> r
         )
         .materialize()
     )
+    # The per-epoch re-reads of a materialised dataset are instant; their progress bars are only noise.
+    dataset.context.enable_progress_bars = False
+    return dataset
 
 
 def train_student(examples: pa.Table, config: Config, run_dir: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Protocol
 
 import torch
+import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from tinyllm_ray.config import TeacherConfig
@@ -58,6 +59,7 @@ class HFEngine:
         if temperature > 0:
             self.sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
         self.seed = seed
+        transformers.utils.logging.disable_progress_bar()
         self.device, torch_dtype = pick_device_and_dtype(num_gpus, dtype)
         model_config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
         self.encoder_decoder = bool(getattr(model_config, "is_encoder_decoder", False))
