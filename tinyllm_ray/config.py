@@ -45,6 +45,10 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
+# The two rationale sources in the TinyLLM authors' precomputed files (see data/official.py).
+PRECOMPUTED_TEACHERS = ("flan-t5-xl", "llama-2-chat")
+
+
 class ConfigError(ValueError):
     """An invalid configuration; the message names the offending key(s)."""
 
@@ -54,9 +58,24 @@ class DataConfig:
     """Which questions to distil on."""
 
     dataset: Str = "synthetic"
-    """Dataset reader name (see ``tinyllm_ray.data.load.READERS``)."""
+    """``synthetic`` (built in), a paper dataset (``obqa``, ``arc_easy``, ``piqa``, ...), or any name with a path."""
+    format: Literal["synthetic", "official", "hub", "jsonl"] | None = None
+    """How to read it; inferred when left out: ``synthetic``, ``official`` (the TinyLLM authors' layout,
+    ``<name>_<split>.json`` + ``llm/``), ``hub`` (a hub dataset's schema, by name or local files), ``jsonl``
+    (any JSON/JSONL/Parquet with ``columns``)."""
     path: Str | None = None
-    """Directory or file for readers that load from disk (unused by ``synthetic``)."""
+    """Directory (or file, for ``jsonl``) to read; for ``hub`` without a path the dataset is loaded by hub name."""
+    columns: dict[Str, Str] = Field(default_factory=dict)
+    """``jsonl`` only: source column of ``question``, ``choices``, ``answer`` (text, letter or index), ``id``, ``context``."""
+    rationales: Literal["teachers", "precomputed"] = "teachers"
+    """``precomputed``: import the authors' rationales (``official`` format) as teachers ``flan-t5-xl`` and
+    ``llama-2-chat`` instead of, or besides, running teachers."""
+    strict: Bool = False
+    """Fail on the first invalid row instead of rejecting it (rejects are counted and written to ``rejects.jsonl``)."""
+    valid_fraction: Float = Field(default=0.1, gt=0, lt=1)
+    """Share of train held out (seeded) as valid when the dataset has no valid split."""
+    max_train: Int | None = Field(default=None, ge=1)
+    """Use only the first N training questions (smoke runs on real data)."""
     n_train: Int = Field(default=256, ge=1)
     """Training questions to generate (``synthetic`` only)."""
     n_valid: Int = Field(default=64, ge=1)
@@ -213,9 +232,14 @@ class Config:
     def alpha_of(self, teacher: str) -> float:
         return self.train.alpha.get(teacher, 1.0)
 
+    def teacher_names(self) -> list[str]:
+        """Every rationale source: the precomputed teachers (if imported), then the configured ones."""
+        imported = list(PRECOMPUTED_TEACHERS) if self.data.rationales == "precomputed" else []
+        return imported + [t.name for t in self.teachers]
+
     def task_weights(self) -> dict[str, float]:
         """Loss weight per student task: ``answer`` then one per teacher, in config order."""
-        return {"answer": self.train.gamma, **{t.name: self.alpha_of(t.name) for t in self.teachers}}
+        return {"answer": self.train.gamma, **{name: self.alpha_of(name) for name in self.teacher_names()}}
 
 
 _ADAPTER = TypeAdapter(Config)
@@ -331,6 +355,16 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
             errors.append(f"teachers.{i}.name: 'answer' is reserved for the answer task")
         if names.count(name) > 1 and names.index(name) == i:
             errors.append(f"teachers.{i}.name: {name!r} is used by more than one teacher")
+    imported = [n for n in config.teacher_names() if n not in names]
+    for i, name in enumerate(names):
+        if name in imported:
+            errors.append(f"teachers.{i}.name: {name!r} is the name of a precomputed teacher")
+    if config.data.rationales == "precomputed" and config.data.format not in (None, "official"):
+        errors.append(f"data.rationales: precomputed rationales come with the official format, "
+                      f"not {config.data.format!r}")
+    if config.data.columns and config.data.format not in (None, "jsonl"):
+        errors.append("data.columns: a column mapping is for the jsonl format")
+    names = config.teacher_names()
     for key, weight in config.train.alpha.items():
         if not names:
             errors.append(f"train.alpha.{key}: rationale weights are set but there are no teachers")

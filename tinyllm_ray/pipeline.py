@@ -35,7 +35,7 @@ from tinyllm_ray.config import (
     validate_against_data,
     with_absolute_paths,
 )
-from tinyllm_ray.data.load import load_splits
+from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import Question, to_table
 from tinyllm_ray.report import console_summary, write_report
 from tinyllm_ray.student.batches import example_table
@@ -94,7 +94,11 @@ def _root_message(err: BaseException) -> str:
 class Prepared:
     config: Config
     run_dir: Path
-    splits: dict[str, list[Question]]
+    data: LoadedData
+
+    @property
+    def splits(self) -> dict[str, list[Question]]:
+        return self.data.splits
 
 
 def prepare(config: Config) -> Prepared:
@@ -104,12 +108,17 @@ def prepare(config: Config) -> Prepared:
 
         build_tiny_models(Path(config.tiny_models))
     validate(config)
-    splits = load_splits(config.data)
-    validate_against_data(config, len(splits["train"]))
+    data = load_data(config.data)
+    validate_against_data(config, len(data.splits["train"]))
     # The run dir keeps the config as written (a resubmitted job unpacks to another working dir);
     # the stages get absolute paths.
     run_dir = open_run_dir(config)
-    return Prepared(with_absolute_paths(config), run_dir, splits)
+    with open(run_dir / "rejects.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in data.rejects)
+    if data.rejects:
+        log.warning("%d rows rejected (reasons by split: %s); see %s", len(data.rejects), data.reject_counts(),
+                    run_dir / "rejects.jsonl")
+    return Prepared(with_absolute_paths(config), run_dir, data)
 
 
 def open_run_dir(config: Config) -> Path:
@@ -179,8 +188,30 @@ def connect_ray(config: Config) -> None:
     log.info("Ray cluster resources: %s", ray.cluster_resources())
 
 
-def run_teachers(p: Prepared) -> list[dict[str, Any]]:
+def import_precomputed(p: Prepared) -> list[dict[str, Any]]:
+    """The authors' rationales as teachers: stored like generated ones, no model runs."""
     infos = []
+    for teacher, by_id in p.data.precomputed.items():
+        key = stage_key(p.config.data, teacher, p.data.files)
+        info = store.finished(p.run_dir, teacher, key)
+        if not info:
+            ids = list(by_id)
+            table = pa.table({
+                "id": ids,
+                "teacher": [teacher] * len(ids),
+                "rationale": [by_id[i][0] for i in ids],
+                "reject_reason": [by_id[i][1] for i in ids],
+                "prompt_tokens": pa.array([0] * len(ids), pa.int64()),
+                "new_tokens": pa.array([0] * len(ids), pa.int64()),
+            })
+            info = store.import_rationales(table, p.run_dir, teacher, key)
+        log.info("teacher %s: %d precomputed rationales (%d rejected)", teacher, info["rationales"], info["rejected"])
+        infos.append({"name": teacher, "model": f"precomputed ({p.config.data.path})", **info})
+    return infos
+
+
+def run_teachers(p: Prepared) -> list[dict[str, Any]]:
+    infos = import_precomputed(p)
     for teacher in p.config.teachers:
         key = stage_key(p.config.data, teacher, prompts.TEACHER_TEMPLATE_VERSION)
         info = store.finished(p.run_dir, teacher.name, key)
@@ -209,7 +240,7 @@ def run_student(p: Prepared) -> dict[str, Any]:
     if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
         log.info("student: reusing the trained student in %s", export_dir)
         return json.loads(marker.read_text())
-    rationales = {t.name: store.read_rationales(p.run_dir, t.name) for t in c.teachers}
+    rationales = {name: store.read_rationales(p.run_dir, name) for name in c.teacher_names()}
     examples = example_table(p.splits["train"], rationales)
     with stage(f"student training ({c.student.model})", p.run_dir):
         trained = train_student(examples, c, p.run_dir)
@@ -233,14 +264,21 @@ def run(config: Config) -> dict[str, Any]:
     student = run_student(p)
     trained = time.perf_counter()
     with stage("student evaluation", p.run_dir):
-        accuracy, predictions = evaluate({s: p.splits[s] for s in ("valid", "test")}, str(p.run_dir / "student"),
+        accuracy, predictions = evaluate({s: p.splits[s] for s in ("valid", "test") if s in p.splits},
+                                         str(p.run_dir / "student"),
                                          config)
     pq.write_table(predictions, p.run_dir / "predictions.parquet")
     done = time.perf_counter()
     report = {
         "run_name": p.run_dir.name,
         "run_dir": str(p.run_dir),
-        "dataset": {"name": config.data.dataset, **{s: len(p.splits[s]) for s in ("train", "valid", "test")}},
+        "dataset": {
+            "name": config.data.dataset,
+            **{s: len(p.splits.get(s, [])) for s in ("train", "valid", "test")},
+            "rows_read": p.data.rows_read,
+            "rejected": p.data.reject_counts(),
+            "valid_from_train": p.data.valid_from_train,
+        },
         "teachers": [
             {k: t[k] for k in ("name", "model", "rationales", "rejected", "rejected_by_reason",
                                "tokens_generated", "seconds")}
@@ -250,7 +288,7 @@ def run(config: Config) -> dict[str, Any]:
             "model": config.student.model,
             "loss_weights": config.task_weights(),
             "valid_accuracy": accuracy["valid"],
-            "test_accuracy": accuracy["test"],
+            "test_accuracy": accuracy.get("test"),
             "steps": student["steps"],
             "seconds": student["seconds"],
         },

@@ -14,17 +14,29 @@ from typing import Any
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     def cell(v: Any) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
+        return _fmt(v)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return lines
 
 
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     d, s, t = report["dataset"], report["student"], report["timings"]
     lines = [f"# TinyLLM distillation report: {report['run_name']}", ""]
-    lines += [f"Dataset **{d['name']}**: {d['train']} train, {d['valid']} valid, {d['test']} test questions.", ""]
+    held = " (held out of train)" if d.get("valid_from_train") else ""
+    lines += [f"Dataset **{d['name']}**: {d['train']} train, {d['valid']} valid{held}, {d['test']} test questions."]
+    rejected = {s: sum(r.values()) for s, r in d.get("rejected", {}).items() if r}
+    if rejected:
+        lines.append("Rejected rows: " + ", ".join(f"{s} {n} ({d['rejected'][s]})" for s, n in rejected.items())
+                     + "; see `rejects.jsonl`.")
+    lines.append("")
     lines += ["## Teachers", ""]
     if report["teachers"]:
         lines += _table(
@@ -54,7 +66,7 @@ def console_summary(report: dict[str, Any]) -> str:
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) for r in rows] if report["teachers"] else []
     s = report["student"]
     lines += [
-        f"student {s['model']}: valid accuracy {s['valid_accuracy']:.3f}, test accuracy {s['test_accuracy']:.3f}"
+        f"student {s['model']}: valid accuracy {_fmt(s['valid_accuracy'])}, test accuracy {_fmt(s['test_accuracy'])}"
         f" ({s['steps']} steps, {s['seconds']:.1f}s)",
         f"total {report['timings']['total_s']:.1f}s; report: {report['run_dir']}/report.md",
     ]

@@ -26,7 +26,10 @@ def test_report_has_every_stage(first_run):
     _, report, run_dir = first_run
     on_disk = json.loads((run_dir / "report.json").read_text())
     assert on_disk == report
-    assert report["dataset"] == {"name": "synthetic", "train": 48, "valid": 16, "test": 16}
+    assert {k: report["dataset"][k] for k in ("name", "train", "valid", "test")} == {
+        "name": "synthetic", "train": 48, "valid": 16, "test": 16}
+    assert report["dataset"]["rejected"] == {"train": {}, "valid": {}, "test": {}}
+    assert report["dataset"]["valid_from_train"] is False
     assert [t["name"] for t in report["teachers"]] == ["teacher-a", "teacher-b"]
     for t in report["teachers"]:
         assert t["rationales"] + t["rejected"] == 48

@@ -1,52 +1,168 @@
-"""Dataset readers behind one registry: ``READERS[name](data_config) -> {"train", "valid", "test"}``.
+"""Loading a dataset into ``Question`` splits: one registry from format to reader, then one set of checks.
 
-Every reader returns ``Question`` records; ``load_splits`` checks each one (``schema.problems``) and
-fails with the split, row and reason of the first bad rows instead of letting them reach Ray.
+``FORMATS[fmt](data_config)`` returns a ``Source``: the rows of each split (a ``Question`` or a reject
+reason, with the file and position) and, for the authors' layout, their precomputed rationales.
+``load_data`` then rejects duplicate ids, fails in strict mode, holds out a seeded slice of train as
+valid where the dataset has none (test is never used for selection), and keeps every reject with its
+reason for the report and ``rejects.jsonl``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import random
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
-from tinyllm_ray.config import ConfigError, DataConfig
+from tinyllm_ray.config import PRECOMPUTED_TEACHERS, ConfigError, DataConfig
 from tinyllm_ray.data import synthetic
-from tinyllm_ray.data.schema import Question, problems
+from tinyllm_ray.data.records import DataError, Row
+from tinyllm_ray.data.schema import Question
 
 SPLITS = ("train", "valid", "test")
+__all__ = ["DataError", "LoadedData", "load_data", "infer_format", "FORMATS"]
 
 
-def _synthetic(data: DataConfig) -> dict[str, list[Question]]:
-    return synthetic.generate(
-        data.n_train, data.n_valid, data.n_test, seed=data.seed,
-        min_choices=data.min_choices, max_choices=data.max_choices,
+@dataclasses.dataclass
+class Source:
+    rows: dict[str, list[Row]]
+    rationales: dict[str, dict[str, list[tuple[str, str]]]] = dataclasses.field(default_factory=dict)
+    """teacher -> split -> (rationale, reject reason), aligned with ``rows[split]``."""
+    files: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class LoadedData:
+    splits: dict[str, list[Question]]
+    """``train`` and ``valid`` always (when train exists); ``test`` when the dataset has one."""
+    rows_read: dict[str, int]
+    rejects: list[dict[str, str]]
+    """``{"split", "where", "id", "reason"}`` for every row left out."""
+    valid_from_train: bool
+    precomputed: dict[str, dict[str, tuple[str, str]]]
+    """teacher -> training question id -> (rationale, reject reason)."""
+    files: list[str]
+
+    def reject_counts(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, Counter] = {s: Counter() for s in self.rows_read}
+        for r in self.rejects:
+            counts[r["split"]][r["reason"]] += 1
+        return {s: dict(c) for s, c in counts.items()}
+
+
+def _synthetic(data: DataConfig) -> Source:
+    splits = synthetic.generate(data.n_train, data.n_valid, data.n_test, seed=data.seed,
+                                min_choices=data.min_choices, max_choices=data.max_choices)
+    return Source({s: [Row(f"synthetic:{s}:{i}", q) for i, q in enumerate(qs)] for s, qs in splits.items()})
+
+
+def _official(data: DataConfig) -> Source:
+    from tinyllm_ray.data.official import read_official
+
+    found = read_official(_path(data))
+    return Source(found.rows, found.rationales, found.files)
+
+
+def _hub(data: DataConfig) -> Source:
+    from tinyllm_ray.data.hub import read_hub
+
+    return Source(read_hub(data.dataset, _path(data) if data.path else None))
+
+
+def _jsonl(data: DataConfig) -> Source:
+    from tinyllm_ray.data.hub import read_mapped
+
+    return Source(read_mapped(_path(data), dict(data.columns)))
+
+
+FORMATS: dict[str, Callable[[DataConfig], Source]] = {
+    "synthetic": _synthetic, "official": _official, "hub": _hub, "jsonl": _jsonl,
+}
+
+
+def _path(data: DataConfig) -> Path:
+    if not data.path:
+        raise ConfigError(f"data.path: dataset {data.dataset!r} in format {infer_format(data)!r} needs a path")
+    path = Path(data.path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"data.path: {path} does not exist")
+    return path
+
+
+def infer_format(data: DataConfig) -> str:
+    """``data.format``, or what the dataset name, path and column mapping imply."""
+    if data.format:
+        return data.format
+    if data.dataset == "synthetic":
+        return "synthetic"
+    if data.columns:
+        return "jsonl"
+    if data.path:
+        from tinyllm_ray.data.official import looks_official
+
+        if looks_official(Path(data.path).expanduser()):
+            return "official"
+    from tinyllm_ray.data.hub import HUB_SCHEMAS
+
+    if data.dataset in HUB_SCHEMAS:
+        return "hub"
+    raise ConfigError(
+        f"data.format: cannot tell how to read dataset {data.dataset!r}"
+        f"{f' at {data.path}' if data.path else ''}; set data.format to official, hub or jsonl "
+        f"(hub datasets: {', '.join(sorted(HUB_SCHEMAS))})"
     )
 
 
-READERS: dict[str, Callable[[DataConfig], dict[str, list[Question]]]] = {"synthetic": _synthetic}
+def read_source(data: DataConfig) -> Source:
+    return FORMATS[infer_format(data)](data)
 
 
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the source, split and row."""
-
-
-def load_splits(data: DataConfig) -> dict[str, list[Question]]:
-    reader = READERS.get(data.dataset)
-    if reader is None:
-        raise ConfigError(f"data.dataset: unknown dataset {data.dataset!r} (known: {', '.join(sorted(READERS))})")
-    splits = reader(data)
-    bad = [
-        f"{split} row {i} (id {q.id!r}): {'; '.join(why)}"
-        for split in SPLITS
-        for i, q in enumerate(splits[split])
-        if (why := problems(q))
-    ]
-    if bad:
-        shown = "\n  ".join(bad[:10])
-        raise DataError(f"dataset {data.dataset!r}: {len(bad)} invalid row(s):\n  {shown}")
+def load_data(data: DataConfig, source: Source | None = None, require_train: bool = True) -> LoadedData:
+    """Questions per split, rejects with reasons, and the precomputed rationales of the training questions."""
+    source = source or read_source(data)
+    seen: set[str] = set()
+    splits: dict[str, list[Question]] = {}
+    kept_index: dict[str, list[int]] = {}
+    rejects: list[dict[str, str]] = []
     for split in SPLITS:
-        if not splits[split]:
-            raise DataError(f"dataset {data.dataset!r}: the {split} split is empty")
-    ids = [q.id for split in SPLITS for q in splits[split]]
-    if len(set(ids)) != len(ids):
-        raise DataError(f"dataset {data.dataset!r}: question ids are not unique across splits")
-    return splits
+        splits[split], kept_index[split] = [], []
+        for i, row in enumerate(source.rows.get(split, [])):
+            reason = row.reason if row.question is None else ("duplicate id" if row.question.id in seen else "")
+            if reason:
+                if data.strict:
+                    raise DataError(f"{row.where}: {reason} (data.strict is on)")
+                rejects.append({"split": split, "where": row.where,
+                                "id": row.question.id if row.question else "", "reason": reason})
+                continue
+            seen.add(row.question.id)
+            splits[split].append(row.question)
+            kept_index[split].append(i)
+    if require_train and not splits["train"]:
+        raise DataError(f"dataset {data.dataset!r}: no usable training questions"
+                        f"{f' in {data.path}' if data.path else ''}")
+    precomputed = _precomputed(data, source, splits["train"], kept_index["train"])
+    valid_from_train = bool(splits["train"]) and not splits["valid"]
+    if valid_from_train:
+        rng = random.Random(data.seed)
+        held = set(rng.sample(range(len(splits["train"])), max(1, round(len(splits["train"]) * data.valid_fraction))))
+        splits["valid"] = [q for i, q in enumerate(splits["train"]) if i in held]
+        splits["train"] = [q for i, q in enumerate(splits["train"]) if i not in held]
+    if data.max_train:
+        splits["train"] = splits["train"][: data.max_train]
+    if not splits["test"]:
+        del splits["test"]
+    rows_read = {s: len(source.rows[s]) for s in SPLITS if s in source.rows}
+    return LoadedData(splits, rows_read, rejects, valid_from_train, precomputed, source.files)
+
+
+def _precomputed(data: DataConfig, source: Source, train: list[Question], index: list[int]):
+    if data.rationales != "precomputed":
+        return {}
+    out = {}
+    for teacher in PRECOMPUTED_TEACHERS:
+        aligned = source.rationales.get(teacher, {}).get("train")
+        if aligned is None:
+            raise DataError(f"data.rationales is 'precomputed' but {data.path} has no llm/train_CoT_<k>.json files")
+        out[teacher] = {q.id: aligned[i] for q, i in zip(train, index)}
+    return out

@@ -39,13 +39,29 @@ def finished(run_dir: Path, teacher: str, key: str) -> dict[str, Any] | None:
 
 def write_rationales(ds: ray.data.Dataset, run_dir: Path, teacher: str, key: str) -> dict[str, Any]:
     """Run the (lazy) rationale dataset, store it, and return the stage figures."""
-    final = teacher_dir(run_dir, teacher)
-    tmp = final.with_name(f".{teacher}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = _tmp_dir(run_dir, teacher)
     start = time.perf_counter()
     ds.write_parquet(str(tmp))
-    seconds = time.perf_counter() - start
-    table = pq.read_table(tmp)
-    info = {"key": key, "seconds": round(seconds, 3), **summarize(table)}
+    return _publish(tmp, run_dir, teacher, key, time.perf_counter() - start)
+
+
+def import_rationales(table: pa.Table, run_dir: Path, teacher: str, key: str) -> dict[str, Any]:
+    """Store rationales that were written elsewhere (the authors' precomputed files)."""
+    tmp = _tmp_dir(run_dir, teacher)
+    start = time.perf_counter()
+    tmp.mkdir(parents=True)
+    pq.write_table(table, tmp / "part-0.parquet")
+    return _publish(tmp, run_dir, teacher, key, time.perf_counter() - start)
+
+
+def _tmp_dir(run_dir: Path, teacher: str) -> Path:
+    return teacher_dir(run_dir, teacher).with_name(f".{teacher}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def _publish(tmp: Path, run_dir: Path, teacher: str, key: str, seconds: float) -> dict[str, Any]:
+    """Move a fully written directory into place, then write its marker (last, so it means complete)."""
+    final = teacher_dir(run_dir, teacher)
+    info = {"key": key, "seconds": round(seconds, 3), **summarize(pq.read_table(tmp))}
     if final.exists():  # a previous run with another key: replaced by this one
         shutil.rmtree(final)
     tmp.rename(final)

@@ -1,0 +1,432 @@
+"""Hub dataset readers: each schema on hand-written records (good and malformed), split-file discovery,
+loading by hub name (``datasets.load_dataset`` replaced, nothing downloaded) and column-mapped files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tinyllm_ray.data.hub import HUB_SCHEMAS, derived_id, find_split_files, read_hub, read_mapped
+from tinyllm_ray.data.records import DataError, Row
+from tinyllm_ray.data.schema import Question
+
+
+def write(path: Path, records: list, fmt: str | None = None) -> Path:
+    """Write ``records`` as JSON Lines, a JSON array or Parquet (by ``fmt`` or the file suffix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = fmt or path.suffix.lstrip(".")
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    elif fmt == "json":
+        path.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    else:
+        pq.write_table(pa.Table.from_pylist(records), path)
+    return path
+
+
+def by_where(rows: list[Row]) -> dict[str, Question | str]:
+    """Each row's question, or its reject reason, by position."""
+    return {row.where: row.question if row.question is not None else row.reason for row in rows}
+
+
+def labeled(texts: list[str], labels: list[str]) -> dict:
+    return {"text": texts, "label": labels}
+
+
+# -- the registry ----------------------------------------------------------------------------------------------
+
+def test_registry_names_hub_ids_and_configs():
+    assert {name: (s.hub_id, s.hub_config) for name, s in HUB_SCHEMAS.items()} == {
+        "obqa": ("allenai/openbookqa", "main"),
+        "arc_easy": ("allenai/ai2_arc", "ARC-Easy"),
+        "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge"),
+        "commonsenseqa": ("tau/commonsense_qa", None),
+        "riddlesense": ("INK-USC/riddle_sense", None),
+        "piqa": ("ybisk/piqa", None),
+        "pubmedqa": ("qiaojin/PubMedQA", "pqa_labeled"),
+        "bioasq": (None, None),
+    }
+    assert all(name == schema.name for name, schema in HUB_SCHEMAS.items())
+    # Script-only main branches: ``datasets`` >= 4 loads only their auto-converted Parquet branch.
+    assert {name for name, s in HUB_SCHEMAS.items() if s.hub_revision == "refs/convert/parquet"} == {
+        "piqa", "riddlesense"}
+    assert all(s.hub_revision in (None, "refs/convert/parquet") for s in HUB_SCHEMAS.values())
+
+
+def test_unknown_dataset_name():
+    with pytest.raises(DataError, match=r"unknown hub dataset 'nope' \(known: arc_challenge, arc_easy, bioasq"):
+        read_hub("nope", None)
+
+
+def test_derived_id_is_sanitized():
+    assert derived_id("piqa", "train.jsonl:line 3") == "piqa-train.jsonl-line-3"
+    assert derived_id("piqa", "ybisk/piqa:validation:row 7") == "piqa-ybisk-piqa-validation-row-7"
+    assert derived_id("", "data.json:item 0") == "data.json-item-0"
+
+
+# -- one test per schema ---------------------------------------------------------------------------------------
+
+def test_obqa_jsonl_good_and_malformed_rows(tmp_path):
+    good = {"id": "7-980", "question_stem": "The sun is responsible for",
+            "choices": labeled(["puppies learning new tricks", "plants sprouting, blooming and wilting",
+                                "children growing up", "flowers wilting in a vase"], ["A", "B", "C", "D"]),
+            "answerKey": "B"}
+    write(tmp_path / "train.jsonl", [
+        good,
+        {**good, "id": "no-key", "answerKey": None},
+        {k: v for k, v in good.items() if k != "answerKey"},
+        {**good, "answerKey": "E"},
+        {**good, "choices": labeled(["only one"], ["A"]), "answerKey": "A"},
+        {**good, "choices": ["puppies", "plants"]},
+        {**good, "choices": labeled(["a", "b"], ["A"])},
+        {k: v for k, v in good.items() if k != "id"},
+        ["not", "an", "object"],
+    ])
+    rows = read_hub("obqa", tmp_path)
+    assert list(rows) == ["train"]
+    assert by_where(rows["train"]) == {
+        "train.jsonl:line 1": Question(id="7-980", question="The sun is responsible for",
+                                       choices=tuple(good["choices"]["text"]),
+                                       answer="plants sprouting, blooming and wilting"),
+        "train.jsonl:line 2": "no answer label",
+        "train.jsonl:line 3": "missing 'answerKey'",
+        "train.jsonl:line 4": "answer key 'E' is not among the labels A, B, C, D",
+        "train.jsonl:line 5": "1 choice(s); at least 2 needed",
+        "train.jsonl:line 6": "'choices' is a list, not a dict of 'text' and 'label' lists",
+        "train.jsonl:line 7": "'choices' has 2 texts but 1 labels",
+        "train.jsonl:line 8": "missing 'id'",
+        "train.jsonl:line 9": "record is a list, not an object",
+    }
+
+
+def test_arc_json_array_with_numeric_labels(tmp_path):
+    write(tmp_path / "ARC-Challenge-Dev.json", [
+        {"id": "Mercury_7175875", "question": "An astronomer observes that a planet rotates faster...",
+         "choices": labeled(["Planetary density will decrease.", "Planetary years will become longer.",
+                             "Planetary days will become shorter.", "Planetary gravity will become stronger."],
+                            ["1", "2", "3", "4"]),
+         "answerKey": "3"},
+        {"id": "dup", "question": "Which is duplicated?", "choices": labeled(["same", "same"], ["A", "B"]),
+         "answerKey": "A"},
+        {"id": "num", "question": 42, "choices": labeled(["x", 3], ["A", "B"]), "answerKey": "B"},
+        {"id": "bad", "question": {"text": "q"}, "choices": labeled(["x", "y"], ["A", "B"]), "answerKey": "A"},
+    ])
+    rows = read_hub("arc_challenge", tmp_path)
+    assert list(rows) == ["valid"]
+    assert by_where(rows["valid"]) == {
+        "ARC-Challenge-Dev.json:item 0": Question(
+            id="Mercury_7175875", question="An astronomer observes that a planet rotates faster...",
+            choices=("Planetary density will decrease.", "Planetary years will become longer.",
+                     "Planetary days will become shorter.", "Planetary gravity will become stronger."),
+            answer="Planetary days will become shorter."),
+        "ARC-Challenge-Dev.json:item 1": "duplicate choices",
+        "ARC-Challenge-Dev.json:item 2": Question(id="num", question="42", choices=("x", "3"), answer="3"),
+        "ARC-Challenge-Dev.json:item 3": "'question' is a dict, not text",
+    }
+
+
+def test_commonsenseqa_unlabeled_test_split(tmp_path):
+    choices = labeled(["ignore", "enforce", "authoritarian", "yell at", "avoid"], ["A", "B", "C", "D", "E"])
+    write(tmp_path / "csqa-train.jsonl", [
+        {"id": "075e483d21c29a511267ef62bedc0461", "question": "The sanctions against the school were a punishing "
+         "blow, and they seemed to what the efforts the school had made to change?", "question_concept": "punishing",
+         "choices": choices, "answerKey": "A"}])
+    write(tmp_path / "csqa-test.jsonl", [
+        {"id": "90b30172e645ff91f7171a048582eb8b", "question": "The townhouse was a hard sell for the realtor?",
+         "question_concept": "townhouse", "choices": choices, "answerKey": ""}])
+    rows = read_hub("commonsenseqa", tmp_path)
+    assert sorted(rows) == ["test", "train"]
+    assert rows["train"][0].question.answer == "ignore"
+    assert rows["train"][0].question.id == "075e483d21c29a511267ef62bedc0461"
+    assert rows["test"] == [Row("csqa-test.jsonl:line 1", None, "no answer label")]
+
+
+def test_riddlesense_derives_ids_per_split(tmp_path):
+    riddle = {"question": "My life can be measured in hours. I serve by being devoured. What am I?",
+              "choices": labeled(["paper", "candle", "lamp", "clock", "fire"], ["A", "B", "C", "D", "E"]),
+              "answerKey": "B"}
+    write(tmp_path / "rs_train.jsonl", [riddle, riddle])
+    write(tmp_path / "rs_dev.jsonl", [riddle])
+    rows = read_hub("riddlesense", tmp_path)
+    ids = [row.question.id for split in ("train", "valid") for row in rows[split]]
+    assert ids == ["riddlesense-rs_train.jsonl-line-1", "riddlesense-rs_train.jsonl-line-2",
+                   "riddlesense-rs_dev.jsonl-line-1"]
+    assert rows["valid"][0].question.answer == "candle"
+
+
+def test_piqa_parquet_labels(tmp_path):
+    base = {"goal": "To separate egg whites from the yolk using a water bottle, you should",
+            "sol1": "Squeeze the bottle against the yolk, then release to suck it up.",
+            "sol2": "Place the bottle against the yolk and keep pushing."}
+    write(tmp_path / "data" / "validation-00000-of-00001.parquet",
+          [{**base, "label": 0}, {**base, "label": 1}, {**base, "label": -1}, {**base, "label": 2}])
+    write(tmp_path / "data" / "train-00000-of-00001.parquet", [{**base, "sol2": "", "label": 1}])
+    rows = read_hub("piqa", tmp_path)
+    assert sorted(rows) == ["train", "valid"]
+    assert by_where(rows["valid"]) == {
+        "validation-00000-of-00001.parquet:row 0": Question(
+            id="piqa-validation-00000-of-00001.parquet-row-0", question=base["goal"],
+            choices=(base["sol1"], base["sol2"]), answer=base["sol1"]),
+        "validation-00000-of-00001.parquet:row 1": Question(
+            id="piqa-validation-00000-of-00001.parquet-row-1", question=base["goal"],
+            choices=(base["sol1"], base["sol2"]), answer=base["sol2"]),
+        "validation-00000-of-00001.parquet:row 2": "no answer label",
+        "validation-00000-of-00001.parquet:row 3": "'label' is 2, not 0 or 1",
+    }
+    assert by_where(rows["train"]) == {"train-00000-of-00001.parquet:row 0": "empty 'sol2'"}
+
+
+def test_pubmedqa_hub_export_layout(tmp_path):
+    record = {"pubid": 21645374, "question": "Do mitochondria play a role in remodelling lace plant leaves?",
+              "context": {"contexts": ["Programmed cell death (PCD) is the regulated death of cells.",
+                                       "The lace plant produces perforations in its leaves through PCD."],
+                          "labels": ["BACKGROUND", "RESULTS"], "meshes": ["Alismataceae", "Apoptosis"]},
+              "long_answer": "Results depicted mitochondrial dynamics in vivo as PCD progresses.",
+              "final_decision": "yes"}
+    write(tmp_path / "pqa_labeled" / "train-00000-of-00001.parquet", [
+        record,
+        {**record, "pubid": 1, "final_decision": "perhaps"},
+        {**record, "pubid": 2, "final_decision": "Maybe"},
+        {**record, "pubid": 3, "context": {"labels": ["X"], "meshes": []}},
+    ])
+    rows = read_hub("pubmedqa", tmp_path)
+    assert list(rows) == ["train"]
+    assert by_where(rows["train"]) == {
+        "train-00000-of-00001.parquet:row 0": Question(
+            id="21645374", question=record["question"], choices=("yes", "no", "maybe"), answer="yes",
+            context="Programmed cell death (PCD) is the regulated death of cells. "
+                    "The lace plant produces perforations in its leaves through PCD.",
+            reference_rationale=record["long_answer"]),
+        "train-00000-of-00001.parquet:row 1": "'final_decision' is 'perhaps', not yes, no or maybe",
+        "train-00000-of-00001.parquet:row 2": Question(
+            id="2", question=record["question"], choices=("yes", "no", "maybe"), answer="maybe",
+            context=rows["train"][0].question.context, reference_rationale=record["long_answer"]),
+        "train-00000-of-00001.parquet:row 3": "missing 'context.contexts'",
+    }
+
+
+def test_bioasq_variants(tmp_path):
+    write(tmp_path / "bioasq_test.json", [
+        {"id": "55031181e9bde69634000014", "type": "yesno", "body": "Is Hirschsprung disease a mendelian disorder?",
+         "exact_answer": "Yes", "ideal_answer": ["It is multifactorial, not purely mendelian."],
+         "snippets": [{"text": "Hirschsprung disease is a complex disorder.", "document": "x"},
+                      {"text": "Coding mutations in RET explain half of cases."}]},
+        {"question": "Is the protein Papilin secreted?", "answer": "no", "context": ["Papilin is.", "Secreted."]},
+        {"id": "f1", "type": "factoid", "body": "Which gene?", "exact_answer": ["RET"]},
+        {"id": "m", "body": "Is it?", "exact_answer": "maybe"},
+        {"id": "s", "body": "Is it?", "exact_answer": ["no"], "snippets": {"text": "not a list"}},
+        {"id": "q", "exact_answer": "no"},
+    ])
+    rows = read_hub("bioasq", tmp_path)
+    assert by_where(rows["test"]) == {
+        "bioasq_test.json:item 0": Question(
+            id="55031181e9bde69634000014", question="Is Hirschsprung disease a mendelian disorder?",
+            choices=("yes", "no"), answer="yes",
+            context="Hirschsprung disease is a complex disorder. Coding mutations in RET explain half of cases.",
+            reference_rationale="It is multifactorial, not purely mendelian."),
+        "bioasq_test.json:item 1": Question(id="bioasq-bioasq_test.json-item-1",
+                                            question="Is the protein Papilin secreted?", choices=("yes", "no"),
+                                            answer="no", context="Papilin is. Secreted."),
+        "bioasq_test.json:item 2": "type 'factoid' is not a yes/no question",
+        "bioasq_test.json:item 3": "'exact_answer' is 'maybe', not yes or no",
+        "bioasq_test.json:item 4": "'snippets' is a dict, not a list",
+        "bioasq_test.json:item 5": "missing 'body' or 'question'",
+    }
+
+
+# -- split discovery -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("relative, split", [
+    ("train.jsonl", "train"),
+    ("obqa_validation.json", "valid"),
+    ("obqa-valid.jsonl", "valid"),
+    ("my_set-dev.parquet", "valid"),
+    ("Test.jsonl", "test"),
+    ("test-00000-of-00001.parquet", "test"),
+    ("data/train-00000-of-00001.parquet", "train"),
+    ("data/validation-00000-of-00001-5f1e1a3bd2a1c6c4.parquet", "valid"),
+    ("data/obqa_test.json", "test"),
+])
+def test_split_file_patterns(tmp_path, relative, split):
+    write(tmp_path / relative, [{}], fmt="parquet" if relative.endswith(".parquet") else "jsonl")
+    (tmp_path / "README.md").write_text("not a split")
+    (tmp_path / "pretrain.jsonl").write_text("")
+    assert find_split_files(tmp_path) == {split: [tmp_path / relative]}
+
+
+def test_shards_of_one_split_are_read_in_order(tmp_path):
+    good = {"id": "1", "question_stem": "q", "choices": labeled(["a", "b"], ["A", "B"]), "answerKey": "A"}
+    write(tmp_path / "train-00001-of-00002.parquet", [{**good, "id": "2"}])
+    write(tmp_path / "train-00000-of-00002.parquet", [good])
+    rows = read_hub("obqa", tmp_path)
+    assert [row.question.id for row in rows["train"]] == ["1", "2"]
+
+
+def test_root_files_take_precedence_over_data_dir(tmp_path):
+    write(tmp_path / "train.jsonl", [{}])
+    write(tmp_path / "data" / "test.jsonl", [{}])
+    assert find_split_files(tmp_path) == {"train": [tmp_path / "train.jsonl"]}
+
+
+def test_two_files_for_one_split(tmp_path):
+    write(tmp_path / "train.jsonl", [{}])
+    write(tmp_path / "obqa_train.json", [{}])
+    with pytest.raises(DataError, match="several files for the train split: obqa_train.json, train.jsonl"):
+        find_split_files(tmp_path)
+
+
+def test_no_split_files_says_what_it_looked_for(tmp_path):
+    write(tmp_path / "questions.jsonl", [{}])
+    write(tmp_path / "train.csv", [{}], fmt="jsonl")
+    with pytest.raises(DataError) as err:
+        read_hub("obqa", tmp_path)
+    message = str(err.value)
+    assert "no split files in" in message and str(tmp_path / "data") in message and str(tmp_path / "main") in message
+    assert "<split>.<ext>, <name>_<split>.<ext>, <name>-<split>.<ext> or <split>-00000-of-00001.parquet" in message
+    assert "split: train/validation/valid/dev/test; ext: json/jsonl/parquet" in message
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(DataError, match="not a directory"):
+        read_hub("obqa", tmp_path / "absent")
+
+
+def test_truncated_json_names_the_file(tmp_path):
+    path = tmp_path / "obqa_train.json"
+    path.write_text('[{"id": "1", "question_stem": "q", "choices": {"text": ["a"', encoding="utf-8")
+    with pytest.raises(DataError, match=r"obqa_train\.json: invalid or truncated JSON at line 1"):
+        read_hub("obqa", tmp_path)
+
+
+# -- loading by hub name ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """Replace ``datasets.load_dataset`` with one that records its call and returns in-memory splits."""
+    import datasets
+
+    calls: list[tuple[tuple, dict]] = []
+    splits: dict[str, list[dict]] = {}
+
+    def load_dataset(*args, **kwargs):
+        calls.append((args, kwargs))
+        return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return calls, splits
+
+
+def test_read_hub_by_name_uses_load_dataset(fake_hub):
+    calls, splits = fake_hub
+    row = {"id": "8-343", "question_stem": "A person wants to start saving money so that they can afford a nice "
+           "vacation at the end of the year. After looking over their budget and expenses, they decide the best "
+           "way to save money is to", "choices": labeled(["make more phone calls", "quit eating lunch out",
+                                                          "buy less with monopoly money", "have lunch with friends"],
+                                                         ["A", "B", "C", "D"]), "answerKey": "B"}
+    splits.update(train=[row, {**row, "id": "x", "answerKey": "Z"}], validation=[row], test=[row])
+    rows = read_hub("obqa", None)
+    assert calls == [(("allenai/openbookqa", "main"), {})]
+    assert sorted(rows) == ["test", "train", "valid"]
+    assert [r.where for r in rows["train"]] == ["allenai/openbookqa:train:row 0", "allenai/openbookqa:train:row 1"]
+    assert rows["train"][0].question == Question(id="8-343", question=row["question_stem"],
+                                                 choices=tuple(row["choices"]["text"]), answer="quit eating lunch out")
+    assert rows["train"][1] == Row("allenai/openbookqa:train:row 1", None,
+                                   "answer key 'Z' is not among the labels A, B, C, D")
+    assert rows["valid"][0].where == "allenai/openbookqa:validation:row 0"
+
+
+def test_read_hub_piqa_by_name_loads_the_parquet_revision(fake_hub):
+    calls, splits = fake_hub
+    splits.update(train=[{"goal": "g", "sol1": "a", "sol2": "b", "label": 1}],
+                  test=[{"goal": "g", "sol1": "a", "sol2": "b", "label": -1}])
+    rows = read_hub("piqa", None)
+    assert calls == [(("ybisk/piqa", None), {"revision": "refs/convert/parquet"})]
+    assert rows["train"][0].question.id == "piqa-ybisk-piqa-train-row-0"
+    assert rows["train"][0].question.answer == "b"
+    assert rows["test"] == [Row("ybisk/piqa:test:row 0", None, "no answer label")]
+
+
+def test_read_hub_load_failure_is_a_data_error(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError, match=r"pubmedqa: cannot load 'qiaojin/PubMedQA' \(config 'pqa_labeled'\) from "
+                                        r"the hub: ConnectionError: offline; pass a local path"):
+        read_hub("pubmedqa", None)
+
+
+def test_bioasq_by_hub_name_needs_a_path(fake_hub):
+    calls, _ = fake_hub
+    with pytest.raises(DataError, match="bioasq: there is no canonical hub copy.*pass a local path"):
+        read_hub("bioasq", None)
+    assert calls == []
+
+
+# -- column-mapped files ---------------------------------------------------------------------------------------
+
+MAPPING = {"question": "q", "choices": "options", "answer": "gold", "id": "qid", "context": "passage"}
+
+
+def test_read_mapped_answers_as_text_letter_or_index(tmp_path):
+    options = ["red", "green", "blue"]
+    path = write(tmp_path / "anything.jsonl", [
+        {"qid": "t", "q": "Sky?", "options": options, "gold": "blue", "passage": "Look up."},
+        {"qid": "L", "q": "Sky?", "options": options, "gold": "B"},
+        {"qid": "l", "q": "Sky?", "options": options, "gold": "b"},
+        {"qid": "p", "q": "Sky?", "options": options, "gold": "(c)"},
+        {"qid": "i", "q": "Sky?", "options": options, "gold": 0},
+        {"qid": "a", "q": "Sky?", "options": ["a", "b", "c"], "gold": "b"},
+        {"q": "Sky?", "options": options, "gold": "Z"},
+        {"q": "Sky?", "options": options, "gold": 3},
+        {"q": "Sky?", "options": options, "gold": "purple"},
+        {"q": "Sky?", "options": options, "gold": ""},
+        {"q": "Sky?", "options": "red, green", "gold": 0},
+        {"q": "Sky?", "options": options},
+        {"q": "Sky?", "options": options, "gold": True},
+    ])
+    rows = read_mapped(path, MAPPING)
+    assert list(rows) == ["train"]
+    got = by_where(rows["train"])
+    assert got["anything.jsonl:line 1"] == Question(id="t", question="Sky?", choices=("red", "green", "blue"),
+                                                    answer="blue", context="Look up.")
+    assert [got[f"anything.jsonl:line {n}"].answer for n in range(2, 7)] == ["green", "green", "blue", "red", "b"]
+    assert [v for v in got.values() if isinstance(v, str)] == [
+        "answer key 'Z' is not among the labels A, B, C",
+        "answer index 3 is out of range for 3 choices",
+        "'gold' value 'purple' is neither a choice, a letter nor a 0-based index",
+        "no answer label",
+        "'options' is a str, not a list",
+        "missing 'gold'",
+        "'gold' value True is neither a choice, a letter nor a 0-based index",
+    ]
+
+
+def test_read_mapped_directory_parquet_and_derived_ids(tmp_path):
+    write(tmp_path / "set_train.parquet", [{"question": "One?", "choices": ["1", "2"], "answer": 0}])
+    write(tmp_path / "set_test.json", [{"question": "Two?", "choices": ["1", "2"], "answer": "2"}])
+    rows = read_mapped(tmp_path, {"question": "question", "choices": "choices", "answer": "answer"})
+    assert rows == {
+        "train": [Row("set_train.parquet:row 0",
+                      Question(id="set_train.parquet-row-0", question="One?", choices=("1", "2"), answer="1"))],
+        "test": [Row("set_test.json:item 0",
+                     Question(id="set_test.json-item-0", question="Two?", choices=("1", "2"), answer="2"))],
+    }
+
+
+def test_read_mapped_rejects_bad_mappings_and_paths(tmp_path):
+    path = write(tmp_path / "q.jsonl", [{}])
+    with pytest.raises(DataError, match="columns: unknown key 'rationale'"):
+        read_mapped(path, {**MAPPING, "rationale": "r"})
+    with pytest.raises(DataError, match="columns: 'choices', 'answer' must be given"):
+        read_mapped(path, {"question": "q"})
+    with pytest.raises(DataError, match="no such file or directory"):
+        read_mapped(tmp_path / "absent.jsonl", MAPPING)
+    with pytest.raises(DataError, match=r"not a \.json/\.jsonl/\.parquet file"):
+        read_mapped(write(tmp_path / "q.csv", [{}], fmt="jsonl"), MAPPING)

@@ -1,0 +1,337 @@
+"""Readers for Hugging Face hub datasets (OBQA, ARC, PIQA, RiddleSense, CommonsenseQA, PubMedQA, BioASQ) and
+for any JSON/JSON Lines/Parquet file with a column mapping.
+
+``HUB_SCHEMAS`` maps a dataset name to its hub copy and to the normalizer of its schema family, which turns
+one record as published on the dataset card into a ``Question`` (or raises ``RowError`` with the reject
+reason). ``read_hub`` reads a dataset either from local split files (``train.jsonl``, ``obqa_valid.json``,
+``data/test-00000-of-00001.parquet``...) or, without a path, with ``datasets.load_dataset``. ``read_mapped``
+reads files whose columns are named in a mapping. Both return ``{"train"|"valid"|"test": [Row, ...]}``
+with only the splits that exist; ``load.py`` decides what to do with the rejected rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tinyllm_ray.data.records import SUFFIXES, DataError, Row, RowError, read_records, text_field
+from tinyllm_ray.data.schema import LETTERS, Question, problems
+
+SPLIT_NAMES = {"train": "train", "validation": "valid", "valid": "valid", "dev": "valid", "test": "test"}
+"""Split names found in files and on the hub -> the pipeline's split names."""
+
+_SPLIT = "|".join(SPLIT_NAMES)
+_EXT = "|".join(s.lstrip(".") for s in SUFFIXES)
+_NAMED_FILE = re.compile(rf"^(?:.*[_-])?({_SPLIT})\.({_EXT})$", re.IGNORECASE)
+_SHARD_FILE = re.compile(rf"^({_SPLIT})-\d+-of-\d+(?:-[0-9a-f]+)?\.parquet$", re.IGNORECASE)
+_LOOKED_FOR = (f"<split>.<ext>, <name>_<split>.<ext>, <name>-<split>.<ext> or <split>-00000-of-00001.parquet "
+               f"(split: {'/'.join(SPLIT_NAMES)}; ext: {'/'.join(s.lstrip('.') for s in SUFFIXES)})")
+_NO_LABEL = "no answer label"
+
+Normalizer = Callable[[dict[str, Any], str], Question]
+
+
+@dataclasses.dataclass(frozen=True)
+class HubSchema:
+    """A dataset known by name: where it lives on the hub and how one of its records becomes a question."""
+
+    name: str
+    hub_id: str | None
+    """Hugging Face dataset id; None when there is no canonical copy (a local path is then required)."""
+    hub_config: str | None
+    normalize: Normalizer
+    """``normalize(record, where)`` -> ``Question``, or ``RowError(reason)`` for a malformed record."""
+    hub_revision: str | None = None
+    """Hub revision to load; ``refs/convert/parquet`` for datasets whose main branch is a loading script."""
+
+
+# -- shared helpers ------------------------------------------------------------------------------------------
+
+def derived_id(prefix: str, where: str) -> str:
+    """A stable id for a record without one, from its position: ``piqa``, ``train.jsonl:line 3`` ->
+    ``piqa-train.jsonl-line-3``."""
+    return "-".join(part for part in (prefix, re.sub(r"[^A-Za-z0-9._]+", "-", where).strip("-")) if part)
+
+
+def choice_for_label(choices: Sequence[str], labels: Sequence[str], key: str) -> str:
+    """The text of the choice labelled ``key`` (``"B"`` with labels ``A..E`` -> the second choice)."""
+    if key not in labels:
+        raise RowError(f"answer key {key!r} is not among the labels {', '.join(labels)}")
+    return choices[list(labels).index(key)]
+
+
+def _answer_key(record: dict[str, Any], key: str) -> str:
+    """A required answer field that may be empty in unlabeled splits (then ``no answer label``)."""
+    if key not in record:
+        raise RowError(f"missing {key!r}")
+    value = record[key]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowError(_NO_LABEL)
+    return text_field(record, key)
+
+
+def _record_id(record: dict[str, Any], key: str | None, prefix: str, where: str) -> str:
+    """The record's own id when it has one, else one derived from ``where``."""
+    if key is None or record.get(key) in (None, ""):
+        return derived_id(prefix, where)
+    return text_field(record, key)
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    """A list of strings (numbers accepted), stripped, else ``RowError``."""
+    if value is None:
+        raise RowError(f"missing {what}")
+    if not isinstance(value, (list, tuple)):
+        raise RowError(f"{what} is a {type(value).__name__}, not a list")
+    if any(not isinstance(v, (str, int, float)) or isinstance(v, bool) for v in value):
+        raise RowError(f"{what} holds a value that is not text")
+    return [str(v).strip() for v in value]
+
+
+def _passages(value: Any, what: str) -> str:
+    """Context text from a string, or a list of strings / ``{"text": ...}`` dicts joined with spaces."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (list, tuple)):
+        value = [v.get("text") if isinstance(v, dict) else v for v in value]
+    return " ".join(p for p in _strings(value, what) if p)
+
+
+# -- one normalizer per schema family ------------------------------------------------------------------------
+
+def _labeled_choices(record: dict[str, Any], where: str, *, name: str, question_key: str,
+                     id_required: bool) -> Question:
+    """OBQA, ARC, CommonsenseQA, RiddleSense: ``choices: {text: [...], label: [...]}`` + ``answerKey``."""
+    question = text_field(record, question_key)
+    raw = record.get("choices")
+    if raw is None:
+        raise RowError("missing 'choices'")
+    if not isinstance(raw, dict):
+        raise RowError(f"'choices' is a {type(raw).__name__}, not a dict of 'text' and 'label' lists")
+    texts = _strings(raw.get("text"), "'choices.text'")
+    labels = _strings(raw.get("label"), "'choices.label'")
+    if len(texts) != len(labels):
+        raise RowError(f"'choices' has {len(texts)} texts but {len(labels)} labels")
+    answer = choice_for_label(texts, labels, _answer_key(record, "answerKey"))
+    qid = text_field(record, "id") if id_required else _record_id(record, "id", name, where)
+    return Question(id=qid, question=question, choices=tuple(texts), answer=answer)
+
+
+def _two_solutions(record: dict[str, Any], where: str, *, name: str) -> Question:
+    """PIQA: ``goal``, ``sol1``, ``sol2``, ``label`` 0/1 (-1 in the unlabeled test split)."""
+    choices = (text_field(record, "sol1"), text_field(record, "sol2"))
+    question = text_field(record, "goal")
+    if "label" not in record:
+        raise RowError("missing 'label'")
+    label = record["label"]
+    if isinstance(label, str) and label.strip().lstrip("-").isdigit():
+        label = int(label)
+    if label is None or label == -1:
+        raise RowError(_NO_LABEL)
+    if not isinstance(label, int) or isinstance(label, bool) or label not in (0, 1):
+        raise RowError(f"'label' is {label!r}, not 0 or 1")
+    return Question(id=_record_id(record, "id", name, where), question=question, choices=choices,
+                    answer=choices[label])
+
+
+def _pubmedqa(record: dict[str, Any], where: str, *, name: str) -> Question:
+    """PubMedQA: ``pubid``, ``question``, ``context.contexts``, ``final_decision`` yes/no/maybe, ``long_answer``."""
+    choices = ("yes", "no", "maybe")
+    qid, question = text_field(record, "pubid"), text_field(record, "question")
+    context = record.get("context")
+    if isinstance(context, dict):
+        context = context.get("contexts")
+        if context is None:
+            raise RowError("missing 'context.contexts'")
+    decision = _answer_key(record, "final_decision").lower()
+    if decision not in choices:
+        raise RowError(f"'final_decision' is {decision!r}, not yes, no or maybe")
+    rationale = record.get("long_answer")
+    return Question(id=qid, question=question, choices=choices, answer=decision,
+                    context=_passages(context, "'context'"),
+                    reference_rationale=rationale.strip() if isinstance(rationale, str) else "")
+
+
+def _yes_no(record: dict[str, Any], where: str, *, name: str) -> Question:
+    """BioASQ yes/no: ``id``, ``body`` or ``question``, ``exact_answer`` or ``answer``, ``snippets``/``context``."""
+    kind = record.get("type")
+    if kind is not None and kind != "yesno":
+        raise RowError(f"type {kind!r} is not a yes/no question")
+    if "body" not in record and "question" not in record:
+        raise RowError("missing 'body' or 'question'")
+    question = text_field(record, "body" if "body" in record else "question")
+    if "exact_answer" not in record and "answer" not in record:
+        raise RowError("missing 'exact_answer' or 'answer'")
+    answer_key = "exact_answer" if "exact_answer" in record else "answer"
+    raw = record.get(answer_key)
+    if isinstance(raw, list) and len(raw) == 1:  # some exports wrap the exact answer in a list
+        record = {**record, answer_key: raw[0]}
+    answer = _answer_key(record, answer_key).lower()
+    if answer not in ("yes", "no"):
+        raise RowError(f"{answer_key!r} is {answer!r}, not yes or no")
+    context = _passages(record["snippets"] if "snippets" in record else record.get("context"), "'snippets'")
+    ideal = record.get("ideal_answer")
+    ideal = ideal[0] if isinstance(ideal, list) and ideal else ideal
+    return Question(id=_record_id(record, "id", name, where), question=question, choices=("yes", "no"),
+                    answer=answer, context=context,
+                    reference_rationale=ideal.strip() if isinstance(ideal, str) else "")
+
+
+def _schema(name: str, hub_id: str | None, hub_config: str | None, family: Callable[..., Question],
+            revision: str | None = None, **options: Any) -> tuple[str, HubSchema]:
+    return name, HubSchema(name, hub_id, hub_config, functools.partial(family, name=name, **options), revision)
+
+
+HUB_SCHEMAS: dict[str, HubSchema] = dict([
+    _schema("obqa", "allenai/openbookqa", "main", _labeled_choices, question_key="question_stem", id_required=True),
+    _schema("arc_easy", "allenai/ai2_arc", "ARC-Easy", _labeled_choices, question_key="question", id_required=True),
+    _schema("arc_challenge", "allenai/ai2_arc", "ARC-Challenge", _labeled_choices, question_key="question",
+            id_required=True),
+    _schema("commonsenseqa", "tau/commonsense_qa", None, _labeled_choices, question_key="question",
+            id_required=True),
+    # The main branches of these two are loading scripts, which ``datasets`` >= 4 no longer runs.
+    _schema("riddlesense", "INK-USC/riddle_sense", None, _labeled_choices, "refs/convert/parquet",
+            question_key="question", id_required=False),
+    _schema("piqa", "ybisk/piqa", None, _two_solutions, "refs/convert/parquet"),
+    _schema("pubmedqa", "qiaojin/PubMedQA", "pqa_labeled", _pubmedqa),
+    _schema("bioasq", None, None, _yes_no),
+])
+
+
+# -- reading -------------------------------------------------------------------------------------------------
+
+def _to_row(normalize: Normalizer, record: Any, where: str) -> Row:
+    if not isinstance(record, dict):
+        return Row(where, None, f"record is a {type(record).__name__}, not an object")
+    try:
+        question = normalize(record, where)
+    except RowError as err:
+        return Row(where, None, str(err))
+    why = problems(question)
+    return Row(where, None, "; ".join(why)) if why else Row(where, question)
+
+
+def find_split_files(directory: Path, subdirs: Iterable[str] = ("data",)) -> dict[str, list[Path]]:
+    """Split files of ``directory`` (else of the first of its ``subdirs`` that has any), by split name.
+
+    A split is one file named ``<split>.<ext>``, ``<name>_<split>.<ext>`` or ``<name>-<split>.<ext>``, or the
+    shards ``<split>-NNNNN-of-NNNNN.parquet`` of a hub export. Raises ``DataError`` when nothing matches.
+    """
+    if not directory.is_dir():
+        raise DataError(f"{directory}: not a directory")
+    folders = [directory, *(directory / sub for sub in subdirs)]
+    for folder in folders:
+        named: dict[str, list[Path]] = {}
+        shards: dict[str, list[Path]] = {}
+        for file in sorted(folder.iterdir()) if folder.is_dir() else ():
+            if match := _SHARD_FILE.match(file.name):
+                shards.setdefault(SPLIT_NAMES[match[1].lower()], []).append(file)
+            elif match := _NAMED_FILE.match(file.name):
+                named.setdefault(SPLIT_NAMES[match[1].lower()], []).append(file)
+        for split in named.keys() & shards.keys():
+            named[split] += shards.pop(split)
+        for split, files in named.items():
+            if len(files) > 1:
+                raise DataError(f"{folder}: several files for the {split} split: {', '.join(f.name for f in files)}")
+        if named or shards:
+            return {**named, **shards}
+    raise DataError(f"{directory}: no split files in {', '.join(str(f) for f in folders)}; looked for {_LOOKED_FOR}")
+
+
+def _read_files(files: dict[str, list[Path]], normalize: Normalizer) -> dict[str, list[Row]]:
+    return {split: [_to_row(normalize, record, where) for file in paths for where, record in read_records(file)]
+            for split, paths in files.items()}
+
+
+def read_hub(name: str, path: Path | None) -> dict[str, list[Row]]:
+    """Rows of dataset ``name`` by split, from local split files under ``path`` or, without one, from the hub."""
+    schema = HUB_SCHEMAS.get(name)
+    if schema is None:
+        raise DataError(f"unknown hub dataset {name!r} (known: {', '.join(sorted(HUB_SCHEMAS))})")
+    if path is not None:
+        subdirs = ("data", *((schema.hub_config, f"{schema.hub_config}/data") if schema.hub_config else ()))
+        return _read_files(find_split_files(Path(path), subdirs), schema.normalize)
+    if schema.hub_id is None:
+        raise DataError(f"{name}: there is no canonical hub copy of this dataset; pass a local path to a directory "
+                        f"of split files")
+    import datasets  # lazily: importing it is slow and the local-file path never needs it
+
+    options = {"revision": schema.hub_revision} if schema.hub_revision else {}
+    try:
+        loaded = datasets.load_dataset(schema.hub_id, schema.hub_config, **options)
+    except Exception as err:  # noqa: BLE001 -- network, auth, script and format errors all mean "cannot load"
+        raise DataError(f"{name}: cannot load {schema.hub_id!r} (config {schema.hub_config!r}) from the hub: "
+                        f"{type(err).__name__}: {err}; pass a local path to its split files instead") from err
+    rows: dict[str, list[Row]] = {}
+    for split_name, dataset in loaded.items():
+        split = SPLIT_NAMES.get(split_name.lower())
+        if split is not None:
+            where = f"{schema.hub_id}:{split_name}:row "
+            rows.setdefault(split, []).extend(_to_row(schema.normalize, record, f"{where}{i}")
+                                              for i, record in enumerate(dataset))
+    if not rows:
+        raise DataError(f"{name}: {schema.hub_id!r} has no train/validation/test split (found: {', '.join(loaded)})")
+    return rows
+
+
+# -- generic files with a column mapping ---------------------------------------------------------------------
+
+MAPPED_KEYS = {"question": True, "choices": True, "answer": True, "id": False, "context": False}
+"""Column mapping keys of ``read_mapped`` -> whether required."""
+
+
+def _mapped_answer(raw: Any, choices: Sequence[str], column: str) -> str:
+    """The answer as choice text, else as a letter (``B``, ``b``, ``(c)``), else as a 0-based index."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise RowError(_NO_LABEL)
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text in choices:
+            return text
+        if letter := re.fullmatch(r"\(?([A-Za-z])\)?", text):
+            return choice_for_label(choices, [c.upper() for c in LETTERS[:len(choices)]], letter[1].upper())
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        if 0 <= raw < len(choices):
+            return choices[raw]
+        raise RowError(f"answer index {raw} is out of range for {len(choices)} choices")
+    raise RowError(f"{column!r} value {raw!r} is neither a choice, a letter nor a 0-based index")
+
+
+def _mapped(record: dict[str, Any], where: str, *, columns: dict[str, str]) -> Question:
+    question = text_field(record, columns["question"])
+    if columns["choices"] not in record:
+        raise RowError(f"missing {columns['choices']!r}")
+    choices = tuple(_strings(record[columns["choices"]], repr(columns["choices"])))
+    if columns["answer"] not in record:
+        raise RowError(f"missing {columns['answer']!r}")
+    answer = _mapped_answer(record[columns["answer"]], choices, columns["answer"])
+    context = _passages(record.get(columns["context"]), repr(columns["context"])) if "context" in columns else ""
+    return Question(id=_record_id(record, columns.get("id"), "", where), question=question, choices=choices,
+                    answer=answer, context=context)
+
+
+def read_mapped(path: Path, columns: dict[str, str]) -> dict[str, list[Row]]:
+    """Rows by split from a JSON/JSON Lines/Parquet file (the train split) or a directory of split files,
+    whose columns are named by ``columns`` (keys ``question``, ``choices``, ``answer``, optional ``id``, ``context``).
+    """
+    for key in columns:
+        if key not in MAPPED_KEYS:
+            raise DataError(f"columns: unknown key {key!r} (known: {', '.join(MAPPED_KEYS)})")
+    if missing := [key for key, required in MAPPED_KEYS.items() if required and key not in columns]:
+        raise DataError(f"columns: {', '.join(map(repr, missing))} must be given")
+    path = Path(path)
+    if path.is_file():
+        if path.suffix not in SUFFIXES:
+            raise DataError(f"{path}: not a {'/'.join(SUFFIXES)} file")
+        files = {"train": [path]}
+    elif path.is_dir():
+        files = find_split_files(path)
+    else:
+        raise DataError(f"{path}: no such file or directory")
+    return _read_files(files, functools.partial(_mapped, columns=dict(columns)))

@@ -1,0 +1,154 @@
+"""The TinyLLM authors' dataset layout, questions and precomputed rationales.
+
+    <dir>/<name>_{train,valid,test}.json      questions: a JSON array or JSON Lines of
+                                              {"id", "question", "choices": [...], "answer": <choice text>}
+    <dir>/llm/<split>_CoT_<k>.json            JSON arrays of strings, 500 per file, in question order
+
+Each rationale string holds a FLAN-T5-xl rationale, then ``Thus, the answer is (x) ...``, the echoed
+question after ``Q:``, and a LLaMA-2-chat rationale after ``llama rationale:`` (some are truncated or
+lack the second one). ``read_official`` returns the question rows and, per split that has rationale
+files, both teachers' rationales aligned with those rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+from tinyllm_ray.config import PRECOMPUTED_TEACHERS
+from tinyllm_ray.data.records import DataError, Row, RowError, read_records, text_field
+from tinyllm_ray.data.schema import Question, problems
+
+SPLITS = ("train", "valid", "test")
+PER_FILE = 500
+FLAN, LLAMA = PRECOMPUTED_TEACHERS
+
+_THUS = "Thus, the answer is"
+_LLAMA = "llama rationale:"
+_LLAMA_LEAD = "Let's think step by step."
+
+
+@dataclasses.dataclass
+class OfficialData:
+    rows: dict[str, list[Row]]
+    rationales: dict[str, dict[str, list[tuple[str, str]]]]
+    """teacher -> split -> (rationale, reject reason) aligned with ``rows[split]``."""
+    files: list[str]
+    """Every file read, for cache keys."""
+
+
+def looks_official(path: Path) -> bool:
+    return path.is_dir() and any(any(path.glob(f"*_{split}.json")) for split in SPLITS)
+
+
+def question_file(path: Path, split: str) -> Path | None:
+    found = sorted(path.glob(f"*_{split}.json"))
+    if len(found) > 1:
+        raise DataError(f"{path}: several {split} question files: {', '.join(f.name for f in found)}")
+    return found[0] if found else None
+
+
+def to_question(record: dict) -> Question:
+    if not isinstance(record, dict):
+        raise RowError(f"a {type(record).__name__}, not a record")
+    choices = record.get("choices")
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        raise RowError("'choices' is not a list of strings")
+    q = Question(id=text_field(record, "id"), question=text_field(record, "question"),
+                 choices=tuple(c.strip() for c in choices), answer=text_field(record, "answer"),
+                 context=str(record.get("context") or ""))
+    why = problems(q)
+    if why:
+        raise RowError("; ".join(why))
+    return q
+
+
+def read_official(path: Path) -> OfficialData:
+    if not path.is_dir():
+        raise DataError(f"data.path: {path} is not a directory")
+    rows: dict[str, list[Row]] = {}
+    files: list[str] = []
+    for split in SPLITS:
+        file = question_file(path, split)
+        if file is None:
+            continue
+        files.append(str(file))
+        rows[split] = []
+        for where, record in read_records(file):
+            try:
+                rows[split].append(Row(where, to_question(record)))
+            except RowError as err:
+                rows[split].append(Row(where, None, str(err)))
+    if not rows:
+        raise DataError(f"{path}: no question files (looked for *_train.json, *_valid.json, *_test.json)")
+    rationales: dict[str, dict[str, list[tuple[str, str]]]] = {FLAN: {}, LLAMA: {}}
+    for split, split_rows in rows.items():
+        cot = rationale_files(path / "llm", split)
+        if not cot:
+            continue
+        files += [str(f) for f in cot]
+        texts = read_rationale_strings(cot, expected=len(split_rows))
+        parsed = [split_rationale(text, row) for text, row in zip(texts, split_rows)]
+        rationales[FLAN][split] = [p[0] for p in parsed]
+        rationales[LLAMA][split] = [p[1] for p in parsed]
+    return OfficialData(rows, rationales, files)
+
+
+def rationale_files(llm_dir: Path, split: str) -> list[Path]:
+    """``<split>_CoT_<k>.json`` in k order; the numbering must have no gap."""
+    found = {}
+    for f in llm_dir.glob(f"{split}_CoT_*.json"):
+        m = re.fullmatch(rf"{split}_CoT_(\d+)\.json", f.name)
+        if m:
+            found[int(m.group(1))] = f
+    if found and sorted(found) != list(range(len(found))):
+        missing = sorted(set(range(max(found) + 1)) - set(found))
+        raise DataError(f"{llm_dir}: {split}_CoT files are missing k = {missing}")
+    return [found[k] for k in sorted(found)]
+
+
+def read_rationale_strings(files: list[Path], expected: int) -> list[str]:
+    """All strings of a split's rationale files, checked against the question count."""
+    texts: list[str] = []
+    for k, f in enumerate(files):
+        try:
+            items = json.loads(f.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise DataError(f"{f}: not valid UTF-8 at byte {err.start}") from None
+        except json.JSONDecodeError as err:
+            raise DataError(f"{f}: invalid or truncated JSON at line {err.lineno}, column {err.colno}: "
+                            f"{err.msg}") from None
+        if not isinstance(items, list):
+            raise DataError(f"{f}: expected a JSON array of strings, got {type(items).__name__}")
+        bad = next((i for i, x in enumerate(items) if not isinstance(x, str)), None)
+        if bad is not None:
+            raise DataError(f"{f}: item {bad} is a {type(items[bad]).__name__}, not a string")
+        if k < len(files) - 1 and len(items) != PER_FILE:
+            raise DataError(f"{f}: {len(items)} rationales; every file but the last holds {PER_FILE}")
+        texts += items
+    if len(texts) != expected:
+        raise DataError(f"{files[-1].parent}: {len(texts)} rationales in {files[0].name}..{files[-1].name} "
+                        f"for {expected} questions; the counts must match (file {files[-1].name} "
+                        f"{'ends early' if len(texts) < expected else 'has extra items'})")
+    return texts
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def split_rationale(text: str, row: Row) -> tuple[tuple[str, str], tuple[str, str]]:
+    """((flan rationale, reason), (llama rationale, reason)) from one authors' string."""
+    if row.question is None:
+        return ("", "question rejected"), ("", "question rejected")
+    head, has_llama, llama = text.partition(_LLAMA)
+    echo = re.search(r"\n\s*Q:\s*(.+)", head)
+    if echo and not _norm(row.question.question).startswith(_norm(echo.group(1))[:40]):
+        return ("", "echoed question does not match"), ("", "echoed question does not match")
+    flan = re.split(rf"\s*{re.escape(_THUS)}|\n\s*Q:", head, maxsplit=1)[0].strip()
+    llama = llama.strip()
+    if llama.startswith(_LLAMA_LEAD):
+        llama = llama[len(_LLAMA_LEAD):].strip()
+    return (flan, "" if flan else "empty"), (llama, "" if llama else ("missing" if not has_llama else "empty"))
