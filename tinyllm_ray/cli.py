@@ -2,6 +2,7 @@
 
     tinyllm distill [--config PATH] [--set KEY=VALUE ...] [--output-dir DIR]   run the whole workflow
     tinyllm tiny-models DIR                                                    build the tiny local models
+    tinyllm data inspect --dataset NAME [--path DIR] [--format F]              counts, rejects, rationales
 
 Bad configs and bad data end with one clear ``error:`` message (exit status 2) before Ray starts; a stage
 that fails on Ray ends with one message naming the stage and its cause (exit status 1). Never a traceback.
@@ -26,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     add_distill_args(distill)
     tiny = sub.add_parser("tiny-models", help="build tiny random-weight models and tokenizers into DIR")
     tiny.add_argument("dir", type=Path)
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    inspect = data_sub.add_parser("inspect", help="print per-split counts, rejects and rationales as one JSON object")
+    inspect.add_argument("--dataset", required=True, help="dataset name (obqa, arc_easy, piqa, ..., or any name)")
+    inspect.add_argument("--path", help="directory or file; without it a hub dataset is loaded by name")
+    inspect.add_argument("--format", choices=["official", "hub", "jsonl", "synthetic"], help="default: inferred")
+    inspect.add_argument("--columns", help="jsonl column mapping, e.g. question=q,choices=opts,answer=label")
     return parser
 
 
@@ -56,11 +64,32 @@ def distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def data_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from tinyllm_ray.config import DataConfig
+    from tinyllm_ray.data.load import DataError, inspect
+
+    try:
+        columns = dict(pair.split("=", 1) for pair in args.columns.split(",")) if args.columns else {}
+        config = DataConfig(dataset=args.dataset, path=args.path, format=args.format, columns=columns)
+        print(json.dumps(inspect(config), indent=2))
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # a malformed --columns, or a field rejected by DataConfig
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = _parser().parse_args(argv)
     if args.command == "distill":
         return distill(args)
+    if args.command == "data":
+        return data_inspect(args)
     from tinyllm_ray.tiny import build_tiny_models
 
     for name, path in build_tiny_models(args.dir).items():

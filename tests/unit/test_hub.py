@@ -123,7 +123,7 @@ def test_arc_json_array_with_numeric_labels(tmp_path):
             choices=("Planetary density will decrease.", "Planetary years will become longer.",
                      "Planetary days will become shorter.", "Planetary gravity will become stronger."),
             answer="Planetary days will become shorter."),
-        "ARC-Challenge-Dev.json:item 1": "duplicate choices",
+        "ARC-Challenge-Dev.json:item 1": "fewer than 2 distinct choices; the answer appears 2 times among the choices",
         "ARC-Challenge-Dev.json:item 2": Question(id="num", question="42", choices=("x", "3"), answer="3"),
         "ARC-Challenge-Dev.json:item 3": "'question' is a dict, not text",
     }

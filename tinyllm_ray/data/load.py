@@ -118,7 +118,8 @@ def read_source(data: DataConfig) -> Source:
     return FORMATS[infer_format(data)](data)
 
 
-def load_data(data: DataConfig, source: Source | None = None, require_train: bool = True) -> LoadedData:
+def load_data(data: DataConfig, source: Source | None = None, require_train: bool = True,
+              hold_out_valid: bool = True) -> LoadedData:
     """Questions per split, rejects with reasons, and the precomputed rationales of the training questions."""
     source = source or read_source(data)
     seen: set[str] = set()
@@ -142,7 +143,7 @@ def load_data(data: DataConfig, source: Source | None = None, require_train: boo
         raise DataError(f"dataset {data.dataset!r}: no usable training questions"
                         f"{f' in {data.path}' if data.path else ''}")
     precomputed = _precomputed(data, source, splits["train"], kept_index["train"])
-    valid_from_train = bool(splits["train"]) and not splits["valid"]
+    valid_from_train = hold_out_valid and bool(splits["train"]) and not splits["valid"]
     if valid_from_train:
         rng = random.Random(data.seed)
         held = set(rng.sample(range(len(splits["train"])), max(1, round(len(splits["train"]) * data.valid_fraction))))
@@ -150,8 +151,9 @@ def load_data(data: DataConfig, source: Source | None = None, require_train: boo
         splits["train"] = [q for i, q in enumerate(splits["train"]) if i not in held]
     if data.max_train:
         splits["train"] = splits["train"][: data.max_train]
-    if not splits["test"]:
-        del splits["test"]
+    for split in ("valid", "test"):
+        if not splits[split]:
+            del splits[split]
     rows_read = {s: len(source.rows[s]) for s in SPLITS if s in source.rows}
     return LoadedData(splits, rows_read, rejects, valid_from_train, precomputed, source.files)
 
@@ -165,4 +167,24 @@ def _precomputed(data: DataConfig, source: Source, train: list[Question], index:
         if aligned is None:
             raise DataError(f"data.rationales is 'precomputed' but {data.path} has no llm/train_CoT_<k>.json files")
         out[teacher] = {q.id: aligned[i] for q, i in zip(train, index)}
+    return out
+
+
+def inspect(data: DataConfig) -> dict:
+    """What ``tinyllm data inspect`` prints: the dataset as stored, per split, before any hold-out."""
+    source = read_source(data)
+    loaded = load_data(data, source, require_train=False, hold_out_valid=False)
+    reasons = loaded.reject_counts()
+    out: dict = {"dataset": data.dataset, "format": infer_format(data), "splits": {}}
+    for split, rows in loaded.rows_read.items():
+        choices = Counter(len(q.choices) for q in loaded.splits.get(split, []))
+        out["splits"][split] = {"rows": rows, "rejected": sum(reasons[split].values()),
+                                "choices": {str(n): choices[n] for n in sorted(choices)}}
+    out["reject_reasons"] = dict(Counter(r["reason"] for r in loaded.rejects))
+    if source.rationales:
+        out["teachers"] = {
+            teacher: {split: sum(1 for row, (_, why) in zip(source.rows[split], aligned) if row.question and not why)
+                      for split, aligned in by_split.items()}
+            for teacher, by_split in source.rationales.items()
+        }
     return out

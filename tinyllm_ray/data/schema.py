@@ -77,10 +77,13 @@ def problems(q: Question) -> list[str]:
         found.append(f"{len(q.choices)} choices; at most {len(LETTERS)} supported")
     if any(not c.strip() for c in q.choices):
         found.append("an empty choice")
-    if len(set(q.choices)) != len(q.choices):
-        found.append("duplicate choices")
+    # A repeated wrong option is harmless (the authors' OBQA train has a few); an ambiguous answer is not.
+    if len(q.choices) >= 2 and len(set(q.choices)) < 2:
+        found.append("fewer than 2 distinct choices")
     if q.answer not in q.choices:
         found.append(f"answer {q.answer!r} is not among the choices")
+    elif q.choices.count(q.answer) > 1:
+        found.append(f"the answer appears {q.choices.count(q.answer)} times among the choices")
     return found
 
 
