@@ -296,6 +296,35 @@ def _list_index(items: list, part: str, where: str) -> int:
     return int(part)
 
 
+def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as plain data, with ``extends: other.yaml`` (relative to the file) merged under it:
+    mappings merge key by key, anything else (lists included) is replaced by the extending file."""
+    try:
+        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}" + (f" (extended by {chain[-1]})" if chain else "")) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected a file name, got {base!r}")
+    parent = (path.parent / base).resolve()
+    if parent in chain or parent == path.resolve():
+        raise ConfigError(f"{path}: extends: {base} extends itself (cycle)")
+    return _merge(read_yaml(parent, (*chain, path.resolve())), raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True) -> Config:
     """Read a YAML config, apply ``--set`` overrides, check types and cross-field rules.
 
@@ -303,12 +332,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths:
     building the tiny models a config may ask for).
     """
     path = Path(path)
-    try:
-        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    raw = read_yaml(path)
     raw = copy.deepcopy(raw)
     for assignment in overrides:
         apply_override(raw, assignment)
