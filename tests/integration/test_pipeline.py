@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -89,3 +90,54 @@ def test_failing_teacher_is_named_and_finished_teachers_are_kept(ray_local, tiny
     assert "SafetensorError" in str(info.value) and "Traceback" not in str(info.value)
     kept = pq.read_table(tmp_path / "runs" / "broken" / "rationales" / "teacher-a")
     assert kept.num_rows == 48
+
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyllm-official"
+
+
+def _authors_layout(root: Path) -> Path:
+    """A hand-written dataset in the TinyLLM authors' layout: 12 train / 4 valid / 4 test, one bad row."""
+    root.mkdir(parents=True)
+    (root / "llm").mkdir()
+    for split, n in (("train", 12), ("valid", 4), ("test", 4)):
+        rows = [{"id": f"{split}-{i}", "question": f"Is {i} even?", "choices": ["yes", "no"],
+                 "answer": "yes" if i % 2 == 0 else "no"} for i in range(n)]
+        if split == "train":
+            rows[3]["answer"] = "maybe"  # rejected: not among the choices
+        (root / f"toy_{split}.json").write_text("\n".join(json.dumps(r) for r in rows))
+        texts = [f"{i} divided by 2 leaves {i % 2}. Thus, the answer is (a) yes\n\nQ: Is {i} even?\nAnswer Choices:\n"
+                 f"(a) yes\n(b) no llama rationale: Let's think step by step. {i} mod 2 is {i % 2}." for i in range(n)]
+        (root / "llm" / f"{split}_CoT_0.json").write_text(json.dumps(texts))
+    return root
+
+
+def _precomputed_config(models: Path, data_dir: Path, out: Path, **data) -> dict:
+    raw = tiny_run_config(models, out, "precomputed", teachers=0)
+    raw["data"] = {"dataset": data_dir.name, "path": str(data_dir), "rationales": "precomputed", **data}
+    raw["train"]["alpha"] = {"flan-t5-xl": 0.5, "llama-2-chat": 0.5}
+    return raw
+
+
+def test_precomputed_rationales_train_the_student_without_any_teacher(ray_local, tiny_models, tmp_path):
+    data_dir = _authors_layout(tmp_path / "toy")
+    report = pipeline.run(from_dict(_precomputed_config(tiny_models, data_dir, tmp_path / "runs")))
+    assert [(t["name"], t["rationales"], t["tokens_generated"]) for t in report["teachers"]] == [
+        ("flan-t5-xl", 11, 0), ("llama-2-chat", 11, 0)]
+    assert report["dataset"]["rejected"]["train"] == {"answer 'maybe' is not among the choices": 1}
+    assert (report["dataset"]["train"], report["dataset"]["valid"], report["dataset"]["test"]) == (11, 4, 4)
+    assert report["student"]["steps"] == 1  # 11 questions, batch 16
+    stored = pq.read_table(tmp_path / "runs" / "precomputed" / "rationales" / "llama-2-chat").to_pylist()
+    by_id = {r["id"]: r["rationale"] for r in stored}
+    assert by_id["train-5"] == "5 mod 2 is 1."  # aligned across the rejected row 3
+    rejects = (tmp_path / "runs" / "precomputed" / "rejects.jsonl").read_text().splitlines()
+    assert [json.loads(r)["where"] for r in rejects] == ["toy_train.json:line 4"]
+
+
+@pytest.mark.skipif(not (SHARED / "obqa").is_dir(), reason="../shared/data is not on this machine")
+def test_obqa_preset_with_the_authors_rationales(ray_local, tiny_models, tmp_path):
+    raw = _precomputed_config(tiny_models, SHARED / "obqa", tmp_path / "runs", dataset="obqa", max_train=64)
+    report = pipeline.run(from_dict(raw))
+    assert report["dataset"]["rows_read"] == {"train": 4957, "valid": 500, "test": 500}
+    assert [t["name"] for t in report["teachers"]] == ["flan-t5-xl", "llama-2-chat"]
+    assert report["teachers"][0]["rationales"] == 4957
+    assert report["student"]["steps"] == 4 and report["student"]["valid_accuracy"] is not None

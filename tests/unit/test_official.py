@@ -153,8 +153,11 @@ GOOD = {"id": "g-1", "question": "Is water wet?", "choices": ["yes", "no"], "ans
 MALFORMED = [
     pytest.param({**GOOD, "answer": "sometimes"}, "answer 'sometimes' is not among the choices", id="answer-not-a-choice"),
     pytest.param({**GOOD, "choices": ["yes"]}, "1 choice(s); at least 2 needed", id="one-choice"),
-    pytest.param({**GOOD, "choices": ["yes", "no", "yes"]}, "duplicate choices", id="duplicate-choices"),
-    pytest.param({**GOOD, "choices": ["yes", " yes "]}, "duplicate choices", id="duplicate-after-strip"),
+    pytest.param({**GOOD, "choices": ["yes", "no", "yes"]}, "the answer appears 2 times among the choices",
+                 id="answer-repeated"),
+    pytest.param({**GOOD, "choices": ["yes", " yes "]},
+                 "fewer than 2 distinct choices; the answer appears 2 times among the choices",
+                 id="duplicate-after-strip"),
     pytest.param({k: v for k, v in GOOD.items() if k != "id"}, "missing 'id'", id="missing-id"),
     pytest.param({**GOOD, "question": "   "}, "empty 'question'", id="empty-question"),
     pytest.param({**GOOD, "choices": "yes, no"}, "'choices' is not a list of strings", id="choices-a-string"),
@@ -171,6 +174,11 @@ def test_malformed_record_rejected_with_reason(record, reason):
     with pytest.raises(RowError) as err:
         to_question(record)
     assert str(err.value) == reason
+
+
+def test_repeated_wrong_option_is_kept():
+    # The authors' OBQA train has a few: harmless, since the answer is still one letter.
+    assert to_question({**GOOD, "choices": ["yes", "no", "no "]}).choices == ("yes", "no", "no")
 
 
 def test_malformed_rows_in_a_file_keep_their_place(tmp_path, per_file_2):
@@ -247,7 +255,7 @@ def test_split_echoed_question_does_not_match():
 
 
 def test_split_rejected_question():
-    rejected = Row("toy_train.json:line 3", None, "duplicate choices")
+    rejected = Row("toy_train.json:line 3", None, "missing 'id'")
     both = ("", "question rejected")
     assert split_rationale(cot(SUN), rejected) == (both, both)
 
@@ -286,11 +294,11 @@ def test_rationale_files_in_numeric_k_order(tmp_path, monkeypatch):
 def test_rejected_row_keeps_its_rationale_slot(tmp_path, per_file_2):
     records = [dict(r) for r in TOY["train"]]
     texts = [cot(r) for r in records]
-    records[2]["choices"] = ["yes", "yes"]  # rejected in the middle: later rationales must not shift
+    records[2]["answer"] = "perhaps"  # rejected in the middle: later rationales must not shift
     d = make_dataset(tmp_path, questions={"train": records}, cot_splits=())
     write_cot(d / "llm", "train", texts, 2)
     found = read_official(d)
-    assert found.rows["train"][2].reason == "duplicate choices"
+    assert found.rows["train"][2].reason == "answer 'perhaps' is not among the choices"
     flan = found.rationales[FLAN]["train"]
     assert flan[2] == ("", "question rejected")
     assert [f for i, (f, _) in enumerate(flan) if i != 2] == [
@@ -355,7 +363,7 @@ def test_gap_in_k_numbering(tmp_path, per_file_2):
     (d / "llm" / "train_CoT_1.json").rename(d / "llm" / "train_CoT_3.json")
     with pytest.raises(DataError) as err:
         read_official(d)
-    assert str(err.value) == f"{d / 'llm'}: train_CoT files are missing k = [1, 2]"
+    assert str(err.value) == f"{d / 'llm'}: train_CoT files are missing k = [1]"
 
 
 def test_files_not_named_cot_k_are_ignored(tmp_path, per_file_2):
@@ -417,7 +425,7 @@ def test_non_utf8_question_file(tmp_path):
     d = make_dataset(tmp_path, cot_splits=())
     f = d / "toy_test.json"
     raw = f.read_bytes()
-    at = raw.index(b"Ice")
+    at = raw.index(b"ice colder")
     f.write_bytes(raw[:at] + b"\xe9" + raw[at + 1:])  # Latin-1 é
     with pytest.raises(DataError) as err:
         read_official(d)
