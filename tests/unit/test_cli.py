@@ -48,3 +48,31 @@ def test_tiny_models_command(tmp_path):
     assert done.returncode == 0, done.stderr
     for name in ("teacher-a", "teacher-b", "student-t5"):
         assert (tmp_path / "m" / name / "config.json").is_file()
+
+
+def _inspect(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tinyllm_ray.cli", "data", "inspect", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_data_inspect_prints_one_json_object(tmp_path):
+    import json
+
+    rows = [{"q": "2+2?", "opts": ["3", "4"], "label": 1}, {"q": "Sky?", "opts": ["blue", "red", "green"],
+            "label": "A"}, {"q": "", "opts": ["x", "y"], "label": 0}]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    done = _inspect("--dataset", "mine", "--path", str(tmp_path), "--columns", "question=q,choices=opts,answer=label")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["format"] == "jsonl"
+    assert out["splits"] == {"train": {"rows": 3, "rejected": 1, "choices": {"2": 1, "3": 1}}}
+    assert out["reject_reasons"] == {"empty 'q'": 1}  # the user's own column name
+
+
+def test_data_inspect_errors_are_one_line(tmp_path):
+    done = _inspect("--dataset", "mystery", "--path", str(tmp_path))
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "data.format" in done.stderr
+    (tmp_path / "x_train.json").write_text('[{"id": "a", "question": "q", "choices": ["a", "b"], "ans')
+    done = _inspect("--dataset", "x", "--path", str(tmp_path))
+    assert done.returncode == 2 and "x_train.json" in done.stderr and "truncated" in done.stderr
+    assert "Traceback" not in done.stderr
