@@ -29,6 +29,7 @@ from tinyllm_ray import prompts
 from tinyllm_ray.config import (
     Config,
     ConfigError,
+    from_dict,
     stage_key,
     to_yaml,
     validate,
@@ -137,6 +138,10 @@ def open_run_dir(config: Config) -> Path:
         loaded = yaml.safe_load(saved.read_text())
         if not isinstance(loaded, dict):
             raise ConfigError(f"output.run_name: {saved} is not a readable run config; choose another run name")
+        try:  # through the current schema, so fields added since with their defaults are no difference
+            loaded = from_dict(loaded, source=str(saved)).to_dict()
+        except ConfigError:
+            pass  # compare as written; the differing keys are reported below
         before = _result_fields(loaded)
         now = _result_fields(config.to_dict())
         changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))

@@ -5,7 +5,6 @@ the TinyLLM authors' real files."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -297,10 +296,11 @@ def test_precomputed_from_a_hand_built_source():
 
 
 def test_synthetic_by_default():
-    loaded = load_data(DataConfig(n_train=12, n_valid=4, n_test=3, seed=5))
+    data = DataConfig(n_train=12, n_valid=4, n_test=3, seed=5)
+    loaded = load_data(data)
     assert {s: len(qs) for s, qs in loaded.splits.items()} == {"train": 12, "valid": 4, "test": 3}
     assert loaded.rejects == [] and not loaded.valid_from_train
-    assert ids(loaded.splits["train"]) == ids(load_data(DataConfig(n_train=12, n_valid=4, n_test=3, seed=5)).splits["train"])
+    assert ids(loaded.splits["train"]) == ids(load_data(data).splits["train"])
 
 
 # -- infer_format and paths ------------------------------------------------------------------------------------
@@ -382,3 +382,17 @@ def test_real_dataset_reads(shared, name):
         for split, aligned in found.rationales[teacher].items():
             assert len(aligned) == len(found.rows[split])
             assert not any(why == "echoed question does not match" for _, why in aligned), (split, teacher)
+
+
+def test_one_training_question_and_no_valid_split_is_an_error():
+    from tinyllm_ray.config import DataConfig
+    from tinyllm_ray.data.load import Source, load_data
+    from tinyllm_ray.data.records import DataError, Row
+    from tinyllm_ray.data.schema import Question
+
+    one = Source({"train": [Row("m:1", Question("a", "q?", ("y", "n"), "y"))]})
+    with pytest.raises(DataError, match="too few to hold one out"):
+        load_data(DataConfig(dataset="x"), one)
+    two = Source({"train": [Row(f"m:{i}", Question(f"a{i}", "q?", ("y", "n"), "y")) for i in range(2)]})
+    loaded = load_data(DataConfig(dataset="x", valid_fraction=0.9), two)
+    assert len(loaded.splits["train"]) == 1 and len(loaded.splits["valid"]) == 1

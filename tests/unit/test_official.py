@@ -151,7 +151,8 @@ def test_good_rows_exact_fields(tmp_path, per_file_2):
 GOOD = {"id": "g-1", "question": "Is water wet?", "choices": ["yes", "no"], "answer": "yes"}
 
 MALFORMED = [
-    pytest.param({**GOOD, "answer": "sometimes"}, "answer 'sometimes' is not among the choices", id="answer-not-a-choice"),
+    pytest.param({**GOOD, "answer": "sometimes"}, "answer 'sometimes' is not among the choices",
+                 id="answer-not-a-choice"),
     pytest.param({**GOOD, "choices": ["yes"]}, "1 choice(s); at least 2 needed", id="one-choice"),
     pytest.param({**GOOD, "choices": ["yes", "no", "yes"]}, "the answer appears 2 times among the choices",
                  id="answer-repeated"),
@@ -355,7 +356,27 @@ def test_non_last_file_with_wrong_count(tmp_path, per_file_2):
     (llm / "train_CoT_1.json").write_text(json.dumps(texts[3:]))
     with pytest.raises(DataError) as err:
         read_official(d)
-    assert str(err.value) == f"{llm / 'train_CoT_0.json'}: 3 rationales; every file but the last holds 2"
+    assert str(err.value) == f"{llm / 'train_CoT_0.json'}: 3 rationales; every file holds 2, the last one at most"
+
+
+def test_last_file_with_too_many_and_duplicate_k(tmp_path, per_file_2):
+    d = make_dataset(tmp_path, cot_splits=())
+    llm = d / "llm"
+    llm.mkdir()
+    texts = all_train_texts()
+    (llm / "train_CoT_0.json").write_text(json.dumps(texts[:2]))
+    (llm / "train_CoT_1.json").write_text(json.dumps(texts[2:]))  # 3 > PER_FILE in the last file
+    with pytest.raises(DataError, match="train_CoT_1.json: 3 rationales"):
+        read_official(d)
+    (llm / "train_CoT_01.json").write_text(json.dumps(texts[2:4]))
+    with pytest.raises(DataError, match="are both file k = 1"):
+        read_official(d)
+
+
+def test_hub_schema_file_with_official_name_is_not_official(tmp_path):
+    (tmp_path / "obqa_train.json").write_text(json.dumps(
+        {"id": "1", "question_stem": "q", "choices": {"text": ["a", "b"], "label": ["A", "B"]}, "answerKey": "A"}))
+    assert not looks_official(tmp_path)
 
 
 def test_gap_in_k_numbering(tmp_path, per_file_2):

@@ -226,3 +226,11 @@ def test_resubmission_from_another_working_dir_resumes(tmp_path: Path, monkeypat
     assert prepared[0].run_dir == prepared[1].run_dir == (out_dir / "run").resolve()
     assert yaml.safe_load((out_dir / "run" / "config.yaml").read_text())["student"]["model"] == "models/student-t5"
     assert prepared[1].config.student.model == str(tmp_path / "second" / "models" / "student-t5")
+
+
+def test_fields_added_to_the_schema_later_do_not_block_a_resume(tiny_dir: Path, out_dir: Path) -> None:
+    first = pipeline.prepare(make_config(tiny_dir, out_dir))
+    saved = yaml.safe_load((first.run_dir / "config.yaml").read_text())
+    del saved["data"]["strict"]  # as written by a version that had no such field
+    (first.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert pipeline.prepare(make_config(tiny_dir, out_dir)).run_dir == first.run_dir

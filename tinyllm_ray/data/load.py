@@ -145,8 +145,12 @@ def load_data(data: DataConfig, source: Source | None = None, require_train: boo
     precomputed = _precomputed(data, source, splits["train"], kept_index["train"])
     valid_from_train = hold_out_valid and bool(splits["train"]) and not splits["valid"]
     if valid_from_train:
+        if len(splits["train"]) < 2:
+            raise DataError(f"dataset {data.dataset!r}: no valid split, and {len(splits['train'])} training "
+                            f"question(s) are too few to hold one out")
         rng = random.Random(data.seed)
-        held = set(rng.sample(range(len(splits["train"])), max(1, round(len(splits["train"]) * data.valid_fraction))))
+        n = len(splits["train"])
+        held = set(rng.sample(range(n), min(n - 1, max(1, round(n * data.valid_fraction)))))
         splits["valid"] = [q for i, q in enumerate(splits["train"]) if i in held]
         splits["train"] = [q for i, q in enumerate(splits["train"]) if i not in held]
     if data.max_train:

@@ -27,7 +27,7 @@ FLAN, LLAMA = PRECOMPUTED_TEACHERS
 
 _THUS = "Thus, the answer is"
 _LLAMA = "llama rationale:"
-_LLAMA_LEAD = "Let's think step by step."
+_LEAD = "Let's think step by step."  # boilerplate some rationales start with
 
 
 @dataclasses.dataclass
@@ -40,7 +40,20 @@ class OfficialData:
 
 
 def looks_official(path: Path) -> bool:
-    return path.is_dir() and any(any(path.glob(f"*_{split}.json")) for split in SPLITS)
+    """A directory with ``<name>_<split>.json`` files whose records are in the authors' schema
+    (hub-schema exports may use the same file names)."""
+    if not path.is_dir():
+        return False
+    for split in SPLITS:
+        for file in path.glob(f"*_{split}.json"):
+            try:
+                _, record = next(read_records(file))
+            except StopIteration:
+                continue
+            except DataError:
+                return True  # the authors' file names; reading it reports what is wrong with it
+            return isinstance(record, dict) and isinstance(record.get("choices"), list) and "answer" in record
+    return False
 
 
 def question_file(path: Path, split: str) -> Path | None:
@@ -102,7 +115,10 @@ def rationale_files(llm_dir: Path, split: str) -> list[Path]:
     for f in llm_dir.glob(f"{split}_CoT_*.json"):
         m = re.fullmatch(rf"{split}_CoT_(\d+)\.json", f.name)
         if m:
-            found[int(m.group(1))] = f
+            k = int(m.group(1))
+            if k in found:
+                raise DataError(f"{llm_dir}: {found[k].name} and {f.name} are both file k = {k}")
+            found[k] = f
     if found and sorted(found) != list(range(len(found))):
         missing = sorted(set(range(max(found) + 1)) - set(found))
         raise DataError(f"{llm_dir}: {split}_CoT files are missing k = {missing}")
@@ -125,8 +141,8 @@ def read_rationale_strings(files: list[Path], expected: int) -> list[str]:
         bad = next((i for i, x in enumerate(items) if not isinstance(x, str)), None)
         if bad is not None:
             raise DataError(f"{f}: item {bad} is a {type(items[bad]).__name__}, not a string")
-        if k < len(files) - 1 and len(items) != PER_FILE:
-            raise DataError(f"{f}: {len(items)} rationales; every file but the last holds {PER_FILE}")
+        if (k < len(files) - 1 and len(items) != PER_FILE) or len(items) > PER_FILE:
+            raise DataError(f"{f}: {len(items)} rationales; every file holds {PER_FILE}, the last one at most")
         texts += items
     if len(texts) != expected:
         raise DataError(f"{files[-1].parent}: {len(texts)} rationales in {files[0].name}..{files[-1].name} "
@@ -139,6 +155,11 @@ def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def _without_lead(text: str) -> str:
+    text = text.strip()
+    return text[len(_LEAD):].strip() if text.startswith(_LEAD) else text
+
+
 def split_rationale(text: str, row: Row) -> tuple[tuple[str, str], tuple[str, str]]:
     """((flan rationale, reason), (llama rationale, reason)) from one authors' string."""
     if row.question is None:
@@ -147,8 +168,6 @@ def split_rationale(text: str, row: Row) -> tuple[tuple[str, str], tuple[str, st
     echo = re.search(r"\n\s*Q:\s*(.+)", head)
     if echo and not _norm(row.question.question).startswith(_norm(echo.group(1))[:40]):
         return ("", "echoed question does not match"), ("", "echoed question does not match")
-    flan = re.split(rf"\s*{re.escape(_THUS)}|\n\s*Q:", head, maxsplit=1)[0].strip()
-    llama = llama.strip()
-    if llama.startswith(_LLAMA_LEAD):
-        llama = llama[len(_LLAMA_LEAD):].strip()
+    flan = _without_lead(re.split(rf"\s*{re.escape(_THUS)}|\n\s*Q:", head, maxsplit=1)[0])
+    llama = _without_lead(llama)
     return (flan, "" if flan else "empty"), (llama, "" if llama else ("missing" if not has_llama else "empty"))
