@@ -30,3 +30,8 @@ def test_empty_fields_and_choice_counts():
     assert problems(q(["b", " "])) == ["an empty choice"]
     assert problems(q(["a", "b"], id=" ", question="")) == ["empty id", "empty question"]
     assert "27 choices; at most 26 supported" in problems(q([str(i) for i in range(26)] + ["b"]))
+
+
+def test_text_that_cannot_be_stored_is_rejected():
+    assert problems(q(["a", "b"], question="bad \ud800 text")) == ["question is not valid Unicode text"]
+    assert problems(q(["a\udfff", "b"])) == ["a choice is not valid Unicode text"]

@@ -67,6 +67,13 @@ class Question:
 def problems(q: Question) -> list[str]:
     """Why ``q`` is not a usable question (empty list when it is)."""
     found = []
+    for name, text in (("id", q.id), ("question", q.question), ("context", q.context), ("answer", q.answer),
+                       *(("a choice", c) for c in q.choices)):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # e.g. a lone surrogate from a JSON "\ud800" escape
+            found.append(f"{name} is not valid Unicode text")
+            return found
     if not q.id.strip():
         found.append("empty id")
     if not q.question.strip():
