@@ -411,6 +411,16 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
                 if not (where / "config.json").is_file():
                     why = "does not exist" if not where.exists() else "has no config.json"
                     errors.append(f"{key}: model directory {model!r} {why}")
+        student_dir = Path(config.student.model).expanduser()
+        if is_local_model(config.student.model) and (student_dir / "config.json").is_file():
+            try:
+                encoder_decoder = json.loads((student_dir / "config.json").read_text()).get("is_encoder_decoder")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                errors.append(f"student.model: {student_dir / 'config.json'} is not a readable model config")
+            else:
+                if not encoder_decoder:
+                    errors.append(f"student.model: {config.student.model!r} is not an encoder-decoder model; "
+                                  f"students are HF seq2seq models such as T5/FLAN-T5 for now")
     if errors:
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
 

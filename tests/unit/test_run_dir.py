@@ -234,3 +234,10 @@ def test_fields_added_to_the_schema_later_do_not_block_a_resume(tiny_dir: Path, 
     del saved["data"]["strict"]  # as written by a version that had no such field
     (first.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     assert pipeline.prepare(make_config(tiny_dir, out_dir)).run_dir == first.run_dir
+
+
+def test_a_causal_student_is_refused_before_ray(tiny_dir: Path, out_dir: Path) -> None:
+    pipeline.prepare(make_config(tiny_dir, out_dir))  # builds the tiny models
+    with pytest.raises(ConfigError, match="student.model: .* is not an encoder-decoder model"):
+        pipeline.prepare(make_config(tiny_dir, out_dir, f"student.model={tiny_dir / 'teacher-a'}",
+                                     "output.run_name=causal"))
