@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -16,11 +17,18 @@ from tinyllm_ray.config import from_dict
 pytestmark = pytest.mark.ray
 
 
+SENTINEL = "hf_SENTINEL0123456789abcdefTOKEN"
+
+
 @pytest.fixture(scope="module")
 def first_run(ray_local, tiny_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     config = from_dict(tiny_run_config(tiny_models, out, "e2e"))
-    return config, pipeline.run(config), out / "e2e"
+    os.environ["HF_TOKEN"] = SENTINEL  # a hub token in the environment must never reach the run dir
+    try:
+        return config, pipeline.run(config), out / "e2e"
+    finally:
+        del os.environ["HF_TOKEN"]
 
 
 def test_report_has_every_stage(first_run):
@@ -60,6 +68,13 @@ def test_run_dir_holds_rationales_student_and_predictions(first_run):
     assert sum(correct.column("correct").to_pylist()) / 16 == pytest.approx(report["student"]["valid_accuracy"])
     md = (run_dir / "report.md").read_text()
     assert "| teacher-a |" in md and "valid accuracy" in md
+
+
+def test_no_secret_in_anything_the_run_wrote(first_run):
+    _, _, run_dir = first_run
+    files = [f for f in run_dir.rglob("*") if f.is_file()]
+    assert len(files) > 10
+    assert not [f for f in files if SENTINEL.encode() in f.read_bytes()]
 
 
 def test_same_config_again_reuses_finished_stages(first_run):
