@@ -294,6 +294,8 @@ def run(config: Config) -> dict[str, Any]:
             "loss_weights": config.task_weights(),
             "valid_accuracy": accuracy["valid"],
             "test_accuracy": accuracy.get("test"),
+            "valid_accuracy_rank": accuracy["rank_valid"],
+            "test_accuracy_rank": accuracy.get("rank_test"),
             "steps": student["steps"],
             "seconds": student["seconds"],
         },

@@ -48,10 +48,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("No teachers: label-only baseline.")
     lines += ["", "## Student", ""]
     lines += _table(
-        ["model", "loss weights", "valid accuracy", "test accuracy", "steps", "seconds"],
+        ["model", "loss weights", "valid accuracy", "test accuracy", "valid (rank)", "test (rank)", "steps",
+         "seconds"],
         [[s["model"], ", ".join(f"{k}={v:g}" for k, v in s["loss_weights"].items()),
-          s["valid_accuracy"], s["test_accuracy"], s["steps"], s["seconds"]]],
+          s["valid_accuracy"], s["test_accuracy"], s["valid_accuracy_rank"], s["test_accuracy_rank"], s["steps"],
+          s["seconds"]]],
     )
+    lines += ["", "Accuracy: the student generates its answer and it is matched to an option (the paper's "
+              "scorer); *rank*: the option the student finds most likely."]
     lines += ["", "## Timings (seconds)", ""]
     lines += _table(list(t), [list(t.values())])
     return "\n".join(lines) + "\n"
@@ -67,7 +71,8 @@ def console_summary(report: dict[str, Any]) -> str:
     s = report["student"]
     lines += [
         f"student {s['model']}: valid accuracy {_fmt(s['valid_accuracy'])}, test accuracy {_fmt(s['test_accuracy'])}"
-        f" ({s['steps']} steps, {s['seconds']:.1f}s)",
+        f" (rank classification: valid {_fmt(s['valid_accuracy_rank'])}, test {_fmt(s['test_accuracy_rank'])};"
+        f" {s['steps']} steps, {s['seconds']:.1f}s)",
         f"total {report['timings']['total_s']:.1f}s; report: {report['run_dir']}/report.md",
     ]
     return "\n".join(lines)

@@ -46,7 +46,8 @@ def test_report_has_every_stage(first_run):
         assert set(t) >= {"name", "model", "rationales", "rejected", "tokens_generated", "seconds"}
     s = report["student"]
     assert s["steps"] == 3  # 48 questions / batch 16, one epoch
-    assert 0.0 <= s["valid_accuracy"] <= 1.0 and 0.0 <= s["test_accuracy"] <= 1.0
+    for key in ("valid_accuracy", "test_accuracy", "valid_accuracy_rank", "test_accuracy_rank"):
+        assert 0.0 <= s[key] <= 1.0
     assert s["loss_weights"] == {"answer": 1.0, "teacher-a": 0.5, "teacher-b": 0.5}
     t = report["timings"]
     assert t["total_s"] >= t["generate_s"] + t["train_s"] + t["eval_s"] > 0
@@ -66,6 +67,9 @@ def test_run_dir_holds_rationales_student_and_predictions(first_run):
     assert predictions.num_rows == 32
     correct = predictions.filter(predictions.column("split").to_numpy(zero_copy_only=False) == "valid")
     assert sum(correct.column("correct").to_pylist()) / 16 == pytest.approx(report["student"]["valid_accuracy"])
+    assert sum(correct.column("rank_correct").to_pylist()) / 16 == pytest.approx(
+        report["student"]["valid_accuracy_rank"])
+    assert all(0 <= p < 5 for p in predictions.column("rank_predicted").to_pylist())  # always names an option
     md = (run_dir / "report.md").read_text()
     assert "| teacher-a |" in md and "valid accuracy" in md
 

@@ -244,3 +244,17 @@ def test_gradient_scales_with_weight() -> None:
         grads.append(leaf.grad)
     assert torch.allclose(grads[1], 3 * grads[0], atol=1e-6)
     assert not math.isclose(float(grads[0].abs().sum()), 0.0)
+
+
+def test_sequence_log_likelihood_sums_target_tokens_only():
+    from tinyllm_ray.student.loss import sequence_log_likelihood
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 7)
+    labels = torch.tensor([[1, 2, IGNORE, IGNORE], [3, 4, 5, 6]])
+    logp = torch.log_softmax(logits, -1)
+    expected = torch.stack([logp[0, 0, 1] + logp[0, 1, 2], sum(logp[1, t, labels[1, t]] for t in range(4))])
+    assert torch.allclose(sequence_log_likelihood(logits, labels), expected)
+    sure = torch.full((1, 2, 7), -50.0)
+    sure[0, 0, 1] = sure[0, 1, 2] = 50.0
+    assert sequence_log_likelihood(sure, torch.tensor([[1, 2]])).item() == pytest.approx(0.0, abs=1e-6)

@@ -34,3 +34,14 @@ def multitask_loss(task_losses: dict[str, torch.Tensor], weights: dict[str, floa
     if not terms:
         raise ValueError("no task with a non-zero weight in this batch")
     return torch.stack(terms).sum()
+
+
+def sequence_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of target-token log-probabilities per sequence: logits [B, T, V], labels [B, T] -> [B].
+
+    Rank classification scores each answer option with this and picks the most likely one.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    mask = labels != IGNORE
+    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(dim=-1)
