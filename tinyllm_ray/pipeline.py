@@ -41,7 +41,7 @@ from tinyllm_ray.data.schema import Question, to_table
 from tinyllm_ray.report import console_summary, write_report
 from tinyllm_ray.student.batches import example_table
 from tinyllm_ray.student.evaluate import evaluate
-from tinyllm_ray.student.train import train_student
+from tinyllm_ray.student.train import STATE_FILE, train_student
 from tinyllm_ray.teachers import store
 from tinyllm_ray.teachers.stage import ENGINE_BATCHES_PER_CALL, rationale_stage
 
@@ -251,7 +251,8 @@ def run_student(p: Prepared) -> dict[str, Any]:
         trained = train_student(examples, c, p.run_dir)
     if export_dir.exists():
         shutil.rmtree(export_dir)  # our own export of an older key, never user data
-    shutil.copytree(trained["checkpoint"], export_dir)
+    # The shippable student: weights and tokenizer, not the optimizer state the checkpoint also holds.
+    shutil.copytree(trained["checkpoint"], export_dir, ignore=shutil.ignore_patterns(STATE_FILE))
     info = {"key": key, **{k: trained[k] for k in ("steps", "seconds")}, "final_metrics": trained["metrics"]}
     marker.write_text(json.dumps(info, indent=2, default=str))
     return info

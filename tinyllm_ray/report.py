@@ -78,6 +78,37 @@ def console_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def model_card(report: dict[str, Any]) -> str:
+    """``README.md`` for the exported student: what it is, how it was made, how well it does, how to load it."""
+    s, d = report["student"], report["dataset"]
+    teachers = ", ".join(f"{t['name']} ({t['model']})" for t in report["teachers"]) or "none (label-only baseline)"
+    weights = ", ".join(f"{k}={v:g}" for k, v in s["loss_weights"].items())
+    return f"""# {report['run_name']}: a TinyLLM student
+
+Distilled with tinyllm_ray from several teachers' rationales (the TinyLLM method).
+
+- Base model: `{s['model']}`
+- Teachers: {teachers}
+- Loss weights: {weights} (answer task `predict:`, one `explain_<teacher>:` task per teacher)
+- Data: {d['name']}, {d['train']} training questions; {s['steps']} optimizer steps
+
+| split | accuracy (generate and match) | accuracy (rank classification) |
+|---|---|---|
+| valid | {_fmt(s['valid_accuracy'])} | {_fmt(s['valid_accuracy_rank'])} |
+| test | {_fmt(s['test_accuracy'])} | {_fmt(s['test_accuracy_rank'])} |
+
+```python
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/DIR")
+model = AutoModelForSeq2SeqLM.from_pretrained("PATH/TO/THIS/DIR")
+prompt = "predict: Q: <question>\\nOptions: (a) <option> (b) <option>"
+print(tokenizer.decode(model.generate(**tokenizer(prompt, return_tensors="pt"))[0], skip_special_tokens=True))
+```
+"""
+
+
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (run_dir / "report.md").write_text(render_markdown(report))
+    (run_dir / "student" / "README.md").write_text(model_card(report))

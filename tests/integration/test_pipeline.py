@@ -63,6 +63,9 @@ def test_run_dir_holds_rationales_student_and_predictions(first_run):
         assert len(set(table.column("id").to_pylist())) == 48
     assert (run_dir / "student" / "config.json").is_file()
     assert (run_dir / "student" / "tokenizer.json").is_file()
+    assert not (run_dir / "student" / "train_state.pt").exists()  # no optimizer state in the export
+    card = (run_dir / "student" / "README.md").read_text()
+    assert "teacher-a" in card and "AutoModelForSeq2SeqLM.from_pretrained" in card
     predictions = pq.read_table(run_dir / "predictions.parquet")
     assert predictions.num_rows == 32
     correct = predictions.filter(predictions.column("split").to_numpy(zero_copy_only=False) == "valid")
