@@ -67,10 +67,13 @@ def teacher_prompt(q: Question, shots: Sequence[Question], shot_rationales: Sequ
 def pick_shots(q: Question, pool: Sequence[Question], k: int, seed: int) -> list[Question]:
     """k in-context examples from ``pool``, never ``q`` itself; the same for the same (seed, question)."""
     rng = random.Random(f"{seed}:{q.id}")
-    others = [i for i in range(len(pool)) if pool[i].id != q.id]
-    if k > len(others):
-        raise ValueError(f"{k} shots requested but only {len(others)} other training questions")
-    return [pool[i] for i in rng.sample(others, k)]
+    if k >= len(pool):  # only then can there be too few others; count them exactly
+        others = sum(p.id != q.id for p in pool)
+        if k > others:
+            raise ValueError(f"{k} shots requested but only {others} other training questions")
+    # k + 1 draws, minus q if drawn: a uniform k-subset of the others without listing them per question.
+    drawn = [pool[i] for i in rng.sample(range(len(pool)), min(k + 1, len(pool)))]
+    return [p for p in drawn if p.id != q.id][:k]
 
 
 def student_input(q: Question, task: str) -> str:
