@@ -13,12 +13,11 @@ files, both teachers' rationales aligned with those rows.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 
 from tinyllm_ray.config import PRECOMPUTED_TEACHERS
-from tinyllm_ray.data.records import DataError, Row, RowError, read_records, text_field
+from tinyllm_ray.data.records import DataError, Row, RowError, parse_json, read_records, read_text, text_field
 from tinyllm_ray.data.schema import Question, problems
 
 SPLITS = ("train", "valid", "test")
@@ -129,13 +128,7 @@ def read_rationale_strings(files: list[Path], expected: int) -> list[str]:
     """All strings of a split's rationale files, checked against the question count."""
     texts: list[str] = []
     for k, f in enumerate(files):
-        try:
-            items = json.loads(f.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as err:
-            raise DataError(f"{f}: not valid UTF-8 at byte {err.start}") from None
-        except json.JSONDecodeError as err:
-            raise DataError(f"{f}: invalid or truncated JSON at line {err.lineno}, column {err.colno}: "
-                            f"{err.msg}") from None
+        items = parse_json(read_text(f), f)
         if not isinstance(items, list):
             raise DataError(f"{f}: expected a JSON array of strings, got {type(items).__name__}")
         bad = next((i for i, x in enumerate(items) if not isinstance(x, str)), None)

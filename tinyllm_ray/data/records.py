@@ -47,17 +47,9 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         for i, record in enumerate(table.to_pylist()):
             yield f"{path.name}:row {i}", record
         return
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8 at byte {err.start}") from None
+    text = read_text(path)
     if text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: invalid or truncated JSON at line {err.lineno}, column {err.colno}: "
-                            f"{err.msg}") from None
-        for i, record in enumerate(items):
+        for i, record in enumerate(parse_json(text, path)):
             yield f"{path.name}:item {i}", record
         return
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -68,6 +60,21 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: line {lineno} is not valid JSON (column {err.colno}: {err.msg})") from None
         yield f"{path.name}:line {lineno}", record
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not valid UTF-8 at byte {err.start}") from None
+
+
+def parse_json(text: str, path: Path) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: invalid or truncated JSON at line {err.lineno}, column {err.colno}: "
+                        f"{err.msg}") from None
 
 
 def text_field(record: dict[str, Any], key: str) -> str:
