@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import ray
 import yaml
 
-from tinyllm_ray import prompts
+from tinyllm_ray import metrics, prompts
 from tinyllm_ray.config import (
     Config,
     ConfigError,
@@ -274,6 +274,9 @@ def run(config: Config) -> dict[str, Any]:
                                          str(p.run_dir / "student"),
                                          config)
     pq.write_table(predictions, p.run_dir / "predictions.parquet")
+    for key, value in accuracy.items():
+        scorer, _, split = key.rpartition("_")
+        metrics.eval_accuracy().set(value, tags={"split": split, "scorer": scorer or "generate"})
     done = time.perf_counter()
     report = {
         "run_name": p.run_dir.name,

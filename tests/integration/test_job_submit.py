@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    """A token-protected single-node head on loopback: yields (dashboard address, env with the token)."""
+    """A token-protected single-node head on loopback: yields (dashboard address, env with the token,
+    Prometheus metrics address)."""
     temp = Path("/tmp") / f"tinyllm-head-{secrets.token_hex(3)}"  # Ray's socket paths must stay short
-    dashboard = _free_port()
+    dashboard, metrics_port = _free_port(), _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(24),
            "HF_HUB_OFFLINE": "1", "RAY_DISABLE_USAGE_STATS": "1"}
     env.pop("RAY_ADDRESS", None)
@@ -43,7 +45,7 @@ def head(tmp_path_factory):
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={_free_port()}", "--node-ip-address=127.0.0.1",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-         f"--temp-dir={temp}", "--disable-usage-stats"],
+         f"--temp-dir={temp}", "--disable-usage-stats", f"--metrics-export-port={metrics_port}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dashboard}"
@@ -55,7 +57,7 @@ def head(tmp_path_factory):
             assert proc.poll() is None, f"ray start exited: {proc.returncode}"
             assert time.monotonic() < deadline, "head did not accept a job in 180 s"
             time.sleep(2)
-        yield address, env
+        yield address, env, f"http://127.0.0.1:{metrics_port}/metrics"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -66,7 +68,7 @@ def head(tmp_path_factory):
 
 
 def test_submitted_job_succeeds_and_writes_report(head, tiny_models, tmp_path):
-    address, env = head
+    address, env, _ = head
     models = tiny_models
     overrides = [
         f"tiny_models={models}", f"teachers.0.model={models}/teacher-a", f"teachers.1.model={models}/teacher-b",
@@ -92,7 +94,7 @@ def test_submitted_job_succeeds_and_writes_report(head, tiny_models, tmp_path):
 
 
 def test_submission_without_the_token_is_refused(head):
-    address, env = head
+    address, env, _ = head
     for bad in ({"RAY_AUTH_TOKEN": secrets.token_hex(24)}, {"RAY_AUTH_TOKEN": ""}):
         wrong = {**env, **bad}
         if not bad["RAY_AUTH_TOKEN"]:
@@ -102,3 +104,18 @@ def test_submission_without_the_token_is_refused(head):
                               env=wrong, capture_output=True, text=True, timeout=120)
         assert done.returncode != 0
         assert "Authentication" in done.stdout + done.stderr
+
+
+def test_project_metrics_reach_prometheus(head):
+    """After the job above, the teachers' rationale counter is in the head's Prometheus text (Ray exports
+    every few seconds, so poll). Gauges of processes that have exited are dropped by Ray's exporter, so only
+    the counter can be checked once the job is over."""
+    _, _, metrics_url = head
+    deadline, text = time.monotonic() + 90, ""
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+        if "ray_tinyllm_teacher_rationales" in text:
+            break
+        time.sleep(3)
+    lines = [line for line in text.splitlines() if line.startswith("ray_tinyllm_teacher_rationales")]
+    assert any('teacher="teacher-a"' in line and 'outcome=' in line for line in lines), lines or text[-2000:]

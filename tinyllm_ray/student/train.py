@@ -29,6 +29,7 @@ import torch
 import transformers
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from tinyllm_ray import metrics
 from tinyllm_ray.config import Config
 from tinyllm_ray.student.batches import Tokenize, collate
 from tinyllm_ray.student.loss import multitask_loss, token_cross_entropy
@@ -110,6 +111,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 per_task = " ".join(f"{t} {v:.3f}" for t, v in totals.items())
                 log.info("step %d | loss %.4f | %s | %.1f samples/s | lr %.2e",
                          step, float(loss), per_task, rate, scheduler.get_last_lr()[0])
+                metrics.train_samples_per_second().set(rate)
+                for task, value in totals.items():
+                    metrics.train_loss().set(value, tags={"task": task})
                 seen, window_start = 0, time.perf_counter()
         metrics = {"epoch": epoch, "step": step, "loss": epoch_loss / max(epoch_batches, 1)}
         metrics.update({f"loss_{t}": v for t, v in totals.items()})

@@ -9,12 +9,14 @@ dataset is consumed (``store.write_rationales`` writes it to Parquet).
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import ray.data
 
-from tinyllm_ray import prompts
+from tinyllm_ray import metrics, prompts
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers.engines import make_engine
@@ -45,8 +47,14 @@ class TeacherWorker:
         self.engine = make_engine(teacher)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        start = time.perf_counter()
         generations = self.engine.generate([str(p) for p in batch["prompt"]])
         cleaned = [prompts.clean_rationale(g.text) for g in generations]
+        seconds = max(time.perf_counter() - start, 1e-9)
+        metrics.teacher_tokens_per_second().set(sum(g.new_tokens for g in generations) / seconds,
+                                                tags={"teacher": self.teacher.name})
+        for outcome, n in Counter(reason or "accepted" for _, reason in cleaned).items():
+            metrics.teacher_rationales().inc(n, tags={"teacher": self.teacher.name, "outcome": outcome})
         return {
             "id": batch["id"],
             "teacher": [self.teacher.name] * len(generations),
