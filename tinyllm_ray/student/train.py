@@ -115,8 +115,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 for task, value in totals.items():
                     metrics.train_loss().set(value, tags={"task": task})
                 seen, window_start = 0, time.perf_counter()
-        metrics = {"epoch": epoch, "step": step, "loss": epoch_loss / max(epoch_batches, 1)}
-        metrics.update({f"loss_{t}": v for t, v in totals.items()})
+        epoch_metrics = {"epoch": epoch, "step": step, "loss": epoch_loss / max(epoch_batches, 1)}
+        epoch_metrics.update({f"loss_{t}": v for t, v in totals.items()})
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
@@ -125,9 +125,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 tokenizer.save_pretrained(tmp)
                 torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                             "epoch": epoch, "step": step}, Path(tmp) / STATE_FILE)
-                (Path(tmp) / "metrics.json").write_text(json.dumps(metrics))
+                (Path(tmp) / "metrics.json").write_text(json.dumps(epoch_metrics))
                 ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt)
+            ray.train.report(epoch_metrics, checkpoint=ckpt)
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
