@@ -39,6 +39,7 @@ from tinyllm_ray.config import (
 from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import Question, to_table
 from tinyllm_ray.report import console_summary, write_report
+from tinyllm_ray.resources import check_fits
 from tinyllm_ray.student.batches import example_table
 from tinyllm_ray.student.evaluate import evaluate
 from tinyllm_ray.student.train import STATE_FILE, train_student
@@ -264,6 +265,7 @@ def run(config: Config) -> dict[str, Any]:
     p = prepare(config)
     config = p.config
     connect_ray(config)
+    check_fits(config)  # an actor no node can ever host would wait forever: fail now, naming the key
     ready = time.perf_counter()
     teachers = run_teachers(p)
     generated = time.perf_counter()
