@@ -47,6 +47,16 @@ def parse_yaml(text: str) -> Any:
 
 # The two rationale sources in the TinyLLM authors' precomputed files (see data/official.py).
 PRECOMPUTED_TEACHERS = ("flan-t5-xl", "llama-2-chat")
+# The built-in synthetic dataset's generator writes one reference rationale per question.
+SYNTHETIC_TEACHERS = ("reference",)
+
+
+def precomputed_teachers(data: "DataConfig") -> tuple[str, ...]:
+    """The teachers that ``data.rationales: precomputed`` imports for this dataset's format."""
+    if data.rationales != "precomputed":
+        return ()
+    synthetic = data.format == "synthetic" or (data.format is None and data.dataset == "synthetic")
+    return SYNTHETIC_TEACHERS if synthetic else PRECOMPUTED_TEACHERS
 
 
 class ConfigError(ValueError):
@@ -69,7 +79,8 @@ class DataConfig:
     """``jsonl`` only: source column of ``question``, ``choices``, ``answer`` (text, letter or index), ``id``, ``context``."""
     rationales: Literal["teachers", "precomputed"] = "teachers"
     """``precomputed``: import the authors' rationales (``official`` format) as teachers ``flan-t5-xl`` and
-    ``llama-2-chat`` instead of, or besides, running teachers."""
+    ``llama-2-chat`` (``synthetic``: the generator's reference rationales as teacher ``reference``) instead
+    of, or besides, running teachers."""
     strict: Bool = False
     """Fail on the first invalid row instead of rejecting it (rejects are counted and written to ``rejects.jsonl``)."""
     valid_fraction: Float = Field(default=0.1, gt=0, lt=1)
@@ -126,14 +137,15 @@ class TeacherConfig:
 
 @dataclass(config=_STRICT)
 class StudentConfig:
-    """The small model being distilled (an HF seq2seq model such as FLAN-T5)."""
+    """The small model being distilled: an HF seq2seq model (T5/FLAN-T5) or a causal LM (Llama, Qwen, ...)."""
 
     model: Str
-    """Local directory or hub id of the student's starting weights."""
+    """Local directory or hub id of the student's starting weights; seq2seq or causal is read from its config."""
     max_input_tokens: Int = Field(default=256, ge=8)
-    """Inputs (task prefix + question + options) are truncated to this many tokens."""
+    """Inputs (task prefix + question + options) are truncated to this many tokens (causal: the prompt part)."""
     max_target_tokens: Int = Field(default=128, ge=4)
-    """Answer and rationale targets are truncated to this many tokens."""
+    """Answer and rationale targets are truncated to this many tokens (causal: appended to the prompt,
+    which is masked out of the loss)."""
     max_answer_tokens: Int = Field(default=16, ge=1)
     """Tokens generated when the student answers at evaluation."""
     trust_remote_code: Bool = False
@@ -166,8 +178,32 @@ class TrainConfig:
     """CPUs per Train worker."""
     use_gpu: Bool = False
     """One GPU per Train worker."""
+    shuffle: Literal["local", "global", "none"] = "local"
+    """Per-epoch shuffle: ``local`` = Ray Data's local shuffle buffer (``shuffle_buffer`` rows, reseeded every
+    epoch; the faster one, see README Benchmarks), ``global`` = ``random_shuffle`` of the whole dataset every
+    epoch (unseeded: a mid-epoch resume may then skip other rows than the ones trained on), ``none``."""
     shuffle_buffer: Int = Field(default=10_000, ge=0)
     """Rows in Ray Data's local shuffle buffer, reseeded every epoch (0 = no shuffle)."""
+    length_bucketing: Int = Field(default=0, ge=0)
+    """0 = off. N > 1: read N batches at a time, sort their rows by input length, cut them into N batches
+    and train on those in a seeded random order (less padding; batches are still padded to their longest row)."""
+    grad_accum_steps: Int = Field(default=1, ge=1)
+    """Micro-batches of ``batch_size`` per optimizer step; the step's loss is their mean."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """``auto`` = bf16 autocast on GPU, fp32 on CPU; ``bf16`` = bf16 autocast anywhere; ``fp32`` = none.
+    Weights and optimizer state stay fp32."""
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """Data parallelism across workers: ``ddp`` (a full copy per worker) or ``fsdp`` (sharded weights,
+    gradients and optimizer state, through ``ray.train.torch.prepare_model``; GPUs only, ``use_gpu: true``)."""
+    mode: Literal["prefix", "one_encoder"] = "prefix"
+    """``prefix`` (the paper's): one encoder pass per task, the task prefix in the input. ``one_encoder``
+    (seq2seq only): the question is encoded once per step and every task is decoded from it, the task
+    marker (``predict:``, ``explain_<teacher>:``) leading the decoder input."""
+    checkpoint_every: Int | None = Field(default=None, ge=1)
+    """Optimizer steps between checkpoints (and valid evaluations); ``None`` = once per epoch. A restarted
+    run redoes at most this many steps."""
+    keep_checkpoints: Int = Field(default=2, ge=1)
+    """Checkpoints kept, the best by valid accuracy (the latest is kept as well, to resume from)."""
     max_failures: Int = Field(default=1, ge=0)
     """Worker-group restarts (from the last checkpoint) before the stage fails."""
     log_every: Int = Field(default=10, ge=1)
@@ -178,7 +214,7 @@ class TrainConfig:
 
 @dataclass(config=_STRICT)
 class EvalConfig:
-    """Accuracy of the trained student on valid and test (generate the answer, map it to a choice)."""
+    """Accuracy of the student on valid (during training, to pick the checkpoint) and on valid and test at the end."""
 
     batch_size: Int = Field(default=32, ge=1)
     """Questions per ``generate`` call."""
@@ -188,6 +224,14 @@ class EvalConfig:
     """CPUs per evaluation actor."""
     num_gpus: Float = Field(default=0.0, ge=0)
     """GPUs per evaluation actor."""
+    every_steps: Int | None = Field(default=None, ge=1)
+    """Also score valid inside training every N optimizer steps (rank 0, batched); ``None`` = only at the
+    checkpoints (which are always scored: the best checkpoint on valid is the one exported)."""
+    select_on: Literal["rank", "generate"] = "rank"
+    """The scorer of the in-training valid accuracy (``valid_accuracy``) that ranks checkpoints:
+    ``rank`` (rank classification, one forward pass) or ``generate`` (generate-and-match, the paper's)."""
+    max_valid: Int | None = Field(default=None, ge=1)
+    """Score only the first N valid questions inside training (the final evaluation uses all of them)."""
 
 
 @dataclass(config=_STRICT)
@@ -234,8 +278,7 @@ class Config:
 
     def teacher_names(self) -> list[str]:
         """Every rationale source: the precomputed teachers (if imported), then the configured ones."""
-        imported = list(PRECOMPUTED_TEACHERS) if self.data.rationales == "precomputed" else []
-        return imported + [t.name for t in self.teachers]
+        return list(precomputed_teachers(self.data)) + [t.name for t in self.teachers]
 
     def task_weights(self) -> dict[str, float]:
         """Loss weight per student task: ``answer`` then one per teacher, in config order."""
@@ -383,8 +426,8 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
     for i, name in enumerate(names):
         if name in imported:
             errors.append(f"teachers.{i}.name: {name!r} is the name of a precomputed teacher")
-    if config.data.rationales == "precomputed" and config.data.format not in (None, "official"):
-        errors.append(f"data.rationales: precomputed rationales come with the official format, "
+    if config.data.rationales == "precomputed" and config.data.format not in (None, "official", "synthetic"):
+        errors.append(f"data.rationales: precomputed rationales come with the official or synthetic format, "
                       f"not {config.data.format!r}")
     if config.data.columns and config.data.format not in (None, "jsonl"):
         errors.append("data.columns: a column mapping is for the jsonl format")
@@ -418,9 +461,14 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
             except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 errors.append(f"student.model: {student_dir / 'config.json'} is not a readable model config")
             else:
-                if not encoder_decoder:
-                    errors.append(f"student.model: {config.student.model!r} is not an encoder-decoder model; "
-                                  f"students are HF seq2seq models such as T5/FLAN-T5 for now")
+                if not encoder_decoder and config.train.mode == "one_encoder":
+                    errors.append(f"train.mode: one_encoder decodes every task from one encoder pass and needs an "
+                                  f"encoder-decoder student; {config.student.model!r} is a causal LM (use prefix)")
+    if config.train.strategy == "fsdp" and not config.train.use_gpu:
+        errors.append("train.strategy: fsdp shards the student over GPUs and needs train.use_gpu: true "
+                      "(use ddp on CPU)")
+    if config.train.length_bucketing == 1:
+        errors.append("train.length_bucketing: 1 batch per window sorts nothing; use 0 (off) or 2 or more")
     if errors:
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
 

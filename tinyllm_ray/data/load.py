@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from tinyllm_ray.config import PRECOMPUTED_TEACHERS, ConfigError, DataConfig
+from tinyllm_ray.config import SYNTHETIC_TEACHERS, ConfigError, DataConfig, precomputed_teachers
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.data.records import DataError, Row
 from tinyllm_ray.data.schema import Question
@@ -54,7 +54,12 @@ class LoadedData:
 def _synthetic(data: DataConfig) -> Source:
     splits = synthetic.generate(data.n_train, data.n_valid, data.n_test, seed=data.seed,
                                 min_choices=data.min_choices, max_choices=data.max_choices)
-    return Source({s: [Row(f"synthetic:{s}:{i}", q) for i, q in enumerate(qs)] for s, qs in splits.items()})
+    # The generator's reference rationales: the one precomputed teacher of this dataset.
+    (teacher,) = SYNTHETIC_TEACHERS
+    rationales = {teacher: {s: [(q.reference_rationale, "" if q.reference_rationale else "empty") for q in qs]
+                            for s, qs in splits.items()}}
+    return Source({s: [Row(f"synthetic:{s}:{i}", q) for i, q in enumerate(qs)] for s, qs in splits.items()},
+                  rationales)
 
 
 def _official(data: DataConfig) -> Source:
@@ -166,7 +171,7 @@ def _precomputed(data: DataConfig, source: Source, train: list[Question], index:
     if data.rationales != "precomputed":
         return {}
     out = {}
-    for teacher in PRECOMPUTED_TEACHERS:
+    for teacher in precomputed_teachers(data):
         aligned = source.rationales.get(teacher, {}).get("train")
         if aligned is None:
             raise DataError(f"data.rationales is 'precomputed' but {data.path} has no llm/train_CoT_<k>.json files")
