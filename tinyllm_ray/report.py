@@ -83,6 +83,27 @@ def model_card(report: dict[str, Any]) -> str:
     s, d = report["student"], report["dataset"]
     teachers = ", ".join(f"{t['name']} ({t['model']})" for t in report["teachers"]) or "none (label-only baseline)"
     weights = ", ".join(f"{k}={v:g}" for k, v in s["loss_weights"].items())
+    causal = s.get("architecture") == "causal"
+    one_encoder = s.get("mode") == "one_encoder"
+    auto = "AutoModelForCausalLM" if causal else "AutoModelForSeq2SeqLM"
+    if one_encoder:
+        how = ("Trained in one-encoder mode: the encoder reads the question alone and the decoder starts with "
+               "the task marker `predict:`, so pass it as `decoder_input_ids`.")
+        code = f"""prompt = "Q: <question>\\nOptions: (a) <option> (b) <option>"
+start = [model.config.decoder_start_token_id] + tokenizer("predict:", add_special_tokens=False)["input_ids"]
+out = model.generate(**tokenizer(prompt, return_tensors="pt"), decoder_input_ids=torch.tensor([start]))
+print(tokenizer.decode(out[0, len(start):], skip_special_tokens=True))"""
+    elif causal:
+        how = "A causal LM: the answer follows the prompt and a newline; decode only the new tokens."
+        code = f"""prompt = "predict: Q: <question>\\nOptions: (a) <option> (b) <option>\\n"
+inputs = tokenizer(prompt, return_tensors="pt")
+out = model.generate(**inputs, max_new_tokens=16)
+print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))"""
+    else:
+        how = "The task prefix `predict:` leads the input."
+        code = """prompt = "predict: Q: <question>\\nOptions: (a) <option> (b) <option>"
+print(tokenizer.decode(model.generate(**tokenizer(prompt, return_tensors="pt"))[0], skip_special_tokens=True))"""
+    exported = f"; exported: the checkpoint of step {s['exported_step']}, best on valid" if s.get("exported_step") else ""
     return f"""# {report['run_name']}: a TinyLLM student
 
 Distilled with tinyllm_ray from several teachers' rationales (the TinyLLM method).
@@ -90,20 +111,22 @@ Distilled with tinyllm_ray from several teachers' rationales (the TinyLLM method
 - Base model: `{s['model']}`
 - Teachers: {teachers}
 - Loss weights: {weights} (answer task `predict:`, one `explain_<teacher>:` task per teacher)
-- Data: {d['name']}, {d['train']} training questions; {s['steps']} optimizer steps
+- Data: {d['name']}, {d['train']} training questions; {s['steps']} optimizer steps{exported}
 
 | split | accuracy (generate and match) | accuracy (rank classification) |
 |---|---|---|
 | valid | {_fmt(s['valid_accuracy'])} | {_fmt(s['valid_accuracy_rank'])} |
 | test | {_fmt(s['test_accuracy'])} | {_fmt(s['test_accuracy_rank'])} |
 
+{how}
+
 ```python
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+import torch
+from transformers import {auto}, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/DIR")
-model = AutoModelForSeq2SeqLM.from_pretrained("PATH/TO/THIS/DIR")
-prompt = "predict: Q: <question>\\nOptions: (a) <option> (b) <option>"
-print(tokenizer.decode(model.generate(**tokenizer(prompt, return_tensors="pt"))[0], skip_special_tokens=True))
+model = {auto}.from_pretrained("PATH/TO/THIS/DIR")
+{code}
 ```
 """
 

@@ -90,7 +90,7 @@ def ray_like(tokenized: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def test_example_table_columns(table: Any, questions: list[Question]) -> None:
-    expected = {"id"} | {input_col(t) for t in TASKS} | {target_col(t) for t in TASKS}
+    expected = {"id", input_col("question")} | {input_col(t) for t in TASKS} | {target_col(t) for t in TASKS}
     assert set(table.column_names) == expected
     assert table.num_rows == len(questions)
     assert table.column("id").to_pylist() == [q.id for q in questions]
@@ -112,7 +112,7 @@ def test_example_table_inputs_and_targets(table: Any, questions: list[Question],
 
 def test_example_table_without_teachers(questions: list[Question]) -> None:
     t = example_table(questions, {})
-    assert set(t.column_names) == {"id", input_col("answer"), target_col("answer")}
+    assert set(t.column_names) == {"id", input_col("question"), input_col("answer"), target_col("answer")}
 
 
 # --- Tokenize -------------------------------------------------------------------------------------

@@ -1,14 +1,23 @@
 """From questions and rationales to the student's tokenised multi-task rows, and from rows to batches.
 
-One training row per question. For each task (``answer`` and one per teacher) it holds the encoder
-input (task prefix + question + options) and the target (the answer text, or that teacher's
-rationale, empty when the teacher has none for this question):
+One training row per question. For each task (``answer`` and one per teacher) it holds the input
+(task prefix + question + options) and the target (the answer text, or that teacher's rationale, empty
+when the teacher has none for this question):
 
 - ``example_table`` builds the text rows (driver side, pyarrow);
-- ``Tokenize`` is the Ray Data ``map_batches`` UDF that turns them into ``ids__<task>`` /
-  ``labels__<task>`` token lists (tokenisation never runs in the training loop);
+- ``Tokenize`` is the Ray Data ``map_batches`` UDF that turns them into token lists (tokenisation never
+  runs in the training loop), through ``Encoder``, which the evaluation uses too;
 - ``collate`` pads each task's rows dynamically (to the longest in the batch) for one forward per task,
   dropping the rows whose target is empty for that task.
+
+Three layouts (``layout_of``):
+
+``seq2seq``      ``ids__<task>`` = encoder input (prefix + question), ``labels__<task>`` = target + EOS.
+``causal``       ``ids__<task>`` = prompt (prefix + question + ``CAUSAL_SEPARATOR``) + target + EOS,
+                 ``labels__<task>`` = the same with every prompt token set to ``IGNORE`` (loss on the target only).
+``one_encoder``  ``ids__question`` = the question alone, encoded once for every task;
+                 ``dec__<task>`` = decoder start + task marker (``predict: ``...) + target[:-1] and
+                 ``labels__<task>`` = ``IGNORE`` over the marker + target + EOS.
 """
 
 from __future__ import annotations
@@ -19,11 +28,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from tinyllm_ray import prompts
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.student.loss import IGNORE
+
+# Between a causal student's prompt and its target (prompts.py is the teacher stage's; this is the one
+# piece of student-only text).
+CAUSAL_SEPARATOR = "\n"
+QUESTION = "question"  # the one-encoder layout's shared encoder input
+LAYOUTS = ("seq2seq", "causal", "one_encoder")
 
 
 def input_col(task: str) -> str:
@@ -34,10 +49,25 @@ def target_col(task: str) -> str:
     return f"target__{task}"
 
 
+def task_marker(task: str) -> str:
+    """The task prefix: ``predict: `` or ``explain_<teacher>: `` (decoder side in the one-encoder layout)."""
+    return prompts.ANSWER_PREFIX if task == prompts.ANSWER_TASK else prompts.RATIONALE_PREFIX.format(teacher=task)
+
+
+def layout_of(encoder_decoder: bool, mode: str) -> str:
+    if not encoder_decoder:
+        if mode == "one_encoder":
+            raise ValueError("train.mode one_encoder needs an encoder-decoder student")
+        return "causal"
+    return "one_encoder" if mode == "one_encoder" else "seq2seq"
+
+
 def example_table(questions: Sequence[Question], rationales: dict[str, dict[str, str]]) -> pa.Table:
-    """Text rows: ``id`` plus input/target per task; ``rationales`` maps teacher -> {question id: text}."""
+    """Text rows: ``id``, the bare question block, plus input/target per task; ``rationales`` maps teacher ->
+    {question id: text}."""
     tasks = [prompts.ANSWER_TASK, *rationales]
-    columns: dict[str, list[str]] = {"id": [q.id for q in questions]}
+    columns: dict[str, list[str]] = {"id": [q.id for q in questions],
+                                     input_col(QUESTION): [prompts.question_block(q) for q in questions]}
     for task in tasks:
         columns[input_col(task)] = [prompts.student_input(q, task) for q in questions]
     columns[target_col(prompts.ANSWER_TASK)] = [prompts.answer_target(q) for q in questions]
@@ -46,26 +76,79 @@ def example_table(questions: Sequence[Question], rationales: dict[str, dict[str,
     return pa.table(columns)
 
 
+class Encoder:
+    """Token ids of one layout: inputs, targets, and (ids, labels, decoder ids) per task row."""
+
+    def __init__(self, tokenizer: Any, layout: str, max_input_tokens: int, max_target_tokens: int,
+                 decoder_start_token_id: int | None = None):
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}")
+        self.tok, self.layout = tokenizer, layout
+        self.max_input, self.max_target = max_input_tokens, max_target_tokens
+        self.decoder_start = decoder_start_token_id
+        if layout == "one_encoder" and decoder_start_token_id is None:
+            raise ValueError("the one-encoder layout needs the model's decoder_start_token_id")
+
+    def _ids(self, texts: Sequence[str], limit: int, special: bool = True) -> list[np.ndarray]:
+        ids = self.tok([str(t) for t in texts], truncation=True, max_length=limit, add_special_tokens=special)
+        return [np.asarray(x, dtype=np.int32) for x in ids["input_ids"]]
+
+    def sources(self, task_inputs: Sequence[str]) -> list[np.ndarray]:
+        """Encoder inputs (seq2seq, one-encoder: pass the bare question) or causal prompts."""
+        if self.layout == "causal":
+            return self._ids([t + CAUSAL_SEPARATOR for t in task_inputs], self.max_input)
+        return self._ids(task_inputs, self.max_input)
+
+    def targets(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Target ids ending in EOS (an empty text gives no ids: no target)."""
+        if self.layout == "causal":  # causal tokenizers add BOS, not EOS: add EOS by hand
+            ids = self._ids(texts, self.max_target - 1, special=False)
+            out = [np.append(x, np.int32(self.tok.eos_token_id)) for x in ids]
+        else:
+            out = self._ids(texts, self.max_target)
+        return [x if str(t) else np.zeros(0, np.int32) for x, t in zip(out, texts)]
+
+    def marker(self, task: str) -> np.ndarray:
+        return np.asarray(self.tok(task_marker(task).strip(), add_special_tokens=False)["input_ids"], np.int32)
+
+    def rows(self, task: str, sources: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict[str, list]:
+        """``ids`` / ``labels`` (and ``dec`` for one-encoder) for one task; a row without target gets empty labels."""
+        empty = np.zeros(0, np.int32)
+        if self.layout == "seq2seq":
+            return {"ids": list(sources), "labels": list(targets)}
+        if self.layout == "causal":
+            ids = [np.concatenate([s, t]) if len(t) else s for s, t in zip(sources, targets)]
+            labels = [np.concatenate([np.full(len(s), IGNORE, np.int32), t]) if len(t) else empty
+                      for s, t in zip(sources, targets)]
+            return {"ids": ids, "labels": labels}
+        marker = self.marker(task)
+        start = np.asarray([self.decoder_start], np.int32)
+        dec = [np.concatenate([start, marker, t[:-1]]) if len(t) else empty for t in targets]
+        labels = [np.concatenate([np.full(len(marker), IGNORE, np.int32), t]) if len(t) else empty for t in targets]
+        return {"dec": dec, "labels": labels}
+
+
 class Tokenize:
-    """Ray Data UDF: text rows -> ``ids__<task>`` and ``labels__<task>`` (lists of token ids)."""
+    """Ray Data UDF: text rows -> the token-list columns of ``layout`` (see the module docstring)."""
 
     def __init__(self, model: str, tasks: list[str], max_input_tokens: int, max_target_tokens: int,
-                 trust_remote_code: bool = False):
-        self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-        self.tasks, self.max_input, self.max_target = tasks, max_input_tokens, max_target_tokens
-
-    def _encode(self, texts: np.ndarray, limit: int) -> list[np.ndarray]:
-        ids = self.tokenizer([str(t) for t in texts], truncation=True, max_length=limit)["input_ids"]
-        return [np.asarray(x, dtype=np.int32) for x in ids]
+                 trust_remote_code: bool = False, layout: str = "seq2seq"):
+        tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+        start = None
+        if layout == "one_encoder":
+            start = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).decoder_start_token_id
+        self.encoder = Encoder(tokenizer, layout, max_input_tokens, max_target_tokens, start)
+        self.tasks = tasks
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         out: dict[str, Any] = {"id": batch["id"]}
+        enc = self.encoder
+        if enc.layout == "one_encoder":
+            out[f"ids__{QUESTION}"] = enc.sources(batch[input_col(QUESTION)])
         for task in self.tasks:
-            out[f"ids__{task}"] = self._encode(batch[input_col(task)], self.max_input)
-            targets = batch[target_col(task)]
-            encoded = self._encode(targets, self.max_target)
-            # An empty target means "no rationale from this teacher": no labels, not a lone EOS.
-            out[f"labels__{task}"] = [e if str(t) else np.zeros(0, np.int32) for e, t in zip(encoded, targets)]
+            sources = None if enc.layout == "one_encoder" else enc.sources(batch[input_col(task)])
+            for key, values in enc.rows(task, sources or [], enc.targets(batch[target_col(task)])).items():
+                out[f"{key}__{task}"] = values
         return out
 
 
@@ -77,21 +160,44 @@ def _pad(seqs: list[np.ndarray], value: int) -> torch.Tensor:
     return out
 
 
-def collate(batch: dict[str, np.ndarray], tasks: Sequence[str], pad_id: int) -> dict[str, Any]:
-    """Per task: padded ``input_ids``, ``attention_mask``, ``labels`` over the rows that have a target.
+def _mask(seqs: list[np.ndarray]) -> torch.Tensor:
+    return _pad([np.ones(len(s), np.int64) for s in seqs], 0)
 
-    A task with no target in this batch maps to None. ``rows`` is the number of questions in the batch.
-    """
+
+def collate(batch: dict[str, np.ndarray], tasks: Sequence[str], pad_id: int, layout: str = "seq2seq") -> dict[str, Any]:
+    """Per task, over the rows that have a target: padded ``input_ids``, ``attention_mask``, ``labels``
+    (one-encoder: ``rows`` (their index in the batch), ``decoder_input_ids``, ``labels``, and the shared
+    ``question`` inputs). A task with no target in this batch maps to None; ``rows`` = questions in the batch."""
     out: dict[str, Any] = {"rows": len(batch["id"])}
+    if layout == "one_encoder":
+        questions = list(batch[f"ids__{QUESTION}"])
+        out[QUESTION] = {"input_ids": _pad(questions, pad_id), "attention_mask": _mask(questions)}
     for task in tasks:
         keep = [i for i, labels in enumerate(batch[f"labels__{task}"]) if len(labels)]
         if not keep:
             out[task] = None
             continue
+        labels = _pad([batch[f"labels__{task}"][i] for i in keep], IGNORE)
+        if layout == "one_encoder":
+            out[task] = {"rows": torch.as_tensor(keep, dtype=torch.long),
+                         "decoder_input_ids": _pad([batch[f"dec__{task}"][i] for i in keep], pad_id),
+                         "labels": labels}
+            continue
         inputs = [batch[f"ids__{task}"][i] for i in keep]
-        out[task] = {
-            "input_ids": _pad(inputs, pad_id),
-            "attention_mask": _pad([np.ones(len(s), np.int64) for s in inputs], 0),
-            "labels": _pad([batch[f"labels__{task}"][i] for i in keep], IGNORE),
-        }
+        out[task] = {"input_ids": _pad(inputs, pad_id), "attention_mask": _mask(inputs), "labels": labels}
     return out
+
+
+def row_lengths(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """Tokens per row over every token column (the key length bucketing sorts on)."""
+    columns = [k for k in batch if k.startswith(("ids__", "labels__"))]
+    n = len(batch["id"])
+    return np.asarray([sum(len(batch[k][i]) for k in columns) for i in range(n)])
+
+
+def bucketed(window: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """Cut a window of rows into batches of similar length (sorted by ``row_lengths``), in a random order."""
+    order = np.argsort(row_lengths(window), kind="stable")
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(chunks)
+    return [{k: v[idx] for k, v in window.items()} for idx in chunks]

@@ -1,4 +1,5 @@
-"""Student evaluation as a Ray Data stage, with two scorers over the ``predict:`` task (as at test time):
+"""Student evaluation as a Ray Data stage, with two scorers over the ``predict:`` task (as at test time;
+both in ``scoring.py``, for seq2seq, causal and one-encoder students):
 
 - generate-and-match (the paper's): the student generates an answer (greedy) and
   ``prompts.match_choice`` maps it to an option; an answer that names no option is wrong;
@@ -20,34 +21,44 @@ import pyarrow.compute as pc
 import ray.data
 import torch
 
+import transformers
+from transformers import AutoTokenizer
+
 from tinyllm_ray import prompts
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question, to_table
-from tinyllm_ray.student.loss import IGNORE, sequence_log_likelihood
-from tinyllm_ray.teachers.engines import HFEngine
+from tinyllm_ray.student.batches import Encoder, layout_of
+from tinyllm_ray.student.model import load_student
+from tinyllm_ray.student.scoring import Scorer
+
+
+def load_scorer(model_dir: str, config: Config, batch_size: int, num_gpus: float = 0.0) -> Scorer:
+    """A ``Scorer`` over the student in ``model_dir`` with the layout the config trains it in."""
+    s = config.student
+    on_gpu = num_gpus > 0 and torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
+    model = load_student(model_dir, s.trust_remote_code).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=s.trust_remote_code)
+    layout = layout_of(bool(model.config.is_encoder_decoder), config.train.mode)
+    encoder = Encoder(tokenizer, layout, s.max_input_tokens, s.max_target_tokens,
+                      getattr(model.config, "decoder_start_token_id", None))
+    autocast = config.train.precision == "bf16" or (config.train.precision == "auto" and on_gpu)
+    return Scorer(model, encoder, batch_size, s.max_answer_tokens, device, autocast)
 
 
 class StudentPredictor:
     """Ray Data UDF: loads the trained student once per actor and answers a batch of questions."""
 
     def __init__(self, model_dir: str, config: Config):
-        s, e = config.student, config.eval
-        self.engine = HFEngine(
-            model_dir,
-            batch_size=e.batch_size,
-            max_new_tokens=s.max_answer_tokens,
-            num_gpus=e.num_gpus,
-            max_input_tokens=s.max_input_tokens,
-            trust_remote_code=s.trust_remote_code,
-        )
+        transformers.utils.logging.disable_progress_bar()
+        self.scorer = load_scorer(model_dir, config, config.eval.batch_size, config.eval.num_gpus)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         keys = list(batch)
         questions = [Question.from_row(dict(zip(keys, v))) for v in zip(*(batch[k] for k in keys))]
-        inputs = [prompts.student_input(q, prompts.ANSWER_TASK) for q in questions]
-        generated = [g.text.strip() for g in self.engine.generate(inputs)]
+        generated = self.scorer.generate(questions)
         predicted = [prompts.match_choice(text, q.choices) for text, q in zip(generated, questions)]
-        ranked = self.rank(inputs, questions)
+        ranked = self.scorer.rank(questions)
         return {
             "split": batch["split"],
             "id": [q.id for q in questions],
@@ -57,27 +68,6 @@ class StudentPredictor:
             "rank_predicted": ranked,
             "rank_correct": [p == q.answer_index for p, q in zip(ranked, questions)],
         }
-
-    @torch.inference_mode()
-    def rank(self, inputs: list[str], questions: list[Question]) -> list[int]:
-        """Index of the most likely option per question (one forward over every (question, option) pair)."""
-        tok, model, device = self.engine.tokenizer, self.engine.model, self.engine.device
-        pairs = [(i, c) for i, q in enumerate(questions) for c in q.choices]
-        scores = []
-        for start in range(0, len(pairs), self.engine.batch_size):
-            chunk = pairs[start : start + self.engine.batch_size]
-            enc = tok([inputs[i] for i, _ in chunk], return_tensors="pt", padding=True, truncation=True,
-                      max_length=self.engine.max_input_tokens).to(device)
-            labels = tok([c for _, c in chunk], return_tensors="pt", padding=True)["input_ids"].to(device)
-            labels[labels == tok.pad_token_id] = IGNORE
-            logits = model(**enc, labels=labels).logits
-            scores += sequence_log_likelihood(logits, labels).tolist()
-        best, at = [], 0
-        for q in questions:
-            option_scores = scores[at : at + len(q.choices)]
-            best.append(max(range(len(q.choices)), key=option_scores.__getitem__))
-            at += len(q.choices)
-        return best
 
 
 def evaluate(splits: dict[str, list[Question]], model_dir: str, config: Config) -> tuple[dict[str, float], pa.Table]:

@@ -3,7 +3,8 @@
     loss = gamma * L(answer | "predict: " + q) + sum_i alpha_i * L(rationale_i | "explain_<t_i>: " + q)
 
 Each L is the token-level cross-entropy of one task's targets (padding and missing targets carry the
-label ``IGNORE``), averaged over that task's target tokens in the batch, as HF models do.
+label ``IGNORE``), averaged over that task's target tokens in the batch, as HF models do. Causal students
+score the targets after ``causal_shift`` with the prompt tokens labelled ``IGNORE``.
 """
 
 from __future__ import annotations
@@ -45,3 +46,12 @@ def sequence_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch
     mask = labels != IGNORE
     picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (picked * mask).sum(dim=-1)
+
+
+def causal_shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Align a causal LM's outputs with its targets: position t predicts token t + 1.
+
+    ``labels`` is the input sequence with ``IGNORE`` on every prompt (and padding) token, so after the
+    shift only target tokens are scored.
+    """
+    return logits[:, :-1], labels[:, 1:]

@@ -1,142 +1,279 @@
-"""The student stage on Ray Train: tokenised multi-task rows in, a fine-tuned student directory out.
+"""The student stage on Ray Train: tokenised multi-task rows in, the best checkpoint on valid out.
 
 ``train_student`` tokenises the text rows with Ray Data (``Tokenize`` in ``map_batches``), then runs a
 ``TorchTrainer`` whose workers stream their shard with ``get_dataset_shard("train")``, reshuffled every
-epoch by Ray Data's local shuffle buffer (seeded per epoch), and minimise
+epoch (Ray Data's local shuffle buffer seeded per epoch, or a global ``random_shuffle``), optionally
+length-bucketed, and minimise
 
     gamma * L(answer) + sum_i alpha_i * L(rationale_i)
 
-with AdamW, linear warm-up/decay and gradient clipping. Every epoch ends in a checkpoint (model,
-tokenizer, optimizer and step) under ``<run>/train/student``; a restarted worker group resumes from
-the latest one. Rank 0 logs ``step | loss | per-task loss | samples/s | lr``.
+with AdamW, linear warm-up/decay, gradient clipping and gradient accumulation (``schedule.py``), bf16
+autocast on GPU, DDP or FSDP across workers (``ray.train.torch.prepare_model``).
+
+Every ``train.checkpoint_every`` steps (default: every epoch) rank 0 scores the valid split (``eval.select_on``)
+and a checkpoint (model, tokenizer, optimizer, scheduler, step) is reported with ``valid_accuracy`` and
+``step``; Ray Train keeps the best ``train.keep_checkpoints`` by ``valid_accuracy`` plus the latest.
+``eval.every_steps`` adds reports without a checkpoint. A restarted worker group (``FailureConfig``) or a
+resubmitted job resumes from the latest checkpoint: it skips the micro-batches the checkpointed steps
+consumed in that epoch, so at most ``checkpoint_every`` steps are redone. On one worker with the local
+shuffle the skipped rows are exactly the ones trained on; with several workers Ray Data may deal the
+blocks to the workers in another order, so the count is exact and the rows may differ.
+
+Rank 0 logs ``step | loss | per-task loss | samples/s | lr``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
-import math
+import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import ray.data
 import ray.train
 import ray.train.torch
 import torch
 import transformers
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from tinyllm_ray import metrics
 from tinyllm_ray.config import Config
-from tinyllm_ray.student.batches import Tokenize, collate
-from tinyllm_ray.student.loss import multitask_loss, token_cross_entropy
+from tinyllm_ray.data.schema import Question
+from tinyllm_ray.student.batches import Encoder, Tokenize, bucketed, collate, layout_of
+from tinyllm_ray.student.loss import multitask_loss
+from tinyllm_ray.student.model import MultiTask, is_encoder_decoder, load_student, to_device, unwrap
+from tinyllm_ray.student.schedule import Plan, lr_factor, make_plan
+from tinyllm_ray.student.scoring import Scorer
 
 log = logging.getLogger("tinyllm_ray.student")
 STATE_FILE = "train_state.pt"
+SCORE = "valid_accuracy"
+# Testing only: ``TINYLLM_TEST_FAIL_AT_STEP=k`` with ``TINYLLM_TEST_FAIL_MARKER=FILE`` in the driver's
+# environment makes the last worker raise once after step k (the marker file records that it did, so the
+# restarted worker group goes on). Read by ``train_student``, never part of the run config.
+FAIL_AT_STEP_ENV, FAIL_MARKER_ENV = "TINYLLM_TEST_FAIL_AT_STEP", "TINYLLM_TEST_FAIL_MARKER"
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def epoch_batches(shard: Any, config: Config, epoch: int, collate_fn: Any) -> Iterator[dict[str, Any]]:
+    """One epoch of collated micro-batches from this worker's shard."""
+    tc = config.train
+    local = tc.shuffle == "local" and tc.shuffle_buffer > 0
+    shuffle = {"local_shuffle_buffer_size": tc.shuffle_buffer if local else None,
+               "local_shuffle_seed": tc.seed + epoch if local else None}
+    if not tc.length_bucketing:
+        yield from shard.iter_torch_batches(batch_size=tc.batch_size, collate_fn=collate_fn, **shuffle)
+        return
+    rng = np.random.default_rng([tc.seed, epoch])
+    for window in shard.iter_batches(batch_size=tc.batch_size * tc.length_bucketing, batch_format="numpy",
+                                     **shuffle):
+        for batch in bucketed(window, tc.batch_size, rng):
+            yield collate_fn(batch)
+
+
+class _Run:
+    """One worker's training state and the pieces of the loop that are not the loop itself."""
+
+    def __init__(self, loop_config: dict[str, Any]):
+        self.config: Config = loop_config["config"]
+        self.plan: Plan = loop_config["plan"]
+        self.valid: list[Question] = loop_config["valid"]
+        self.fail = loop_config.get("fail")
+        c, tc = self.config, self.config.train
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.weights = c.task_weights()
+        self.tasks = [t for t, w in self.weights.items() if w != 0]
+        transformers.utils.logging.disable_progress_bar()
+        transformers.set_seed(tc.seed)
+        self.device = ray.train.torch.get_device()
+        self.bf16 = use_bf16(tc.precision, self.device)
+        trust = c.student.trust_remote_code
+        self.tokenizer = AutoTokenizer.from_pretrained(c.student.model, trust_remote_code=trust)
+        self.step, state = 0, None
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint:  # a restarted worker group, or a resubmitted run
+            with checkpoint.as_directory() as ckpt:
+                model = load_student(ckpt, trust)
+                state = torch.load(Path(ckpt) / STATE_FILE, weights_only=True)
+            self.step = state["step"]
+        else:
+            model = load_student(c.student.model, trust)
+        self.layout = layout_of(bool(model.config.is_encoder_decoder), tc.mode)
+        self.encoder = Encoder(self.tokenizer, self.layout, c.student.max_input_tokens, c.student.max_target_tokens,
+                               getattr(model.config, "decoder_start_token_id", None))
+        self.model = ray.train.torch.prepare_model(MultiTask(model, self.layout, self.tasks),
+                                                   parallel_strategy=tc.strategy)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        total, warmup = self.plan.total_steps, tc.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
+        if state:
+            self._load_optimizer(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            epoch, skip = self.plan.micro_done(self.step)
+            if self.rank == 0:
+                log.info("resumed from checkpoint: epoch %d, step %d (skipping the %d micro-batches of epoch %d "
+                         "that step %d had consumed)", epoch, self.step, skip, epoch, self.step)
+
+    # -- state ------------------------------------------------------------------------------------------
+
+    def _fsdp(self) -> bool:
+        return self.config.train.strategy == "fsdp" and self.world > 1
+
+    def _load_optimizer(self, saved: dict) -> None:
+        if self._fsdp():
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.model, self.optimizer, saved, options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(saved)
+
+    def _save(self, directory: Path) -> bool:
+        """Write the checkpoint files (rank 0); every rank must call it (FSDP gathers the full state)."""
+        hf = unwrap(self.model)
+        if self._fsdp():
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
+
+            full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            weights = {k.removeprefix("model."): v for k, v in get_model_state_dict(self.model, options=full).items()}
+            optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=full)
+        else:
+            weights, optimizer = None, self.optimizer.state_dict()
+        if self.rank != 0:
+            return False
+        hf.save_pretrained(directory, state_dict=weights)
+        self.tokenizer.save_pretrained(directory)
+        torch.save({"optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "step": self.step},
+                   directory / STATE_FILE)
+        return True
+
+    # -- evaluation and reports -------------------------------------------------------------------------
+
+    def valid_accuracy(self) -> float:
+        """Rank 0 scores valid (every rank under FSDP, inside the gathered weights); all ranks get the value."""
+        c = self.config
+        value = torch.zeros(1, device=self.device)
+        gather = contextlib.nullcontext()
+        if self._fsdp():
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            gather = FullyShardedDataParallel.summon_full_params(self.model, writeback=False)
+        if self.rank == 0 or self._fsdp():
+            self.model.eval()
+            with gather:
+                scorer = Scorer(unwrap(self.model), self.encoder, c.eval.batch_size, c.student.max_answer_tokens,
+                                self.device, self.bf16)
+                value[0] = scorer.accuracy(self.valid, c.eval.select_on)
+            self.model.train()
+        if self.world > 1:
+            torch.distributed.broadcast(value, src=0)
+        return float(value[0])
+
+    def report(self, epoch: int, numbers: dict[str, float]) -> None:
+        accuracy = self.valid_accuracy()
+        result = {"step": self.step, "epoch": epoch, SCORE: accuracy, **numbers}
+        if self.rank == 0:
+            log.info("valid accuracy (%s) %.4f after %d steps", self.config.eval.select_on, accuracy, self.step)
+            metrics.eval_accuracy().set(accuracy, tags={"split": "valid", "scorer": self.config.eval.select_on})
+        if not self.plan.is_checkpoint(self.step):
+            ray.train.report(result)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            saved = self._save(Path(tmp))
+            if saved:
+                (Path(tmp) / "metrics.json").write_text(json.dumps(result))
+            ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(tmp) if saved else None,
+                             checkpoint_dir_name=f"checkpoint_step{self.step:07d}")
+
+    def maybe_fail(self) -> None:
+        """The testing hook (see ``FAIL_AT_STEP_ENV``)."""
+        if not self.fail or self.step != self.fail["step"] or self.rank != self.world - 1:
+            return
+        marker = Path(self.fail["marker"])
+        if marker.exists():
+            return
+        marker.write_text(f"failed once at step {self.step}\n")
+        raise RuntimeError(f"injected worker failure at step {self.step} ({FAIL_AT_STEP_ENV}, testing only)")
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    config: Config = loop_config["config"]
-    steps_per_epoch: int = loop_config["steps_per_epoch"]
-    weights = config.task_weights()
-    tasks = [t for t, w in weights.items() if w != 0]
-    tc = config.train
-    rank = ray.train.get_context().get_world_rank()
-    world = ray.train.get_context().get_world_size()
-
-    transformers.utils.logging.disable_progress_bar()
-    torch.manual_seed(tc.seed)
-    trust = config.student.trust_remote_code
-    tokenizer = AutoTokenizer.from_pretrained(config.student.model, trust_remote_code=trust)
-    total_steps = max(1, steps_per_epoch * tc.epochs)
-    start_epoch, step, state = 0, 0, None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:  # a restarted worker group, or a resubmitted run: continue where the last epoch ended
-        with checkpoint.as_directory() as ckpt:
-            model = AutoModelForSeq2SeqLM.from_pretrained(ckpt)
-            state = torch.load(Path(ckpt) / STATE_FILE, weights_only=True)
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        if rank == 0:
-            log.info("resumed from checkpoint: epoch %d, step %d", start_epoch, step)
-    else:
-        model = AutoModelForSeq2SeqLM.from_pretrained(config.student.model, trust_remote_code=trust)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, tc.warmup_steps, total_steps))
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-
-    model = ray.train.torch.prepare_model(model)
-    device = ray.train.torch.get_device()
+    run = _Run(loop_config)
+    tc, plan, model, optimizer = run.config.train, run.plan, run.model, run.optimizer
+    collate_fn = functools.partial(collate, tasks=run.tasks, pad_id=pad_id_of(run.tokenizer), layout=run.layout)
     shard = ray.train.get_dataset_shard("train")
-    pad_id = tokenizer.pad_token_id
-
+    start_epoch, skip = plan.micro_done(run.step)
+    amp = functools.partial(torch.autocast, run.device.type, dtype=torch.bfloat16, enabled=run.bf16)
+    rows, busy, window_start, window_rows = 0, 0.0, time.perf_counter(), 0
+    last: dict[str, float] = {}
     for epoch in range(start_epoch, tc.epochs):
         model.train()
-        seen, window_start, totals = 0, time.perf_counter(), {t: 0.0 for t in tasks}
-        batches = shard.iter_torch_batches(
-            batch_size=tc.batch_size,
-            collate_fn=lambda b: collate(b, tasks, pad_id),
-            local_shuffle_buffer_size=tc.shuffle_buffer or None,
-            local_shuffle_seed=tc.seed + epoch if tc.shuffle_buffer else None,
-        )
-        epoch_loss, epoch_batches = 0.0, 0
-        for batch in batches:
-            task_losses = {}
-            for task in tasks:
-                if batch[task] is None:
-                    continue
-                inputs = {k: v.to(device) for k, v in batch[task].items()}
-                logits = model(**inputs).logits
-                task_losses[task] = token_cross_entropy(logits, inputs["labels"])
-            if task_losses:
-                loss = multitask_loss(task_losses, weights)
-            else:  # no weighted task has a target in this batch (gamma = 0, no rationales): a zero step
-                loss = sum(p.sum() for p in model.parameters()) * 0.0  # keeps DDP ranks in step
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        started = time.perf_counter()
+        step_loss, pending = 0.0, 0
+        for micro, batch in enumerate(epoch_batches(shard, run.config, epoch, collate_fn)):
+            if epoch == start_epoch and micro < skip:
+                continue
+            batch = to_device(batch, run.device)
+            closes = plan.closes_window(micro)
+            sync = contextlib.nullcontext() if closes or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:
+                with amp():
+                    losses = model(batch)
+                loss = losses["_none"] if "_none" in losses else multitask_loss(losses, run.weights)
+                (loss / plan.window(micro)).backward()
+            step_loss += float(loss.detach()) / plan.window(micro)
+            last.update({t: float(v.detach()) for t, v in losses.items() if t != "_none"})
+            pending += 1
+            rows += batch["rows"]
+            window_rows += batch["rows"]
+            if not closes:
+                continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
             optimizer.step()
-            scheduler.step()
-            step += 1
-            seen += batch["rows"]
-            epoch_loss, epoch_batches = epoch_loss + float(loss), epoch_batches + 1
-            for task, value in task_losses.items():
-                totals[task] = float(value)
-            if rank == 0 and step % tc.log_every == 0:
-                rate = seen * world / max(time.perf_counter() - window_start, 1e-9)
-                per_task = " ".join(f"{t} {v:.3f}" for t, v in totals.items())
+            run.scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            run.step += 1
+            pending = 0
+            if run.rank == 0 and run.step % tc.log_every == 0:
+                rate = window_rows * run.world / max(time.perf_counter() - window_start, 1e-9)
+                per_task = " ".join(f"{t} {v:.3f}" for t, v in last.items())
                 log.info("step %d | loss %.4f | %s | %.1f samples/s | lr %.2e",
-                         step, float(loss), per_task, rate, scheduler.get_last_lr()[0])
+                         run.step, step_loss, per_task, rate, run.scheduler.get_last_lr()[0])
                 metrics.train_samples_per_second().set(rate)
-                for task, value in totals.items():
+                for task, value in last.items():
                     metrics.train_loss().set(value, tags={"task": task})
-                seen, window_start = 0, time.perf_counter()
-        epoch_metrics = {"epoch": epoch, "step": step, "loss": epoch_loss / max(epoch_batches, 1)}
-        epoch_metrics.update({f"loss_{t}": v for t, v in totals.items()})
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                unwrapped = model.module if hasattr(model, "module") else model
-                unwrapped.save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "epoch": epoch, "step": step}, Path(tmp) / STATE_FILE)
-                (Path(tmp) / "metrics.json").write_text(json.dumps(epoch_metrics))
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(epoch_metrics, checkpoint=ckpt)
+                window_start, window_rows = time.perf_counter(), 0
+            run.maybe_fail()
+            if plan.is_report(run.step):
+                busy += time.perf_counter() - started
+                numbers = {"loss": step_loss, **{f"loss_{t}": v for t, v in last.items()},
+                           "train_samples_per_second": rows * run.world / max(busy, 1e-9)}
+                run.report(epoch, numbers)
+                started = window_start = time.perf_counter()
+                window_rows = 0
+            step_loss = 0.0
+        if pending:
+            raise RuntimeError(f"epoch {epoch}: {pending} micro-batches left after the planned "
+                               f"{plan.micro_per_epoch}; the data shard is larger than planned")
+        busy += time.perf_counter() - started
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str]) -> ray.data.Dataset:
+def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str], layout: str) -> ray.data.Dataset:
     """Ray Data tokenisation of the text rows, materialised once and reused every epoch."""
     s = config.student
     dataset = (
@@ -145,7 +282,7 @@ def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str]) -> r
             Tokenize,
             fn_constructor_kwargs={"model": s.model, "tasks": tasks, "max_input_tokens": s.max_input_tokens,
                                    "max_target_tokens": s.max_target_tokens,
-                                   "trust_remote_code": s.trust_remote_code},
+                                   "trust_remote_code": s.trust_remote_code, "layout": layout},
             batch_size=256,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=1),
@@ -157,33 +294,48 @@ def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str]) -> r
     return dataset
 
 
-def train_student(examples: pa.Table, config: Config, run_dir: Path) -> dict[str, Any]:
-    """Fit the student; returns {"checkpoint": path, "steps", "seconds", "metrics"}."""
+def train_student(examples: pa.Table, config: Config, run_dir: Path,
+                  valid: list[Question] | None = None) -> dict[str, Any]:
+    """Fit the student; returns {"checkpoint": best on valid, "latest", "steps", "seconds", "metrics",
+    "best_metrics"}."""
     tasks = [t for t, w in config.task_weights().items() if w != 0]
     tc = config.train
     start = time.perf_counter()
-    dataset = tokenized_dataset(examples, config, tasks)
-    # streaming_split(equal=True) gives every worker the same number of rows.
-    rows_per_worker = examples.num_rows // tc.num_workers
-    steps_per_epoch = math.ceil(rows_per_worker / tc.batch_size)
+    layout = layout_of(is_encoder_decoder(config.student.model, config.student.trust_remote_code), tc.mode)
+    dataset = tokenized_dataset(examples, config, tasks, layout)
+    if tc.shuffle == "global":
+        dataset = dataset.random_shuffle()  # unseeded: a new order every epoch
+    plan = make_plan(config, examples.num_rows)
+    valid = list(valid or [])[: config.eval.max_valid]
+    fail = None
+    if os.environ.get(FAIL_AT_STEP_ENV):
+        fail = {"step": int(os.environ[FAIL_AT_STEP_ENV]), "marker": os.environ[FAIL_MARKER_ENV]}
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config, "steps_per_epoch": steps_per_epoch},
+        train_loop_config={"config": config, "plan": plan, "valid": valid, "fail": fail},
         scaling_config=ray.train.ScalingConfig(
             num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}
         ),
         run_config=ray.train.RunConfig(
             name="student",
             storage_path=str((run_dir / "train").resolve()),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.keep_checkpoints,
+                                                         checkpoint_score_attribute=SCORE,
+                                                         checkpoint_score_order="max"),
             failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
         ),
         datasets={"train": dataset},
     )
     result = trainer.fit()
+    # Ray Train kept the best ``keep_checkpoints`` by valid accuracy (and the latest); of equals, the later step.
+    kept = [(c, m) for c, m in result.best_checkpoints or [] if SCORE in m]
+    best, best_metrics = max(kept, key=lambda cm: (cm[1][SCORE], cm[1]["step"]),
+                             default=(result.checkpoint, result.metrics or {}))
     return {
-        "checkpoint": result.checkpoint.path,
-        "steps": int(result.metrics["step"]),
+        "checkpoint": best.path,
+        "latest": result.checkpoint.path,
+        "steps": int((result.metrics or best_metrics or {}).get("step", plan.total_steps)),
         "seconds": round(time.perf_counter() - start, 3),
-        "metrics": dict(result.metrics),
+        "metrics": dict(result.metrics or {}),
+        "best_metrics": dict(best_metrics),
     }

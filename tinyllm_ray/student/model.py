@@ -1,0 +1,91 @@
+"""The student model: loading (seq2seq or causal), one forward per task, and the multi-task module.
+
+``task_logits`` is the one forward of a task batch built by ``batches.collate`` (or by the scorers),
+returning logits aligned with the labels for every layout: the training loss and rank classification
+both use it. ``MultiTask`` wraps the HF model so one ``forward(batch)`` returns every task's loss: that is
+the module Ray Train wraps in DDP/FSDP (one wrapped forward per micro-batch, so gradients sync once).
+
+In the one-encoder layout the encoder runs once per batch and each task's decoder reads its rows of
+that encoder output; the prefix layouts run the whole model once per task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+from tinyllm_ray.student.batches import QUESTION
+from tinyllm_ray.student.loss import causal_shift, token_cross_entropy
+
+
+def is_encoder_decoder(model: str, trust_remote_code: bool = False) -> bool:
+    return bool(getattr(AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code),
+                        "is_encoder_decoder", False))
+
+
+def load_student(model: str, trust_remote_code: bool = False) -> torch.nn.Module:
+    auto = AutoModelForSeq2SeqLM if is_encoder_decoder(model, trust_remote_code) else AutoModelForCausalLM
+    return auto.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def encode_questions(model: torch.nn.Module, question: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The one-encoder layout's shared encoder pass: hidden states [B, T, H]."""
+    return model.get_encoder()(input_ids=question["input_ids"],
+                               attention_mask=question["attention_mask"]).last_hidden_state
+
+
+def task_logits(model: torch.nn.Module, layout: str, inputs: dict[str, torch.Tensor],
+                question: dict[str, torch.Tensor] | None = None,
+                encoded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of one task batch, aligned position by position."""
+    labels = inputs["labels"]
+    if layout == "one_encoder":
+        rows = inputs["rows"]
+        out = model(encoder_outputs=(encoded[rows],), attention_mask=question["attention_mask"][rows],
+                    decoder_input_ids=inputs["decoder_input_ids"])
+        return out.logits, labels
+    if layout == "seq2seq":
+        decoder_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                    decoder_input_ids=decoder_ids)
+        return out.logits, labels
+    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    return causal_shift(out.logits, labels)
+
+
+class MultiTask(torch.nn.Module):
+    """``forward(batch) -> {task: loss}`` over the tasks present in a collated batch."""
+
+    def __init__(self, model: torch.nn.Module, layout: str, tasks: list[str]):
+        super().__init__()
+        self.model, self.layout, self.tasks = model, layout, tasks
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        question, encoded = batch.get(QUESTION), None
+        present = [t for t in self.tasks if batch[t] is not None]
+        if self.layout == "one_encoder" and present:
+            encoded = encode_questions(self.model, question)
+        losses = {}
+        for task in present:
+            logits, labels = task_logits(self.model, self.layout, batch[task], question, encoded)
+            losses[task] = token_cross_entropy(logits, labels)
+        if not losses:  # no weighted task has a target here: a zero loss that still touches every weight
+            losses["_none"] = sum(p.sum() for p in self.parameters()) * 0.0
+        return losses
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The HF model inside DDP/FSDP and ``MultiTask`` wrappers."""
+    while hasattr(module, "module"):
+        module = module.module
+    return module.model if isinstance(module, MultiTask) else module
