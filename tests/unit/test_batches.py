@@ -273,3 +273,77 @@ def test_forward_pass_gives_finite_loss(student_dir: Path, tokenized: dict[str, 
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
         model.zero_grad()
+
+
+# --- causal and one-encoder layouts ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def causal_dir(student_dir: Path) -> Path:
+    return student_dir.parent / "teacher-a"  # a tiny Llama: a causal student
+
+
+def test_causal_rows_mask_the_prompt_and_end_in_eos(causal_dir: Path, table: Any, questions: list[Question]) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(causal_dir)
+    out = Tokenize(str(causal_dir), TASKS, max_input_tokens=200, max_target_tokens=MAX_TARGET,
+                   layout="causal")(numpy_batch(table))
+    assert set(out) == {"id"} | {f"{k}__{t}" for k in ("ids", "labels") for t in TASKS}
+    for i, q in enumerate(questions):
+        ids, labels = out["ids__answer"][i], out["labels__answer"][i]
+        assert len(ids) == len(labels)
+        target = labels != IGNORE
+        n_prompt = int((~target).sum())
+        assert not target[:n_prompt].any() and target[n_prompt:].all()  # prompt first, then the target
+        assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+        assert tok.decode(ids[:n_prompt], skip_special_tokens=True) == prompts.student_input(q, "answer") + "\n"
+        assert tok.decode(labels[target], skip_special_tokens=True) == q.answer
+        assert list(labels[target]) == list(ids[n_prompt:])
+    assert len(out["labels__teacher-b"][0]) == 0  # no rationale: no row for that task
+    assert len(out["labels__teacher-a"][2]) - int((out["labels__teacher-a"][2] == IGNORE).sum()) == MAX_TARGET
+
+
+def test_one_encoder_rows_put_the_task_marker_on_the_decoder(student_dir: Path, table: Any, tokenizer: Any,
+                                                            questions: list[Question]) -> None:
+    out = Tokenize(str(student_dir), TASKS, max_input_tokens=200, max_target_tokens=MAX_TARGET,
+                   layout="one_encoder")(numpy_batch(table))
+    assert set(out) == {"id", "ids__question"} | {f"{k}__{t}" for k in ("dec", "labels") for t in TASKS}
+    marker = tokenizer("explain_teacher-a:", add_special_tokens=False)["input_ids"]
+    for i, q in enumerate(questions):
+        assert tokenizer.decode(out["ids__question"][i], skip_special_tokens=True) == prompts.question_block(q)
+        dec, labels = out["dec__teacher-a"][i], out["labels__teacher-a"][i]
+        if not len(labels):
+            continue
+        assert dec[0] == 0 and list(dec[1 : 1 + len(marker)]) == marker  # decoder start, then the marker
+        assert (labels[: len(marker)] == IGNORE).all() and labels[-1] == tokenizer.eos_token_id
+        assert list(dec[1 + len(marker):]) == list(labels[len(marker):-1])  # the target, shifted by one
+    answer_marker = tokenizer("predict:", add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(out["labels__answer"][0][len(answer_marker):], skip_special_tokens=True) == questions[0].answer
+
+
+def test_one_encoder_collate_shares_the_question_and_indexes_task_rows(student_dir: Path, table: Any,
+                                                                     tokenizer: Any) -> None:
+    out = Tokenize(str(student_dir), TASKS, max_input_tokens=MAX_INPUT, max_target_tokens=MAX_TARGET,
+                   layout="one_encoder")(numpy_batch(table))
+    batch = collate(out, TASKS, tokenizer.pad_token_id, layout="one_encoder")
+    n = len(out["id"])
+    assert batch["question"]["input_ids"].shape == (n, MAX_INPUT)
+    assert batch["answer"]["rows"].tolist() == list(range(n))
+    assert batch["teacher-a"]["rows"].tolist() == [0, 2, 3]
+    assert batch["teacher-a"]["decoder_input_ids"].shape == batch["teacher-a"]["labels"].shape
+    assert batch["teacher-b"] is None
+
+
+def test_bucketing_groups_rows_of_similar_length(tokenized: dict[str, Any]) -> None:
+    from tinyllm_ray.student.batches import bucketed, row_lengths
+
+    window = {k: (v if k == "id" else object_array(list(v))) for k, v in tokenized.items()}
+    window["id"] = np.asarray(window["id"])
+    batches = bucketed(window, 2, np.random.default_rng(0))
+    assert sorted(x for b in batches for x in b["id"]) == sorted(window["id"])  # every row once
+    assert [len(b["id"]) for b in batches].count(1) == 1  # 5 rows: two pairs and one single
+    ranked = list(np.sort(row_lengths(window)))
+    for b in batches:  # each batch is a run of neighbours in length order
+        mine = sorted(row_lengths(b))
+        assert any(ranked[i : i + len(mine)] == mine for i in range(len(ranked)))

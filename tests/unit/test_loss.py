@@ -258,3 +258,35 @@ def test_sequence_log_likelihood_sums_target_tokens_only():
     sure = torch.full((1, 2, 7), -50.0)
     sure[0, 0, 1] = sure[0, 1, 2] = 50.0
     assert sequence_log_likelihood(sure, torch.tensor([[1, 2]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+# --- causal students: prompt tokens masked, targets scored after the shift ---------------------------
+
+
+def test_causal_loss_scores_only_the_target_tokens() -> None:
+    from tinyllm_ray.student.loss import causal_shift
+
+    g = torch.Generator().manual_seed(7)
+    prompt, target, v = 5, 3, 13
+    ids = torch.randint(0, v, (2, prompt + target), generator=g)
+    labels = ids.clone()
+    labels[:, :prompt] = IGNORE  # what batches.Encoder writes for a causal row
+    logits = torch.randn(2, prompt + target, v, generator=g)
+    got = token_cross_entropy(*causal_shift(logits, labels))
+    # position t predicts token t + 1: the targets are predicted from positions prompt-1 .. end-1
+    logp = torch.log_softmax(logits.double(), -1)
+    want = -torch.stack([logp[b, t, ids[b, t + 1]] for b in range(2) for t in range(prompt - 1, prompt + target - 1)]).mean()
+    assert got.item() == pytest.approx(want.item(), abs=1e-5)
+    # the prompt's own predictions do not matter
+    noisy = logits.clone()
+    noisy[:, : prompt - 1] = torch.randn(2, prompt - 1, v, generator=g) * 100
+    assert token_cross_entropy(*causal_shift(noisy, labels)).item() == pytest.approx(got.item(), abs=1e-6)
+
+
+def test_causal_shift_drops_the_last_prediction_and_the_first_label() -> None:
+    from tinyllm_ray.student.loss import causal_shift
+
+    logits, labels = torch.zeros(2, 6, 4), torch.arange(12).reshape(2, 6)
+    shifted_logits, shifted_labels = causal_shift(logits, labels)
+    assert shifted_logits.shape == (2, 5, 4)
+    assert shifted_labels.tolist() == [[1, 2, 3, 4, 5], [7, 8, 9, 10, 11]]

@@ -1,0 +1,93 @@
+"""The multi-task forward on a tiny T5: accumulation equals one larger batch; one-encoder decoding equals a
+plain forward of the same decoder inputs (no Ray)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinyllm_ray.data.synthetic import generate
+from tinyllm_ray.student.batches import Tokenize, collate, example_table
+from tinyllm_ray.student.loss import multitask_loss
+from tinyllm_ray.student.model import MultiTask, encode_questions, load_student, task_logits
+from tinyllm_ray.student.schedule import Plan
+from tinyllm_ray.tiny import build_tiny_models
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"))["student-t5"]
+
+
+def rows(student_dir: Path, layout: str, n: int = 40) -> dict:
+    questions = generate(n, 1, 1, seed=3)["train"]
+    refs = {"reference": {q.id: q.reference_rationale for q in questions}}
+    udf = Tokenize(str(student_dir), ["answer", "reference"], 64, 24, layout=layout)
+    return udf({k: np.asarray(v) for k, v in example_table(questions, refs).to_pydict().items()})
+
+
+def take(batch: dict, idx: list[int]) -> dict:
+    return {k: [v[i] for i in idx] for k, v in batch.items()}
+
+
+def grads(module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
+
+
+def test_accumulated_micro_batches_give_the_gradient_of_one_batch(student_dir: Path) -> None:
+    tokenized = rows(student_dir, "seq2seq")
+    # four rows whose targets have equal token counts per task, so the per-batch token means agree
+    by_len: dict[tuple, list[int]] = {}
+    for i in range(len(tokenized["id"])):
+        by_len.setdefault((len(tokenized["labels__answer"][i]), len(tokenized["labels__reference"][i])), []).append(i)
+    idx = next(v for v in by_len.values() if len(v) >= 4)[:4]
+    tasks, weights = ["answer", "reference"], {"answer": 1.0, "reference": 0.5}
+    torch.manual_seed(0)
+    model = MultiTask(load_student(str(student_dir)), "seq2seq", tasks)
+
+    model.zero_grad()
+    multitask_loss(model(collate(take(tokenized, idx), tasks, 0)), weights).backward()
+    full = grads(model).clone()
+
+    plan = Plan(micro_per_epoch=2, accum=2, epochs=1, checkpoint_every=None, eval_every=None)
+    model.zero_grad()
+    for micro, part in enumerate([idx[:2], idx[2:]]):  # what the train loop does per micro-batch
+        loss = multitask_loss(model(collate(take(tokenized, part), tasks, 0)), weights)
+        (loss / plan.window(micro)).backward()
+    assert torch.allclose(grads(model), full, atol=1e-5, rtol=1e-4)
+
+
+def test_one_encoder_decodes_every_task_from_one_encoder_pass(student_dir: Path) -> None:
+    tokenized = rows(student_dir, "one_encoder", n=6)
+    tasks = ["answer", "reference"]
+    model = load_student(str(student_dir)).eval()
+    batch = collate(tokenized, tasks, 0, layout="one_encoder")
+    with torch.no_grad():
+        encoded = encode_questions(model, batch["question"])
+        for task in tasks:
+            logits, labels = task_logits(model, "one_encoder", batch[task], batch["question"], encoded)
+            rows_ = batch[task]["rows"]
+            plain = model(input_ids=batch["question"]["input_ids"][rows_],
+                          attention_mask=batch["question"]["attention_mask"][rows_],
+                          decoder_input_ids=batch[task]["decoder_input_ids"]).logits
+            assert torch.allclose(logits, plain, atol=1e-5)
+            assert logits.shape[:2] == labels.shape
+    losses = MultiTask(model, "one_encoder", tasks)(batch)
+    assert set(losses) == set(tasks) and all(torch.isfinite(v) for v in losses.values())
+
+
+def test_a_batch_without_any_weighted_target_is_a_zero_loss_on_every_weight(student_dir: Path) -> None:
+    tokenized = rows(student_dir, "seq2seq", n=4)
+    tokenized["labels__reference"] = [np.zeros(0, np.int32)] * 4
+    model = MultiTask(load_student(str(student_dir)), "seq2seq", ["reference"])
+    losses = model(collate(tokenized, ["reference"], 0))
+    assert list(losses) == ["_none"] and losses["_none"].item() == 0.0
+    losses["_none"].backward()
+    assert all(p.grad is not None for p in model.parameters())
