@@ -236,8 +236,10 @@ def test_fields_added_to_the_schema_later_do_not_block_a_resume(tiny_dir: Path, 
     assert pipeline.prepare(make_config(tiny_dir, out_dir)).run_dir == first.run_dir
 
 
-def test_a_causal_student_is_refused_before_ray(tiny_dir: Path, out_dir: Path) -> None:
+def test_a_causal_student_is_accepted_but_not_in_one_encoder_mode(tiny_dir: Path, out_dir: Path) -> None:
     pipeline.prepare(make_config(tiny_dir, out_dir))  # builds the tiny models
-    with pytest.raises(ConfigError, match="student.model: .* is not an encoder-decoder model"):
-        pipeline.prepare(make_config(tiny_dir, out_dir, f"student.model={tiny_dir / 'teacher-a'}",
-                                     "output.run_name=causal"))
+    causal = f"student.model={tiny_dir / 'teacher-a'}"
+    assert pipeline.prepare(make_config(tiny_dir, out_dir, causal, "output.run_name=causal")).run_dir.name == "causal"
+    with pytest.raises(ConfigError, match="train.mode: one_encoder .* needs an encoder-decoder student"):
+        pipeline.prepare(make_config(tiny_dir, out_dir, causal, "train.mode=one_encoder",
+                                     "output.run_name=causal-one"))
