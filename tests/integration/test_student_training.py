@@ -1,0 +1,81 @@
+"""The student stage on a shared local Ray: 2 workers survive an injected failure, the best checkpoint on
+valid is exported with a model card; a causal student trains and exports too."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from tests.conftest import tiny_run_config
+from tinyllm_ray import pipeline
+from tinyllm_ray.config import from_dict
+from tinyllm_ray.student.train import FAIL_AT_STEP_ENV, FAIL_MARKER_ENV
+
+pytestmark = pytest.mark.ray
+
+
+def student_run(models, out, name, **sections):
+    """48 questions, the synthetic dataset's reference rationales as the one (precomputed) teacher."""
+    raw = tiny_run_config(models, out, name, teachers=0, **sections)
+    raw["data"]["rationales"] = "precomputed"
+    raw["train"].pop("alpha")
+    raw["eval"] = {**raw.get("eval", {}), "replicas": 1, "num_cpus": 0.5}
+    return from_dict(raw)
+
+
+def test_two_workers_survive_a_failure_and_export_the_best_checkpoint(ray_local, tiny_models, tmp_path,
+                                                                      monkeypatch, capfd):
+    # 48 questions / 2 workers / batch 8 = 3 steps per epoch, 2 epochs; checkpoints at steps 2, 4, 6.
+    config = student_run(tiny_models, tmp_path, "ft", train={
+        "epochs": 2, "batch_size": 8, "lr": 3e-3, "num_workers": 2, "cpus_per_worker": 0.5, "checkpoint_every": 2,
+        "keep_checkpoints": 1, "max_failures": 1, "log_every": 1, "alpha": {"reference": 0.5}})
+    marker = tmp_path / "failed-once"
+    monkeypatch.setenv(FAIL_AT_STEP_ENV, "3")  # the last worker raises once after step 3 (testing hook)
+    monkeypatch.setenv(FAIL_MARKER_ENV, str(marker))
+    report = pipeline.run(config)
+    run_dir = tmp_path / "ft"
+
+    assert marker.read_text() == "failed once at step 3\n"  # the failure happened, once
+    logs = "".join(capfd.readouterr())  # the workers' log lines reach the driver's stdout/stderr
+    assert "resumed from checkpoint: epoch 0, step 2" in logs  # step 3 is redone, steps 1-2 are not
+    s = report["student"]
+    assert s["steps"] == 6
+    stage = json.loads((run_dir / "student" / "_stage.json").read_text())
+    assert stage["final_metrics"]["step"] == 6 and "valid_accuracy" in stage["final_metrics"]
+    assert stage["best_step"] == s["exported_step"] in (2, 4, 6)
+    # the exported checkpoint is the best on valid (rank classification) of those scored; of equals the later
+    checkpoints = sorted((run_dir / "train" / "student").glob("checkpoint_step*"))
+    assert 1 <= len(checkpoints) <= 2  # the best one, and the latest to resume from
+    scored = [json.loads((c / "metrics.json").read_text()) for c in checkpoints]
+    assert stage["best_valid_accuracy"] == max(m["valid_accuracy"] for m in scored)
+    assert stage["checkpoint"] == f"checkpoint_step{stage['best_step']:07d}"
+    # the final evaluation of the export scores the same valid questions with the same scorer
+    assert s["valid_accuracy_rank"] == pytest.approx(stage["best_valid_accuracy"], abs=1 / 16)
+
+    export = run_dir / "student"
+    model = AutoModelForSeq2SeqLM.from_pretrained(export)
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    assert model.generate(**tokenizer("predict: Q: 1 + 1?", return_tensors="pt"), max_new_tokens=3).shape[0] == 1
+    assert not (export / "train_state.pt").exists()
+    card = (export / "README.md").read_text()
+    assert f"the checkpoint of step {s['exported_step']}, best on valid" in card
+    assert "reference" in card and "AutoModelForSeq2SeqLM" in card
+
+
+def test_a_causal_student_trains_with_accumulation_and_exports(ray_local, tiny_models, tmp_path):
+    config = student_run(tiny_models, tmp_path, "causal",
+                         student={"model": str(tiny_models / "teacher-a"), "max_input_tokens": 96,
+                                  "max_target_tokens": 16, "max_answer_tokens": 4},
+                         train={"epochs": 1, "batch_size": 8, "grad_accum_steps": 2, "lr": 1e-3,
+                                "cpus_per_worker": 1.0, "log_every": 1},
+                         eval={"every_steps": 1, "select_on": "generate", "max_valid": 8})
+    report = pipeline.run(config)
+    s = report["student"]
+    assert s["architecture"] == "causal" and s["steps"] == 3  # 6 micro-batches of 8, 2 per step
+    for key in ("valid_accuracy", "test_accuracy", "valid_accuracy_rank", "test_accuracy_rank"):
+        assert 0.0 <= s[key] <= 1.0
+    export = tmp_path / "causal" / "student"
+    assert AutoModelForCausalLM.from_pretrained(export).config.model_type == "llama"
+    assert "AutoModelForCausalLM" in (export / "README.md").read_text()
