@@ -181,7 +181,8 @@ class TrainConfig:
     shuffle: Literal["local", "global", "none"] = "local"
     """Per-epoch shuffle: ``local`` = Ray Data's local shuffle buffer (``shuffle_buffer`` rows, reseeded every
     epoch; the faster one, see README Benchmarks), ``global`` = ``random_shuffle`` of the whole dataset every
-    epoch (unseeded: a mid-epoch resume may then skip other rows than the ones trained on), ``none``."""
+    epoch (unseeded: a mid-epoch resume may then skip other rows than the ones trained on; its Ray Data tasks
+    run during training, so leave CPUs free beside the Train workers), ``none``."""
     shuffle_buffer: Int = Field(default=10_000, ge=0)
     """Rows in Ray Data's local shuffle buffer, reseeded every epoch (0 = no shuffle)."""
     length_bucketing: Int = Field(default=0, ge=0)
