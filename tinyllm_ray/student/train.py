@@ -117,6 +117,9 @@ class _Run:
         self.layout = layout_of(bool(model.config.is_encoder_decoder), tc.mode)
         self.encoder = Encoder(self.tokenizer, self.layout, c.student.max_input_tokens, c.student.max_target_tokens,
                                getattr(model.config, "decoder_start_token_id", None))
+        if self.rank == 0:
+            log.info("student %s (%s layout) on %s, %d torch threads, bf16 autocast %s", c.student.model,
+                     self.layout, self.device, torch.get_num_threads(), "on" if self.bf16 else "off")
         self.model = ray.train.torch.prepare_model(MultiTask(model, self.layout, self.tasks),
                                                    parallel_strategy=tc.strategy)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)

@@ -1,0 +1,157 @@
+"""Student-training benchmark: our Ray Train loop against a plain PyTorch loop, one-encoder against
+prefix mode, local shuffle buffer against a global ``random_shuffle``. The last line is one JSON object.
+
+    python bench/student.py [--n-train 256] [--epochs 3] [--batch-size 16] [--threads 1]
+
+Everything runs in this process's local Ray on the tiny T5 student (``tinyllm_ray.tiny``), on the
+built-in synthetic questions with two teachers whose rationales are the dataset's reference rationales
+(``ref-a``: as written, ``ref-b``: its sentences in reverse order), so the prefix mode runs three
+tasks per question. Measured in the same run:
+
+- ``ray_train_vs_plain`` (R1): samples/s of ``train_student`` with 1 worker (the training loop's own
+  figure: first batch to last step, reports and checkpoints excluded) / samples/s of a plain
+  single-process loop over the same model class, tokenised rows, batches, optimizer and steps
+  (``MultiTask`` forward, AdamW, clipping), with the same number of torch threads. Target >= 0.9.
+- ``one_encoder_speedup`` (R2): samples/s of ``train.mode: one_encoder`` / ``prefix``, both through
+  Ray Train, same steps; with the valid accuracy (rank classification) of both after those steps.
+  Target >= 1.5.
+- ``local_vs_global_shuffle``: samples/s with the local shuffle buffer / with ``random_shuffle``.
+- ``mfu``: model FLOPs utilisation of a FLAN-T5-base-sized student in bf16 needs a GPU; null here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+
+from tinyllm_ray.config import from_dict  # noqa: E402
+from tinyllm_ray.data.synthetic import generate  # noqa: E402
+from tinyllm_ray.student.batches import Tokenize, collate, example_table  # noqa: E402
+from tinyllm_ray.student.loss import multitask_loss  # noqa: E402
+from tinyllm_ray.student.model import MultiTask, load_student  # noqa: E402
+from tinyllm_ray.student.schedule import lr_factor, make_plan  # noqa: E402
+from tinyllm_ray.student.train import train_student  # noqa: E402
+from tinyllm_ray.tiny import build_tiny_models  # noqa: E402
+
+
+def reversed_sentences(text: str) -> str:
+    return " ".join(reversed([s.strip() + "." for s in text.split(".") if s.strip()]))
+
+
+def make_config(models: dict, out: Path, args: argparse.Namespace, **train):
+    raw = {
+        "data": {"dataset": "synthetic", "n_train": args.n_train, "n_valid": 64, "n_test": 16, "seed": 0},
+        "teachers": [{"name": n, "model": str(models["teacher-a"])} for n in ("ref-a", "ref-b")],
+        "student": {"model": str(models["student-t5"]), "max_input_tokens": 128, "max_target_tokens": 64},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": 1e-3, "warmup_steps": 5,
+                  "cpus_per_worker": float(args.threads), "log_every": 1000, "shuffle_buffer": 256, **train},
+        "eval": {"batch_size": 64},
+        "output": {"dir": str(out)},
+    }
+    return from_dict(raw)
+
+
+def ray_train(config, examples, valid, out: Path, name: str) -> dict:
+    run_dir = out / name
+    run_dir.mkdir(parents=True)
+    result = train_student(examples, config, run_dir, valid=valid)
+    m = result["metrics"]
+    figures = {"samples_per_second": round(m["train_samples_per_second"], 2), "valid_accuracy": m["valid_accuracy"],
+               "steps": result["steps"], "fit_seconds": result["seconds"]}
+    print(f"{name}: {figures}", file=sys.stderr, flush=True)
+    return figures
+
+
+def plain_loop(config, examples, threads: int) -> dict:
+    """The same training without Ray: tokenise once, batches in the same order as Ray's unshuffled stream."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(config.train.seed)
+    tasks = [t for t, w in config.task_weights().items() if w]
+    weights = config.task_weights()
+    s, tc = config.student, config.train
+    tokenized = Tokenize(s.model, tasks, s.max_input_tokens, s.max_target_tokens)(
+        {k: np.asarray(v) for k, v in examples.to_pydict().items()})
+    rows = len(tokenized["id"])
+    plan = make_plan(config, rows)
+    model = MultiTask(load_student(s.model), "seq2seq", tasks)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, tc.warmup_steps, plan.total_steps))
+    rng = np.random.default_rng(tc.seed)
+    seen, start = 0, time.perf_counter()
+    for _ in range(tc.epochs):
+        order = rng.permutation(rows)
+        for at in range(0, rows, tc.batch_size):
+            idx = order[at : at + tc.batch_size]
+            batch = collate({k: [v[i] for i in idx] for k, v in tokenized.items()}, tasks, 0)
+            loss = multitask_loss(model(batch), weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            seen += len(idx)
+    seconds = time.perf_counter() - start
+    figures = {"samples_per_second": round(seen / seconds, 2), "steps": plan.total_steps, "seconds": round(seconds, 2)}
+    print(f"plain ({torch.get_num_threads()} torch threads): {figures}", file=sys.stderr, flush=True)
+    return figures
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-train", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of both loops (Ray: the one worker's CPUs); on a busy 2-core machine "
+                             "1 is fastest (2 threads ran 4x slower there)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    out = Path(tempfile.mkdtemp(prefix="bench-student-"))
+    models = build_tiny_models(out / "models")
+    splits = generate(args.n_train, 64, 16, seed=0)
+    refs = {q.id: q.reference_rationale for q in splits["train"]}
+    examples = example_table(splits["train"], {"ref-a": refs,
+                                               "ref-b": {k: reversed_sentences(v) for k, v in refs.items()}})
+    # One logical CPU beyond the worker's: a global random_shuffle runs Ray Data tasks during training.
+    ray.init(num_cpus=args.threads + 1, include_dashboard=False, log_to_driver=False)
+    # The per-epoch checkpoint and valid scoring are outside the loop's samples/s; keep them few.
+    prefix_config = make_config(models, out, args)
+    plain = plain_loop(prefix_config, examples, args.threads)
+    prefix = ray_train(prefix_config, examples, splits["valid"], out, "prefix")
+    one = ray_train(make_config(models, out, args, mode="one_encoder"), examples, splits["valid"], out, "one")
+    global_ = ray_train(make_config(models, out, args, shuffle="global"), examples, splits["valid"], out, "global")
+    ray.shutdown()
+    return {
+        "bench": "student",
+        "ray_train_vs_plain": round(prefix["samples_per_second"] / plain["samples_per_second"], 3),
+        "one_encoder_speedup": round(one["samples_per_second"] / prefix["samples_per_second"], 3),
+        "local_vs_global_shuffle": round(prefix["samples_per_second"] / global_["samples_per_second"], 3),
+        "valid_accuracy": {"prefix": prefix["valid_accuracy"], "one_encoder": one["valid_accuracy"]},
+        "samples_per_second": {"plain": plain["samples_per_second"], "ray_train_prefix": prefix["samples_per_second"],
+                               "ray_train_one_encoder": one["samples_per_second"],
+                               "ray_train_global_shuffle": global_["samples_per_second"]},
+        "steps": prefix["steps"],
+        "fit_seconds": {"prefix": prefix["fit_seconds"], "one_encoder": one["fit_seconds"],
+                        "global_shuffle": global_["fit_seconds"]},
+        "settings": {**vars(args), "teachers": 2, "model": "tiny T5 (2+2 layers, d_model 64)"},
+        "mfu": None,
+        "mfu_note": "needs a GPU (FLAN-T5-base-sized student in bf16); this machine has none",
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
