@@ -109,8 +109,10 @@ class TeacherConfig:
     """Short unique name; the student's task prefix is ``explain_<name>:``."""
     model: Str
     """Local directory (starts with ``/``, ``.`` or ``~``) or a Hugging Face hub id."""
-    engine: Literal["hf"] = "hf"
-    """Inference engine: ``hf`` = transformers ``generate``."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """Inference engine: ``vllm`` (causal LMs; continuous batching, prefix caching, tensor parallel over the
+    replica's GPUs) or ``hf`` = transformers ``generate`` (any model, including T5/FLAN-T5, which vLLM
+    does not serve)."""
     replicas: Int = Field(default=1, ge=1)
     """Actor replicas, each loading its own copy of the model."""
     num_gpus: Float = Field(default=0.0, ge=0)
@@ -120,7 +122,13 @@ class TeacherConfig:
     batch_size: Int = Field(default=8, ge=1)
     """Questions per ``generate`` call."""
     shots: Int = Field(default=2, ge=0)
-    """In-context examples per prompt, drawn (seeded) from the training split, never the question itself."""
+    """In-context examples per prompt, from the training split, never the question itself."""
+    shots_mode: Literal["random", "generated", "similar"] = "random"
+    """Where the examples come from: ``random`` (seeded draw, shown with their answers), ``generated``
+    (the teacher first explains a pool of training questions zero-shot; those rationales are shown with
+    the examples), ``similar`` (the most similar training questions by TF-IDF word overlap)."""
+    shot_pool: Int = Field(default=32, ge=1)
+    """``generated`` only: training questions the teacher explains first to serve as examples."""
     max_new_tokens: Int = Field(default=64, ge=1)
     """Longest rationale, in tokens."""
     temperature: Float = Field(default=0.0, ge=0)
@@ -131,6 +139,18 @@ class TeacherConfig:
     """Seed for shot selection and sampling."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Weights dtype; ``auto`` = bfloat16 on GPU, float32 on CPU."""
+    max_model_len: Int | None = Field(default=None, ge=16)
+    """Context length (prompt + rationale) in tokens; default: the model's. Prompts that do not fit with
+    ``max_new_tokens`` drop examples first, then are rejected (``prompt_too_long``)."""
+    chat_template: Literal["auto", "off"] = "auto"
+    """``auto``: wrap the prompt in the tokenizer's chat template when it has one; ``off``: raw text."""
+    min_rationale_words: Int = Field(default=3, ge=1)
+    """Rationales with fewer words are rejected (``too_short``)."""
+    gpu_memory_utilization: Float | None = Field(default=None, gt=0, le=1)
+    """``vllm``: share of GPU memory for weights and KV cache (on CPU: of host memory); default 0.9 on
+    GPU, 0.2 on CPU."""
+    enforce_eager: Bool | None = None
+    """``vllm``: skip graph capture/compilation (faster start, slower decoding); default: on CPU only."""
     trust_remote_code: Bool = False
     """Allow the model repo's own Python code (off unless you trust the model)."""
 
@@ -412,6 +432,30 @@ def with_absolute_paths(config: Config) -> Config:
     )
 
 
+def _teacher_engine_errors(teachers: list[TeacherConfig], check_paths: bool) -> list[str]:
+    errors = []
+    for i, t in enumerate(teachers):
+        if t.engine == "vllm" and t.num_gpus > 1 and not float(t.num_gpus).is_integer():
+            errors.append(f"teachers.{i}.num_gpus: vllm shards a model over whole GPUs (tensor parallel); "
+                          f"got {t.num_gpus}")
+        if t.shots_mode == "generated" and t.shots and t.shot_pool <= t.shots:
+            errors.append(f"teachers.{i}.shot_pool: {t.shot_pool} pool questions cannot give {t.shots} examples "
+                          f"other than the question itself; use more than {t.shots}")
+        if t.max_model_len is not None and t.max_model_len <= t.max_new_tokens:
+            errors.append(f"teachers.{i}.max_model_len: {t.max_model_len} leaves no room for a prompt next to "
+                          f"max_new_tokens {t.max_new_tokens}")
+        local = Path(t.model).expanduser() / "config.json"
+        if t.engine == "vllm" and check_paths and is_local_model(t.model) and local.is_file():
+            try:
+                encoder_decoder = json.loads(local.read_text()).get("is_encoder_decoder")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                encoder_decoder = False  # reported with the model paths below
+            if encoder_decoder:
+                errors.append(f"teachers.{i}.engine: vLLM does not serve encoder-decoder models such as "
+                              f"{t.model!r}; use engine: hf")
+    return errors
+
+
 def validate(config: Config, source: str = "config", check_paths: bool = True) -> None:
     """Rules that span fields. Raises one ``ConfigError`` listing every problem."""
     errors: list[str] = []
@@ -423,6 +467,7 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
             errors.append(f"teachers.{i}.name: 'answer' is reserved for the answer task")
         if names.count(name) > 1 and names.index(name) == i:
             errors.append(f"teachers.{i}.name: {name!r} is used by more than one teacher")
+    errors += _teacher_engine_errors(config.teachers, check_paths)
     imported = [n for n in config.teacher_names() if n not in names]
     for i, name in enumerate(names):
         if name in imported:

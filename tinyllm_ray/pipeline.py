@@ -37,21 +37,21 @@ from tinyllm_ray.config import (
     with_absolute_paths,
 )
 from tinyllm_ray.data.load import LoadedData, load_data
-from tinyllm_ray.data.schema import Question, to_table
+from tinyllm_ray.data.schema import Question
 from tinyllm_ray.report import console_summary, write_report
 from tinyllm_ray.resources import check_fits
 from tinyllm_ray.student.batches import example_table
 from tinyllm_ray.student.evaluate import evaluate
 from tinyllm_ray.student.model import is_encoder_decoder
 from tinyllm_ray.student.train import STATE_FILE, train_student
-from tinyllm_ray.teachers import store
-from tinyllm_ray.teachers.stage import ENGINE_BATCHES_PER_CALL, rationale_stage
+from tinyllm_ray.teachers import runner, store
 
 log = logging.getLogger("tinyllm_ray")
 
 # Settings that change where and how fast a run computes, not what: a resumed run may differ in them.
 _NOT_RESULT_SECTIONS = ("output", "ray")
-_NOT_RESULT_FIELDS = ("replicas", "num_cpus", "num_gpus", "cpus_per_worker", "log_every")
+_NOT_RESULT_FIELDS = ("replicas", "num_cpus", "num_gpus", "cpus_per_worker", "log_every",
+                      "gpu_memory_utilization")
 
 
 class StageError(RuntimeError):
@@ -218,25 +218,14 @@ def import_precomputed(p: Prepared) -> list[dict[str, Any]]:
 
 
 def run_teachers(p: Prepared) -> list[dict[str, Any]]:
+    """The precomputed teachers, then the configured ones (side by side where the cluster has room)."""
     infos = import_precomputed(p)
-    for teacher in p.config.teachers:
-        key = stage_key(p.config.data, teacher, prompts.TEACHER_TEMPLATE_VERSION)
-        info = store.finished(p.run_dir, teacher.name, key)
-        if info:
-            log.info("teacher %s: reusing %d stored rationales", teacher.name, info["rationales"])
-        else:
-            log.info("teacher %s: generating rationales for %d questions", teacher.name, len(p.splits["train"]))
-            questions = _blocks(to_table(p.splits["train"]), teacher.batch_size * ENGINE_BATCHES_PER_CALL)
+    for teacher, result in runner.run_all(p.config.teachers, p.splits["train"], p.run_dir):
+        if isinstance(result, BaseException):
             with stage(f"teacher {teacher.name!r} ({teacher.model})", p.run_dir):
-                info = store.write_rationales(rationale_stage(questions, p.splits["train"], teacher),
-                                              p.run_dir, teacher.name, key)
-        infos.append({"name": teacher.name, "model": teacher.model, **info})
+                raise result
+        infos.append({"name": teacher.name, "model": teacher.model, **result})
     return infos
-
-
-def _blocks(table: pa.Table, rows: int) -> ray.data.Dataset:
-    """A dataset in blocks of ``rows`` rows, so every actor of a pool gets work and a lost block is small."""
-    return ray.data.from_arrow([table.slice(i, rows) for i in range(0, table.num_rows, rows)])
 
 
 def run_student(p: Prepared) -> dict[str, Any]:

@@ -86,13 +86,36 @@ def answer_target(q: Question) -> str:
     return q.answer
 
 
+def prompt_variants(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = ()) -> list[str]:
+    """The prompt with all ``shots``, then with one fewer, ... down to none: a prompt too long for the
+    teacher's context drops examples (the last, least relevant, first) before it is rejected."""
+    return [teacher_prompt(q, shots[:n], shot_rationales[:n]) for n in range(len(shots), -1, -1)]
+
+
 # The teacher may go on to invent the next question, or repeat the prompt's lead-in.
 _NEXT_QUESTION = re.compile(r"(?:^|\n)\s*(?:Q:|Question:|Context:)|\n\s*\n\s*\n")
+# A conclusion that names an option: "the answer is (c)", "so the correct option is: 7", "(b) is correct".
+_CONCLUSION = re.compile(
+    r"(?:answer|option|choice)\s+(?:is|would be|should be|must be)\s*:?\s*(?P<said>[^.\n;]+)"
+    r"|\((?P<letter>[a-e])\)\s+is\s+(?:the\s+)?(?:correct|right|best)",
+    re.IGNORECASE,
+)
+
+REJECT_REASONS = ("empty", "too_short", "argues_other_option", "prompt_too_long")
 
 
-def clean_rationale(text: str) -> tuple[str, str | None]:
-    """(rationale, reject reason or None) from a teacher's raw continuation."""
+def clean_rationale(
+    text: str, question: Question | None = None, prompt: str | None = None, min_words: int = 1
+) -> tuple[str, str | None]:
+    """(rationale, reject reason or None) from a teacher's raw continuation.
+
+    Strips an echoed prompt and the ``Explanation:`` lead, cuts at a following question, and rejects
+    output that is empty, shorter than ``min_words`` words, or (given the ``question``) concludes for
+    an option other than the gold answer.
+    """
     text = text.strip()
+    if prompt and text.startswith(prompt.strip()):  # some models repeat their input before answering
+        text = text[len(prompt.strip()) :].strip()
     if text.startswith(RATIONALE_LEAD):
         text = text[len(RATIONALE_LEAD) :].strip()
     cut = _NEXT_QUESTION.search(text)
@@ -100,7 +123,31 @@ def clean_rationale(text: str) -> tuple[str, str | None]:
         text = text[: cut.start()].strip()
     if not text:
         return "", "empty"
+    if len(text.split()) < min_words:
+        return text, "too_short"
+    if question is not None and _argues_other_option(text, question):
+        return text, "argues_other_option"
     return text, None
+
+
+def _argues_other_option(text: str, q: Question) -> bool:
+    """True when the rationale concludes for an option that is not the gold answer."""
+    for m in _CONCLUSION.finditer(text):
+        if m.group("letter"):
+            named: int | None = LETTERS.index(m.group("letter").lower())
+        else:
+            said = m.group("said").strip()
+            letter = re.match(r"\(?([a-e])\)(?:\s|$)", said.lower())
+            named = LETTERS.index(letter.group(1)) if letter else _exact_choice(said, q.choices)
+        if named is not None and named < len(q.choices) and named != q.answer_index:
+            return True
+    return False
+
+
+def _exact_choice(said: str, choices: Sequence[str]) -> int | None:
+    normed = [_norm(c) for c in choices]
+    said = _norm(said)
+    return normed.index(said) if said in normed else None
 
 
 def _norm(text: str) -> str:

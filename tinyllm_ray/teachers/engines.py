@@ -1,21 +1,33 @@
-"""Inference engines behind one small protocol: ``engine.generate(prompts) -> list[Generation]``.
+"""Inference engines behind one small protocol (``Engine``): prompts in, ``Generation``s out.
 
-``HFEngine`` runs transformers ``generate`` for causal LMs (Llama, Qwen, ...) and encoder-decoders
-(T5/FLAN-T5, which vLLM does not serve): prompts are sorted by length and cut into batches so padding
-stays small, causal models pad on the left, and only the new tokens are decoded. ``ENGINES`` maps the
-config's ``engine`` name to a class.
+- ``VLLMEngine``: vLLM's offline ``LLM`` inside the calling process (a Ray actor): continuous batching,
+  prefix caching (the in-context examples repeat across prompts), tensor parallel over the replica's
+  GPUs. Causal LMs only.
+- ``HFEngine``: transformers ``generate`` for any model, including encoder-decoders (T5/FLAN-T5, which
+  vLLM does not serve): prompts are sorted by length and cut into batches so padding stays small,
+  causal models pad on the left, bf16 on GPU, and only the new tokens are decoded. The student's
+  evaluation uses it too.
+
+Both render a prompt through the tokenizer's chat template when it has one (``chat_template: auto``),
+and both expose ``encode`` and ``max_prompt_tokens`` so the teacher stage can check a prompt's length
+*before* submitting it (a prompt over vLLM's ``max_model_len`` would abort the whole batch).
+``ENGINES`` maps the config's ``engine`` name to a class; ``make_engine`` builds one from a teacher.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+import os
+from typing import Any, Protocol
 
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from tinyllm_ray.config import TeacherConfig
+
+# Context lengths above this in a tokenizer's ``model_max_length`` are transformers' "no limit" marker.
+_NO_LIMIT = 1_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +38,14 @@ class Generation:
 
 
 class Engine(Protocol):
-    def generate(self, prompts: list[str]) -> list[Generation]: ...
+    max_prompt_tokens: int | None
+    """Longest prompt, in tokens, that leaves room for ``max_new_tokens`` (None: no known limit)."""
+
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        """Token ids of each prompt as the model will see it (chat template applied)."""
+
+    def generate_ids(self, prompt_ids: list[list[int]]) -> list[Generation]:
+        """One generation per encoded prompt, in order."""
 
 
 def pick_device_and_dtype(num_gpus: float, dtype: str) -> tuple[torch.device, torch.dtype]:
@@ -35,6 +54,28 @@ def pick_device_and_dtype(num_gpus: float, dtype: str) -> tuple[torch.device, to
     if dtype == "auto":
         return device, (torch.bfloat16 if on_gpu else torch.float32)
     return device, getattr(torch, dtype)
+
+
+def encode_prompts(tokenizer: Any, prompts: list[str], chat: bool, max_tokens: int | None = None) -> list[list[int]]:
+    """Token ids per prompt; through the chat template (as one user turn) when ``chat`` and the tokenizer has one."""
+    truncate = {"truncation": True, "max_length": max_tokens} if max_tokens else {}
+    if chat and getattr(tokenizer, "chat_template", None):
+        texts = [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts
+        ]
+        return tokenizer(texts, add_special_tokens=False, **truncate)["input_ids"]
+    return tokenizer(prompts, **truncate)["input_ids"]
+
+
+def context_limit(model_config: Any, tokenizer: Any) -> int | None:
+    """The model's context length from its config (or tokenizer), None when it declares none (T5)."""
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(model_config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < _NO_LIMIT else None
 
 
 class HFEngine:
@@ -52,9 +93,13 @@ class HFEngine:
         top_p: float = 1.0,
         seed: int = 0,
         max_input_tokens: int | None = None,
+        max_model_len: int | None = None,
+        chat_template: str = "off",
+        sort_by_length: bool = True,
         trust_remote_code: bool = False,
     ):
         self.batch_size, self.max_new_tokens, self.max_input_tokens = batch_size, max_new_tokens, max_input_tokens
+        self.sort_by_length = sort_by_length
         self.sampling: dict = {"do_sample": False}
         if temperature > 0:
             self.sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
@@ -70,19 +115,32 @@ class HFEngine:
         self.tokenizer.padding_side = "right" if self.encoder_decoder else "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.chat = chat_template == "auto"
+        limit = max_model_len or context_limit(model_config, self.tokenizer)
+        if limit is None:
+            self.max_prompt_tokens = None
+        elif self.encoder_decoder:  # the rationale is decoded separately: the prompt has the whole context
+            self.max_prompt_tokens = limit
+        else:
+            self.max_prompt_tokens = max(limit - max_new_tokens, 0)
+
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        return encode_prompts(self.tokenizer, prompts, self.chat, self.max_input_tokens)
+
+    def generate(self, prompts: list[str]) -> list[Generation]:
+        return self.generate_ids(self.encode(prompts))
 
     @torch.inference_mode()
-    def generate(self, prompts: list[str]) -> list[Generation]:
-        truncate = {"truncation": True, "max_length": self.max_input_tokens} if self.max_input_tokens else {}
-        lengths = [len(ids) for ids in self.tokenizer(prompts, **truncate)["input_ids"]]
-        order = sorted(range(len(prompts)), key=lambda i: lengths[i])
-        results: list[Generation | None] = [None] * len(prompts)
+    def generate_ids(self, prompt_ids: list[list[int]]) -> list[Generation]:
+        order = list(range(len(prompt_ids)))
+        if self.sort_by_length:  # similar lengths share a batch: little padding, no wasted compute
+            order.sort(key=lambda i: len(prompt_ids[i]))
+        results: list[Generation | None] = [None] * len(prompt_ids)
         if self.sampling["do_sample"]:
             torch.manual_seed(self.seed)
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            batch = [prompts[i] for i in idx]
-            enc = self.tokenizer(batch, return_tensors="pt", padding=True, **truncate).to(self.device)
+            enc = self.tokenizer.pad({"input_ids": [prompt_ids[i] for i in idx]}, return_tensors="pt").to(self.device)
             out = self.model.generate(
                 **enc, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **self.sampling
             )
@@ -91,22 +149,83 @@ class HFEngine:
                 ids = new[row]
                 n_new = int((ids != self.tokenizer.pad_token_id).sum())
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                results[i] = Generation(text=text, prompt_tokens=lengths[i], new_tokens=n_new)
+                results[i] = Generation(text=text, prompt_tokens=len(prompt_ids[i]), new_tokens=n_new)
         return results  # type: ignore[return-value]
 
 
-ENGINES: dict[str, type] = {"hf": HFEngine}
+class VLLMEngine:
+    """vLLM's offline engine in this process; the replica's GPUs (``num_gpus``) become its tensor-parallel size."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        max_new_tokens: int,
+        num_gpus: float = 0.0,
+        dtype: str = "auto",
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float | None = None,
+        enforce_eager: bool | None = None,
+        chat_template: str = "auto",
+        trust_remote_code: bool = False,
+    ):
+        # The engine core runs in this actor's process rather than a child it would spawn: Ray has
+        # already given this process its GPUs, and a spawned child would re-import the driver's modules.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM, SamplingParams  # imported here: vLLM is an optional extra
+
+        on_gpu = num_gpus > 0 and torch.cuda.is_available()
+        self.llm = LLM(
+            model=model,
+            tensor_parallel_size=max(1, int(num_gpus)),
+            dtype=(("bfloat16" if on_gpu else "float32") if dtype == "auto" else dtype),
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.2),
+            enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
+            enable_prefix_caching=True,
+            seed=seed,
+            trust_remote_code=trust_remote_code,
+        )
+        self.sampling = SamplingParams(
+            temperature=temperature, top_p=top_p if temperature > 0 else 1.0, max_tokens=max_new_tokens, seed=seed
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self.chat = chat_template == "auto"
+        self.max_prompt_tokens = max(self.llm.llm_engine.model_config.max_model_len - max_new_tokens, 0)
+
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        return encode_prompts(self.tokenizer, prompts, self.chat)
+
+    def generate(self, prompts: list[str]) -> list[Generation]:
+        return self.generate_ids(self.encode(prompts))
+
+    def generate_ids(self, prompt_ids: list[list[int]]) -> list[Generation]:
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], self.sampling, use_tqdm=False)
+        return [
+            Generation(text=o.outputs[0].text, prompt_tokens=len(ids), new_tokens=len(o.outputs[0].token_ids))
+            for o, ids in zip(outputs, prompt_ids)
+        ]
+
+
+ENGINES: dict[str, type] = {"hf": HFEngine, "vllm": VLLMEngine}
 
 
 def make_engine(teacher: TeacherConfig) -> Engine:
-    return ENGINES[teacher.engine](
-        teacher.model,
-        batch_size=teacher.batch_size,
+    common = dict(
         max_new_tokens=teacher.max_new_tokens,
         num_gpus=teacher.num_gpus,
         dtype=teacher.dtype,
         temperature=teacher.temperature,
         top_p=teacher.top_p,
         seed=teacher.seed,
+        max_model_len=teacher.max_model_len,
+        chat_template=teacher.chat_template,
         trust_remote_code=teacher.trust_remote_code,
     )
+    if teacher.engine == "vllm":
+        return VLLMEngine(teacher.model, gpu_memory_utilization=teacher.gpu_memory_utilization,
+                          enforce_eager=teacher.enforce_eager, **common)
+    return HFEngine(teacher.model, batch_size=teacher.batch_size, **common)

@@ -1,83 +1,127 @@
-"""The teacher stage: a lazy Ray Data pipeline ``questions -> prompts -> rationales`` per teacher.
+"""The teacher stage on Ray Data: prompt rows in, one rationale row per prompt row out.
 
-``rationale_stage(questions, pool, teacher)`` adds the teacher-forcing prompt of every question (shots
-drawn from ``pool``, the training split) with a stateless ``map_batches``, then runs ``TeacherWorker``,
-a stateful class that loads the teacher once per actor, over a fixed actor pool of ``teacher.replicas``
-actors, each reserving ``teacher.num_gpus`` GPUs and ``teacher.num_cpus`` CPUs. Nothing runs until the
-dataset is consumed (``store.write_rationales`` writes it to Parquet).
+``rationale_stage(rows, teacher, placement_group)`` runs ``TeacherWorker`` (a stateful class that loads
+the teacher once per actor) over a fixed actor pool of ``teacher.replicas`` actors, each in its own
+bundle of the teacher's placement group (``teacher.num_gpus`` GPUs, ``teacher.num_cpus`` CPUs). Ray Data
+restarts an actor that dies and retries its batch, so a row is produced once.
+
+An input row is ``id, role, key, choices, answer, variants`` where ``variants`` are the row's
+prompts from most to fewest in-context examples (``prompts.prompt_variants``). The worker submits the
+first variant that fits the teacher's context next to ``max_new_tokens``; a row none of whose variants
+fits is rejected as ``prompt_too_long`` and never reaches the engine (one long prompt must not abort a
+vLLM batch). Output rows follow ``store.SCHEMA``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import ray
 import ray.data
+from ray.util.placement_group import PlacementGroup
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from tinyllm_ray import metrics, prompts
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers.engines import make_engine
 
-# Rows per actor call: a few engine batches, so the engine can sort prompts by length within a call.
+# Rows per actor call for the HF engine: a few engine batches, so it can sort prompts by length within
+# a call. vLLM schedules continuously inside one call, so it gets ``batch_size`` rows per call.
 ENGINE_BATCHES_PER_CALL = 4
 
 
-def add_prompts(batch: dict[str, np.ndarray], pool: list[dict[str, Any]], shots: int, seed: int) -> dict[str, Any]:
-    pool_questions = [Question.from_row(r) for r in pool]
-    out_prompts = []
-    for row in _rows(batch):
-        q = Question.from_row(row)
-        out_prompts.append(prompts.teacher_prompt(q, prompts.pick_shots(q, pool_questions, shots, seed)))
-    return {"id": batch["id"], "prompt": out_prompts}
+def rows_per_call(teacher: TeacherConfig) -> int:
+    return teacher.batch_size if teacher.engine == "vllm" else teacher.batch_size * ENGINE_BATCHES_PER_CALL
 
 
-def _rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    keys = list(batch)
-    return [dict(zip(keys, values)) for values in zip(*(batch[k] for k in keys))]
+def fit_prompt(variants: list[list[int]], limit: int | None) -> int | None:
+    """Index of the first (fullest) encoded variant within ``limit`` tokens, None when none fits."""
+    for i, ids in enumerate(variants):
+        if limit is None or len(ids) <= limit:
+            return i
+    return None
 
 
 class TeacherWorker:
-    """Ray Data UDF: one teacher model per actor; prompts in, cleaned rationales out."""
+    """Ray Data UDF: one teacher model per actor; prompt rows in, cleaned rationale rows out."""
 
     def __init__(self, teacher: TeacherConfig):
         self.teacher = teacher
         self.engine = make_engine(teacher)
+        context = ray.get_runtime_context()
+        self.node = context.get_node_id()
+        self.gpus = ",".join(str(g) for g in ray.get_gpu_ids())
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         start = time.perf_counter()
-        generations = self.engine.generate([str(p) for p in batch["prompt"]])
-        cleaned = [prompts.clean_rationale(g.text) for g in generations]
+        n = len(batch["id"])
+        variants = [list(v) for v in batch["variants"]]
+        flat = self.engine.encode([str(text) for vs in variants for text in vs])
+        encoded, offset = [], 0
+        for vs in variants:
+            encoded.append(flat[offset : offset + len(vs)])
+            offset += len(vs)
+        chosen = [fit_prompt(e, self.engine.max_prompt_tokens) for e in encoded]
+        submit = [i for i in range(n) if chosen[i] is not None]
+        generations = dict(zip(submit, self.engine.generate_ids([encoded[i][chosen[i]] for i in submit])))
+
+        out: dict[str, list] = {name: [] for name in ("rationale", "reject_reason", "raw", "prompt_tokens",
+                                                      "new_tokens", "shots_used")}
+        for i in range(n):
+            question = Question(id=str(batch["id"][i]), question="", choices=tuple(str(c) for c in batch["choices"][i]),
+                                answer=str(batch["answer"][i]))
+            if i not in generations:
+                text, reason, raw, used, p_tokens, n_tokens = "", "prompt_too_long", "", 0, len(encoded[i][-1]), 0
+            else:
+                g = generations[i]
+                prompt = str(variants[i][chosen[i]])
+                text, reason = prompts.clean_rationale(g.text, question, prompt, self.teacher.min_rationale_words)
+                raw, p_tokens, n_tokens = g.text, g.prompt_tokens, g.new_tokens
+                used = len(variants[i]) - 1 - chosen[i]
+            for name, value in zip(out, (text, reason or "", raw, p_tokens, n_tokens, used)):
+                out[name].append(value)
+
         seconds = max(time.perf_counter() - start, 1e-9)
-        metrics.teacher_tokens_per_second().set(sum(g.new_tokens for g in generations) / seconds,
-                                                tags={"teacher": self.teacher.name})
-        for outcome, n in Counter(reason or "accepted" for _, reason in cleaned).items():
-            metrics.teacher_rationales().inc(n, tags={"teacher": self.teacher.name, "outcome": outcome})
+        tags = {"teacher": self.teacher.name}
+        metrics.teacher_tokens_per_second().set(sum(out["new_tokens"]) / seconds, tags=tags)
+        for outcome, count in Counter(r or "accepted" for r in out["reject_reason"]).items():
+            metrics.teacher_rationales().inc(count, tags={**tags, "outcome": outcome})
         return {
             "id": batch["id"],
-            "teacher": [self.teacher.name] * len(generations),
-            "rationale": [text for text, _ in cleaned],
-            "reject_reason": [reason or "" for _, reason in cleaned],
-            "prompt_tokens": [g.prompt_tokens for g in generations],
-            "new_tokens": [g.new_tokens for g in generations],
+            "teacher": [self.teacher.name] * n,
+            "role": batch["role"],
+            "key": batch["key"],
+            **out,
+            "node": [self.node] * n,
+            "gpus": [self.gpus] * n,
         }
 
 
-def rationale_stage(questions: ray.data.Dataset, pool: list[Question], teacher: TeacherConfig) -> ray.data.Dataset:
-    """Lazy dataset of one row per question: ``id, teacher, rationale, reject_reason, prompt_tokens, new_tokens``."""
-    with_prompts = questions.map_batches(
-        add_prompts,
-        fn_kwargs={"pool": [q.to_row() for q in pool], "shots": teacher.shots, "seed": teacher.seed},
-        batch_format="numpy",
-    )
-    return with_prompts.map_batches(
+def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: PlacementGroup) -> ray.data.Dataset:
+    """Lazy dataset of rationale rows (``store.SCHEMA``) for the prompt rows, in blocks of one actor call."""
+    size = rows_per_call(teacher)
+    # Blocks of one call's rows: every actor of the pool gets work and a lost block is small. from_items
+    # builds the blocks in this process; from_arrow would run tasks that need a CPU, and while the
+    # teachers' placement groups hold every CPU of a small cluster those tasks would never start.
+    dataset = ray.data.from_items(rows.to_pylist(), override_num_blocks=math.ceil(rows.num_rows / size))
+    dataset = dataset.map_batches(
         TeacherWorker,
         fn_constructor_kwargs={"teacher": teacher},
-        batch_size=teacher.batch_size * ENGINE_BATCHES_PER_CALL,
+        batch_size=size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=teacher.replicas),
         num_gpus=teacher.num_gpus,
         num_cpus=teacher.num_cpus,
     )
+    # The whole execution runs in the teacher's placement group: Ray Data then budgets exactly the
+    # group's bundles (not the whole cluster, which other teachers share) and schedules its actors there.
+    in_group = PlacementGroupSchedulingStrategy(placement_group)
+    dataset.context.scheduling_strategy = in_group
+    dataset.context.scheduling_strategy_large_args = in_group
+    return dataset

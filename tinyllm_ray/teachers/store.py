@@ -1,16 +1,21 @@
-"""The rationale store: Parquet under ``<run>/rationales/<teacher>/``, one row per (question id, teacher).
+"""The rationale store: Parquet under ``<run>/rationales/<teacher>/``, one row per (question id, teacher, role).
 
-A teacher's directory is written whole into a temporary sibling and renamed into place, then a
-``_stage.json`` marker records the stage key (a hash of the data, teacher and prompt-template config)
-and the stage's figures. A re-run with the same key reuses the directory; a changed key regenerates
-only that teacher.
+Every row carries a ``key``: a hash of the teacher's generation settings (model, engine, sampling,
+template version, post-processing) and of the row's prompts (so of its in-context examples). While a
+teacher runs, each finished block of rows is appended as its own ``part-*.parquet`` (written to a
+temporary name, then renamed), so a crash loses at most the blocks in flight, and a re-run generates
+only the rows whose key is not stored yet. When a teacher is complete, ``finish`` compacts its rows
+into one ``rationales.parquet`` (rows of stale keys dropped, one row per key) and writes the
+``_stage.json`` marker (the stage key and figures) last: the marker means "complete".
+
+Columns: ``id, teacher, role ("train" or "shot"), key, rationale, reject_reason, raw, prompt_tokens,
+new_tokens, shots_used, node, gpus`` (the Ray node and GPU ids of the actor that wrote the row).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import time
+import logging
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -19,9 +24,25 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import ray.data
+
+log = logging.getLogger("tinyllm_ray.store")
 
 MARKER = "_stage.json"
+COMPACTED = "rationales.parquet"
+SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("teacher", pa.string()),
+    ("role", pa.string()),
+    ("key", pa.string()),
+    ("rationale", pa.string()),
+    ("reject_reason", pa.string()),
+    ("raw", pa.string()),
+    ("prompt_tokens", pa.int64()),
+    ("new_tokens", pa.int64()),
+    ("shots_used", pa.int64()),
+    ("node", pa.string()),
+    ("gpus", pa.string()),
+])
 
 
 def teacher_dir(run_dir: Path, teacher: str) -> Path:
@@ -29,62 +50,119 @@ def teacher_dir(run_dir: Path, teacher: str) -> Path:
 
 
 def finished(run_dir: Path, teacher: str, key: str) -> dict[str, Any] | None:
-    """The stage figures of a finished teacher with this key, else None."""
+    """The stage figures of a complete teacher with this key, else None."""
     marker = teacher_dir(run_dir, teacher) / MARKER
     if not marker.is_file():
         return None
-    info = json.loads(marker.read_text())
-    return info if info.get("key") == key else None
-
-
-def write_rationales(ds: ray.data.Dataset, run_dir: Path, teacher: str, key: str) -> dict[str, Any]:
-    """Run the (lazy) rationale dataset, store it, and return the stage figures."""
-    tmp = _tmp_dir(run_dir, teacher)
-    start = time.perf_counter()
-    ds.write_parquet(str(tmp))
-    return _publish(tmp, run_dir, teacher, key, time.perf_counter() - start)
-
-
-def import_rationales(table: pa.Table, run_dir: Path, teacher: str, key: str) -> dict[str, Any]:
-    """Store rationales that were written elsewhere (the authors' precomputed files)."""
-    tmp = _tmp_dir(run_dir, teacher)
-    start = time.perf_counter()
-    tmp.mkdir(parents=True)
-    pq.write_table(table, tmp / "part-0.parquet")
-    return _publish(tmp, run_dir, teacher, key, time.perf_counter() - start)
-
-
-def _tmp_dir(run_dir: Path, teacher: str) -> Path:
-    return teacher_dir(run_dir, teacher).with_name(f".{teacher}.tmp-{uuid.uuid4().hex[:8]}")
-
-
-def _publish(tmp: Path, run_dir: Path, teacher: str, key: str, seconds: float) -> dict[str, Any]:
-    """Move a fully written directory into place, then write its marker (last, so it means complete)."""
-    final = teacher_dir(run_dir, teacher)
-    info = {"key": key, "seconds": round(seconds, 3), **summarize(pq.read_table(tmp))}
-    if final.exists():  # a previous run with another key: replaced by this one
-        shutil.rmtree(final)
-    tmp.rename(final)
-    (final / MARKER).write_text(json.dumps(info, indent=2))
+    try:
+        info = json.loads(marker.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if info.get("key") != key or not (teacher_dir(run_dir, teacher) / COMPACTED).is_file():
+        return None
     return info
 
 
+def stored(run_dir: Path, teacher: str) -> pa.Table:
+    """Every stored row of a teacher (any key). Files of another layout (older versions) are skipped."""
+    tables = []
+    for path in sorted(teacher_dir(run_dir, teacher).glob("*.parquet")):
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowInvalid, OSError) as err:  # a torn file from a crash; its rows are generated again
+            log.warning("rationale store: skipping unreadable %s (%s)", path, err)
+            continue
+        if set(SCHEMA.names) <= set(table.column_names):
+            tables.append(table.select(SCHEMA.names).cast(SCHEMA))
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+
+def done_keys(run_dir: Path, teacher: str) -> set[str]:
+    return set(stored(run_dir, teacher).column("key").to_pylist())
+
+
+def append(run_dir: Path, teacher: str, table: pa.Table) -> None:
+    """Store one finished block of rows; atomic (a reader sees the whole part or none of it)."""
+    directory = teacher_dir(run_dir, teacher)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"part-{uuid.uuid4().hex}.parquet"
+    tmp = directory / f".{name}.tmp"
+    pq.write_table(table.select(SCHEMA.names).cast(SCHEMA), tmp)
+    tmp.rename(directory / name)
+
+
+def finish(run_dir: Path, teacher: str, key: str, row_keys: set[str], extra: dict[str, Any]) -> dict[str, Any]:
+    """Compact a complete teacher into one file (one row per wanted key), then write the marker."""
+    directory = teacher_dir(run_dir, teacher)
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / MARKER
+    marker.unlink(missing_ok=True)
+    table = stored(run_dir, teacher)
+    keys = table.column("key").to_pylist()
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k in row_keys:
+            first.setdefault(k, i)
+    missing = row_keys - first.keys()
+    if missing:
+        raise RuntimeError(f"rationale store of {teacher!r}: {len(missing)} rows missing after generation")
+    table = table.take(sorted(first.values()))
+    tmp = directory / f".{COMPACTED}.tmp"
+    pq.write_table(table, tmp)
+    old = [p for p in directory.glob("*.parquet") if p.name != COMPACTED]
+    tmp.rename(directory / COMPACTED)
+    for path in old:
+        path.unlink()
+    info = {"key": key, **extra, **summarize(table)}
+    marker.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def import_rationales(table: pa.Table, run_dir: Path, teacher: str, key: str) -> dict[str, Any]:
+    """Store rationales written elsewhere (precomputed files): one row per id, keyed by the stage key."""
+    n = table.num_rows
+    defaults = {
+        "role": pa.array(["train"] * n), "key": pa.array([f"{key}:{i}" for i in table.column("id").to_pylist()]),
+        "raw": table.column("rationale"), "shots_used": pa.array([0] * n, pa.int64()),
+        "node": pa.array([""] * n), "gpus": pa.array([""] * n),
+    }
+    for name, column in defaults.items():
+        if name not in table.column_names:
+            table = table.append_column(name, column)
+    directory = teacher_dir(run_dir, teacher)
+    for path in directory.glob("*.parquet"):  # an earlier import of other files
+        path.unlink()
+    append(run_dir, teacher, table)
+    return finish(run_dir, teacher, key, set(table.column("key").to_pylist()), {"seconds": 0.0})
+
+
 def summarize(table: pa.Table) -> dict[str, Any]:
-    reasons = Counter(r for r in table.column("reject_reason").to_pylist() if r)
+    """Figures of the training rows (role ``train``): counts, rejects by reason, acceptance rate, tokens."""
+    train = table.filter(pc.equal(table.column("role"), "train"))
+    reasons = Counter(r for r in train.column("reject_reason").to_pylist() if r)
+    rejected = sum(reasons.values())
     return {
-        "rows": table.num_rows,
-        "rationales": table.num_rows - sum(reasons.values()),
-        "rejected": sum(reasons.values()),
+        "rows": train.num_rows,
+        "rationales": train.num_rows - rejected,
+        "rejected": rejected,
         "rejected_by_reason": dict(reasons),
+        "acceptance_rate": round((train.num_rows - rejected) / train.num_rows, 4) if train.num_rows else None,
         "tokens_generated": int(pc.sum(table.column("new_tokens")).as_py() or 0),
     }
 
 
+def read_table(run_dir: Path, teacher: str) -> pa.Table:
+    """The compacted rows of a complete teacher."""
+    return pq.read_table(teacher_dir(run_dir, teacher) / COMPACTED)
+
+
 def read_rationales(run_dir: Path, teacher: str) -> dict[str, str]:
-    """Accepted rationales of one teacher, by question id."""
-    table = pq.read_table(teacher_dir(run_dir, teacher), columns=["id", "rationale", "reject_reason"])
+    """Accepted training rationales of one teacher, by question id."""
+    table = read_table(run_dir, teacher)
     return {
         i: text
-        for i, text, reason in zip(*(table.column(c).to_pylist() for c in ("id", "rationale", "reject_reason")))
-        if not reason
+        for i, role, text, reason in zip(
+            *(table.column(c).to_pylist() for c in ("id", "role", "rationale", "reject_reason"))
+        )
+        if role == "train" and not reason
     }

@@ -1,0 +1,202 @@
+"""Runs every configured teacher over the training questions: prompts, placement, resume.
+
+- **Prompts**: each question's prompt variants (``prompts.prompt_variants``) with in-context examples
+  from ``shots`` (``random``, ``similar``, or ``generated``: the teacher first explains a pool of
+  questions zero-shot, and those become its examples).
+- **Placement**: each teacher gets one placement group of ``replicas`` bundles (its GPUs and CPUs per
+  replica). All teachers ask at once, each from its own driver thread: Ray grants the groups that fit
+  side by side and the others wait until a finished teacher removes its group, so teachers run side
+  by side when the cluster has room and in turn otherwise. Every group is removed when its teacher
+  ends, before the student stage starts.
+- **Resume**: every prompt row has a key (a hash of the teacher's generation settings and the row's
+  prompts); rows whose key is already in the store are not generated again, and finished blocks are
+  stored as they arrive. A complete teacher is reused whole when its stage key (settings + questions)
+  matches.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+
+from tinyllm_ray import prompts
+from tinyllm_ray.config import TeacherConfig
+from tinyllm_ray.data.schema import Question
+from tinyllm_ray.teachers import shots, store
+from tinyllm_ray.teachers.stage import rationale_stage
+
+log = logging.getLogger("tinyllm_ray.teachers")
+
+# The settings that decide what a teacher writes; replicas, GPUs and batch sizes only decide how fast.
+GENERATION_FIELDS = ("model", "engine", "dtype", "temperature", "top_p", "seed", "max_new_tokens", "max_model_len",
+                     "chat_template", "min_rationale_words", "shots", "shots_mode", "shot_pool",
+                     "trust_remote_code")
+WAIT_LOG_SECONDS = 30.0
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def settings_key(teacher: TeacherConfig) -> str:
+    return _hash(prompts.TEACHER_TEMPLATE_VERSION, {f: getattr(teacher, f) for f in GENERATION_FIELDS})
+
+
+def stage_key(teacher: TeacherConfig, questions: Sequence[Question]) -> str:
+    """Identifies a complete teacher: its generation settings and every question it explains."""
+    return _hash(settings_key(teacher), [q.to_row() for q in questions])
+
+
+def prompt_rows(variants: dict[str, list[str]], questions: Sequence[Question], role: str, settings: str) -> pa.Table:
+    """Stage input rows: ``id, role, key, choices, answer, variants`` (key = settings + the row's prompts)."""
+    return pa.table({
+        "id": [q.id for q in questions],
+        "role": [role] * len(questions),
+        "key": [_hash(settings, role, variants[q.id]) for q in questions],
+        "choices": [list(q.choices) for q in questions],
+        "answer": [q.answer for q in questions],
+        "variants": [variants[q.id] for q in questions],
+    })
+
+
+def train_variants(teacher: TeacherConfig, train: Sequence[Question],
+                   explained: dict[str, tuple[Question, str]] | None = None) -> dict[str, list[str]]:
+    """Every training question's prompt variants, with examples from the teacher's ``shots_mode``."""
+    k = teacher.shots
+    if teacher.shots_mode == "generated":
+        picked = shots.generated_shots(train, explained or {}, k, teacher.seed)
+        return {q.id: prompts.prompt_variants(q, *picked[q.id]) for q in train}
+    if teacher.shots_mode == "similar":
+        similar = shots.similar_shots(train, train, k)
+        return {q.id: prompts.prompt_variants(q, similar[q.id]) for q in train}
+    drawn = shots.random_shots(train, train, k, teacher.seed)
+    return {q.id: prompts.prompt_variants(q, drawn[q.id]) for q in train}
+
+
+@contextlib.contextmanager
+def reserved(teacher: TeacherConfig) -> Iterator[PlacementGroup]:
+    """A placement group of one bundle per replica, waited for (other teachers may hold the resources)
+    and removed on the way out, whatever happens."""
+    bundle = {"CPU": teacher.num_cpus, **({"GPU": teacher.num_gpus} if teacher.num_gpus else {})}
+    group = placement_group([dict(bundle) for _ in range(teacher.replicas)], strategy="PACK",
+                            name=f"tinyllm-teacher-{teacher.name}")
+    try:
+        start = time.perf_counter()
+        while not group.wait(timeout_seconds=WAIT_LOG_SECONDS):
+            log.info("teacher %s: waiting %.0f s for %d x %s (other teachers hold them)",
+                     teacher.name, time.perf_counter() - start, teacher.replicas, bundle)
+        yield group
+    finally:
+        remove_placement_group(group)
+
+
+def _generate(rows: pa.Table, teacher: TeacherConfig, group: PlacementGroup, run_dir: Path) -> int:
+    """Run the stage over ``rows`` and store each finished block as it arrives; returns rows generated."""
+    done = 0
+    for block in rationale_stage(rows, teacher, group).iter_batches(batch_size=None, batch_format="pyarrow"):
+        store.append(run_dir, teacher.name, block)
+        done += block.num_rows
+    return done
+
+
+def _pending(rows: pa.Table, done: set[str]) -> pa.Table:
+    return rows.filter(pc.invert(pc.is_in(rows.column("key"), pa.array(sorted(done), pa.string()))))
+
+
+def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path) -> dict[str, Any]:
+    """Generate (or reuse) one teacher's rationales for ``train``; returns the stage figures."""
+    key = stage_key(teacher, train)
+    info = store.finished(run_dir, teacher.name, key)
+    if info:
+        log.info("teacher %s: reusing %d stored rationales", teacher.name, info["rationales"])
+        return {**info, "generated_now": 0}
+    start = time.perf_counter()
+    settings = settings_key(teacher)
+    generated = 0
+    done = store.done_keys(run_dir, teacher.name)
+    with contextlib.ExitStack() as stack:
+        group: PlacementGroup | None = None
+
+        def run(rows: pa.Table, what: str) -> None:
+            nonlocal group, generated
+            pending = _pending(rows, done)
+            log.info("teacher %s: %s: %d to generate, %d stored", teacher.name, what, pending.num_rows,
+                     rows.num_rows - pending.num_rows)
+            if pending.num_rows:
+                if group is None:
+                    group = stack.enter_context(reserved(teacher))
+                generated += _generate(pending, teacher, group, run_dir)
+
+        explained = None
+        keys: set[str] = set()
+        if teacher.shots_mode == "generated" and teacher.shots:
+            pool = shots.pool_questions(train, teacher.shot_pool, teacher.seed)
+            pool_rows = prompt_rows({q.id: [prompts.teacher_prompt(q, [])] for q in pool}, pool, "shot", settings)
+            run(pool_rows, f"zero-shot rationales of {len(pool)} example questions")
+            done = store.done_keys(run_dir, teacher.name)
+            explained = _explained(run_dir, teacher.name, pool, set(pool_rows.column("key").to_pylist()))
+            log.info("teacher %s: %d of %d example rationales accepted", teacher.name, len(explained), len(pool))
+            keys |= set(pool_rows.column("key").to_pylist())
+        rows = prompt_rows(train_variants(teacher, train, explained), train, "train", settings)
+        run(rows, f"rationales of {len(train)} training questions")
+        keys |= set(rows.column("key").to_pylist())
+    extra = {"seconds": round(time.perf_counter() - start, 3), "generated_now": generated}
+    if explained is not None:
+        extra["example_rationales"] = len(explained)
+    return store.finish(run_dir, teacher.name, key, keys, extra)
+
+
+def _explained(run_dir: Path, teacher: str, pool: Sequence[Question], keys: set[str]) -> dict[str, tuple[Question, str]]:
+    """The accepted zero-shot rationales of the example pool, by question id."""
+    table = store.stored(run_dir, teacher)
+    by_id = {q.id: q for q in pool}
+    out = {}
+    for i, key, text, reason in zip(*(table.column(c).to_pylist() for c in ("id", "key", "rationale", "reject_reason"))):
+        if key in keys and not reason and i in by_id:
+            out[i] = (by_id[i], text)
+    return {q.id: out[q.id] for q in pool if q.id in out}  # pool order: deterministic example choice
+
+
+def run_all(teachers: Sequence[TeacherConfig], train: Sequence[Question], run_dir: Path
+            ) -> list[tuple[TeacherConfig, dict[str, Any] | BaseException]]:
+    """Every teacher, side by side where the cluster has room; one teacher's failure does not stop the
+    others (their rows are stored). Returns each teacher's figures or its exception, in config order."""
+    if not teachers:
+        return []
+    results: dict[str, dict[str, Any] | BaseException] = {}
+    lock = threading.Lock()
+
+    def one(teacher: TeacherConfig) -> None:
+        try:
+            result: dict[str, Any] | BaseException = run_teacher(teacher, train, run_dir)
+        except Exception as err:  # noqa: BLE001 -- reported per teacher by the caller
+            log.debug("teacher %s failed", teacher.name, exc_info=True)
+            result = err
+        with lock:
+            results[teacher.name] = result
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(teachers), thread_name_prefix="teacher") as pool:
+        list(pool.map(one, teachers))
+    _check_released(teachers)
+    return [(t, results[t.name]) for t in teachers]
+
+
+def _check_released(teachers: Sequence[TeacherConfig]) -> None:
+    """Warn when a teacher's placement group outlived it (Ray issue 64035 reports leaks with vLLM)."""
+    names = {f"tinyllm-teacher-{t.name}" for t in teachers}
+    for info in ray.util.placement_group_table().values():
+        if info.get("name") in names and info.get("state") != "REMOVED":
+            log.warning("placement group %s is still %s after its teacher ended", info["name"], info["state"])
