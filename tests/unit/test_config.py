@@ -474,3 +474,79 @@ def test_to_yaml_round_trips() -> None:
 def test_to_yaml_round_trips_defaults() -> None:
     config = check({"student": {"model": HUB_ID}})
     assert from_dict(yaml.safe_load(to_yaml(config))) == config
+
+
+# --- teacher engines and shot modes ---------------------------------------------------------------
+
+
+def _model_dir(tmp_path: Path, name: str, encoder_decoder: bool) -> str:
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(f'{{"is_encoder_decoder": {str(encoder_decoder).lower()}}}')
+    return f"./{name}"
+
+
+def test_vllm_refuses_encoder_decoder_local_model(tmp_path: Path) -> None:
+    raw = base_raw()
+    raw["teachers"][0].update(engine="vllm", model=_model_dir(tmp_path, "t5", encoder_decoder=True))
+    with pytest.raises(ConfigError, match="encoder-decoder") as info:
+        check(raw, check_paths=True)
+    assert_names_key(info.value, "teachers.0.engine")
+    assert "teachers.1" not in str(info.value)
+    check(raw, check_paths=False)  # the model's config is only read with the path checks
+    raw["teachers"][0]["engine"] = "hf"  # the HF engine serves encoder-decoders
+    check(raw, check_paths=True)
+    raw["teachers"][0].update(engine="vllm", model=_model_dir(tmp_path, "llama", encoder_decoder=False))
+    check(raw, check_paths=True)
+
+
+def test_generated_shots_need_a_pool_larger_than_shots() -> None:
+    raw = base_raw()
+    raw["teachers"][1].update(shots_mode="generated", shots=4, shot_pool=4)
+    with pytest.raises(ConfigError) as info:
+        check(raw)
+    assert_names_key(info.value, "teachers.1.shot_pool")
+    raw["teachers"][1]["shot_pool"] = 5
+    check(raw)
+    raw["teachers"][1].update(shots_mode="random", shot_pool=2)  # the pool is only used in generated mode
+    check(raw)
+    raw["teachers"][1].update(shots_mode="generated", shots=0, shot_pool=1)  # zero-shot needs no pool
+    check(raw)
+
+
+def test_max_model_len_must_leave_room_for_a_prompt() -> None:
+    raw = base_raw()
+    raw["teachers"][0].update(max_model_len=64, max_new_tokens=64)
+    with pytest.raises(ConfigError) as info:
+        check(raw)
+    assert_names_key(info.value, "teachers.0.max_model_len")
+    raw["teachers"][0]["max_model_len"] = 65
+    check(raw)
+
+
+def test_vllm_fractional_gpus_above_one_refused() -> None:
+    raw = base_raw()
+    raw["teachers"][0].update(engine="vllm", num_gpus=1.5)
+    with pytest.raises(ConfigError, match="whole GPUs") as info:
+        check(raw)
+    assert_names_key(info.value, "teachers.0.num_gpus")
+    for gpus in (0.5, 1.0, 2.0):  # a share of one GPU, or whole GPUs for tensor parallel
+        raw["teachers"][0]["num_gpus"] = gpus
+        check(raw)
+    raw["teachers"][0].update(engine="hf", num_gpus=1.5)  # HF places the model itself
+    check(raw)
+
+
+@pytest.mark.parametrize(("field", "value"), [("shots_mode", "nearest"), ("engine", "tgi"),
+                                              ("chat_template", "always")])
+def test_unknown_teacher_choice_refused(field: str, value: str) -> None:
+    raw = base_raw()
+    raw["teachers"][1][field] = value
+    with pytest.raises(ConfigError) as info:
+        check(raw)
+    assert_names_key(info.value, f"teachers.1.{field}")
+
+
+def test_teacher_engine_defaults() -> None:
+    teacher = check(base_raw()).teachers[0]
+    assert (teacher.engine, teacher.shots_mode, teacher.chat_template) == ("hf", "random", "auto")
+    assert teacher.max_model_len is None and teacher.enforce_eager is None

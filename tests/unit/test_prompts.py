@@ -263,3 +263,85 @@ def test_match_choice_out_of_range_letter_on_two_choices() -> None:
 def test_match_choice_recovers_every_synthetic_answer(q: Question) -> None:
     assert prompts.match_choice(q.answer, q.choices) == q.answer_index
     assert prompts.match_choice(f"({q.answer_letter})", q.choices) == q.answer_index
+
+
+# --- prompt_variants ------------------------------------------------------------------------------
+
+
+def test_prompt_variants_fullest_first_down_to_none() -> None:
+    q, shots = POOL[0], POOL[1:4]
+    variants = prompts.prompt_variants(q, shots, ["why one", "why two", "why three"])
+    assert len(variants) == len(shots) + 1
+    assert variants[0] == prompts.teacher_prompt(q, shots, ["why one", "why two", "why three"])
+    for n, text in zip(range(len(shots), -1, -1), variants):
+        assert [s.question in text for s in shots] == [i < n for i in range(len(shots))]
+        assert text.count("Answer:") == n + 1
+    assert variants[-1] == prompts.teacher_prompt(q, [])
+    assert "why one" not in variants[-1] and "why one" in variants[-2] and "why two" not in variants[-2]
+    assert [len(v) for v in variants] == sorted((len(v) for v in variants), reverse=True)
+
+
+def test_prompt_variants_without_shots() -> None:
+    assert prompts.prompt_variants(POOL[0], []) == [prompts.teacher_prompt(POOL[0], [])]
+
+
+# --- clean_rationale: echo, length, wrong conclusions -------------------------------------------
+
+CAPITAL = Question(id="cap", question="What is the capital of France?", choices=("Paris", "Lyon", "Nice"),
+                   answer="Lyon")  # a "gold" answer that is not Paris, to see which conclusions are caught
+
+
+def test_clean_rationale_strips_echoed_prompt() -> None:
+    prompt = prompts.teacher_prompt(POOL[1], POOL[2:4])
+    raw = f"{prompt} Shop 1 sells 101 widgets, so (b) fits."
+    assert prompts.clean_rationale(raw, POOL[1], prompt) == ("Shop 1 sells 101 widgets, so (b) fits.", None)
+    # not stripped when the output does not start with the prompt
+    assert prompts.clean_rationale("It sells 101.", POOL[1], prompt) == ("It sells 101.", None)
+
+
+def test_clean_rationale_too_short() -> None:
+    assert prompts.clean_rationale("Because seven.", min_words=3) == ("Because seven.", "too_short")
+    assert prompts.clean_rationale("Because seven apples.", min_words=3) == ("Because seven apples.", None)
+    assert prompts.clean_rationale("Because seven.") == ("Because seven.", None)  # default: one word
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Lyon is small, so the answer is (c).",
+        "Nice is on the coast. The answer is (A)",
+        "The government sits there. So the correct answer is Paris.",
+        "Paris has the government, so (a) is correct.",
+        "The answer would be: paris; it is the largest city.",
+        "The correct option is (c) Nice",
+    ],
+)
+def test_clean_rationale_argues_other_option(raw: str) -> None:
+    text, reason = prompts.clean_rationale(raw, CAPITAL)
+    assert reason == "argues_other_option"
+    assert text == raw.strip()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "Lyon is named in the question, so the answer is (b).",
+        "So the correct answer is Lyon.",
+        "(b) is correct because the gold answer says so.",
+        "The answer is (b) Lyon.",
+        "Lyon, not Paris, is right here.",  # names another option, but draws no conclusion for it
+        "The answer is (e) which is not an option.",  # a letter past the options names none
+    ],
+)
+def test_clean_rationale_naming_the_gold_answer_is_accepted(raw: str) -> None:
+    assert prompts.clean_rationale(raw, CAPITAL) == (raw.strip(), None)
+
+
+def test_clean_rationale_without_question_never_argues() -> None:
+    raw = "Paris is the seat of government. So the correct answer is Paris."
+    assert prompts.clean_rationale(raw) == (raw, None)
+    assert prompts.clean_rationale(raw, CAPITAL)[1] == "argues_other_option"
+
+
+def test_clean_rationale_reject_reasons_are_listed() -> None:
+    assert {"empty", "too_short", "argues_other_option"} <= set(prompts.REJECT_REASONS)

@@ -1,0 +1,189 @@
+"""Unit tests for tinyllm_ray.teachers.store: the resumable keyed rationale store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tinyllm_ray.teachers import store
+
+T = "teach"
+
+
+def rows(ids: list[str], *, keys: list[str] | None = None, role: str = "train", reasons: list[str] | None = None,
+         text: str = "because", new_tokens: int = 3) -> pa.Table:
+    n = len(ids)
+    return pa.table({
+        "id": ids,
+        "teacher": [T] * n,
+        "role": [role] * n,
+        "key": keys if keys is not None else [f"k-{i}" for i in ids],
+        "rationale": [f"{text} {i}" for i in ids],
+        "reject_reason": reasons if reasons is not None else [""] * n,
+        "raw": [f"raw {i}" for i in ids],
+        "prompt_tokens": pa.array([10] * n, pa.int64()),
+        "new_tokens": pa.array([new_tokens] * n, pa.int64()),
+        "shots_used": pa.array([2] * n, pa.int64()),
+        "node": ["node"] * n,
+        "gpus": [""] * n,
+    })
+
+
+def parquet_files(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in store.teacher_dir(run_dir, T).glob("*.parquet"))
+
+
+def test_append_and_done_keys(tmp_path: Path) -> None:
+    assert store.done_keys(tmp_path, T) == set()
+    assert store.stored(tmp_path, T).num_rows == 0
+    store.append(tmp_path, T, rows(["a", "b"]))
+    store.append(tmp_path, T, rows(["c"]))
+    assert store.done_keys(tmp_path, T) == {"k-a", "k-b", "k-c"}
+    assert len(parquet_files(tmp_path)) == 2
+    assert all(name.startswith("part-") for name in parquet_files(tmp_path))
+    assert not list(store.teacher_dir(tmp_path, T).glob(".*"))  # no temporary files left behind
+    table = store.stored(tmp_path, T)
+    assert table.schema == store.SCHEMA
+    assert sorted(table.column("id").to_pylist()) == ["a", "b", "c"]
+
+
+def test_append_selects_schema_columns_in_order(tmp_path: Path) -> None:
+    table = rows(["a"])
+    shuffled = table.select(list(reversed(table.column_names))).append_column("extra", pa.array([1]))
+    store.append(tmp_path, T, shuffled)
+    assert pq.read_schema(next(store.teacher_dir(tmp_path, T).glob("*.parquet"))).names == store.SCHEMA.names
+
+
+def test_finish_compacts_to_one_file_one_row_per_key(tmp_path: Path) -> None:
+    store.append(tmp_path, T, rows(["a", "b"]))
+    store.append(tmp_path, T, rows(["b", "c"]))  # a retried block: b again
+    store.append(tmp_path, T, rows(["old"], keys=["stale-key"]))  # a row of earlier settings
+    wanted = {"k-a", "k-b", "k-c"}
+    info = store.finish(tmp_path, T, "stage-1", wanted, {"seconds": 1.5})
+    assert parquet_files(tmp_path) == [store.COMPACTED]
+    table = store.read_table(tmp_path, T)
+    assert sorted(table.column("key").to_pylist()) == sorted(wanted)
+    assert sorted(table.column("id").to_pylist()) == ["a", "b", "c"]
+    assert info["key"] == "stage-1" and info["seconds"] == 1.5
+    assert info["rows"] == 3 and info["rationales"] == 3 and info["rejected"] == 0
+    assert info["tokens_generated"] == 9
+    assert json.loads((store.teacher_dir(tmp_path, T) / store.MARKER).read_text()) == info
+    assert store.finished(tmp_path, T, "stage-1") == info
+    assert store.finished(tmp_path, T, "stage-2") is None
+
+
+def test_finish_again_after_more_rows(tmp_path: Path) -> None:
+    store.append(tmp_path, T, rows(["a"]))
+    store.finish(tmp_path, T, "s1", {"k-a"}, {})
+    store.append(tmp_path, T, rows(["b"]))
+    info = store.finish(tmp_path, T, "s2", {"k-a", "k-b"}, {})
+    assert parquet_files(tmp_path) == [store.COMPACTED]
+    assert sorted(store.read_table(tmp_path, T).column("id").to_pylist()) == ["a", "b"]
+    assert store.finished(tmp_path, T, "s1") is None
+    assert store.finished(tmp_path, T, "s2") == info
+
+
+def test_finished_needs_marker_and_compacted_file(tmp_path: Path) -> None:
+    assert store.finished(tmp_path, T, "s") is None
+    store.append(tmp_path, T, rows(["a"]))
+    store.finish(tmp_path, T, "s", {"k-a"}, {})
+    (store.teacher_dir(tmp_path, T) / store.COMPACTED).unlink()
+    assert store.finished(tmp_path, T, "s") is None
+
+
+def test_finished_unreadable_marker(tmp_path: Path) -> None:
+    store.append(tmp_path, T, rows(["a"]))
+    store.finish(tmp_path, T, "s", {"k-a"}, {})
+    (store.teacher_dir(tmp_path, T) / store.MARKER).write_text("{not json")
+    assert store.finished(tmp_path, T, "s") is None
+
+
+def test_torn_part_is_skipped_and_the_rest_read(tmp_path: Path) -> None:
+    store.append(tmp_path, T, rows(["a", "b"]))
+    torn = store.teacher_dir(tmp_path, T) / "part-torn.parquet"
+    torn.write_bytes(b"PAR1 not really parquet")
+    store.append(tmp_path, T, rows(["c"]))
+    assert store.done_keys(tmp_path, T) == {"k-a", "k-b", "k-c"}
+    store.finish(tmp_path, T, "s", {"k-a", "k-b", "k-c"}, {})
+    assert not torn.exists()
+    assert parquet_files(tmp_path) == [store.COMPACTED]
+
+
+def test_older_layout_files_ignored(tmp_path: Path) -> None:
+    store.append(tmp_path, T, rows(["a"]))
+    old = pa.table({"id": ["z"], "teacher": [T], "rationale": ["old layout"]})  # no key, role, ...
+    pq.write_table(old, store.teacher_dir(tmp_path, T) / "part-old.parquet")
+    table = store.stored(tmp_path, T)
+    assert table.column("id").to_pylist() == ["a"]
+    store.finish(tmp_path, T, "s", {"k-a"}, {})
+    assert store.read_table(tmp_path, T).column("id").to_pylist() == ["a"]
+
+
+def test_missing_wanted_row_makes_finish_raise(tmp_path: Path) -> None:
+    store.append(tmp_path, T, rows(["a"]))
+    store.finish(tmp_path, T, "s", {"k-a"}, {})
+    assert store.finished(tmp_path, T, "s") is not None
+    with pytest.raises(RuntimeError, match="1 rows missing"):
+        store.finish(tmp_path, T, "s2", {"k-a", "k-b"}, {})
+    # the teacher is no longer complete under any key, and no row was lost
+    assert store.finished(tmp_path, T, "s") is None
+    assert store.finished(tmp_path, T, "s2") is None
+    assert store.done_keys(tmp_path, T) == {"k-a"}
+
+
+def test_summarize_counts_train_rows_only() -> None:
+    table = pa.concat_tables([
+        rows(["a", "b", "c", "d"], reasons=["", "too_short", "", "argues_other_option"], new_tokens=5),
+        rows(["p1", "p2"], role="shot", reasons=["", "empty"], new_tokens=7),
+    ])
+    figures = store.summarize(table)
+    assert figures["rows"] == 4
+    assert figures["rationales"] == 2
+    assert figures["rejected"] == 2
+    assert figures["rejected_by_reason"] == {"too_short": 1, "argues_other_option": 1}
+    assert figures["acceptance_rate"] == 0.5
+    assert figures["tokens_generated"] == 4 * 5 + 2 * 7  # every generated token, examples included
+
+
+def test_summarize_rounds_and_handles_no_rows() -> None:
+    figures = store.summarize(rows(["a", "b", "c"], reasons=["", "", "empty"]))
+    assert figures["acceptance_rate"] == 0.6667
+    empty = store.summarize(store.SCHEMA.empty_table())
+    assert empty["rows"] == 0 and empty["acceptance_rate"] is None and empty["tokens_generated"] == 0
+
+
+def test_read_rationales_only_accepted_train_rows(tmp_path: Path) -> None:
+    store.append(tmp_path, T, rows(["a", "b", "c"], reasons=["", "too_short", ""]))
+    store.append(tmp_path, T, rows(["p"], keys=["shot-p"], role="shot"))
+    store.finish(tmp_path, T, "s", {"k-a", "k-b", "k-c", "shot-p"}, {})
+    assert store.read_rationales(tmp_path, T) == {"a": "because a", "c": "because c"}
+
+
+def test_import_rationales(tmp_path: Path) -> None:
+    store.append(tmp_path, T, rows(["stale"], keys=["stale"]))  # an earlier import of other files
+    table = pa.table({
+        "id": ["x", "y", "z"],
+        "teacher": [T] * 3,
+        "rationale": ["first why", "", "third why"],
+        "reject_reason": [None, "empty", None],
+        "prompt_tokens": pa.array([0] * 3, pa.int64()),
+        "new_tokens": pa.array([0] * 3, pa.int64()),
+    })
+    info = store.import_rationales(table, tmp_path, T, "imp-1")
+    assert info["key"] == "imp-1"
+    assert info["rows"] == 3 and info["rationales"] == 2 and info["rejected_by_reason"] == {"empty": 1}
+    assert store.finished(tmp_path, T, "imp-1") == info
+    assert parquet_files(tmp_path) == [store.COMPACTED]
+    assert store.read_rationales(tmp_path, T) == {"x": "first why", "z": "third why"}
+    stored = store.read_table(tmp_path, T)
+    assert set(stored.column("role").to_pylist()) == {"train"}
+    assert stored.column("raw").to_pylist() == ["first why", "", "third why"]
+    # importing again (other files, another key) replaces the rows
+    info = store.import_rationales(table.slice(0, 1), tmp_path, T, "imp-2")
+    assert info["rows"] == 1
+    assert store.finished(tmp_path, T, "imp-1") is None
+    assert store.read_rationales(tmp_path, T) == {"x": "first why"}
