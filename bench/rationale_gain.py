@@ -22,6 +22,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import ray  # noqa: E402
+
 from tinyllm_ray import pipeline  # noqa: E402
 from tinyllm_ray.config import apply_override, from_dict  # noqa: E402
 from tinyllm_ray.tiny import build_tiny_models  # noqa: E402
@@ -36,7 +38,6 @@ def run(models: dict, out: Path, name: str, rationales: bool, args: argparse.Nam
                   "log_every": 50, "checkpoint_every": args.checkpoint_every, "keep_checkpoints": 1},
         "eval": {"batch_size": 64},
         "output": {"dir": str(out), "run_name": name},
-        "ray": {"num_cpus": args.cpus},
     }
     for assignment in args.set:
         apply_override(raw, assignment)
@@ -57,6 +58,7 @@ def main() -> dict:
     logging.basicConfig(level=logging.WARNING)
     out = Path(tempfile.mkdtemp(prefix="bench-rationale-gain-"))
     models = build_tiny_models(out / "models")
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False)  # never a cluster started elsewhere
     label_only = run(models, out, "label-only", False, args)
     with_rationales = run(models, out, "with-rationales", True, args)
     return {

@@ -91,3 +91,18 @@ def test_a_batch_without_any_weighted_target_is_a_zero_loss_on_every_weight(stud
     assert list(losses) == ["_none"] and losses["_none"].item() == 0.0
     losses["_none"].backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_stacked_one_encoder_losses_equal_one_decoder_pass_per_task(student_dir: Path) -> None:
+    from tinyllm_ray.student.loss import token_cross_entropy
+
+    tokenized = rows(student_dir, "one_encoder", n=6)
+    tasks = ["answer", "reference"]
+    model = load_student(str(student_dir)).eval()
+    batch = collate(tokenized, tasks, 0, layout="one_encoder")
+    with torch.no_grad():
+        stacked = MultiTask(model, "one_encoder", tasks)(batch)
+        encoded = encode_questions(model, batch["question"])
+        for task in tasks:
+            separate = token_cross_entropy(*task_logits(model, "one_encoder", batch[task], batch["question"], encoded))
+            assert stacked[task].item() == pytest.approx(separate.item(), abs=1e-5)

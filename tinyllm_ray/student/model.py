@@ -5,8 +5,9 @@ returning logits aligned with the labels for every layout: the training loss and
 both use it. ``MultiTask`` wraps the HF model so one ``forward(batch)`` returns every task's loss: that is
 the module Ray Train wraps in DDP/FSDP (one wrapped forward per micro-batch, so gradients sync once).
 
-In the one-encoder layout the encoder runs once per batch and each task's decoder reads its rows of
-that encoder output; the prefix layouts run the whole model once per task.
+In the one-encoder layout the encoder runs once per batch and one decoder pass reads every task's rows
+of that encoder output (the tasks' rows stacked, padded to the longest target); the prefix layouts run the
+whole model once per task.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from tinyllm_ray.student.batches import QUESTION
-from tinyllm_ray.student.loss import causal_shift, token_cross_entropy
+from tinyllm_ray.student.loss import IGNORE, causal_shift, token_cross_entropy
 
 
 def is_encoder_decoder(model: str, trust_remote_code: bool = False) -> bool:
@@ -71,17 +72,41 @@ class MultiTask(torch.nn.Module):
         self.model, self.layout, self.tasks = model, layout, tasks
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        question, encoded = batch.get(QUESTION), None
         present = [t for t in self.tasks if batch[t] is not None]
-        if self.layout == "one_encoder" and present:
-            encoded = encode_questions(self.model, question)
         losses = {}
-        for task in present:
-            logits, labels = task_logits(self.model, self.layout, batch[task], question, encoded)
-            losses[task] = token_cross_entropy(logits, labels)
+        if self.layout == "one_encoder" and present:
+            losses = self._one_encoder(batch, present)
+        else:
+            for task in present:
+                logits, labels = task_logits(self.model, self.layout, batch[task])
+                losses[task] = token_cross_entropy(logits, labels)
         if not losses:  # no weighted task has a target here: a zero loss that still touches every weight
             losses["_none"] = sum(p.sum() for p in self.parameters()) * 0.0
         return losses
+
+
+    def _one_encoder(self, batch: dict[str, Any], present: list[str]) -> dict[str, torch.Tensor]:
+        """One encoder pass, then one decoder pass over every task's rows stacked (padded to the longest target)."""
+        question = batch[QUESTION]
+        encoded = encode_questions(self.model, question)
+        parts = [batch[t] for t in present]
+        width = max(p["labels"].shape[1] for p in parts)
+        stacked = {
+            "rows": torch.cat([p["rows"] for p in parts]),
+            "decoder_input_ids": torch.cat([_pad_to(p["decoder_input_ids"], width, 0) for p in parts]),
+            "labels": torch.cat([_pad_to(p["labels"], width, IGNORE) for p in parts]),
+        }
+        logits, labels = task_logits(self.model, self.layout, stacked, question, encoded)
+        losses, at = {}, 0
+        for task, part in zip(present, parts):
+            n = part["labels"].shape[0]
+            losses[task] = token_cross_entropy(logits[at : at + n], labels[at : at + n])
+            at += n
+        return losses
+
+
+def _pad_to(x: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
