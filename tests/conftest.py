@@ -43,7 +43,7 @@ def tiny_run_config(models: Path, out_dir: Path, run_name: str, teachers: int = 
         "data": {"dataset": "synthetic", "n_train": 48, "n_valid": 16, "n_test": 16, "seed": 1},
         "teachers": [
             {"name": f"teacher-{x}", "model": str(models / f"teacher-{x}"), "shots": 2, "max_new_tokens": 12,
-             "batch_size": 16}
+             "batch_size": 16, "min_rationale_words": 1}
             for x in "ab"[:teachers]
         ],
         "student": {"model": str(models / "student-t5"), "max_input_tokens": 96, "max_target_tokens": 16},

@@ -1,0 +1,185 @@
+"""The teacher stage on the session's local Ray: engines, placement, resume, shot modes, long prompts, faults.
+
+Teachers are the tiny random-weight models of ``tinyllm_ray.tiny``; the vLLM tests run vLLM's CPU build
+and are skipped where vLLM is not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from tinyllm_ray.config import TeacherConfig
+from tinyllm_ray.data import synthetic
+from tinyllm_ray.teachers import runner, store
+
+pytestmark = pytest.mark.ray
+
+
+def _train(n: int, seed: int = 3):
+    return synthetic.generate(n_train=n, n_valid=4, n_test=4, seed=seed)["train"]
+
+
+def _teacher(models: Path, name: str = "teacher-a", **kw) -> TeacherConfig:
+    settings = dict(name=name, model=str(models / "teacher-a"), shots=2, max_new_tokens=8, batch_size=8,
+                    min_rationale_words=1)
+    return TeacherConfig(**{**settings, **kw})
+
+
+def _ok(results):
+    out = []
+    for teacher, result in results:
+        assert not isinstance(result, BaseException), f"{teacher.name}: {result!r}"
+        out.append(result)
+    return out
+
+
+def _rows(run_dir: Path, teacher: str):
+    return pq.read_table(store.teacher_dir(run_dir, teacher) / store.COMPACTED).to_pylist()
+
+
+def _groups_left() -> list[str]:
+    import ray
+
+    return [g["name"] for g in ray.util.placement_group_table().values()
+            if g["name"].startswith("tinyllm-teacher-") and g["state"] != "REMOVED"]
+
+
+def test_changed_settings_regenerate_only_that_teacher(ray_local, tiny_models, tmp_path):
+    train = _train(24)
+    a, b = _teacher(tiny_models, "teacher-a"), _teacher(tiny_models, "teacher-b", model=str(tiny_models / "teacher-b"))
+    first = _ok(runner.run_all([a, b], train, tmp_path))
+    assert [r["generated_now"] for r in first] == [24, 24]
+    assert _groups_left() == []  # every placement group removed before anything else runs
+
+    b2 = dataclasses.replace(b, max_new_tokens=6)
+    again = _ok(runner.run_all([a, b2], train, tmp_path))
+    assert [r["generated_now"] for r in again] == [0, 24]
+    assert again[0]["key"] == first[0]["key"] and again[1]["key"] != first[1]["key"]
+    rows = _rows(tmp_path, "teacher-b")
+    assert len(rows) == 24 and max(r["new_tokens"] for r in rows) <= 6  # stale rows compacted away
+
+
+def test_greedy_rationales_are_reproducible(ray_local, tiny_models, tmp_path):
+    train = _train(16)
+    teacher = _teacher(tiny_models)
+    _ok(runner.run_all([teacher], train, tmp_path / "one"))
+    _ok(runner.run_all([dataclasses.replace(teacher, replicas=2, batch_size=3)], train, tmp_path / "two"))
+    texts = [{r["id"]: r["raw"] for r in _rows(tmp_path / run, "teacher-a")} for run in ("one", "two")]
+    assert texts[0] == texts[1]
+
+
+def test_a_crash_loses_only_the_blocks_in_flight(ray_local, tiny_models, tmp_path):
+    """Half the rows stored as parts, no marker: the re-run generates exactly the other half."""
+    train = _train(32)
+    teacher = _teacher(tiny_models)
+    _ok(runner.run_all([teacher], train, tmp_path))
+    directory = store.teacher_dir(tmp_path, "teacher-a")
+    table = pq.read_table(directory / store.COMPACTED)
+    (directory / store.MARKER).unlink()
+    (directory / store.COMPACTED).unlink()
+    store.append(tmp_path, "teacher-a", table.slice(0, 12))
+    store.append(tmp_path, "teacher-a", table.slice(8, 4))  # a block stored twice (a retried batch)
+    (directory / "part-torn.parquet").write_bytes(b"PAR1 torn")  # a part cut short by the crash
+    [info] = _ok(runner.run_all([teacher], train, tmp_path))
+    assert info["generated_now"] == 20
+    rows = _rows(tmp_path, "teacher-a")
+    assert sorted(r["id"] for r in rows) == sorted(q.id for q in train)  # one row per question
+    assert {r["id"]: r["raw"] for r in rows} == {r["id"]: r["raw"] for r in table.to_pylist()}
+
+
+def test_teachers_too_big_to_run_side_by_side_run_in_turn(ray_local, tiny_models, tmp_path):
+    """Each teacher asks for both CPUs of the session cluster: the second waits for the first's group."""
+    train = _train(16)
+    teachers = [_teacher(tiny_models, f"t{i}", num_cpus=2.0) for i in range(2)]
+    results = _ok(runner.run_all(teachers, train, tmp_path))
+    assert [r["rows"] for r in results] == [16, 16]
+    assert _groups_left() == []
+
+
+def test_prompts_too_long_drop_shots_then_are_rejected(ray_local, tiny_models, tmp_path):
+    train = _train(24)
+    probe = _teacher(tiny_models)
+    _ok(runner.run_all([probe], train, tmp_path / "probe"))
+    lengths = sorted(r["prompt_tokens"] for r in _rows(tmp_path / "probe", "teacher-a"))  # 2-shot prompts
+    # A context that fits some 2-shot prompts, so others must drop examples and the longest may not fit at all.
+    limit = lengths[len(lengths) // 2]
+    teacher = _teacher(tiny_models, max_model_len=limit + 8, max_new_tokens=8)
+    [info] = _ok(runner.run_all([teacher], train, tmp_path / "short"))
+    rows = _rows(tmp_path / "short", "teacher-a")
+    assert len(rows) == 24
+    used = [r["shots_used"] for r in rows if not r["reject_reason"]]
+    assert 2 in used and min(used) < 2
+    assert all(r["prompt_tokens"] <= limit for r in rows if r["reject_reason"] != "prompt_too_long")
+    tiny = _teacher(tiny_models, max_model_len=20, max_new_tokens=8)
+    [info] = _ok(runner.run_all([tiny], train, tmp_path / "tiny"))
+    assert info["rejected_by_reason"] == {"prompt_too_long": 24} and info["tokens_generated"] == 0
+
+
+def test_generated_and_similar_examples(ray_local, tiny_models, tmp_path):
+    train = _train(24)
+    generated = _teacher(tiny_models, "gen", shots_mode="generated", shot_pool=6)
+    similar = _teacher(tiny_models, "sim", shots_mode="similar")
+    gen, sim = _ok(runner.run_all([generated, similar], train, tmp_path))
+    rows = _rows(tmp_path, "gen")
+    assert sum(r["role"] == "shot" for r in rows) == 6 and sum(r["role"] == "train" for r in rows) == 24
+    assert gen["rows"] == 24 and gen["example_rationales"] == 6
+    assert sim["rows"] == 24 and {r["shots_used"] for r in _rows(tmp_path, "sim")} == {2}
+    assert set(store.read_rationales(tmp_path, "gen")) <= {q.id for q in train}
+    again = _ok(runner.run_all([generated], train, tmp_path))
+    assert again[0]["generated_now"] == 0
+
+
+def _teacher_actor_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if any("TeacherWorker" in part for part in (p.info["cmdline"] or []))]
+
+
+def test_a_teacher_actor_killed_mid_run_loses_nothing(ray_local, tiny_models, tmp_path):
+    """SIGKILL one replica after the first block is stored: Ray Data restarts it and retries its batch;
+    the store ends with exactly one row per question."""
+    train = _train(160)
+    teacher = _teacher(tiny_models, replicas=2, batch_size=2, num_cpus=1.0, max_new_tokens=16)
+    box: dict = {}
+    worker = threading.Thread(target=lambda: box.update(result=runner.run_all([teacher], train, tmp_path)))
+    start = time.perf_counter()
+    worker.start()
+    directory = store.teacher_dir(tmp_path, "teacher-a")
+    while worker.is_alive() and not list(directory.glob("part-*.parquet")):
+        time.sleep(0.05)
+    pids = _teacher_actor_pids()
+    assert pids and worker.is_alive(), "the run finished before a replica could be killed"
+    os.kill(pids[0], signal.SIGKILL)
+    killed_at = time.perf_counter()
+    worker.join(timeout=600)
+    [(_, info)] = box["result"]
+    assert not isinstance(info, BaseException), info
+    rows = _rows(tmp_path, "teacher-a")
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 160
+    print(f"killed a replica {killed_at - start:.1f} s in; run ended {time.perf_counter() - killed_at:.1f} s later")
+
+
+def test_vllm_and_hf_t5_teachers_in_one_run(ray_local, tiny_models, tmp_path):
+    pytest.importorskip("vllm")
+    train = _train(24)
+    llama = _teacher(tiny_models, "llama-vllm", engine="vllm", batch_size=64, max_model_len=320)
+    t5 = _teacher(tiny_models, "t5-hf", model=str(tiny_models / "student-t5"))
+    llama_info, t5_info = _ok(runner.run_all([llama, t5], train, tmp_path))
+    assert llama_info["rows"] == t5_info["rows"] == 24
+    assert llama_info["tokens_generated"] > 0 and t5_info["tokens_generated"] > 0
+    rows = _rows(tmp_path, "llama-vllm")
+    assert {r["teacher"] for r in rows} == {"llama-vllm"}
+    # max_model_len 320 - 8 new tokens: the longest 2-shot prompts drop an example instead of aborting vLLM
+    assert all(r["prompt_tokens"] <= 312 for r in rows)
+    again = _ok(runner.run_all([llama], train, tmp_path / "again"))
+    assert {r["id"]: r["raw"] for r in _rows(tmp_path / "again", "llama-vllm")} == {r["id"]: r["raw"] for r in rows}
+    assert again[0]["rows"] == 24
