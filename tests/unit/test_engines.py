@@ -1,0 +1,153 @@
+"""Unit tests for tinyllm_ray.teachers.engines (HF engine on the tiny models) and stage.fit_prompt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tinyllm_ray import prompts
+from tinyllm_ray.config import TeacherConfig
+from tinyllm_ray.data.synthetic import generate
+from tinyllm_ray.teachers import engines
+from tinyllm_ray.teachers.stage import fit_prompt
+
+MAX_NEW = 3
+QUESTIONS = generate(8, 1, 1, seed=2)["train"]
+TEMPLATE = ("{% for m in messages %}[[{{ m['role'] }}]] {{ m['content'] }}{% endfor %}"
+            "{% if add_generation_prompt %} [[assistant]]{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_models: Path) -> engines.HFEngine:
+    # chat_template auto, as make_engine passes by default; the tiny tokenizer has no template
+    return engines.HFEngine(str(tiny_models / "teacher-a"), batch_size=2, max_new_tokens=MAX_NEW,
+                            chat_template="auto")
+
+
+@pytest.fixture(scope="module")
+def t5(tiny_models: Path) -> engines.HFEngine:
+    return engines.HFEngine(str(tiny_models / "student-t5"), batch_size=2, max_new_tokens=MAX_NEW)
+
+
+def test_causal_max_prompt_tokens_leaves_room_for_new_tokens(teacher: engines.HFEngine) -> None:
+    assert not teacher.encoder_decoder
+    assert teacher.max_prompt_tokens == 1024 - MAX_NEW  # the tiny teachers' max_position_embeddings
+
+
+def test_t5_prompt_has_the_whole_context(t5: engines.HFEngine) -> None:
+    from transformers import AutoConfig
+
+    assert t5.encoder_decoder
+    limit = engines.context_limit(AutoConfig.from_pretrained(t5.model.name_or_path), t5.tokenizer)
+    assert limit in (None, 1024)  # T5 declares no context in its config; the tokenizer says 1024
+    assert t5.max_prompt_tokens == limit  # the rationale is decoded separately: not reduced by max_new_tokens
+
+
+def test_context_limit_sources() -> None:
+    class Cfg:
+        pass
+
+    class Tok:
+        model_max_length = 512
+
+    cfg = Cfg()
+    assert engines.context_limit(cfg, Tok()) == 512
+    cfg.n_positions = 300  # type: ignore[attr-defined]
+    assert engines.context_limit(cfg, Tok()) == 300
+    Tok.model_max_length = int(1e30)  # transformers' "no limit"
+    assert engines.context_limit(Cfg(), Tok()) is None
+
+
+def test_encode_is_plain_text_without_a_template(teacher: engines.HFEngine) -> None:
+    texts = ["Tom has 3 apples.", prompts.teacher_prompt(QUESTIONS[0], QUESTIONS[1:3])]
+    ids = teacher.encode(texts)
+    assert ids == [teacher.tokenizer(t)["input_ids"] for t in texts]
+    assert len(ids[1]) > 50 > len(ids[0])
+
+
+def _pairs(engine: engines.HFEngine) -> list[list[int]]:
+    """Two long prompts of one length, then two short ones of another: sorting by length moves the
+    short pair to the front, yet both orders put the same prompts in each batch of 2 (no padding)."""
+    long_ = engine.encode([prompts.teacher_prompt(QUESTIONS[0], QUESTIONS[1:3])])[0]
+    short = engine.encode(["Tom has 3 apples and buys 2 more."])[0]
+    return [long_, long_[:-1] + [long_[-2]], short, short[:-1] + [short[1]]]
+
+
+def test_generate_in_input_order_despite_length_sorting(teacher: engines.HFEngine) -> None:
+    ids = _pairs(teacher)
+    assert teacher.sort_by_length and teacher.batch_size == 2
+    by_length = teacher.generate_ids(ids)
+    teacher.sort_by_length = False
+    try:
+        as_given = teacher.generate_ids(ids)
+    finally:
+        teacher.sort_by_length = True
+    assert [g.text for g in by_length] == [g.text for g in as_given]
+    assert [g.prompt_tokens for g in by_length] == [len(x) for x in ids]
+    assert [g.new_tokens for g in by_length] == [g.new_tokens for g in as_given]
+    assert by_length[0].text != by_length[2].text  # long and short prompts differ: a swap would show
+    for g in by_length:
+        assert 0 < g.new_tokens <= MAX_NEW
+        assert len(g.text.split()) <= MAX_NEW  # only the new tokens are decoded, not the prompt
+
+
+def test_t5_generates_in_input_order(t5: engines.HFEngine) -> None:
+    ids = _pairs(t5)[1:]  # lengths long, short, short: sorted into other batches
+    out = t5.generate_ids(ids)
+    assert [g.prompt_tokens for g in out] == [len(x) for x in ids]
+    assert all(0 <= g.new_tokens <= MAX_NEW for g in out)  # random T5 weights may write only padding
+
+
+def test_chat_template_applied_when_tokenizer_has_one(teacher: engines.HFEngine) -> None:
+    plain = teacher.encode(["Tom has 3 apples."])[0]
+    teacher.tokenizer.chat_template = TEMPLATE
+    try:
+        chat = teacher.encode(["Tom has 3 apples."])[0]
+        teacher.chat = False  # chat_template: off ignores the tokenizer's template
+        off = teacher.encode(["Tom has 3 apples."])[0]
+    finally:
+        teacher.tokenizer.chat_template = None
+        teacher.chat = True
+    assert chat != plain and off == plain
+    text = teacher.tokenizer.decode(chat).replace(" ", "")
+    assert text.startswith("[[user]]") and text.endswith("[[assistant]]")
+    assert "Tomhas3apples." in text
+    assert len(chat) > len(plain)
+
+
+def test_encode_prompts_truncates() -> None:
+    class Tok:
+        chat_template = None
+
+        def __call__(self, texts, **kwargs):
+            limit = kwargs.get("max_length") if kwargs.get("truncation") else None
+            return {"input_ids": [list(range(len(t)))[:limit] for t in texts]}
+
+    assert engines.encode_prompts(Tok(), ["abcdef", "ab"], chat=True, max_tokens=3) == [[0, 1, 2], [0, 1]]
+    assert engines.encode_prompts(Tok(), ["abcdef"], chat=False) == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_fit_prompt_picks_fullest_variant_that_fits(teacher: engines.HFEngine) -> None:
+    q = QUESTIONS[0]
+    variants = teacher.encode(prompts.prompt_variants(q, QUESTIONS[1:4]))
+    lengths = [len(v) for v in variants]
+    assert lengths == sorted(lengths, reverse=True) and len(set(lengths)) == 4
+    assert fit_prompt(variants, None) == 0
+    assert fit_prompt(variants, lengths[0]) == 0
+    assert fit_prompt(variants, lengths[0] - 1) == 1
+    assert fit_prompt(variants, lengths[2]) == 2
+    assert fit_prompt(variants, lengths[3]) == 3
+    assert fit_prompt(variants, lengths[3] - 1) is None
+    assert fit_prompt([], 100) is None
+
+
+def test_make_engine_hf(tiny_models: Path) -> None:
+    teacher = TeacherConfig(name="t", model=str(tiny_models / "teacher-b"), engine="hf", batch_size=3,
+                            max_new_tokens=7, max_model_len=200, chat_template="off")
+    engine = engines.make_engine(teacher)
+    assert isinstance(engine, engines.HFEngine)
+    assert engine.batch_size == 3 and engine.max_new_tokens == 7
+    assert engine.max_prompt_tokens == 193
+    assert engine.sampling == {"do_sample": False}
+    assert engines.ENGINES["hf"] is engines.HFEngine
