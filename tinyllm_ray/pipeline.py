@@ -287,8 +287,8 @@ def run(config: Config) -> dict[str, Any]:
             "valid_from_train": p.data.valid_from_train,
         },
         "teachers": [
-            {k: t[k] for k in ("name", "model", "rationales", "rejected", "rejected_by_reason",
-                               "tokens_generated", "seconds")}
+            {k: t.get(k) for k in ("name", "model", "rationales", "rejected", "rejected_by_reason", "acceptance_rate",
+                                   "tokens_generated", "generated_now", "seconds")}
             for t in teachers
         ],
         "student": {

@@ -139,6 +139,8 @@ def _argues_other_option(text: str, q: Question) -> bool:
             said = m.group("said").strip()
             letter = re.match(r"\(?([a-e])\)(?:\s|$)", said.lower())
             named = LETTERS.index(letter.group(1)) if letter else _exact_choice(said, q.choices)
+            if named is None and "," in said:  # "the answer is Paris, because ..."
+                named = _exact_choice(said.split(",")[0], q.choices)
         if named is not None and named < len(q.choices) and named != q.answer_index:
             return True
     return False

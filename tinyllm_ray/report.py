@@ -40,8 +40,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["## Teachers", ""]
     if report["teachers"]:
         lines += _table(
-            ["teacher", "model", "rationales", "rejected", "tokens generated", "seconds"],
-            [[x["name"], x["model"], x["rationales"], x["rejected"], x["tokens_generated"], x["seconds"]]
+            ["teacher", "model", "rationales", "rejected", "acceptance", "rejected by reason", "tokens generated",
+             "seconds"],
+            [[x["name"], x["model"], x["rationales"], x["rejected"], _fmt(x.get("acceptance_rate")),
+              ", ".join(f"{k} {v}" for k, v in sorted(x.get("rejected_by_reason", {}).items())) or "-",
+              x["tokens_generated"], x["seconds"]]
              for x in report["teachers"]],
         )
     else:
@@ -63,9 +66,9 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def console_summary(report: dict[str, Any]) -> str:
     """A plain-text table of teachers and student accuracies for the end of a run."""
-    rows = [("teacher", "rationales", "rejected", "tokens", "seconds")]
-    rows += [(x["name"], x["rationales"], x["rejected"], x["tokens_generated"], f"{x['seconds']:.1f}")
-             for x in report["teachers"]]
+    rows = [("teacher", "rationales", "rejected", "acceptance", "tokens", "seconds")]
+    rows += [(x["name"], x["rationales"], x["rejected"], _fmt(x.get("acceptance_rate")), x["tokens_generated"],
+              f"{x['seconds']:.1f}") for x in report["teachers"]]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) for r in rows] if report["teachers"] else []
     s = report["student"]

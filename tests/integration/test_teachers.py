@@ -183,3 +183,38 @@ def test_vllm_and_hf_t5_teachers_in_one_run(ray_local, tiny_models, tmp_path):
     again = _ok(runner.run_all([llama], train, tmp_path / "again"))
     assert {r["id"]: r["raw"] for r in _rows(tmp_path / "again", "llama-vllm")} == {r["id"]: r["raw"] for r in rows}
     assert again[0]["rows"] == 24
+
+
+def test_a_killed_driver_resumes_without_regenerating_stored_rows(ray_local, tiny_models, tmp_path):
+    """``jobs/distill.py`` on the session cluster, SIGKILLed once the teacher has stored a block: running the
+    same config again generates only the rows that were not stored, then finishes the whole run."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import REPO, tiny_run_config
+    from tinyllm_ray import pipeline
+    from tinyllm_ray.config import from_dict
+
+    raw = tiny_run_config(tiny_models, tmp_path / "runs", "killed", teachers=1,
+                          data={"n_train": 200}, train={"alpha": {"teacher-a": 0.5}})
+    raw["teachers"][0].update(batch_size=2, max_new_tokens=16)
+    raw["ray"] = {"address": ray_local.get_runtime_context().gcs_address}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
+    driver = subprocess.Popen([sys.executable, str(REPO / "jobs" / "distill.py"), "--config", str(tmp_path / "run.yaml")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    directory = tmp_path / "runs" / "killed" / "rationales" / "teacher-a"
+    deadline = time.monotonic() + 300
+    while driver.poll() is None and not list(directory.glob("part-*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert driver.poll() is None, "the driver ended before it could be killed"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    stored = store.stored(tmp_path / "runs" / "killed", "teacher-a").num_rows
+    assert 0 < stored < 200
+    raw.pop("ray")
+    report = pipeline.run(from_dict(raw))
+    [teacher] = report["teachers"]
+    assert teacher["generated_now"] == 200 - stored and teacher["rationales"] + teacher["rejected"] == 200
+    assert len({r["id"] for r in _rows(tmp_path / "runs" / "killed", "teacher-a")}) == 200

@@ -345,3 +345,10 @@ def test_clean_rationale_without_question_never_argues() -> None:
 
 def test_clean_rationale_reject_reasons_are_listed() -> None:
     assert {"empty", "too_short", "argues_other_option"} <= set(prompts.REJECT_REASONS)
+
+
+def test_clean_rationale_conclusion_followed_by_a_comma() -> None:
+    q = Question(id="c", question="Capital of Italy?", choices=("Paris", "Rome"), answer="Rome")
+    assert prompts.clean_rationale("So the correct answer is Paris, because it is in France.", q)[1] == (
+        "argues_other_option")
+    assert prompts.clean_rationale("So the correct answer is Rome, the capital.", q)[1] is None
