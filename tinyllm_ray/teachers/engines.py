@@ -178,9 +178,14 @@ class VLLMEngine:
         from vllm import LLM, SamplingParams  # imported here: vLLM is an optional extra
 
         on_gpu = num_gpus > 0 and torch.cuda.is_available()
+        tensor_parallel = max(1, int(num_gpus))
+        # Tensor-parallel workers as child processes of this actor, on the GPUs Ray gave it (one bundle
+        # per replica). vLLM's Ray backend would look for one bundle per GPU in the current group instead.
+        backend = {"distributed_executor_backend": "mp"} if tensor_parallel > 1 else {}
         self.llm = LLM(
             model=model,
-            tensor_parallel_size=max(1, int(num_gpus)),
+            tensor_parallel_size=tensor_parallel,
+            **backend,
             dtype=(("bfloat16" if on_gpu else "float32") if dtype == "auto" else dtype),
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.2),

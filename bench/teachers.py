@@ -1,0 +1,185 @@
+"""Teacher-stage benchmark: our engines against the bare libraries, same prompts, same tiny model.
+
+    python bench/teachers.py [--questions 768] [--max-new-tokens 32] [--repeats 3] [--no-vllm]
+
+Prompts: the teacher-forcing prompts (2 random in-context examples) of the built-in synthetic training
+questions; model: the tiny random-weight Llama ``teacher-a`` of ``tinyllm_ray.tiny``; greedy decoding.
+Measured in the same run, each arm ``--repeats`` times, interleaved; the fastest run of each counts
+(other load on a shared machine only slows runs down):
+
+- ``vllm_vs_bare`` (R1): tokens/s of our teacher stage with the vLLM engine (Ray Data actor in its
+  placement group, rows in blocks of ``batch_size``, rationale post-processing, blocks streamed back
+  to the driver) / tokens/s of one bare ``vllm.LLM.generate`` call over the same prompts in one
+  process. Both exclude engine start-up: the stage's clock runs from the arrival of its first block
+  to its last (the first block's tokens not counted), the bare one around ``generate``. Target >= 0.9.
+- ``hf_vs_naive`` (R2): tokens/s of our ``HFEngine`` (length-sorted batches) / a naive loop of
+  fixed-order batches of the same size through transformers ``generate``, same model and prompts,
+  in this process. Target >= 1.2.
+
+The last line is one JSON object with the ratios and the absolute tokens/s of every arm. On a machine
+with a CUDA GPU the engines run there (bf16); on CPU they run on the CPU (vLLM's CPU build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+from tinyllm_ray.config import TeacherConfig  # noqa: E402
+from tinyllm_ray.data.synthetic import generate  # noqa: E402
+from tinyllm_ray.teachers.engines import HFEngine, pick_device_and_dtype  # noqa: E402
+from tinyllm_ray.teachers.runner import train_variants  # noqa: E402
+from tinyllm_ray.tiny import build_tiny_models  # noqa: E402
+
+HF_BATCH = 16
+
+
+def prompts_for(n: int) -> list[str]:
+    train = generate(n_train=n, n_valid=8, n_test=8, seed=0)["train"]
+    teacher = TeacherConfig(name="bench", model="unused", shots=2)
+    variants = train_variants(teacher, train)
+    return [variants[q.id][0] for q in train]
+
+
+def naive_hf(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: bool) -> tuple[float, int]:
+    """The loop a user would write: fixed-order batches, pad left, generate, decode."""
+    device, dtype = pick_device_and_dtype(1 if on_gpu else 0, "auto")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
+    tokens = 0
+    with torch.inference_mode():  # warm-up, untimed, as every arm gets
+        model.generate(**tokenizer(prompts[:HF_BATCH], return_tensors="pt", padding=True).to(device),
+                       max_new_tokens=2, pad_token_id=tokenizer.pad_token_id)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(prompts), HF_BATCH):
+            enc = tokenizer(prompts[i : i + HF_BATCH], return_tensors="pt", padding=True).to(device)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+            new = out[:, enc["input_ids"].shape[1] :]
+            tokenizer.batch_decode(new, skip_special_tokens=True)
+            tokens += int((new != tokenizer.pad_token_id).sum())
+    return time.perf_counter() - start, tokens
+
+
+def ours_hf(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: bool) -> tuple[float, int]:
+    engine = HFEngine(model_dir, batch_size=HF_BATCH, max_new_tokens=max_new_tokens, num_gpus=1 if on_gpu else 0)
+    engine.generate(prompts[:HF_BATCH])  # warm-up, untimed
+    start = time.perf_counter()
+    generations = engine.generate(prompts)
+    return time.perf_counter() - start, sum(g.new_tokens for g in generations)
+
+
+def bare_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: bool) -> tuple[float, int]:
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=model_dir, dtype="bfloat16" if on_gpu else "float32", max_model_len=1024,
+              gpu_memory_utilization=0.9 if on_gpu else 0.2, enforce_eager=not on_gpu, enable_prefix_caching=True,
+              seed=0)
+    params = SamplingParams(temperature=0, max_tokens=max_new_tokens, seed=0)
+    llm.generate(prompts[:8], SamplingParams(temperature=0, max_tokens=2), use_tqdm=False)  # warm-up, untimed
+    start = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    del llm
+    gc.collect()
+    return seconds, tokens
+
+
+def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: bool, batch: int) -> tuple[float, int]:
+    import pyarrow as pa
+
+    from tinyllm_ray.teachers.runner import reserved
+    from tinyllm_ray.teachers.stage import rationale_stage
+
+    teacher = TeacherConfig(name="bench", model=model_dir, engine="vllm", batch_size=batch, num_gpus=1 if on_gpu else 0,
+                            max_new_tokens=max_new_tokens, max_model_len=1024, min_rationale_words=1)
+    rows = pa.table({"id": [str(i) for i in range(len(prompts))], "role": ["train"] * len(prompts),
+                     "key": [str(i) for i in range(len(prompts))], "choices": [["x", "y"]] * len(prompts),
+                     "answer": ["x"] * len(prompts), "variants": [[p] for p in prompts]})
+    first = last = None
+    tokens = 0
+    with reserved(teacher) as group:
+        for block in rationale_stage(rows, teacher, group).iter_batches(batch_size=None, batch_format="pyarrow"):
+            now = time.perf_counter()
+            if first is None:
+                first = now
+            else:
+                tokens += sum(block.column("new_tokens").to_pylist())
+            last = now
+    return last - first, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--questions", type=int, default=768)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--vllm-batch", type=int, default=64, help="rows per actor call of our vLLM stage")
+    parser.add_argument("--no-vllm", action="store_true")
+    args = parser.parse_args()
+    on_gpu = torch.cuda.is_available()
+    models = Path(tempfile.mkdtemp(prefix="bench-teachers-"))
+    build_tiny_models(models)
+    model_dir = str(models / "teacher-a")
+    prompts = prompts_for(args.questions)
+    lengths = [len(p) for p in prompts]
+    print(f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} characters; device: {'cuda' if on_gpu else 'cpu'}")
+
+    results: dict[str, list[float]] = {}
+
+    def record(name: str, seconds: float, tokens: int) -> None:
+        rate = tokens / seconds
+        results.setdefault(name, []).append(rate)
+        print(f"  {name:12s} {tokens:7d} tokens in {seconds:7.2f} s = {rate:9.1f} tokens/s", flush=True)
+
+    for r in range(args.repeats):
+        print(f"repeat {r + 1}/{args.repeats}")
+        record("hf_naive", *naive_hf(model_dir, prompts, args.max_new_tokens, on_gpu))
+        record("hf_ours", *ours_hf(model_dir, prompts, args.max_new_tokens, on_gpu))
+    vllm_ok = not args.no_vllm
+    if vllm_ok:
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            vllm_ok = False
+            print("vLLM is not installed: the vLLM arms are skipped")
+    if vllm_ok:
+        import ray
+
+        ray.init(include_dashboard=False, log_to_driver=False)
+        for r in range(args.repeats):
+            print(f"repeat {r + 1}/{args.repeats}")
+            record("vllm_bare", *bare_vllm(model_dir, prompts, args.max_new_tokens, on_gpu))
+            record("vllm_ours", *ours_vllm(model_dir, prompts, args.max_new_tokens, on_gpu, args.vllm_batch))
+        ray.shutdown()
+
+    best = {name: max(rates) for name, rates in results.items()}
+    summary = {
+        "bench": "teachers",
+        "device": "cuda" if on_gpu else "cpu",
+        "vllm_vs_bare": round(best["vllm_ours"] / best["vllm_bare"], 3) if vllm_ok else None,
+        "hf_vs_naive": round(best["hf_ours"] / best["hf_naive"], 3),
+        "tokens_per_s": {name: round(rate, 1) for name, rate in best.items()},
+        "questions": len(prompts),
+        "max_new_tokens": args.max_new_tokens,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
