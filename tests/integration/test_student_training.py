@@ -64,12 +64,12 @@ def test_two_workers_survive_a_failure_and_export_the_best_checkpoint(ray_local,
     assert "reference" in card and "AutoModelForSeq2SeqLM" in card
 
 
-def test_a_causal_student_trains_with_accumulation_and_exports(ray_local, tiny_models, tmp_path):
+def test_a_causal_student_trains_with_accumulation_and_bucketing_and_exports(ray_local, tiny_models, tmp_path):
     config = student_run(tiny_models, tmp_path, "causal",
                          student={"model": str(tiny_models / "teacher-a"), "max_input_tokens": 96,
                                   "max_target_tokens": 16, "max_answer_tokens": 4},
                          train={"epochs": 1, "batch_size": 8, "grad_accum_steps": 2, "lr": 1e-3,
-                                "cpus_per_worker": 1.0, "log_every": 1},
+                                "cpus_per_worker": 1.0, "log_every": 1, "length_bucketing": 2},
                          eval={"every_steps": 1, "select_on": "generate", "max_valid": 8})
     report = pipeline.run(config)
     s = report["student"]
@@ -79,3 +79,15 @@ def test_a_causal_student_trains_with_accumulation_and_exports(ray_local, tiny_m
     export = tmp_path / "causal" / "student"
     assert AutoModelForCausalLM.from_pretrained(export).config.model_type == "llama"
     assert "AutoModelForCausalLM" in (export / "README.md").read_text()
+
+
+def test_one_encoder_mode_trains_evaluates_and_says_how_to_load_it(ray_local, tiny_models, tmp_path):
+    config = student_run(tiny_models, tmp_path, "one", train={"epochs": 1, "batch_size": 16, "mode": "one_encoder",
+                                                             "cpus_per_worker": 1.0, "log_every": 1},
+                         eval={"select_on": "generate"})
+    report = pipeline.run(config)
+    s = report["student"]
+    assert s["mode"] == "one_encoder" and s["steps"] == 3
+    assert set(report["student"]) >= {"valid_accuracy", "test_accuracy", "valid_accuracy_rank", "test_accuracy_rank"}
+    card = (tmp_path / "one" / "student" / "README.md").read_text()
+    assert "one-encoder mode" in card and "decoder_input_ids" in card
