@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.ray
 
 RAY = str(Path(sys.executable).with_name("ray"))
+HF_SENTINEL = "hf_SENTINEL" + secrets.token_hex(12)
 
 
 def _free_port() -> int:
@@ -45,7 +47,9 @@ def head(tmp_path_factory):
     temp = Path("/tmp") / f"tinyllm-head-{secrets.token_hex(3)}"  # Ray's socket paths must stay short
     dashboard, metrics_port = _free_port(), _free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(24),
-           "HF_HUB_OFFLINE": "1", "RAY_DISABLE_USAGE_STATS": "1"}
+           "HF_HUB_OFFLINE": "1", "RAY_DISABLE_USAGE_STATS": "1",
+           "HF_TOKEN": HF_SENTINEL,  # every job's driver and workers inherit it from the head
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # SIGTERM stops the head now, not after a 30 s drain
     env.pop("RAY_ADDRESS", None)
     log = open(tmp_path_factory.mktemp("head") / "head.log", "w")
     proc = subprocess.Popen(
@@ -73,6 +77,7 @@ def head(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _distill(models: Path, out_dir: Path, *overrides: str) -> list[str]:
@@ -99,7 +104,7 @@ def _rationale_files(run_dir: Path) -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-EPOCHS, STEPS_PER_EPOCH = 8, 2  # 32 questions, batch 16; a checkpoint every epoch
+EPOCHS, STEPS_PER_EPOCH = 14, 2  # 32 questions, batch 16; a checkpoint every epoch; room for a slow stop
 STEP = re.compile(r"\bstep (\d+) \|")
 RESUMED = re.compile(r"resumed from checkpoint: epoch (\d+), step (\d+)")
 
@@ -188,6 +193,14 @@ def test_stopped_job_resumes_on_resubmission(stopped_and_resubmitted):
     print(f"\nstop/resubmit figures: {out['seconds']}; checkpoint registered at stop: step "
           f"{out['checkpoint_step_at_stop']}; first job reached step {reached}; resumed at step {resumed_step} "
           f"of {total}; steps redone {reached - resumed_step} (checkpoint interval {STEPS_PER_EPOCH})")
+
+
+def test_hub_token_never_reaches_the_logs_or_the_run_dir(stopped_and_resubmitted):
+    """The head's environment holds a sentinel HF_TOKEN, which every job process inherits."""
+    out = stopped_and_resubmitted
+    assert HF_SENTINEL not in out["first"]["logs"] + out["second"]["logs"]
+    files = [p for p in out["run_dir"].rglob("*") if p.is_file()]
+    assert files and not [p for p in files if HF_SENTINEL.encode() in p.read_bytes()]
 
 
 def test_submission_without_the_token_is_refused(head):
