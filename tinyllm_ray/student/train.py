@@ -304,9 +304,10 @@ def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str], layo
 
 
 def train_student(examples: pa.Table, config: Config, run_dir: Path,
-                  valid: list[Question] | None = None) -> dict[str, Any]:
+                  valid: list[Question] | None = None, callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Fit the student; returns {"checkpoint": best on valid, "latest", "steps", "seconds", "metrics",
-    "best_metrics"}."""
+    "best_metrics"}. ``callbacks``: Ray Train ``UserCallback``s for the run (a Tune sweep passes its
+    Train->Tune reporter)."""
     tasks = [t for t, w in config.task_weights().items() if w != 0]
     tc = config.train
     start = time.perf_counter()
@@ -332,6 +333,7 @@ def train_student(examples: pa.Table, config: Config, run_dir: Path,
                                                          checkpoint_score_attribute=SCORE,
                                                          checkpoint_score_order="max"),
             failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
+            callbacks=list(callbacks or []),
         ),
         datasets={"train": dataset},
     )
