@@ -93,7 +93,7 @@ def test_a_batch_without_any_weighted_target_is_a_zero_loss_on_every_weight(stud
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_stacked_one_encoder_losses_equal_one_decoder_pass_per_task(student_dir: Path) -> None:
+def test_multitask_one_encoder_losses_equal_one_decoder_pass_per_task(student_dir: Path) -> None:
     from tinyllm_ray.student.loss import token_cross_entropy
 
     tokenized = rows(student_dir, "one_encoder", n=6)

@@ -5,9 +5,8 @@ returning logits aligned with the labels for every layout: the training loss and
 both use it. ``MultiTask`` wraps the HF model so one ``forward(batch)`` returns every task's loss: that is
 the module Ray Train wraps in DDP/FSDP (one wrapped forward per micro-batch, so gradients sync once).
 
-In the one-encoder layout the encoder runs once per batch and one decoder pass reads every task's rows
-of that encoder output (the tasks' rows stacked, padded to the longest target); the prefix layouts run the
-whole model once per task.
+In the one-encoder layout the encoder runs once per batch and each task's decoder pass reads its rows of
+that encoder output; the prefix layouts run the whole model once per task.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from tinyllm_ray.student.batches import QUESTION
-from tinyllm_ray.student.loss import IGNORE, causal_shift, token_cross_entropy
+from tinyllm_ray.student.loss import causal_shift, token_cross_entropy
 
 
 def is_encoder_decoder(model: str, trust_remote_code: bool = False) -> bool:
@@ -86,27 +85,14 @@ class MultiTask(torch.nn.Module):
 
 
     def _one_encoder(self, batch: dict[str, Any], present: list[str]) -> dict[str, torch.Tensor]:
-        """One encoder pass, then one decoder pass over every task's rows stacked (padded to the longest target)."""
+        """One encoder pass, then one decoder pass per task over that task's rows of the encoder output.
+
+        (Stacking every task's rows into a single decoder pass, padded to the longest target, measured slower:
+        the short answer rows then cost as much as rationale rows.)"""
         question = batch[QUESTION]
         encoded = encode_questions(self.model, question)
-        parts = [batch[t] for t in present]
-        width = max(p["labels"].shape[1] for p in parts)
-        stacked = {
-            "rows": torch.cat([p["rows"] for p in parts]),
-            "decoder_input_ids": torch.cat([_pad_to(p["decoder_input_ids"], width, 0) for p in parts]),
-            "labels": torch.cat([_pad_to(p["labels"], width, IGNORE) for p in parts]),
-        }
-        logits, labels = task_logits(self.model, self.layout, stacked, question, encoded)
-        losses, at = {}, 0
-        for task, part in zip(present, parts):
-            n = part["labels"].shape[0]
-            losses[task] = token_cross_entropy(logits[at : at + n], labels[at : at + n])
-            at += n
-        return losses
-
-
-def _pad_to(x: torch.Tensor, width: int, value: int) -> torch.Tensor:
-    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+        return {task: token_cross_entropy(*task_logits(self.model, self.layout, batch[task], question, encoded))
+                for task in present}
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
