@@ -12,9 +12,9 @@ real ones; nothing here touches CUDA.
 2. ``train_workers``: a ``TorchTrainer`` of 4 workers with ``use_gpu=True`` (1 GPU each, the student's
    scaling when ``train.use_gpu`` is on) and the gloo backend (torch cannot use a fake GPU); each worker
    writes its rank, node id, ``ray.get_gpu_ids()`` and ``CUDA_VISIBLE_DEVICES``.
-3. ``teachers``: ``pipeline.run_teachers`` on two tiny teachers that cannot run side by side: teacher-a
-   has 2 replicas x 2 GPUs (the whole cluster), teacher-b 2 replicas x 1 GPU; the rationale store's rows
-   carry the ``node`` and ``gpus`` of the actor that wrote them.
+3. ``teachers``: the whole job (``pipeline.run``) with two tiny teachers that cannot run side by side:
+   teacher-a has 2 replicas x 2 GPUs (the whole cluster), teacher-b 2 replicas x 1 GPU; the rationale
+   store's rows carry the ``node`` and ``gpus`` of the actor that wrote them; the student trains on CPU.
 """
 
 from __future__ import annotations
@@ -90,20 +90,20 @@ def train_workers(out: Path) -> list[dict]:
 
 
 def teachers(models: Path, out: Path) -> dict:
+    """The whole job (``pipeline.run``: teachers, student, evaluation) with the two teachers that take turns."""
     raw = tiny_run_config(models, out, "teachers")
-    raw["data"]["n_train"] = 32  # 8 blocks of 4 questions (one actor call each)
+    raw["data"].update(n_train=32, n_valid=4, n_test=4)  # 8 blocks of 4 questions (one actor call each)
     raw["teachers"][0].update(replicas=2, num_gpus=2, batch_size=1, max_new_tokens=8)
     raw["teachers"][1].update(replicas=2, num_gpus=1, batch_size=1, max_new_tokens=8)
-    prepared = pipeline.prepare(from_dict(raw))
     start = time.perf_counter()
-    infos = pipeline.run_teachers(prepared)
+    report = pipeline.run(from_dict(raw))
     seconds = time.perf_counter() - start
-    rows = {}
-    for t in prepared.config.teachers:
-        table = pq.read_table(prepared.run_dir / "rationales" / t.name, columns=["id", "node", "gpus"])
-        rows[t.name] = table.to_pylist()
-    return {"infos": [{k: i.get(k) for k in ("name", "rationales", "rejected")} for i in infos],
-            "rows": rows, "n_train": len(prepared.splits["train"]), "seconds": round(seconds, 1)}
+    run_dir = Path(report["run_dir"])
+    rows = {t["name"]: pq.read_table(run_dir / "rationales" / t["name"], columns=["id", "node", "gpus"]).to_pylist()
+            for t in report["teachers"]}
+    return {"infos": [{k: t.get(k) for k in ("name", "rationales", "rejected")} for t in report["teachers"]],
+            "student_steps": report["student"]["steps"], "rows": rows, "n_train": report["dataset"]["train"],
+            "seconds": round(seconds, 1)}
 
 
 def main(models: Path, out: Path) -> dict:

@@ -1,5 +1,6 @@
 """Placement on a multi-node Ray with fake GPUs: every Train worker and every teacher replica gets its own
-GPU ids, teachers that cannot share the cluster run in turn, and the fit check reads the real nodes.
+GPU ids, teachers that cannot share the cluster run in turn and the job completes, and the fit check reads
+the real nodes.
 
 The cluster (``ray.cluster_utils.Cluster``: a head without GPU and two nodes of 3 CPUs and 2 GPUs, all on
 this machine) is built by ``multinode_cluster.py`` in a child process, so it never meets the session's
@@ -29,7 +30,7 @@ def placement(tiny_models, tmp_path_factory) -> dict:
                           text=True, timeout=600, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     result = json.loads((out / "result.json").read_text())
-    print(f"\nmultinode: cluster up in {result['cluster_start_s']} s, teachers in {result['teachers']['seconds']} s")
+    print(f"\nmultinode: cluster up in {result['cluster_start_s']} s, the job in {result['teachers']['seconds']} s")
     return result
 
 
@@ -66,6 +67,7 @@ def test_teacher_replicas_get_their_own_gpus_and_teachers_take_turns(placement):
         assert all(len(g) == per_replica for g in gpu_sets), replicas
         slots = [(node, g) for node, gpus in replicas for g in gpus.split(",")]
         assert len(slots) == len(set(slots)), replicas  # no GPU shared by two replicas of a teacher
+    assert t["student_steps"] == 2  # the job went on: the student trained (32 questions, batch 16) and reported
     # teacher-a's two replicas take every GPU of the cluster: teacher-b can only have run after it.
     assert {node for node, _ in Counter((r["node"], r["gpus"]) for r in t["rows"]["teacher-a"])} == {
         n["node"] for n in placement["nodes"] if n["resources"].get("GPU")}
