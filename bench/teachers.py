@@ -106,7 +106,9 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
     from tinyllm_ray.teachers.runner import reserved
     from tinyllm_ray.teachers.stage import rationale_stage
 
+    # all the cores, as the bare engine in this process gets (Ray would give a 1-CPU actor one thread)
     teacher = TeacherConfig(name="bench", model=model_dir, engine="vllm", batch_size=batch, num_gpus=1 if on_gpu else 0,
+                            num_cpus=float(os.cpu_count() or 1),
                             max_new_tokens=max_new_tokens, max_model_len=1024, min_rationale_words=1)
     rows = pa.table({"id": [str(i) for i in range(len(prompts))], "role": ["train"] * len(prompts),
                      "key": [str(i) for i in range(len(prompts))], "choices": [["x", "y"]] * len(prompts),

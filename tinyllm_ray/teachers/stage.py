@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections import Counter
 from typing import Any
 
@@ -121,7 +122,10 @@ def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: Pla
     )
     # The whole execution runs in the teacher's placement group: Ray Data then budgets exactly the
     # group's bundles (not the whole cluster, which other teachers share) and schedules its actors there.
+    # Ray 2.60 marks these two settings deprecated (for 2027) but they are still how it does this.
     in_group = PlacementGroupSchedulingStrategy(placement_group)
-    dataset.context.scheduling_strategy = in_group
-    dataset.context.scheduling_strategy_large_args = in_group
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset.context.scheduling_strategy = in_group
+        dataset.context.scheduling_strategy_large_args = in_group
     return dataset
