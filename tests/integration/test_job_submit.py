@@ -125,8 +125,15 @@ def stopped_and_resubmitted(head, tiny_models, tmp_path_factory):
     started = time.monotonic()
     subprocess.run([*submit, "--no-wait", "--submission-id", first, "--", *entry], env=env, check=True,
                    capture_output=True, timeout=300)
+    polled = started
     while not snapshot.is_file():
         assert time.monotonic() - started < 480, f"no checkpoint in 480 s: {_job_status(address, env, first)}"
+        if time.monotonic() - polled > 10:  # a job that failed early never writes a checkpoint
+            polled = time.monotonic()
+            status = _job_status(address, env, first)
+            assert status in ("PENDING", "RUNNING"), status + subprocess.run(
+                [RAY, "job", "logs", "--address", address, first], env=env, capture_output=True, text=True,
+                timeout=120).stdout[-4000:]
         time.sleep(0.2)
     checkpointed = time.monotonic()
     subprocess.run([RAY, "job", "stop", "--address", address, first], env=env, check=True, capture_output=True,
@@ -176,7 +183,7 @@ def test_stopped_job_resumes_on_resubmission(stopped_and_resubmitted):
     runs each remaining step exactly once."""
     out = stopped_and_resubmitted
     first, second = out["first"], out["second"]
-    assert first["status"] == "STOPPED", first["logs"][-3000:]
+    assert first["status"] == "STOPPED", f"{first['status']} (raise EPOCHS if it ended first)\n" + first["logs"][-3000:]
     assert second["status"] == "SUCCEEDED", second["logs"][-4000:]
     for teacher in ("teacher-a", "teacher-b"):
         assert f"teacher {teacher}: reusing" in second["logs"], second["logs"][-4000:]
