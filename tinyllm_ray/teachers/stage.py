@@ -35,6 +35,8 @@ from tinyllm_ray.teachers.engines import make_engine
 # Rows per actor call for the HF engine: a few engine batches, so it can sort prompts by length within
 # a call. vLLM schedules continuously inside one call, so it gets ``batch_size`` rows per call.
 ENGINE_BATCHES_PER_CALL = 4
+# How long the replicas of a teacher may take to load (a 70B model from network storage takes minutes).
+REPLICA_START_TIMEOUT_S = 3600
 
 
 def rows_per_call(teacher: TeacherConfig) -> int:
@@ -128,4 +130,8 @@ def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: Pla
         warnings.simplefilter("ignore")
         dataset.context.scheduling_strategy = in_group
         dataset.context.scheduling_strategy_large_args = in_group
+    # The group already holds every replica's resources, so wait for all replicas to load before handing
+    # out blocks; otherwise the first one up takes most of a small dataset. (A replica that fails to
+    # load still fails the stage at once.)
+    dataset.context.wait_for_min_actors_s = REPLICA_START_TIMEOUT_S
     return dataset
