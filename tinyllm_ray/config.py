@@ -278,6 +278,61 @@ class RayConfig:
 
 
 @dataclass(config=_STRICT)
+class RangeConfig:
+    """A continuous range of one swept value, sampled by ``random`` or ``optuna`` search."""
+
+    low: Float = Field(ge=0)
+    """Smallest value."""
+    high: Float = Field(ge=0)
+    """Largest value."""
+    log: Bool = False
+    """Sample uniformly in log space (``low`` must then be above 0); the usual choice for ``lr``."""
+
+
+# A swept value: a list of values (every one in ``grid`` search, a choice in ``random``/``optuna``) or a range.
+SweepValues = list[Float] | RangeConfig
+
+
+@dataclass(config=_STRICT)
+class TuneConfig:
+    """A Ray Tune sweep of the loss weights (and optionally the learning rate) in place of one training run.
+
+    Every trial trains the student on the one rationale store with its own weights; the best trial on valid
+    accuracy becomes the run's student (its best checkpoint is reused) and test accuracy is scored once.
+    Values not swept keep the ``train`` section's.
+    """
+
+    gamma: SweepValues | None = None
+    """Values of the answer-loss weight ``train.gamma``: a list (``[0.5, 1.0]``) or a range (``{low: 0.1, high: 2}``)."""
+    alpha: dict[Str, SweepValues] = Field(default_factory=dict)
+    """Values of each teacher's rationale-loss weight, by teacher name (teachers not listed keep ``train.alpha``)."""
+    lr: SweepValues | None = None
+    """Values of the learning rate ``train.lr`` (a range usually with ``log: true``)."""
+    search: Literal["grid", "random", "optuna"] = "grid"
+    """``grid``: every combination of the lists (ranges are not allowed); ``random``: ``num_samples`` random
+    draws (lists are choices, ranges uniform or log-uniform); ``optuna``: Optuna's TPE sampler over the same
+    space (needs ``pip install optuna``)."""
+    num_samples: Int = Field(default=1, ge=1)
+    """``grid``: times the whole grid is repeated; ``random``/``optuna``: number of trials."""
+    scheduler: Literal["asha", "none"] = "asha"
+    """``asha``: asynchronous successive halving on ``valid_accuracy`` stops weak trials at their evaluations;
+    ``none``: every trial trains to the end."""
+    grace_period: Int = Field(default=1, ge=1)
+    """``asha``: evaluations (valid scores, see ``train.checkpoint_every`` and ``eval.every_steps``) every trial
+    gets before it may be stopped."""
+    reduction_factor: Float = Field(default=3.0, gt=1)
+    """``asha``: about 1 in ``reduction_factor`` trials goes on at each rung."""
+    leave_one_teacher_out: Bool = False
+    """Add one trial per teacher with the ``train`` section's weights and that teacher's alpha set to 0 (and one
+    with every teacher), to show what each teacher adds."""
+    max_concurrent_trials: Int | None = Field(default=None, ge=1)
+    """Trials at once; default: the cluster's CPUs (GPUs with ``train.use_gpu``) over what one trial takes
+    (its Train workers plus one CPU for its Ray Data tokenisation), at least 1."""
+    seed: Int = 0
+    """Seed of the ``random``/``optuna`` draws."""
+
+
+@dataclass(config=_STRICT)
 class Config:
     """A whole distillation run."""
 
@@ -290,6 +345,8 @@ class Config:
     ray: RayConfig = Field(default_factory=RayConfig)
     tiny_models: Str | None = None
     """Build the tiny local random-weight models into this directory first (smoke runs, quickstart)."""
+    tune: TuneConfig | None = None
+    """A Ray Tune sweep of the loss weights instead of one training run (``None``: no sweep)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -513,10 +570,57 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
     if config.train.strategy == "fsdp" and not config.train.use_gpu:
         errors.append("train.strategy: fsdp shards the student over GPUs and needs train.use_gpu: true "
                       "(use ddp on CPU)")
+    if config.tune is not None:
+        errors += tune_errors(config)
     if config.train.length_bucketing == 1:
         errors.append("train.length_bucketing: 1 batch per window sorts nothing; use 0 (off) or 2 or more")
     if errors:
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def _sweep_value_errors(key: str, values: Any, search: str, positive: bool = False) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, list):
+        errors = [] if values else [f"{key}: an empty list sweeps nothing; give at least one value"]
+        errors += [f"{key}: values must be {'> 0' if positive else '>= 0'}, got {v}"
+                   for v in values if v < 0 or (positive and v == 0)]
+        return errors
+    errors = []
+    if search == "grid":
+        errors.append(f"{key}: a range needs tune.search random or optuna; grid search takes a list of values")
+    if values.low >= values.high:
+        errors.append(f"{key}: low {values.low} must be below high {values.high}")
+    if (values.log or positive) and values.low <= 0:
+        errors.append(f"{key}: low must be above 0 ({'log scale' if values.log else 'a learning rate'}), "
+                      f"got {values.low}")
+    return errors
+
+
+def tune_errors(config: Config) -> list[str]:
+    """The ``tune`` section's cross-field rules (``validate`` reports them with the rest)."""
+    t, errors = config.tune, []
+    names = config.teacher_names()
+    errors += _sweep_value_errors("tune.gamma", t.gamma, t.search)
+    errors += _sweep_value_errors("tune.lr", t.lr, t.search, positive=True)
+    for name, values in t.alpha.items():
+        if name not in names:
+            errors.append(f"tune.alpha.{name}: no teacher named {name!r} "
+                          f"(teachers: {', '.join(names) or 'none'})")
+        errors += _sweep_value_errors(f"tune.alpha.{name}", values, t.search)
+    if t.gamma is None and not t.alpha and t.lr is None and not t.leave_one_teacher_out:
+        errors.append("tune: nothing to sweep; give tune.gamma, tune.alpha.<teacher>, tune.lr or "
+                      "tune.leave_one_teacher_out: true (or remove the tune section)")
+    if t.leave_one_teacher_out and not names:
+        errors.append("tune.leave_one_teacher_out: there are no teachers to leave out")
+    if t.search == "optuna":
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            errors.append("tune.search: optuna is not installed (pip install optuna), or use grid or random")
+    if t.search in ("random", "optuna") and t.gamma is None and not t.alpha and t.lr is None:
+        errors.append(f"tune.search: {t.search} search needs a swept value (tune.gamma, tune.alpha or tune.lr)")
+    return errors
 
 
 def validate_against_data(config: Config, n_train: int, source: str = "config") -> None:

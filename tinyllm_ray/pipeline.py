@@ -51,7 +51,7 @@ log = logging.getLogger("tinyllm_ray")
 # Settings that change where and how fast a run computes, not what: a resumed run may differ in them.
 _NOT_RESULT_SECTIONS = ("output", "ray")
 _NOT_RESULT_FIELDS = ("replicas", "num_cpus", "num_gpus", "cpus_per_worker", "log_every",
-                      "gpu_memory_utilization")
+                      "gpu_memory_utilization", "max_concurrent_trials")
 
 
 class StageError(RuntimeError):
@@ -255,6 +255,16 @@ def run_student(p: Prepared) -> dict[str, Any]:
     return info
 
 
+def run_sweep(p: Prepared) -> dict[str, Any]:
+    """The ``tune`` section's sweep in place of ``run_student``: the best trial on valid becomes the student."""
+    from tinyllm_ray import tune
+
+    rationales = {name: store.read_rationales(p.run_dir, name) for name in p.config.teacher_names()}
+    examples = example_table(p.splits["train"], rationales)
+    with stage(f"loss-weight sweep ({p.config.student.model})", p.run_dir):
+        return tune.run_sweep(p.config, p.run_dir, examples, p.splits.get("valid", []))
+
+
 def run(config: Config) -> dict[str, Any]:
     """The whole workflow; returns the report (also written to ``<run>/report.json``)."""
     start = time.perf_counter()
@@ -265,7 +275,7 @@ def run(config: Config) -> dict[str, Any]:
     ready = time.perf_counter()
     teachers = run_teachers(p)
     generated = time.perf_counter()
-    student = run_student(p)
+    student = run_student(p) if config.tune is None else run_sweep(p)
     trained = time.perf_counter()
     with stage("student evaluation", p.run_dir):
         accuracy, predictions = evaluate({s: p.splits[s] for s in ("valid", "test") if s in p.splits},
@@ -315,6 +325,9 @@ def run(config: Config) -> dict[str, Any]:
             "total_s": round(done - start, 3),
         },
     }
+    if config.tune is not None:  # the exported student is the sweep's best trial
+        report["student"].update(loss_weights=student["loss_weights"], lr=student["lr"])
+        report["tune"] = student["tune"]
     write_report(p.run_dir, report)
     print(console_summary(report), flush=True)
     return report

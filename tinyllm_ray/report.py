@@ -59,9 +59,30 @@ def render_markdown(report: dict[str, Any]) -> str:
     )
     lines += ["", "Accuracy: the student generates its answer and it is matched to an option (the paper's "
               "scorer); *rank*: the option the student finds most likely."]
+    if report.get("tune"):
+        lines += ["", *tune_markdown(report["tune"])]
     lines += ["", "## Timings (seconds)", ""]
     lines += _table(list(t), [list(t.values())])
     return "\n".join(lines) + "\n"
+
+
+def tune_markdown(tune: dict[str, Any]) -> list[str]:
+    """The sweep section of ``report.md``: one row per trial, the exported one marked, and the plot."""
+    best = tune["best"]
+    keys = list(best["point"])
+    lines = ["## Loss-weight sweep", "",
+             f"{len(tune['trials'])} trials, {tune['search']} search, scheduler {tune['scheduler']}, at most "
+             f"{tune['max_concurrent_trials']} at once; {tune['evaluations_total']} evaluations in all "
+             f"(a trial that runs to the end makes {tune['evaluations_per_trial']}). The exported student is the "
+             f"best checkpoint on valid: trial {best['trial_id']}, step {best['step']}, valid accuracy "
+             f"{_fmt(best['valid_accuracy'])}.", ""]
+    rows = [[("**" + x["trial_id"] + "**") if x["trial_id"] == best["trial_id"] else x["trial_id"],
+             *[_fmt(x["point"].get(k)) if k != "lr" else f"{x['point'].get(k):.2e}" for k in keys],
+             _fmt(x["valid_accuracy"]), x["evaluations"], x["steps"], x["status"]] for x in tune["trials"]]
+    lines += _table(["trial", *keys, "valid accuracy", "evaluations", "steps", "status"], rows)
+    if tune.get("plot"):
+        lines += ["", f"![valid accuracy against the loss weights]({tune['plot']})"]
+    return lines
 
 
 def console_summary(report: dict[str, Any]) -> str:
@@ -78,6 +99,11 @@ def console_summary(report: dict[str, Any]) -> str:
         f" {s['steps']} steps, {s['seconds']:.1f}s)",
         f"total {report['timings']['total_s']:.1f}s; report: {report['run_dir']}/report.md",
     ]
+    if report.get("tune"):
+        tune = report["tune"]
+        weights = ", ".join(f"{k}={v:g}" for k, v in tune["best"]["point"].items())
+        lines.insert(-1, f"sweep: {len(tune['trials'])} trials, {tune['evaluations_total']} evaluations; "
+                         f"best on valid: trial {tune['best']['trial_id']} ({weights})")
     return "\n".join(lines)
 
 
