@@ -122,6 +122,7 @@ def test_prompts_too_long_drop_shots_then_are_rejected(ray_local, tiny_models, t
     tiny = _teacher(tiny_models, max_model_len=20, max_new_tokens=8)
     [info] = _ok(runner.run_all([tiny], train, tmp_path / "tiny"))
     assert info["rejected_by_reason"] == {"prompt_too_long": 24} and info["tokens_generated"] == 0
+    print(f"context {limit + 8}: shots used {sorted(used)}; context 20: 24 of 24 rejected prompt_too_long")
 
 
 def test_generated_and_similar_examples(ray_local, tiny_models, tmp_path):
@@ -218,3 +219,4 @@ def test_a_killed_driver_resumes_without_regenerating_stored_rows(ray_local, tin
     [teacher] = report["teachers"]
     assert teacher["generated_now"] == 200 - stored and teacher["rationales"] + teacher["rejected"] == 200
     assert len({r["id"] for r in _rows(tmp_path / "runs" / "killed", "teacher-a")}) == 200
+    print(f"driver killed with {stored} of 200 rows stored; the re-run generated {teacher['generated_now']}")
