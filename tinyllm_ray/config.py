@@ -119,8 +119,13 @@ class TeacherConfig:
     """GPUs per replica."""
     num_cpus: Float = Field(default=1.0, gt=0)
     """CPUs per replica."""
-    batch_size: Int = Field(default=8, ge=1)
-    """Questions per ``generate`` call."""
+    batch_size: Int | None = Field(default=None, ge=1)
+    """``hf``: prompts per ``generate`` batch (default 8; an actor call takes 4 batches, sorted by length);
+    ``vllm``: prompts per actor call (default 256; vLLM's scheduler batches continuously inside it)."""
+
+    def prompts_per_batch(self) -> int:
+        """``batch_size`` with the engine's default filled in."""
+        return self.batch_size or (256 if self.engine == "vllm" else 8)
     shots: Int = Field(default=2, ge=0)
     """In-context examples per prompt, from the training split, never the question itself."""
     shots_mode: Literal["random", "generated", "similar"] = "random"

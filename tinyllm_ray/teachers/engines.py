@@ -233,4 +233,4 @@ def make_engine(teacher: TeacherConfig) -> Engine:
     if teacher.engine == "vllm":
         return VLLMEngine(teacher.model, gpu_memory_utilization=teacher.gpu_memory_utilization,
                           enforce_eager=teacher.enforce_eager, **common)
-    return HFEngine(teacher.model, batch_size=teacher.batch_size, **common)
+    return HFEngine(teacher.model, batch_size=teacher.prompts_per_batch(), **common)

@@ -40,7 +40,8 @@ REPLICA_START_TIMEOUT_S = 3600
 
 
 def rows_per_call(teacher: TeacherConfig) -> int:
-    return teacher.batch_size if teacher.engine == "vllm" else teacher.batch_size * ENGINE_BATCHES_PER_CALL
+    size = teacher.prompts_per_batch()
+    return size if teacher.engine == "vllm" else size * ENGINE_BATCHES_PER_CALL
 
 
 def fit_prompt(variants: list[list[int]], limit: int | None) -> int | None:
