@@ -33,8 +33,8 @@ from typing import Any
 import pyarrow as pa
 import ray
 import ray.tune
-import ray.util.placement_group
 from ray.tune.integration.ray_train import TuneReportCallback
+from ray.util.placement_group import PlacementGroup
 
 from tinyllm_ray import prompts
 from tinyllm_ray.config import Config, ConfigError, RangeConfig, stage_key
@@ -213,12 +213,19 @@ class ReclaimStoppedTrainRuns(ray.tune.Callback):
         if any(t.status == "RUNNING" for t in trials):
             return  # its own Train group is among them; wait until the sweep is idle
         self.due = None
-        for pg_id, entry in ray.util.placement_group_table().items():
-            bundles = list(entry.get("bundles", {}).values())
-            if entry.get("state") == "CREATED" and bundles and all(set(b) <= {"CPU", "GPU"} for b in bundles):
-                log.info("tune: removing the placement group %s left by a stopped trial's Train run", pg_id)
-                group = ray.util.placement_group.PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id)))
-                ray.util.remove_placement_group(group)
+        reclaim_train_groups()
+
+
+def reclaim_train_groups() -> None:
+    """Remove the placement groups that hold only CPUs/GPUs: call it only while no trial runs."""
+    for pg_id, entry in ray.util.placement_group_table().items():
+        bundles = list(entry.get("bundles", {}).values())
+        if entry.get("state") == "CREATED" and bundles and all(set(b) <= {"CPU", "GPU"} for b in bundles):
+            log.info("tune: removing the placement group %s left by a stopped trial's Train run", pg_id)
+            try:
+                ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+            except Exception as err:  # noqa: BLE001 -- already gone, or removed by Ray meanwhile
+                log.warning("tune: could not remove placement group %s: %s", pg_id, err)
 
 
 def _scheduler(config: Config, max_t: int) -> Any:
@@ -296,6 +303,8 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
                                           callbacks=[ReclaimStoppedTrainRuns()]),
         )
     grid = tuner.fit()
+    time.sleep(1.0)  # let the last stopped trial's actors go first
+    reclaim_train_groups()  # the sweep is over: nothing of it may hold CPUs the evaluation needs
     trials = collect_trials(grid, config, run_dir, max_t)
     best = best_trial(trials)
     if best is None:
