@@ -217,10 +217,15 @@ class ReclaimStoppedTrainRuns(ray.tune.Callback):
 
 
 def reclaim_train_groups() -> None:
-    """Remove the placement groups that hold only CPUs/GPUs: call it only while no trial runs."""
+    """Remove this job's placement groups that hold only CPUs/GPUs: call it only while no trial of it runs.
+
+    A placement group's id ends with the id of the job that created it (the driver's; Train controllers are
+    actors of the same job), so other jobs' groups on a shared cluster are never touched."""
+    job = ray.get_runtime_context().get_job_id()
     for pg_id, entry in ray.util.placement_group_table().items():
         bundles = list(entry.get("bundles", {}).values())
-        if entry.get("state") == "CREATED" and bundles and all(set(b) <= {"CPU", "GPU"} for b in bundles):
+        if (pg_id.endswith(job) and entry.get("state") == "CREATED" and bundles
+                and all(set(b) <= {"CPU", "GPU"} for b in bundles)):
             log.info("tune: removing the placement group %s left by a stopped trial's Train run", pg_id)
             try:
                 ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
