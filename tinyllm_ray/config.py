@@ -618,6 +618,9 @@ def tune_errors(config: Config) -> list[str]:
                       "tune.leave_one_teacher_out: true (or remove the tune section)")
     if t.leave_one_teacher_out and not names:
         errors.append("tune.leave_one_teacher_out: there are no teachers to leave out")
+    if t.search == "optuna" and t.leave_one_teacher_out:
+        errors.append("tune.leave_one_teacher_out: not with optuna search (Optuna's trials take values from its own "
+                      "space only); use grid or random search")
     if t.search == "optuna":
         import importlib.util
 

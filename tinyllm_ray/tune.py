@@ -113,9 +113,7 @@ def search_space(config: Config) -> tuple[dict[str, Any], list[dict[str, float]]
         return {"point": ray.tune.grid_search(points)}, []
     swept = swept_values(config)
     space: dict[str, Any] = {**base_point(config), **{k: _domain(v) for k, v in swept.items()}}
-    first = leave_one_out_points(config) if t.leave_one_teacher_out else []
-    if t.search == "optuna":  # Optuna's suggestions hold only its own parameters
-        first = [{k: p[k] for k in swept} for p in first]
+    first = leave_one_out_points(config) if t.leave_one_teacher_out else []  # random only (config rule)
     return space, first
 
 

@@ -69,6 +69,22 @@ def test_optuna_without_optuna_is_a_clear_error():
         {"gamma": {"low": 0.1, "high": 1.0}, "search": "optuna"})
 
 
+def test_leave_one_out_is_not_for_optuna():
+    assert "tune.leave_one_teacher_out: not with optuna search" in errors_of(
+        {"gamma": {"low": 0.1, "high": 1.0}, "search": "optuna", "leave_one_teacher_out": True})
+
+
+@pytest.mark.skipif(importlib.util.find_spec("optuna") is None, reason="optuna is not installed")
+def test_optuna_suggests_from_the_space():
+    config = make({"search": "optuna", "num_samples": 3, "gamma": {"low": 0.1, "high": 2.0},
+                   "alpha": {"a": [0.0, 1.0]}, "lr": {"low": 1e-4, "high": 1e-2, "log": True}})
+    space, first = tune.search_space(config)
+    searcher, limit = tune._searcher(config, first, 2)
+    assert limit == 2 and searcher.set_search_properties("valid_accuracy", "max", space)
+    point = searcher.suggest("t0")
+    assert 0.1 <= point["gamma"] <= 2.0 and point["alpha.a"] in (0.0, 1.0) and 1e-4 <= point["lr"] <= 1e-2
+
+
 def test_grid_is_every_combination_with_the_train_values_elsewhere():
     config = make({"gamma": [0.5, 1.0], "alpha": {"b": [0.0, 1.0]}})
     points = tune.grid_points(config)
