@@ -308,7 +308,8 @@ class TuneConfig:
     """
 
     gamma: SweepValues | None = None
-    """Values of the answer-loss weight ``train.gamma``: a list (``[0.5, 1.0]``) or a range (``{low: 0.1, high: 2}``)."""
+    """Values of the answer-loss weight ``train.gamma``: a list (``[0.5, 1.0]``) or a range
+    (``{low: 0.1, high: 2}``)."""
     alpha: dict[Str, SweepValues] = Field(default_factory=dict)
     """Values of each teacher's rationale-loss weight, by teacher name (teachers not listed keep ``train.alpha``)."""
     lr: SweepValues | None = None
