@@ -51,14 +51,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("No teachers: label-only baseline.")
     lines += ["", "## Student", ""]
     lines += _table(
-        ["model", "loss weights", "valid accuracy", "test accuracy", "valid (rank)", "test (rank)", "steps",
-         "seconds"],
-        [[s["model"], ", ".join(f"{k}={v:g}" for k, v in s["loss_weights"].items()),
+        ["model", "mode", "loss weights", "valid accuracy", "test accuracy", "valid (rank)", "test (rank)", "steps",
+         "exported step", "seconds"],
+        [[s["model"], s.get("mode"), ", ".join(f"{k}={v:g}" for k, v in s["loss_weights"].items()),
           s["valid_accuracy"], s["test_accuracy"], s["valid_accuracy_rank"], s["test_accuracy_rank"], s["steps"],
-          s["seconds"]]],
+          s.get("exported_step"), s["seconds"]]],
     )
     lines += ["", "Accuracy: the student generates its answer and it is matched to an option (the paper's "
-              "scorer); *rank*: the option the student finds most likely."]
+              "scorer); *rank*: the option the student finds most likely. The exported student is the checkpoint "
+              "with the best valid accuracy during training."]
     if report.get("tune"):
         lines += ["", *tune_markdown(report["tune"])]
     lines += ["", "## Timings (seconds)", ""]
