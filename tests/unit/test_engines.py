@@ -1,4 +1,4 @@
-"""Unit tests for tinyllm_ray.teachers.engines (HF engine on the tiny models) and stage.fit_prompt."""
+"""Unit tests for tinyllm_ray.teachers.engines (HF engine on the tiny models) and stage.fit_prompts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tinyllm_ray import prompts
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data.synthetic import generate
 from tinyllm_ray.teachers import engines
-from tinyllm_ray.teachers.stage import fit_prompt
+from tinyllm_ray.teachers.stage import fit_prompts
 
 MAX_NEW = 3
 QUESTIONS = generate(8, 1, 1, seed=2)["train"]
@@ -128,18 +128,38 @@ def test_encode_prompts_truncates() -> None:
     assert engines.encode_prompts(Tok(), ["abcdef"], chat=False) == [[0, 1, 2, 3, 4, 5]]
 
 
-def test_fit_prompt_picks_fullest_variant_that_fits(teacher: engines.HFEngine) -> None:
+def test_fit_prompts_picks_fullest_variant_that_fits(teacher: engines.HFEngine) -> None:
     q = QUESTIONS[0]
-    variants = teacher.encode(prompts.prompt_variants(q, QUESTIONS[1:4]))
-    lengths = [len(v) for v in variants]
+    texts = prompts.prompt_variants(q, QUESTIONS[1:4])
+    lengths = [len(v) for v in teacher.encode(texts)]
     assert lengths == sorted(lengths, reverse=True) and len(set(lengths)) == 4
-    assert fit_prompt(variants, None) == 0
-    assert fit_prompt(variants, lengths[0]) == 0
-    assert fit_prompt(variants, lengths[0] - 1) == 1
-    assert fit_prompt(variants, lengths[2]) == 2
-    assert fit_prompt(variants, lengths[3]) == 3
-    assert fit_prompt(variants, lengths[3] - 1) is None
-    assert fit_prompt([], 100) is None
+
+    def fit(limit):
+        chosen, ids, tried = fit_prompts([texts], teacher.encode, limit)
+        if chosen[0] is not None:
+            assert ids[0] == teacher.encode([texts[chosen[0]]])[0]
+        return chosen[0], tried[0]
+
+    assert fit(None) == (0, lengths[0])
+    assert fit(lengths[0]) == (0, lengths[0])
+    assert fit(lengths[0] - 1) == (1, lengths[1])
+    assert fit(lengths[2]) == (2, lengths[2])
+    assert fit(lengths[3]) == (3, lengths[3])
+    assert fit(lengths[3] - 1) == (None, lengths[3])  # the shortest one tried, none fits
+
+
+def test_fit_prompts_encodes_only_what_it_needs() -> None:
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        calls.append(texts)
+        return [[0] * len(t.split()) for t in texts]
+
+    rows = [["a b c d", "a b", "a"], ["a b", "a"], ["a b c d e f", "a b c d e", "a b c d"]]
+    chosen, ids, tried = fit_prompts(rows, encode, limit=3)
+    assert chosen == [1, 0, None] and tried == [2, 2, 4] and ids[0] == [0, 0]
+    assert calls == [["a b c d", "a b", "a b c d e f"], ["a b", "a b c d e"], ["a b c d"]]
+    assert fit_prompts([], encode, 3) == ([], [], [])
 
 
 def test_make_engine_hf(tiny_models: Path) -> None:

@@ -18,6 +18,7 @@ import math
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,12 +45,30 @@ def rows_per_call(teacher: TeacherConfig) -> int:
     return size if teacher.engine == "vllm" else size * ENGINE_BATCHES_PER_CALL
 
 
-def fit_prompt(variants: list[list[int]], limit: int | None) -> int | None:
-    """Index of the first (fullest) encoded variant within ``limit`` tokens, None when none fits."""
-    for i, ids in enumerate(variants):
-        if limit is None or len(ids) <= limit:
-            return i
-    return None
+def fit_prompts(
+    variants: list[list[str]], encode: Callable[[list[str]], list[list[int]]], limit: int | None
+) -> tuple[list[int | None], list[list[int]], list[int]]:
+    """Per row: the index of its fullest variant within ``limit`` tokens (None when none fits), that
+    variant's token ids, and the token count of the last variant tried. Variants are encoded level by
+    level, only for the rows still looking, so a row that fits costs one encoding."""
+    n = len(variants)
+    chosen: list[int | None] = [None] * n
+    ids: list[list[int]] = [[] for _ in range(n)]
+    tried = [0] * n
+    looking, level = list(range(n)), 0
+    while looking:
+        todo = [i for i in looking if level < len(variants[i])]
+        if not todo:
+            break
+        looking = []
+        for i, encoded in zip(todo, encode([variants[i][level] for i in todo])):
+            tried[i] = len(encoded)
+            if limit is None or len(encoded) <= limit:
+                chosen[i], ids[i] = level, encoded
+            else:
+                looking.append(i)
+        level += 1
+    return chosen, ids, tried
 
 
 class TeacherWorker:
@@ -65,15 +84,10 @@ class TeacherWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         start = time.perf_counter()
         n = len(batch["id"])
-        variants = [list(v) for v in batch["variants"]]
-        flat = self.engine.encode([str(text) for vs in variants for text in vs])
-        encoded, offset = [], 0
-        for vs in variants:
-            encoded.append(flat[offset : offset + len(vs)])
-            offset += len(vs)
-        chosen = [fit_prompt(e, self.engine.max_prompt_tokens) for e in encoded]
+        variants = [[str(text) for text in v] for v in batch["variants"]]
+        chosen, prompt_ids, tried = fit_prompts(variants, self.engine.encode, self.engine.max_prompt_tokens)
         submit = [i for i in range(n) if chosen[i] is not None]
-        generations = dict(zip(submit, self.engine.generate_ids([encoded[i][chosen[i]] for i in submit])))
+        generations = dict(zip(submit, self.engine.generate_ids([prompt_ids[i] for i in submit]))) if submit else {}
 
         out: dict[str, list] = {name: [] for name in ("rationale", "reject_reason", "raw", "prompt_tokens",
                                                       "new_tokens", "shots_used")}
@@ -81,7 +95,7 @@ class TeacherWorker:
             question = Question(id=str(batch["id"][i]), question="", choices=tuple(str(c) for c in batch["choices"][i]),
                                 answer=str(batch["answer"][i]))
             if i not in generations:
-                text, reason, raw, used, p_tokens, n_tokens = "", "prompt_too_long", "", 0, len(encoded[i][-1]), 0
+                text, reason, raw, used, p_tokens, n_tokens = "", "prompt_too_long", "", 0, tried[i], 0
             else:
                 g = generations[i]
                 prompt = str(variants[i][chosen[i]])
@@ -107,15 +121,17 @@ class TeacherWorker:
         }
 
 
-def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: PlacementGroup) -> ray.data.Dataset:
-    """Lazy dataset of rationale rows (``store.SCHEMA``) for the prompt rows, in blocks of one actor call."""
+def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: PlacementGroup,
+                    worker: type[TeacherWorker] = TeacherWorker) -> ray.data.Dataset:
+    """Lazy dataset of rationale rows (``store.SCHEMA``) for the prompt rows, in blocks of one actor call.
+    ``worker`` may be a subclass of ``TeacherWorker`` (the benchmark's adds timings)."""
     size = rows_per_call(teacher)
     # Blocks of one call's rows: every actor of the pool gets work and a lost block is small. from_items
     # builds the blocks in this process; from_arrow would run tasks that need a CPU, and while the
     # teachers' placement groups hold every CPU of a small cluster those tasks would never start.
     dataset = ray.data.from_items(rows.to_pylist(), override_num_blocks=math.ceil(rows.num_rows / size))
     dataset = dataset.map_batches(
-        TeacherWorker,
+        worker,
         fn_constructor_kwargs={"teacher": teacher},
         batch_size=size,
         batch_format="numpy",
