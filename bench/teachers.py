@@ -1,6 +1,6 @@
 """Teacher-stage benchmark: our engines against the bare libraries, same prompts, same tiny model.
 
-    python bench/teachers.py [--questions 768] [--max-new-tokens 32] [--repeats 3] [--no-vllm]
+    python bench/teachers.py [--questions 768] [--max-new-tokens 32] [--repeats 3] [--no-vllm] [--dataset DIR]
 
 Prompts: the teacher-forcing prompts (2 random in-context examples) of the built-in synthetic training
 questions; model: the tiny random-weight Llama ``teacher-a`` of ``tinyllm_ray.tiny``; greedy decoding.
@@ -48,8 +48,16 @@ from tinyllm_ray.tiny import build_tiny_models  # noqa: E402
 HF_BATCH = 16
 
 
-def prompts_for(n: int) -> list[str]:
-    train = generate(n_train=n, n_valid=8, n_test=8, seed=0)["train"]
+def prompts_for(n: int, dataset: str | None = None) -> list[str]:
+    """Teacher prompts of n training questions: the built-in dataset, or a dataset directory in the
+    TinyLLM authors' layout (real question lengths, e.g. ../shared/data/tinyllm-official/obqa)."""
+    if dataset:
+        from tinyllm_ray.config import DataConfig
+        from tinyllm_ray.data.load import load_data
+
+        train = load_data(DataConfig(dataset=Path(dataset).name, path=dataset, max_train=n)).splits["train"]
+    else:
+        train = generate(n_train=n, n_valid=8, n_test=8, seed=0)["train"]
     teacher = TeacherConfig(name="bench", model="unused", shots=2)
     variants = train_variants(teacher, train)
     return [variants[q.id][0] for q in train]
@@ -146,13 +154,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the HF arms (one thread is steady on a machine others load too)")
     parser.add_argument("--no-vllm", action="store_true")
+    parser.add_argument("--dataset", help="questions from a dataset directory in the authors' layout instead of the "
+                                          "built-in ones")
     args = parser.parse_args()
     on_gpu = torch.cuda.is_available()
     torch.set_num_threads(args.threads)
     models = Path(tempfile.mkdtemp(prefix="bench-teachers-"))
     build_tiny_models(models)
     model_dir = str(models / "teacher-a")
-    prompts = prompts_for(args.questions)
+    prompts = prompts_for(args.questions, args.dataset)
     lengths = [len(p) for p in prompts]
     print(f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} characters; device: {'cuda' if on_gpu else 'cpu'}")
 
@@ -192,6 +202,7 @@ def main() -> None:
         "hf_vs_naive": round(best["hf_ours"] / best["hf_naive"], 3),
         "tokens_per_s": {name: round(rate, 1) for name, rate in best.items()},
         "questions": len(prompts),
+        "dataset": Path(args.dataset).name if args.dataset else "synthetic",
         "max_new_tokens": args.max_new_tokens,
     }
     print(json.dumps(summary))
