@@ -1,12 +1,14 @@
 """The sweep: Ray Tune over the loss weights (gamma, each alpha_i) and optionally the learning rate.
 
-    python jobs/distill.py --config configs/quickstart-tune.yaml
+    python jobs/distill.py --config configs/quickstart.yaml
 
 Ray 2.60's Train V2 pattern: every Tune trial runs a driver function (``_trial``) that builds the student's
 ``TorchTrainer`` with the trial's weights (``student.train.train_student``) and fits it; a Train callback
 (``TuneReporter``, Ray's ``TuneReportCallback`` plus an ``evaluations`` counter) passes every valid score
-to Tune, where ASHA stops weak trials early. Every trial reads the one rationale store (teachers ran once,
-before the sweep) and keeps its Ray Train run in ``<run>/tune/trials/<trial id>/``; Tune's own state is in
+to Tune, where ASHA stops weak trials early (``ReclaimStoppedTrainRuns`` frees a stopped trial's workers at
+once). Every trial reads the one rationale store (teachers ran once, before the sweep) through one tokenised
+Ray Dataset (tokenised once, before the first trial), runs as many at once as the CPUs (GPUs) hold Train
+worker groups, and keeps its Ray Train run in ``<run>/tune/trials/<trial id>/``; Tune's own state is in
 ``<run>/tune/sweep/``. A resubmitted run with the same run directory restores that state
 (``Tuner.restore``): finished trials are not rerun, an interrupted one resumes from its latest Train checkpoint.
 
@@ -40,7 +42,9 @@ from tinyllm_ray import prompts
 from tinyllm_ray.config import Config, ConfigError, RangeConfig, stage_key
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.student.schedule import Plan, make_plan
-from tinyllm_ray.student.train import SCORE, STATE_FILE, train_student
+from tinyllm_ray.student.batches import target_col
+from tinyllm_ray.student.train import (PLACEMENT_GROUP, SCORE, STATE_FILE, student_layout, tokenized_dataset,
+                                       train_student)
 
 log = logging.getLogger("tinyllm_ray.tune")
 TIME_ATTR = "evaluations"  # valid scores so far in the trial's Train run: ASHA's clock
@@ -134,13 +138,13 @@ def apply_point(config: Config, point: dict[str, float]) -> Config:
 def concurrent_trials(config: Config, resources: dict[str, float]) -> int:
     """How many trials run at once: set, or the cluster's CPUs (GPUs) over one trial's needs, at least 1.
 
-    One trial holds its Train workers' CPUs while it trains and one CPU for its Ray Data tokenisation
-    actor at its start; its Tune driver function and Train controller take none.
+    One trial holds its Train workers' CPUs; its Tune driver function, Train controller and Ray Data split
+    coordinator take none, and the data was tokenised once before the sweep.
     """
     if config.tune.max_concurrent_trials:
         return config.tune.max_concurrent_trials
     tc = config.train
-    fits = int(resources.get("CPU", 0) // (tc.num_workers * tc.cpus_per_worker + 1))
+    fits = int(resources.get("CPU", 0) // (tc.num_workers * tc.cpus_per_worker))
     if tc.use_gpu:
         fits = min(fits, int(resources.get("GPU", 0) // tc.num_workers))
     return max(1, fits)
@@ -172,13 +176,19 @@ def trial_dir(run_dir: Path, trial_id: str) -> Path:
     return run_dir / "tune" / "trials" / trial_id
 
 
-def _trial(params: dict[str, Any], *, config: Config, examples: pa.Table, valid: list[Question],
-           run_dir: str) -> None:
+def _trial(params: dict[str, Any], *, config: Config, examples: pa.Table, tokenized: ray.data.Dataset,
+           valid: list[Question], run_dir: str) -> None:
     trial_config = apply_point(config, point_of(params))
     plan = make_plan(trial_config, examples.num_rows)
     where = trial_dir(Path(run_dir), ray.tune.get_context().get_trial_id())
     # RunConfig(storage_path=<trial>/train, name="student"): a restarted trial resumes its own Train run.
-    train_student(examples, trial_config, where, valid=valid, callbacks=[TuneReporter(report_steps(plan))])
+    train_student(examples, trial_config, where, valid=valid, callbacks=[TuneReporter(report_steps(plan))],
+                  tokenized=tokenized, tag_placement_group=True)
+
+
+def sweep_tasks(config: Config, examples: pa.Table) -> list[str]:
+    """Every task some trial may train (any weight can be swept), as far as the rows have it."""
+    return [t for t in config.task_weights() if target_col(t) in examples.column_names]
 
 
 # -- the sweep ---------------------------------------------------------------------------------------------
@@ -188,30 +198,48 @@ class ReclaimStoppedTrainRuns(ray.tune.Callback):
     """Frees the workers' placement group of a Train run whose trial Tune stopped (ASHA).
 
     Tune stops a trial by ending its actor; the trial's Train controller dies with it and Ray Train's own
-    ``PlacementGroupCleaner`` should then remove the workers' placement group. That cleaner finds the cluster
-    through Ray's State API, which fails where the dashboard is off or several Ray instances share the machine
-    ("Found multiple active Ray instances"); the group then keeps its CPUs until the job ends and the next
-    trials wait for ever. So, once a trial has ended and no other trial is running, any placement group still
-    holding only CPUs/GPUs (a Train worker group's; Tune's own trial groups ask for memory only) belongs to a
-    dead Train run and is removed. With several trials at once this happens whenever the last running one ends.
+    ``PlacementGroupCleaner`` then removes the workers' placement group, seconds later (it polls), or never
+    where Ray's State API fails (dashboard off, several Ray instances on the machine: "Found multiple active
+    Ray instances") and the next trials wait for ever. Every trial's reports carry its workers' group id
+    (``PLACEMENT_GROUP``), so the group of a trial that ended is removed here ``delay_s`` after, while other
+    trials run. A trial stopped before its first report has no id: ``reclaim_train_groups`` frees its group
+    once no trial runs.
     """
 
-    def __init__(self, delay_s: float = 2.0):
+    def __init__(self, delay_s: float = 0.5):
         self.delay_s = delay_s
-        self.due: float | None = None
+        self.due: list[tuple[float, str]] = []
+        self.unknown = False
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.due = time.monotonic() + self.delay_s
+        group = (getattr(trial, "last_result", None) or {}).get(PLACEMENT_GROUP)
+        if group:
+            self.due.append((time.monotonic() + self.delay_s, group))
+        else:
+            self.unknown = True
 
     on_trial_error = on_trial_complete
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.due is None or time.monotonic() < self.due:
-            return
-        if any(t.status == "RUNNING" for t in trials):
-            return  # its own Train group is among them; wait until the sweep is idle
-        self.due = None
-        reclaim_train_groups()
+        now = time.monotonic()
+        for at, group in [d for d in self.due if d[0] <= now]:
+            self.due.remove((at, group))
+            remove_group(group)
+        if self.unknown and not any(t.status == "RUNNING" for t in trials):
+            self.unknown = False
+            reclaim_train_groups()
+
+
+def remove_group(pg_id: str) -> None:
+    """Remove one placement group by id, if it still exists."""
+    entry = ray.util.placement_group_table().get(pg_id)
+    if not entry or entry.get("state") == "REMOVED":
+        return
+    log.info("tune: removing the placement group %s of a trial that ended", pg_id)
+    try:
+        ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+    except Exception as err:  # noqa: BLE001 -- removed by Ray Train meanwhile
+        log.debug("tune: placement group %s: %s", pg_id, err)
 
 
 def reclaim_train_groups() -> None:
@@ -224,11 +252,7 @@ def reclaim_train_groups() -> None:
         bundles = list(entry.get("bundles", {}).values())
         if (pg_id.endswith(job) and entry.get("state") == "CREATED" and bundles
                 and all(set(b) <= {"CPU", "GPU"} for b in bundles)):
-            log.info("tune: removing the placement group %s left by a stopped trial's Train run", pg_id)
-            try:
-                ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
-            except Exception as err:  # noqa: BLE001 -- already gone, or removed by Ray meanwhile
-                log.warning("tune: could not remove placement group %s: %s", pg_id, err)
+            remove_group(pg_id)
 
 
 def _scheduler(config: Config, max_t: int) -> Any:
@@ -277,9 +301,11 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
     max_t = len(report_steps(plan))
     space, first = search_space(config)
     limit = concurrent_trials(config, ray.cluster_resources())
+    # Tokenised once here, not per trial: the trials differ only in their loss weights.
+    tokenized = tokenized_dataset(examples, config, sweep_tasks(config, examples), student_layout(config))
     trainable = ray.tune.with_resources(
-        ray.tune.with_parameters(_trial, config=config, examples=examples, valid=list(valid),
-                                 run_dir=str(run_dir)),
+        ray.tune.with_parameters(_trial, config=config, examples=examples, tokenized=tokenized,
+                                 valid=list(valid), run_dir=str(run_dir)),
         # The driver function only waits on its TorchTrainer (the Train workers hold the CPUs); Tune needs a
         # non-empty request, so it asks for a little memory instead of a CPU.
         {"cpu": 0, "memory": 64 * 2**20},
@@ -379,7 +405,8 @@ def collect_trials(grid: Any, config: Config, run_dir: Path, max_t: int) -> list
             "checkpoint": top["path"] if top else None,
             "best_step": top["step"] if top else None,
             "checkpoint_valid_accuracy": top[SCORE] if top else None,
-            "final_metrics": {k: v for k, v in last.items() if isinstance(v, (int, float, str)) and k != "config"},
+            "final_metrics": {k: v for k, v in last.items()
+                              if isinstance(v, (int, float, str)) and k not in ("config", PLACEMENT_GROUP)},
         })
     return sorted(trials, key=lambda t: t["trial_id"] or "")
 

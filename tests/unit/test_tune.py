@@ -141,8 +141,8 @@ def test_a_point_becomes_the_trials_train_section():
 
 
 @pytest.mark.parametrize("resources, train, expected", [
-    ({"CPU": 2}, {}, 1),                                   # 1 Train worker + 1 tokenisation CPU
-    ({"CPU": 8}, {}, 4),
+    ({"CPU": 2}, {}, 2),                                   # 1 Train worker each (tokenised before the sweep)
+    ({"CPU": 8}, {}, 8),
     ({"CPU": 8}, {"num_workers": 2, "cpus_per_worker": 1.5}, 2),
     ({"CPU": 1}, {}, 1),                                   # never 0
     ({"CPU": 32, "GPU": 2}, {"use_gpu": True}, 2),

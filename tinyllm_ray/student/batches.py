@@ -188,16 +188,19 @@ def collate(batch: dict[str, np.ndarray], tasks: Sequence[str], pad_id: int, lay
     return out
 
 
-def row_lengths(batch: dict[str, np.ndarray]) -> np.ndarray:
-    """Tokens per row over every token column (the key length bucketing sorts on)."""
-    columns = [k for k in batch if k.startswith(("ids__", "labels__"))]
+def row_lengths(batch: dict[str, np.ndarray], tasks: Sequence[str] | None = None) -> np.ndarray:
+    """Tokens per row over the token columns of ``tasks`` (all when None; the key length bucketing sorts on)."""
+    used = None if tasks is None else {QUESTION, *tasks}
+    columns = [k for k in batch if k.startswith(("ids__", "labels__"))
+               and (used is None or k.partition("__")[2] in used)]
     n = len(batch["id"])
     return np.asarray([sum(len(batch[k][i]) for k in columns) for i in range(n)])
 
 
-def bucketed(window: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+def bucketed(window: dict[str, np.ndarray], batch_size: int, rng: np.random.Generator,
+             tasks: Sequence[str] | None = None) -> list[dict[str, np.ndarray]]:
     """Cut a window of rows into batches of similar length (sorted by ``row_lengths``), in a random order."""
-    order = np.argsort(row_lengths(window), kind="stable")
+    order = np.argsort(row_lengths(window, tasks), kind="stable")
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(chunks)
     return [{k: v[idx] for k, v in window.items()} for idx in chunks]

@@ -58,6 +58,7 @@ from tinyllm_ray.student.scoring import Scorer
 log = logging.getLogger("tinyllm_ray.student")
 STATE_FILE = "train_state.pt"
 SCORE = "valid_accuracy"
+PLACEMENT_GROUP = "placement_group"  # the workers' placement group id, in reports when asked for
 # Testing only: ``TINYLLM_TEST_FAIL_AT_STEP=k`` with ``TINYLLM_TEST_FAIL_MARKER=FILE`` in the driver's
 # environment makes the last worker raise once after step k (the marker file records that it did, so the
 # restarted worker group goes on). Read by ``train_student``, never part of the run config.
@@ -72,7 +73,8 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
-def epoch_batches(shard: Any, config: Config, epoch: int, collate_fn: Any) -> Iterator[dict[str, Any]]:
+def epoch_batches(shard: Any, config: Config, epoch: int, collate_fn: Any,
+                  tasks: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """One epoch of collated micro-batches from this worker's shard."""
     tc = config.train
     local = tc.shuffle == "local" and tc.shuffle_buffer > 0
@@ -84,7 +86,7 @@ def epoch_batches(shard: Any, config: Config, epoch: int, collate_fn: Any) -> It
     rng = np.random.default_rng([tc.seed, epoch])
     for window in shard.iter_batches(batch_size=tc.batch_size * tc.length_bucketing, batch_format="numpy",
                                      **shuffle):
-        for batch in bucketed(window, tc.batch_size, rng):
+        for batch in bucketed(window, tc.batch_size, rng, tasks):
             yield collate_fn(batch)
 
 
@@ -96,6 +98,7 @@ class _Run:
         self.plan: Plan = loop_config["plan"]
         self.valid: list[Question] = loop_config["valid"]
         self.fail = loop_config.get("fail")
+        self.tag_placement_group = bool(loop_config.get("tag_placement_group"))
         c, tc = self.config, self.config.train
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
@@ -193,6 +196,9 @@ class _Run:
     def report(self, epoch: int, numbers: dict[str, float]) -> None:
         accuracy = self.valid_accuracy()
         result = {"step": self.step, "epoch": epoch, SCORE: accuracy, **numbers}
+        if self.tag_placement_group:
+            group = ray.util.get_current_placement_group()
+            result[PLACEMENT_GROUP] = group.id.hex() if group else ""
         if self.rank == 0:
             log.info("valid accuracy (%s) %.4f after %d steps", self.config.eval.select_on, accuracy, self.step)
             metrics.eval_accuracy().set(accuracy, tags={"split": "valid", "scorer": self.config.eval.select_on})
@@ -230,7 +236,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         model.train()
         started, cpu_started = time.perf_counter(), time.process_time()
         step_loss, pending = 0.0, 0
-        for micro, batch in enumerate(epoch_batches(shard, run.config, epoch, collate_fn)):
+        for micro, batch in enumerate(epoch_batches(shard, run.config, epoch, collate_fn, run.tasks)):
             if epoch == start_epoch and micro < skip:
                 continue
             batch = to_device(batch, run.device)
@@ -303,16 +309,24 @@ def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str], layo
     return dataset
 
 
+def student_layout(config: Config) -> str:
+    return layout_of(is_encoder_decoder(config.student.model, config.student.trust_remote_code), config.train.mode)
+
+
 def train_student(examples: pa.Table, config: Config, run_dir: Path,
-                  valid: list[Question] | None = None, callbacks: list[Any] | None = None) -> dict[str, Any]:
+                  valid: list[Question] | None = None, callbacks: list[Any] | None = None,
+                  tokenized: ray.data.Dataset | None = None, tag_placement_group: bool = False) -> dict[str, Any]:
     """Fit the student; returns {"checkpoint": best on valid, "latest", "steps", "seconds", "metrics",
     "best_metrics"}. ``callbacks``: Ray Train ``UserCallback``s for the run (a Tune sweep passes its
-    Train->Tune reporter)."""
+    Train->Tune reporter). ``tokenized``: ``examples`` already through ``tokenized_dataset`` (a sweep
+    tokenises once for all its trials; columns of tasks this run does not train are ignored).
+    ``tag_placement_group``: every report carries ``PLACEMENT_GROUP`` (the workers' group id), so that a
+    sweep can free the group of a trial it stopped at once."""
     tasks = [t for t, w in config.task_weights().items() if w != 0]
     tc = config.train
     start = time.perf_counter()
-    layout = layout_of(is_encoder_decoder(config.student.model, config.student.trust_remote_code), tc.mode)
-    dataset = tokenized_dataset(examples, config, tasks, layout)
+    dataset = tokenized if tokenized is not None else tokenized_dataset(examples, config, tasks,
+                                                                         student_layout(config))
     if tc.shuffle == "global":
         dataset = dataset.random_shuffle()  # unseeded: a new order every epoch
     plan = make_plan(config, examples.num_rows)
@@ -322,7 +336,8 @@ def train_student(examples: pa.Table, config: Config, run_dir: Path,
         fail = {"step": int(os.environ[FAIL_AT_STEP_ENV]), "marker": os.environ[FAIL_MARKER_ENV]}
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config, "plan": plan, "valid": valid, "fail": fail},
+        train_loop_config={"config": config, "plan": plan, "valid": valid, "fail": fail,
+                           "tag_placement_group": tag_placement_group},
         scaling_config=ray.train.ScalingConfig(
             num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}
         ),
