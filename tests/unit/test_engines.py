@@ -92,6 +92,51 @@ def test_generate_in_input_order_despite_length_sorting(teacher: engines.HFEngin
         assert len(g.text.split()) <= MAX_NEW  # only the new tokens are decoded, not the prompt
 
 
+def test_causal_models_decode_into_a_static_cache_sized_to_the_batch(teacher, monkeypatch) -> None:
+    from transformers import StaticCache
+
+    ids = _pairs(teacher)
+    seen = []
+    generate = teacher.model.generate
+
+    def spy(**kwargs):
+        seen.append((kwargs["input_ids"].shape[1], kwargs.get("past_key_values")))
+        return generate(**kwargs)
+
+    monkeypatch.setattr(teacher.model, "generate", spy)
+    static = teacher.generate_ids(ids)
+    assert teacher.static_cache and seen
+    for width, cache in seen:
+        assert isinstance(cache, StaticCache) and cache.max_cache_len == width + MAX_NEW
+    teacher.static_cache = False
+    try:
+        dynamic = teacher.generate_ids(ids)
+    finally:
+        teacher.static_cache = True
+    assert [g.text for g in static] == [g.text for g in dynamic]  # greedy: the cache changes nothing
+
+
+def test_a_model_without_static_cache_support_falls_back(teacher, monkeypatch, caplog) -> None:
+    generate = teacher.model.generate
+
+    def no_static(**kwargs):
+        if kwargs.get("past_key_values") is not None:
+            raise ValueError("this model does not support StaticCache")
+        return generate(**kwargs)
+
+    monkeypatch.setattr(teacher.model, "generate", no_static)
+    try:
+        out = teacher.generate_ids(_pairs(teacher))
+        assert not teacher.static_cache and all(g.new_tokens > 0 for g in out)
+        assert "no static key/value cache" in caplog.text
+    finally:
+        teacher.static_cache = True
+
+
+def test_t5_keeps_the_dynamic_cache(t5: engines.HFEngine) -> None:
+    assert not t5.static_cache  # its decoder cache spans only the new tokens
+
+
 def test_t5_generates_in_input_order(t5: engines.HFEngine) -> None:
     ids = _pairs(t5)[1:]  # lengths long, short, short: sorted into other batches
     out = t5.generate_ids(ids)

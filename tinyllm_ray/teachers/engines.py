@@ -5,8 +5,9 @@
   GPUs. Causal LMs only.
 - ``HFEngine``: transformers ``generate`` for any model, including encoder-decoders (T5/FLAN-T5, which
   vLLM does not serve): prompts are sorted by length and cut into batches so padding stays small,
-  causal models pad on the left, bf16 on GPU, and only the new tokens are decoded. The student's
-  evaluation uses it too.
+  causal models pad on the left and decode into a ``StaticCache`` sized to the batch (preallocated: no
+  per-step concatenation of the key/value cache), bf16 on GPU, and only the new tokens are decoded. The
+  student's evaluation uses it too.
 
 Both render a prompt through the tokenizer's chat template when it has one (``chat_template: auto``),
 and both expose ``encode`` and ``max_prompt_tokens`` so the teacher stage can check a prompt's length
@@ -17,15 +18,17 @@ and both expose ``encode`` and ``max_prompt_tokens`` so the teacher stage can ch
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any, Protocol
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, StaticCache
 
 from tinyllm_ray.config import TeacherConfig
 
+log = logging.getLogger("tinyllm_ray.teachers")
 # Context lengths above this in a tokenizer's ``model_max_length`` are transformers' "no limit" marker.
 _NO_LIMIT = 1_000_000
 
@@ -96,6 +99,7 @@ class HFEngine:
         max_model_len: int | None = None,
         chat_template: str = "off",
         sort_by_length: bool = True,
+        static_cache: bool = True,
         trust_remote_code: bool = False,
     ):
         self.batch_size, self.max_new_tokens, self.max_input_tokens = batch_size, max_new_tokens, max_input_tokens
@@ -116,6 +120,8 @@ class HFEngine:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.chat = chat_template == "auto"
+        # Causal models only: an encoder-decoder's decoder cache spans just the new tokens.
+        self.static_cache = static_cache and not self.encoder_decoder
         limit = max_model_len or context_limit(model_config, self.tokenizer)
         if limit is None:
             self.max_prompt_tokens = None
@@ -141,9 +147,7 @@ class HFEngine:
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             enc = self.tokenizer.pad({"input_ids": [prompt_ids[i] for i in idx]}, return_tensors="pt").to(self.device)
-            out = self.model.generate(
-                **enc, max_new_tokens=self.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **self.sampling
-            )
+            out = self._generate(enc)
             new = out if self.encoder_decoder else out[:, enc["input_ids"].shape[1] :]
             for row, i in enumerate(idx):
                 ids = new[row]
@@ -151,6 +155,21 @@ class HFEngine:
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 results[i] = Generation(text=text, prompt_tokens=len(prompt_ids[i]), new_tokens=n_new)
         return results  # type: ignore[return-value]
+
+    def _generate(self, enc: Any) -> torch.Tensor:
+        kwargs = {"max_new_tokens": self.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id, **self.sampling}
+        if self.static_cache:
+            # Sized to this batch (prompt width + new tokens), not to the longest batch so far as
+            # ``cache_implementation="static"`` would: the attention never spans more than the batch needs.
+            width = enc["input_ids"].shape[1] + self.max_new_tokens
+            try:
+                return self.model.generate(**enc, past_key_values=StaticCache(config=self.model.config,
+                                                                              max_cache_len=width), **kwargs)
+            except (ValueError, TypeError, NotImplementedError, AttributeError) as err:
+                log.warning("%s: no static key/value cache (%s); using the dynamic one",
+                            type(self.model).__name__, err)
+                self.static_cache = False
+        return self.model.generate(**enc, **kwargs)
 
 
 class VLLMEngine:
