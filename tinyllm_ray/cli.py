@@ -45,15 +45,20 @@ def add_distill_args(parser: argparse.ArgumentParser) -> None:
 
 
 def distill(args: argparse.Namespace) -> int:
-    from tinyllm_ray import pipeline
     from tinyllm_ray.config import load_config
-    from tinyllm_ray.data.load import DataError
 
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"output.dir={args.output_dir}")
     try:
         config = load_config(args.config, overrides, check_paths=False)
+    except ConfigError as err:  # before the pipeline's imports (Ray, torch, transformers): a typo fails fast
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from tinyllm_ray import pipeline
+    from tinyllm_ray.data.load import DataError
+
+    try:
         pipeline.run(config)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -27,6 +27,8 @@ RATIONALE_LEAD = "Explanation:"
 ANSWER_TASK = "answer"
 ANSWER_PREFIX = "predict: "
 RATIONALE_PREFIX = "explain_{teacher}: "
+# A causal (decoder-only) student reads its input, this, then writes its target.
+CAUSAL_SEPARATOR = "\n"
 
 
 def format_options(choices: Sequence[str]) -> str:

@@ -13,7 +13,7 @@ when the teacher has none for this question):
 Three layouts (``layout_of``):
 
 ``seq2seq``      ``ids__<task>`` = encoder input (prefix + question), ``labels__<task>`` = target + EOS.
-``causal``       ``ids__<task>`` = prompt (prefix + question + ``CAUSAL_SEPARATOR``) + target + EOS,
+``causal``       ``ids__<task>`` = prompt (prefix + question + ``prompts.CAUSAL_SEPARATOR``) + target + EOS,
                  ``labels__<task>`` = the same with every prompt token set to ``IGNORE`` (loss on the target only).
 ``one_encoder``  ``ids__question`` = the question alone, encoded once for every task;
                  ``dec__<task>`` = decoder start + task marker (``predict: ``...) + target[:-1] and
@@ -34,9 +34,6 @@ from tinyllm_ray import prompts
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.student.loss import IGNORE
 
-# Between a causal student's prompt and its target (prompts.py is the teacher stage's; this is the one
-# piece of student-only text).
-CAUSAL_SEPARATOR = "\n"
 QUESTION = "question"  # the one-encoder layout's shared encoder input
 LAYOUTS = ("seq2seq", "causal", "one_encoder")
 
@@ -96,7 +93,7 @@ class Encoder:
     def sources(self, task_inputs: Sequence[str]) -> list[np.ndarray]:
         """Encoder inputs (seq2seq, one-encoder: pass the bare question) or causal prompts."""
         if self.layout == "causal":
-            return self._ids([t + CAUSAL_SEPARATOR for t in task_inputs], self.max_input)
+            return self._ids([t + prompts.CAUSAL_SEPARATOR for t in task_inputs], self.max_input)
         return self._ids(task_inputs, self.max_input)
 
     def targets(self, texts: Sequence[str]) -> list[np.ndarray]:
