@@ -46,7 +46,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from tinyllm_ray.config import TeacherConfig  # noqa: E402
 from tinyllm_ray.data.synthetic import generate  # noqa: E402
-from tinyllm_ray.teachers.engines import HFEngine, pick_device_and_dtype  # noqa: E402
+from tinyllm_ray.teachers.engines import HFEngine, Settings, pick_device_and_dtype  # noqa: E402
 from tinyllm_ray.teachers.runner import train_variants  # noqa: E402
 from tinyllm_ray.tiny import build_tiny_models  # noqa: E402
 
@@ -90,7 +90,7 @@ def naive_hf(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: bo
 
 
 def ours_hf(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: bool) -> tuple[float, int]:
-    engine = HFEngine(model_dir, batch_size=HF_BATCH, max_new_tokens=max_new_tokens, num_gpus=1 if on_gpu else 0)
+    engine = HFEngine(model_dir, Settings(max_new_tokens=max_new_tokens, num_gpus=1 if on_gpu else 0), batch_size=HF_BATCH)
     engine.generate(prompts[:HF_BATCH])  # warm-up, untimed
     start = time.perf_counter()
     generations = engine.generate(prompts)

@@ -21,13 +21,12 @@ TEMPLATE = ("{% for m in messages %}[[{{ m['role'] }}]] {{ m['content'] }}{% end
 @pytest.fixture(scope="module")
 def teacher(tiny_models: Path) -> engines.HFEngine:
     # chat_template auto, as make_engine passes by default; the tiny tokenizer has no template
-    return engines.HFEngine(str(tiny_models / "teacher-a"), batch_size=2, max_new_tokens=MAX_NEW,
-                            chat_template="auto")
+    return engines.HFEngine(str(tiny_models / "teacher-a"), engines.Settings(max_new_tokens=MAX_NEW), batch_size=2)
 
 
 @pytest.fixture(scope="module")
 def t5(tiny_models: Path) -> engines.HFEngine:
-    return engines.HFEngine(str(tiny_models / "student-t5"), batch_size=2, max_new_tokens=MAX_NEW)
+    return engines.HFEngine(str(tiny_models / "student-t5"), engines.Settings(max_new_tokens=MAX_NEW), batch_size=2)
 
 
 def test_causal_max_prompt_tokens_leaves_room_for_new_tokens(teacher: engines.HFEngine) -> None:

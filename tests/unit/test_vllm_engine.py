@@ -21,7 +21,7 @@ PROMPTS = [
 
 
 def test_vllm_engine_greedy_is_repeatable_and_limits_prompts(tiny_models: Path) -> None:
-    engine = engines.VLLMEngine(str(tiny_models / "teacher-a"), max_new_tokens=MAX_NEW, max_model_len=256)
+    engine = engines.VLLMEngine(str(tiny_models / "teacher-a"), engines.Settings(max_new_tokens=MAX_NEW, max_model_len=256))
     assert engine.max_prompt_tokens == 256 - MAX_NEW
     ids = engine.encode(PROMPTS)
     assert ids == [engine.tokenizer(p)["input_ids"] for p in PROMPTS]  # no chat template in the tiny tokenizer

@@ -6,13 +6,13 @@
 - ``HFEngine``: transformers ``generate`` for any model, including encoder-decoders (T5/FLAN-T5, which
   vLLM does not serve): prompts are sorted by length and cut into batches so padding stays small,
   causal models pad on the left and decode into a ``StaticCache`` sized to the batch (preallocated: no
-  per-step concatenation of the key/value cache), bf16 on GPU, and only the new tokens are decoded. The
-  student's evaluation uses it too.
+  per-step concatenation of the key/value cache), bf16 on GPU, and only the new tokens are decoded.
 
 Both render a prompt through the tokenizer's chat template when it has one (``chat_template: auto``),
 and both expose ``encode`` and ``max_prompt_tokens`` so the teacher stage can check a prompt's length
 *before* submitting it (a prompt over vLLM's ``max_model_len`` would abort the whole batch).
-``ENGINES`` maps the config's ``engine`` name to a class; ``make_engine`` builds one from a teacher.
+Both take their generation settings as one ``Settings`` (``Settings.from_teacher``); ``ENGINES`` maps the
+config's ``engine`` name to a class; ``make_engine`` builds one from a teacher.
 """
 
 from __future__ import annotations
@@ -38,6 +38,25 @@ class Generation:
     text: str
     prompt_tokens: int
     new_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What both engines take from a teacher's config; each engine's own knobs stay its keywords."""
+
+    max_new_tokens: int
+    num_gpus: float = 0.0
+    dtype: str = "auto"
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    max_model_len: int | None = None
+    chat_template: str = "auto"
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_teacher(cls, teacher: TeacherConfig) -> Settings:
+        return cls(**{f.name: getattr(teacher, f.name) for f in dataclasses.fields(cls)})
 
 
 class Engine(Protocol):
@@ -82,34 +101,20 @@ def context_limit(model_config: Any, tokenizer: Any) -> int | None:
 
 
 class HFEngine:
-    """transformers ``generate``; one model per actor, loaded once (teachers and the student's evaluation)."""
+    """transformers ``generate``; one model per actor, loaded once."""
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        batch_size: int,
-        max_new_tokens: int,
-        num_gpus: float = 0.0,
-        dtype: str = "auto",
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-        max_input_tokens: int | None = None,
-        max_model_len: int | None = None,
-        chat_template: str = "off",
-        sort_by_length: bool = True,
-        static_cache: bool = True,
-        trust_remote_code: bool = False,
-    ):
-        self.batch_size, self.max_new_tokens, self.max_input_tokens = batch_size, max_new_tokens, max_input_tokens
+    def __init__(self, model: str, settings: Settings, *, batch_size: int, max_input_tokens: int | None = None,
+                 sort_by_length: bool = True, static_cache: bool = True):
+        st = settings
+        trust_remote_code = st.trust_remote_code
+        self.batch_size, self.max_new_tokens, self.max_input_tokens = batch_size, st.max_new_tokens, max_input_tokens
         self.sort_by_length = sort_by_length
         self.sampling: dict = {"do_sample": False}
-        if temperature > 0:
-            self.sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p}
-        self.seed = seed
+        if st.temperature > 0:
+            self.sampling = {"do_sample": True, "temperature": st.temperature, "top_p": st.top_p}
+        self.seed = st.seed
         transformers.utils.logging.disable_progress_bar()
-        self.device, torch_dtype = pick_device_and_dtype(num_gpus, dtype)
+        self.device, torch_dtype = pick_device_and_dtype(st.num_gpus, st.dtype)
         model_config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
         self.encoder_decoder = bool(getattr(model_config, "is_encoder_decoder", False))
         auto = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
@@ -119,16 +124,16 @@ class HFEngine:
         self.tokenizer.padding_side = "right" if self.encoder_decoder else "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.chat = chat_template == "auto"
+        self.chat = st.chat_template == "auto"
         # Causal models only: an encoder-decoder's decoder cache spans just the new tokens.
         self.static_cache = static_cache and not self.encoder_decoder
-        limit = max_model_len or context_limit(model_config, self.tokenizer)
+        limit = st.max_model_len or context_limit(model_config, self.tokenizer)
         if limit is None:
             self.max_prompt_tokens = None
         elif self.encoder_decoder:  # the rationale is decoded separately: the prompt has the whole context
             self.max_prompt_tokens = limit
         else:
-            self.max_prompt_tokens = max(limit - max_new_tokens, 0)
+            self.max_prompt_tokens = max(limit - st.max_new_tokens, 0)
 
     def encode(self, prompts: list[str]) -> list[list[int]]:
         return encode_prompts(self.tokenizer, prompts, self.chat, self.max_input_tokens)
@@ -178,26 +183,19 @@ class VLLMEngine:
     def __init__(
         self,
         model: str,
+        settings: Settings,
         *,
-        max_new_tokens: int,
-        num_gpus: float = 0.0,
-        dtype: str = "auto",
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-        max_model_len: int | None = None,
         gpu_memory_utilization: float | None = None,
         enforce_eager: bool | None = None,
-        chat_template: str = "auto",
-        trust_remote_code: bool = False,
     ):
+        st = settings
         # The engine core runs in this actor's process rather than a child it would spawn: Ray has
         # already given this process its GPUs, and a spawned child would re-import the driver's modules.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM, SamplingParams  # imported here: vLLM is an optional extra
 
-        on_gpu = num_gpus > 0 and torch.cuda.is_available()
-        tensor_parallel = max(1, int(num_gpus))
+        on_gpu = st.num_gpus > 0 and torch.cuda.is_available()
+        tensor_parallel = max(1, int(st.num_gpus))
         # Tensor-parallel workers as child processes of this actor, on the GPUs Ray gave it (one bundle
         # per replica). vLLM's Ray backend would look for one bundle per GPU in the current group instead.
         backend = {"distributed_executor_backend": "mp"} if tensor_parallel > 1 else {}
@@ -205,20 +203,19 @@ class VLLMEngine:
             model=model,
             tensor_parallel_size=tensor_parallel,
             **backend,
-            dtype=(("bfloat16" if on_gpu else "float32") if dtype == "auto" else dtype),
-            max_model_len=max_model_len,
+            dtype=(("bfloat16" if on_gpu else "float32") if st.dtype == "auto" else st.dtype),
+            max_model_len=st.max_model_len,
             gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.2),
             enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
             enable_prefix_caching=True,
-            seed=seed,
-            trust_remote_code=trust_remote_code,
+            seed=st.seed,
+            trust_remote_code=st.trust_remote_code,
         )
-        self.sampling = SamplingParams(
-            temperature=temperature, top_p=top_p if temperature > 0 else 1.0, max_tokens=max_new_tokens, seed=seed
-        )
+        self.sampling = SamplingParams(temperature=st.temperature, top_p=st.top_p if st.temperature > 0 else 1.0,
+                                       max_tokens=st.max_new_tokens, seed=st.seed)
         self.tokenizer = self.llm.get_tokenizer()
-        self.chat = chat_template == "auto"
-        self.max_prompt_tokens = max(self.llm.llm_engine.model_config.max_model_len - max_new_tokens, 0)
+        self.chat = st.chat_template == "auto"
+        self.max_prompt_tokens = max(self.llm.llm_engine.model_config.max_model_len - st.max_new_tokens, 0)
 
     def encode(self, prompts: list[str]) -> list[list[int]]:
         return encode_prompts(self.tokenizer, prompts, self.chat)
@@ -238,18 +235,8 @@ ENGINES: dict[str, type] = {"hf": HFEngine, "vllm": VLLMEngine}
 
 
 def make_engine(teacher: TeacherConfig) -> Engine:
-    common = dict(
-        max_new_tokens=teacher.max_new_tokens,
-        num_gpus=teacher.num_gpus,
-        dtype=teacher.dtype,
-        temperature=teacher.temperature,
-        top_p=teacher.top_p,
-        seed=teacher.seed,
-        max_model_len=teacher.max_model_len,
-        chat_template=teacher.chat_template,
-        trust_remote_code=teacher.trust_remote_code,
-    )
+    settings = Settings.from_teacher(teacher)
     if teacher.engine == "vllm":
-        return VLLMEngine(teacher.model, gpu_memory_utilization=teacher.gpu_memory_utilization,
-                          enforce_eager=teacher.enforce_eager, **common)
-    return HFEngine(teacher.model, batch_size=teacher.prompts_per_batch(), **common)
+        return VLLMEngine(teacher.model, settings, gpu_memory_utilization=teacher.gpu_memory_utilization,
+                          enforce_eager=teacher.enforce_eager)
+    return HFEngine(teacher.model, settings, batch_size=teacher.prompts_per_batch())
