@@ -220,3 +220,19 @@ def test_a_killed_driver_resumes_without_regenerating_stored_rows(ray_local, tin
     assert teacher["generated_now"] == 200 - stored and teacher["rationales"] + teacher["rejected"] == 200
     assert len({r["id"] for r in _rows(tmp_path / "runs" / "killed", "teacher-a")}) == 200
     print(f"driver killed with {stored} of 200 rows stored; the re-run generated {teacher['generated_now']}")
+
+
+def test_a_teacher_group_left_behind_is_reported(ray_local, caplog):
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    teacher = TeacherConfig(name="leaky", model="unused")
+    group = placement_group([{"CPU": 0.01}], name="tinyllm-teacher-leaky")
+    group.wait(timeout_seconds=30)
+    try:
+        runner._check_released([teacher])
+        assert "placement group tinyllm-teacher-leaky is still CREATED" in caplog.text
+    finally:
+        remove_placement_group(group)
+    caplog.clear()
+    runner._check_released([teacher])
+    assert "still" not in caplog.text

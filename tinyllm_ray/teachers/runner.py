@@ -146,8 +146,9 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
             pool = shots.pool_questions(train, teacher.shot_pool, teacher.seed)
             pool_rows = prompt_rows({q.id: [prompts.teacher_prompt(q, [])] for q in pool}, pool, "shot", settings)
             run(pool_rows, f"zero-shot rationales of {len(pool)} example questions")
-            done = store.done_keys(run_dir, teacher.name)
-            explained = _explained(run_dir, teacher.name, pool, set(pool_rows.column("key").to_pylist()))
+            table = store.stored(run_dir, teacher.name)  # one read for both
+            done = set(table.column("key").to_pylist())
+            explained = _explained(table, pool, set(pool_rows.column("key").to_pylist()))
             log.info("teacher %s: %d of %d example rationales accepted", teacher.name, len(explained), len(pool))
             keys |= set(pool_rows.column("key").to_pylist())
         rows = prompt_rows(train_variants(teacher, train, explained), train, "train", settings)
@@ -159,9 +160,8 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
     return store.finish(run_dir, teacher.name, key, keys, extra)
 
 
-def _explained(run_dir: Path, teacher: str, pool: Sequence[Question], keys: set[str]) -> dict[str, tuple[Question, str]]:
-    """The accepted zero-shot rationales of the example pool, by question id."""
-    table = store.stored(run_dir, teacher)
+def _explained(table: pa.Table, pool: Sequence[Question], keys: set[str]) -> dict[str, tuple[Question, str]]:
+    """The accepted zero-shot rationales of the example pool (rows of ``table`` with ``keys``), by question id."""
     by_id = {q.id: q for q in pool}
     out = {}
     for i, key, text, reason in zip(*(table.column(c).to_pylist() for c in ("id", "key", "rationale", "reject_reason"))):
@@ -195,8 +195,10 @@ def run_all(teachers: Sequence[TeacherConfig], train: Sequence[Question], run_di
 
 
 def _check_released(teachers: Sequence[TeacherConfig]) -> None:
-    """Warn when a teacher's placement group outlived it (Ray issue 64035 reports leaks with vLLM)."""
+    """Warn when a teacher's placement group outlived it (Ray issue 64035 reports leaks with vLLM). Only this
+    job's groups count (a group's id ends with its job's id): another job may run a same-named teacher."""
     names = {f"tinyllm-teacher-{t.name}" for t in teachers}
-    for info in ray.util.placement_group_table().values():
-        if info.get("name") in names and info.get("state") != "REMOVED":
+    job = ray.get_runtime_context().get_job_id()
+    for pg_id, info in ray.util.placement_group_table().items():
+        if pg_id.endswith(job) and info.get("name") in names and info.get("state") != "REMOVED":
             log.warning("placement group %s is still %s after its teacher ended", info["name"], info["state"])
