@@ -6,7 +6,7 @@ still finds the grid's best. Last line: one JSON object.
 The tiny T5 student on the built-in dataset with its reference rationales as the one teacher
 (``data.rationales: precomputed``, no teacher model runs). Both sweeps go through ``pipeline.run`` with the
 same grid and the same seed, one trial at a time (so both are deterministic); one uses ASHA
-(``tune.scheduler: asha``, grace period 1, reduction factor 4), the other trains every trial to the end
+(``tune.scheduler: asha``, grace period 1, reduction factor 3 as by default), the other trains every trial to the end
 (``none``). The default grid: ``alpha.reference`` in {0, 0.25, 1, 4} x ``lr`` in {1e-3, 3e-3, 1e-2} with
 ``gamma`` 1, 12 trials of 16 evaluations (under AdamW only the ratio alpha/gamma matters, so sweeping both
 would repeat trials). An *iteration* is one evaluation (a valid score reported to Tune);
@@ -70,7 +70,7 @@ def main() -> dict:
     parser.add_argument("--alpha", type=float, nargs="+", default=[0.0, 0.25, 1.0, 4.0])
     parser.add_argument("--lr", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     parser.add_argument("--grace-period", type=int, default=1)
-    parser.add_argument("--reduction-factor", type=float, default=4.0)
+    parser.add_argument("--reduction-factor", type=float, default=3.0)
     parser.add_argument("--concurrent", type=int, default=1)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="config override for both sweeps, KEY=VALUE")
