@@ -139,12 +139,14 @@ def concurrent_trials(config: Config, resources: dict[str, float]) -> int:
     """How many trials run at once: set, or the cluster's CPUs (GPUs) over one trial's needs, at least 1.
 
     One trial holds its Train workers' CPUs; its Tune driver function, Train controller and Ray Data split
-    coordinator take none, and the data was tokenised once before the sweep.
+    coordinator take none, and the data was tokenised once before the sweep. With ``train.shuffle: global``
+    each trial also keeps one CPU free for Ray Data's shuffle tasks every epoch.
     """
     if config.tune.max_concurrent_trials:
         return config.tune.max_concurrent_trials
     tc = config.train
-    fits = int(resources.get("CPU", 0) // (tc.num_workers * tc.cpus_per_worker))
+    shuffle_cpus = 1 if tc.shuffle == "global" else 0
+    fits = int(resources.get("CPU", 0) // (tc.num_workers * tc.cpus_per_worker + shuffle_cpus))
     if tc.use_gpu:
         fits = min(fits, int(resources.get("GPU", 0) // tc.num_workers))
     return max(1, fits)

@@ -144,6 +144,7 @@ def test_a_point_becomes_the_trials_train_section():
     ({"CPU": 2}, {}, 2),                                   # 1 Train worker each (tokenised before the sweep)
     ({"CPU": 8}, {}, 8),
     ({"CPU": 8}, {"num_workers": 2, "cpus_per_worker": 1.5}, 2),
+    ({"CPU": 2}, {"shuffle": "global"}, 1),                # + 1 CPU for the shuffle tasks
     ({"CPU": 1}, {}, 1),                                   # never 0
     ({"CPU": 32, "GPU": 2}, {"use_gpu": True}, 2),
 ])
