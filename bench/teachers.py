@@ -1,6 +1,6 @@
 """Teacher-stage benchmark: our engines against the bare libraries, same prompts, same tiny model.
 
-    python bench/teachers.py [--questions 768] [--max-new-tokens 32] [--repeats 3] [--hf-repeats 7] [--no-vllm]
+    python bench/teachers.py [--questions 768] [--max-new-tokens 32] [--repeats 5] [--hf-repeats 7] [--no-vllm]
                              [--dataset DIR]
 
 Prompts: the teacher-forcing prompts (2 random in-context examples) of the built-in synthetic training
@@ -154,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--questions", type=int, default=768)
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3, help="repeats of the vLLM pair (engine start-ups)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of the vLLM pair (engine start-ups)")
     parser.add_argument("--hf-repeats", type=int, default=7, help="repeats of the HF pair (seconds each)")
     parser.add_argument("--vllm-batch", type=int, default=256, help="rows per actor call of our vLLM stage")
     parser.add_argument("--threads", type=int, default=1,
