@@ -1,13 +1,14 @@
 """Teacher-stage benchmark: our engines against the bare libraries, same prompts, same tiny model.
 
-    python bench/teachers.py [--questions 768] [--max-new-tokens 32] [--repeats 5] [--hf-repeats 7] [--no-vllm]
-                             [--dataset DIR]
+    python bench/teachers.py [--questions 768] [--max-new-tokens 32] [--repeats 5] [--hf-repeats 7]
+                             [--no-vllm] [--no-hf] [--dataset DIR]
 
 Prompts: the teacher-forcing prompts (2 random in-context examples) of the built-in synthetic training
 questions; model: the tiny random-weight Llama ``teacher-a`` of ``tinyllm_ray.tiny``; greedy decoding.
-Measured in the same run: the two arms of a pair run back to back, ``--hf-repeats`` (HF) or ``--repeats``
-(vLLM) times. A ratio is the median over the repeats of the ratio within a repeat (the two runs of a repeat
-share the machine's state of the moment; the median ignores a repeat that a burst of other load hit);
+Measured in the same run: the two arms of a pair run back to back (which goes first alternates),
+``--hf-repeats`` (HF) or ``--repeats`` (vLLM) times. A ratio is the median over the repeats of the ratio
+within a repeat (the two runs of a repeat share the machine's state of the moment; the median ignores a
+repeat that a burst of other load hit);
 ``*_best`` is the fastest run of one arm over the fastest of the other, for reference:
 
 - ``vllm_vs_bare`` (R1): tokens/s of our teacher stage with the vLLM engine (Ray Data actor in its
@@ -19,7 +20,9 @@ share the machine's state of the moment; the median ignores a repeat that a burs
 - ``hf_vs_naive`` (R2): tokens/s of our ``HFEngine`` (length-sorted batches, a static key/value cache
   sized to each batch) / a naive loop of fixed-order batches of the same size through transformers
   ``generate`` (its default dynamic cache), same model and prompts, in this process. Target >= 1.2.
-  ``hf_vs_naive_pairs``: the ratio within each repeat, to show the spread.
+  ``hf_vs_naive_pairs``: the ratio within each repeat, to show the spread. ``padding``: padding tokens over
+  prompt tokens in the naive loop's batches and in length-sorted ones; the tiny model's decoding costs both
+  arms the same per step, so the padding the naive loop computes bounds what the engine can gain.
 
 The last line is one JSON object with the ratios and the absolute tokens/s of every arm. On a machine
 with a CUDA GPU the engines run there (bf16); on CPU they run on the CPU (vLLM's CPU build).
@@ -66,6 +69,13 @@ def prompts_for(n: int, dataset: str | None = None) -> list[str]:
     teacher = TeacherConfig(name="bench", model="unused", shots=2)
     variants = train_variants(teacher, train)
     return [variants[q.id][0] for q in train]
+
+
+def padding_fraction(lengths: list[int], batch: int) -> float:
+    """Padding tokens over real tokens when ``lengths`` are cut into batches of ``batch`` in this order: what a
+    batched prefill computes for nothing, and so the most that reordering the prompts can save."""
+    padded = sum(max(lengths[i : i + batch]) * len(lengths[i : i + batch]) for i in range(0, len(lengths), batch))
+    return padded / sum(lengths) - 1
 
 
 def naive_hf(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: bool) -> tuple[float, int]:
@@ -129,8 +139,11 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
             self.ready_at = time.time()
 
         def __call__(self, batch):
+            start = time.time()
             out = super().__call__(batch)
-            out["ready_at"] = [self.ready_at] * len(out["id"])
+            n = len(out["id"])
+            out["ready_at"] = [self.ready_at] * n
+            out["call"] = [[start, time.time()]] * n
             return out
 
     # all the cores, as the bare engine in this process gets (Ray would give a 1-CPU actor one thread)
@@ -140,13 +153,17 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
     rows = pa.table({"id": [str(i) for i in range(len(prompts))], "role": ["train"] * len(prompts),
                      "key": [str(i) for i in range(len(prompts))], "choices": [["x", "y"]] * len(prompts),
                      "answer": ["x"] * len(prompts), "variants": [[p] for p in prompts]})
-    ready, last, tokens = float("inf"), 0.0, 0
+    ready, last, tokens, calls = float("inf"), 0.0, 0, []
     with reserved(teacher) as group:
         stage = rationale_stage(rows, teacher, group, worker=TimedWorker)
         for block in stage.iter_batches(batch_size=None, batch_format="pyarrow"):
             last = time.time()
             ready = min(ready, min(block.column("ready_at").to_pylist()))
             tokens += sum(block.column("new_tokens").to_pylist())
+            calls.append(block.column("call")[0].as_py())
+    busy = sum(end - start for start, end in calls)
+    print(f"  (our stage: {len(calls)} calls, in them {busy:.2f} s of {last - ready:.2f} s; first call "
+          f"{min(c[0] for c in calls) - ready:+.2f} s after ready, calls {[round(e - s, 2) for s, e in calls]})")
     return last - ready, tokens
 
 
@@ -160,6 +177,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the HF arms (one thread is steady on a machine others load too)")
     parser.add_argument("--no-vllm", action="store_true")
+    parser.add_argument("--no-hf", action="store_true")
     parser.add_argument("--dataset", help="questions from a dataset directory in the authors' layout instead of the "
                                           "built-in ones")
     args = parser.parse_args()
@@ -171,6 +189,11 @@ def main() -> None:
     prompts = prompts_for(args.questions, args.dataset)
     lengths = [len(p) for p in prompts]
     print(f"{len(prompts)} prompts, {min(lengths)}-{max(lengths)} characters; device: {'cuda' if on_gpu else 'cpu'}")
+    tokens = [len(ids) for ids in AutoTokenizer.from_pretrained(model_dir)(prompts)["input_ids"]]
+    padding = {"fixed_order": round(padding_fraction(tokens, HF_BATCH), 4),
+               "sorted": round(padding_fraction(sorted(tokens), HF_BATCH), 4)}
+    print(f"{min(tokens)}-{max(tokens)} tokens; padding in batches of {HF_BATCH}: {padding['fixed_order']:.1%} in "
+          f"the given order, {padding['sorted']:.1%} sorted by length")
 
     results: dict[str, list[float]] = {}
 
@@ -179,10 +202,17 @@ def main() -> None:
         results.setdefault(name, []).append(rate)
         print(f"  {name:12s} {tokens:7d} tokens in {seconds:7.2f} s = {rate:9.1f} tokens/s", flush=True)
 
-    for r in range(args.hf_repeats):
+    def pair(r: int, arms: dict) -> None:
+        """One repeat: both arms back to back, the first arm alternating between repeats so that neither
+        always runs in the wake of the other (a torn-down engine, a warm cache)."""
+        for name in list(arms)[:: 1 if r % 2 == 0 else -1]:
+            record(name, *arms[name]())
+
+    hf_ok = not args.no_hf
+    for r in range(args.hf_repeats if hf_ok else 0):
         print(f"repeat {r + 1}/{args.hf_repeats}")
-        record("hf_naive", *naive_hf(model_dir, prompts, args.max_new_tokens, on_gpu))
-        record("hf_ours", *ours_hf(model_dir, prompts, args.max_new_tokens, on_gpu))
+        pair(r, {"hf_naive": lambda: naive_hf(model_dir, prompts, args.max_new_tokens, on_gpu),
+                 "hf_ours": lambda: ours_hf(model_dir, prompts, args.max_new_tokens, on_gpu)})
     vllm_ok = not args.no_vllm
     if vllm_ok:
         try:
@@ -196,8 +226,9 @@ def main() -> None:
         ray.init(include_dashboard=False, log_to_driver=False)
         for r in range(args.repeats):
             print(f"repeat {r + 1}/{args.repeats}")
-            record("vllm_bare", *bare_vllm(model_dir, prompts, args.max_new_tokens, on_gpu))
-            record("vllm_ours", *ours_vllm(model_dir, prompts, args.max_new_tokens, on_gpu, args.vllm_batch))
+            pair(r, {"vllm_bare": lambda: bare_vllm(model_dir, prompts, args.max_new_tokens, on_gpu),
+                     "vllm_ours": lambda: ours_vllm(model_dir, prompts, args.max_new_tokens, on_gpu,
+                                                    args.vllm_batch)})
         ray.shutdown()
 
     best = {name: max(rates) for name, rates in results.items()}
@@ -209,12 +240,13 @@ def main() -> None:
         "bench": "teachers",
         "device": "cuda" if on_gpu else "cpu",
         "vllm_vs_bare": statistics.median(pairs("vllm_ours", "vllm_bare")) if vllm_ok else None,
-        "hf_vs_naive": statistics.median(pairs("hf_ours", "hf_naive")),
+        "hf_vs_naive": statistics.median(pairs("hf_ours", "hf_naive")) if hf_ok else None,
         "vllm_vs_bare_pairs": pairs("vllm_ours", "vllm_bare") if vllm_ok else None,
-        "hf_vs_naive_pairs": pairs("hf_ours", "hf_naive"),
+        "hf_vs_naive_pairs": pairs("hf_ours", "hf_naive") if hf_ok else None,
         "vllm_vs_bare_best": round(best["vllm_ours"] / best["vllm_bare"], 3) if vllm_ok else None,
-        "hf_vs_naive_best": round(best["hf_ours"] / best["hf_naive"], 3),
+        "hf_vs_naive_best": round(best["hf_ours"] / best["hf_naive"], 3) if hf_ok else None,
         "tokens_per_s": {name: round(rate, 1) for name, rate in best.items()},
+        "padding": padding,
         "questions": len(prompts),
         "dataset": Path(args.dataset).name if args.dataset else "synthetic",
         "max_new_tokens": args.max_new_tokens,
