@@ -233,18 +233,17 @@ def main() -> None:
 
     best = {name: max(rates) for name, rates in results.items()}
 
-    def pairs(ours: str, base: str) -> list[float]:
-        return [round(o / b, 3) for o, b in zip(results[ours], results[base])]
+    def ratios(figure: str, ours: str, base: str, ran: bool) -> dict:
+        """``figure`` (median of the pairs' ratios), ``figure_pairs`` and ``figure_best``; None where not run."""
+        pairs = [round(o / b, 3) for o, b in zip(results[ours], results[base])] if ran else None
+        return {figure: statistics.median(pairs) if ran else None, f"{figure}_pairs": pairs,
+                f"{figure}_best": round(best[ours] / best[base], 3) if ran else None}
 
     summary = {
         "bench": "teachers",
         "device": "cuda" if on_gpu else "cpu",
-        "vllm_vs_bare": statistics.median(pairs("vllm_ours", "vllm_bare")) if vllm_ok else None,
-        "hf_vs_naive": statistics.median(pairs("hf_ours", "hf_naive")) if hf_ok else None,
-        "vllm_vs_bare_pairs": pairs("vllm_ours", "vllm_bare") if vllm_ok else None,
-        "hf_vs_naive_pairs": pairs("hf_ours", "hf_naive") if hf_ok else None,
-        "vllm_vs_bare_best": round(best["vllm_ours"] / best["vllm_bare"], 3) if vllm_ok else None,
-        "hf_vs_naive_best": round(best["hf_ours"] / best["hf_naive"], 3) if hf_ok else None,
+        **ratios("vllm_vs_bare", "vllm_ours", "vllm_bare", vllm_ok),
+        **ratios("hf_vs_naive", "hf_ours", "hf_naive", hf_ok),
         "tokens_per_s": {name: round(rate, 1) for name, rate in best.items()},
         "padding": padding,
         "questions": len(prompts),
