@@ -1,0 +1,169 @@
+"""The configuration rules that span fields, and the checks of the model directories it names.
+
+``validate(config)`` raises one ``ConfigError`` listing every problem; ``validate_against_data`` adds
+the rules that need the loaded dataset. Field types are checked earlier, when the config is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from tinyllm_ray.config.schema import Config, ConfigError, TeacherConfig
+
+
+def is_local_model(model: str) -> bool:
+    """A model reference is a local directory if it looks like a path or exists on disk; else a hub id."""
+    return model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
+
+
+def _teacher_engine_errors(teachers: list[TeacherConfig], check_paths: bool) -> list[str]:
+    errors = []
+    for i, t in enumerate(teachers):
+        if t.engine == "vllm" and t.num_gpus > 1 and not float(t.num_gpus).is_integer():
+            errors.append(f"teachers.{i}.num_gpus: vllm shards a model over whole GPUs (tensor parallel); "
+                          f"got {t.num_gpus}")
+        if t.shots_mode == "generated" and t.shots and t.shot_pool <= t.shots:
+            errors.append(f"teachers.{i}.shot_pool: {t.shot_pool} pool questions cannot give {t.shots} examples "
+                          f"other than the question itself; use more than {t.shots}")
+        if t.max_model_len is not None and t.max_model_len <= t.max_new_tokens:
+            errors.append(f"teachers.{i}.max_model_len: {t.max_model_len} leaves no room for a prompt next to "
+                          f"max_new_tokens {t.max_new_tokens}")
+        local = Path(t.model).expanduser() / "config.json"
+        if t.engine == "vllm" and check_paths and is_local_model(t.model) and local.is_file():
+            try:
+                encoder_decoder = json.loads(local.read_text()).get("is_encoder_decoder")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                encoder_decoder = False  # reported with the model paths below
+            if encoder_decoder:
+                errors.append(f"teachers.{i}.engine: vLLM does not serve encoder-decoder models such as "
+                              f"{t.model!r}; use engine: hf")
+    return errors
+
+
+def validate(config: Config, source: str = "config", check_paths: bool = True) -> None:
+    """Rules that span fields. Raises one ``ConfigError`` listing every problem."""
+    errors: list[str] = []
+    names = [t.name for t in config.teachers]
+    for i, name in enumerate(names):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            errors.append(f"teachers.{i}.name: {name!r} must be letters, digits, '.', '_' or '-'")
+        if name == "answer":
+            errors.append(f"teachers.{i}.name: 'answer' is reserved for the answer task")
+        if names.count(name) > 1 and names.index(name) == i:
+            errors.append(f"teachers.{i}.name: {name!r} is used by more than one teacher")
+    errors += _teacher_engine_errors(config.teachers, check_paths)
+    imported = [n for n in config.teacher_names() if n not in names]
+    for i, name in enumerate(names):
+        if name in imported:
+            errors.append(f"teachers.{i}.name: {name!r} is the name of a precomputed teacher")
+    if config.data.rationales == "precomputed" and config.data.format not in (None, "official", "synthetic"):
+        errors.append(f"data.rationales: precomputed rationales come with the official or synthetic format, "
+                      f"not {config.data.format!r}")
+    if config.data.columns and config.data.format not in (None, "jsonl"):
+        errors.append("data.columns: a column mapping is for the jsonl format")
+    names = config.teacher_names()
+    for key, weight in config.train.alpha.items():
+        if not names:
+            errors.append(f"train.alpha.{key}: rationale weights are set but there are no teachers")
+        elif key not in names:
+            errors.append(f"train.alpha.{key}: no teacher named {key!r} (teachers: {', '.join(names)})")
+        if weight < 0:
+            errors.append(f"train.alpha.{key}: weight must be >= 0, got {weight}")
+    if all(w == 0 for w in config.task_weights().values()):
+        errors.append("train.gamma / train.alpha: all loss weights are zero; nothing would be learned")
+    if config.data.min_choices > config.data.max_choices:
+        errors.append(
+            f"data.min_choices: {config.data.min_choices} is above data.max_choices {config.data.max_choices}"
+        )
+    if check_paths:
+        models = [("student.model", config.student.model)]
+        models += [(f"teachers.{i}.model", t.model) for i, t in enumerate(config.teachers)]
+        for key, model in models:
+            if is_local_model(model):
+                where = Path(model).expanduser()
+                if not (where / "config.json").is_file():
+                    why = "does not exist" if not where.exists() else "has no config.json"
+                    errors.append(f"{key}: model directory {model!r} {why}")
+        student_dir = Path(config.student.model).expanduser()
+        if is_local_model(config.student.model) and (student_dir / "config.json").is_file():
+            try:
+                encoder_decoder = json.loads((student_dir / "config.json").read_text()).get("is_encoder_decoder")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                errors.append(f"student.model: {student_dir / 'config.json'} is not a readable model config")
+            else:
+                if not encoder_decoder and config.train.mode == "one_encoder":
+                    errors.append(f"train.mode: one_encoder decodes every task from one encoder pass and needs an "
+                                  f"encoder-decoder student; {config.student.model!r} is a causal LM (use prefix)")
+    if config.train.strategy == "fsdp" and not config.train.use_gpu:
+        errors.append("train.strategy: fsdp shards the student over GPUs and needs train.use_gpu: true "
+                      "(use ddp on CPU)")
+    if config.tune is not None:
+        errors += tune_errors(config)
+    if config.train.length_bucketing == 1:
+        errors.append("train.length_bucketing: 1 batch per window sorts nothing; use 0 (off) or 2 or more")
+    if errors:
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def _sweep_value_errors(key: str, values: Any, search: str, positive: bool = False) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, list):
+        errors = [] if values else [f"{key}: an empty list sweeps nothing; give at least one value"]
+        errors += [f"{key}: values must be {'> 0' if positive else '>= 0'}, got {v}"
+                   for v in values if v < 0 or (positive and v == 0)]
+        return errors
+    errors = []
+    if search == "grid":
+        errors.append(f"{key}: a range needs tune.search random or optuna; grid search takes a list of values")
+    if values.low >= values.high:
+        errors.append(f"{key}: low {values.low} must be below high {values.high}")
+    if (values.log or positive) and values.low <= 0:
+        errors.append(f"{key}: low must be above 0 ({'log scale' if values.log else 'a learning rate'}), "
+                      f"got {values.low}")
+    return errors
+
+
+def tune_errors(config: Config) -> list[str]:
+    """The ``tune`` section's cross-field rules (``validate`` reports them with the rest)."""
+    t, errors = config.tune, []
+    names = config.teacher_names()
+    errors += _sweep_value_errors("tune.gamma", t.gamma, t.search)
+    errors += _sweep_value_errors("tune.lr", t.lr, t.search, positive=True)
+    for name, values in t.alpha.items():
+        if name not in names:
+            errors.append(f"tune.alpha.{name}: no teacher named {name!r} "
+                          f"(teachers: {', '.join(names) or 'none'})")
+        errors += _sweep_value_errors(f"tune.alpha.{name}", values, t.search)
+    if t.gamma is None and not t.alpha and t.lr is None and not t.leave_one_teacher_out:
+        errors.append("tune: nothing to sweep; give tune.gamma, tune.alpha.<teacher>, tune.lr or "
+                      "tune.leave_one_teacher_out: true (or remove the tune section)")
+    if t.leave_one_teacher_out and not names:
+        errors.append("tune.leave_one_teacher_out: there are no teachers to leave out")
+    if t.search == "optuna" and t.leave_one_teacher_out:
+        errors.append("tune.leave_one_teacher_out: not with optuna search (Optuna's trials take values from its own "
+                      "space only); use grid or random search")
+    if t.search == "optuna":
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            errors.append("tune.search: optuna is not installed (pip install optuna), or use grid or random")
+    if t.search in ("random", "optuna") and t.gamma is None and not t.alpha and t.lr is None:
+        errors.append(f"tune.search: {t.search} search needs a swept value (tune.gamma, tune.alpha or tune.lr)")
+    return errors
+
+
+def validate_against_data(config: Config, n_train: int, source: str = "config") -> None:
+    """Rules that need the loaded data: every prompt's shots come from *other* training questions."""
+    errors = [
+        f"teachers.{i}.shots: {t.shots} in-context examples need more than the {n_train} training questions"
+        for i, t in enumerate(config.teachers)
+        if t.shots >= n_train
+    ]
+    if errors:
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
+
+

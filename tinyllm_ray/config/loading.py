@@ -1,0 +1,169 @@
+"""Loading a run configuration: YAML (with ``extends``), ``--set a.b=c`` overrides, typed parsing.
+
+``load_config(path, overrides)`` reads the file, applies overrides such as ``train.epochs=3`` or
+``teachers.0.replicas=2``, checks every field's type (``schema.py``) and then the rules that span fields
+(``checks.validate``). Every problem is one ``ConfigError`` naming the key, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from tinyllm_ray.config.checks import is_local_model, validate
+from tinyllm_ray.config.schema import Config, ConfigError
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` as a string; configs mean a float (learning rates), as YAML 1.2 does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+_ADAPTER = TypeAdapter(Config)
+
+
+def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a ``Config`` from plain data, raising ``ConfigError`` that names every bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as err:
+        lines = [f"{source}: invalid configuration:"]
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+            msg = "unknown key" if e["type"] in ("extra_forbidden", "unexpected_keyword_argument") else e["msg"]
+            lines.append(f"  {key}: {msg}{got}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML (``3``, ``true``, ``[1]``)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.epochs=3")
+    key, _, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {assignment!r}: malformed key {key!r}")
+    try:
+        value = parse_yaml(text) if text.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: value is not valid YAML: {err}") from None
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_list_index(node, part, ".".join(parts[: i + 1]))]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is a {type(node).__name__}, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"--set {key}: {'.'.join(parts[:-1])} is not a section")
+
+
+def _list_index(items: list, part: str, where: str) -> int:
+    if not re.fullmatch(r"\d+", part) or int(part) >= len(items):
+        raise ConfigError(f"--set: {where}: expected an index below {len(items)}")
+    return int(part)
+
+
+def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as plain data, with ``extends: other.yaml`` (relative to the file) merged under it:
+    mappings merge key by key, anything else (lists included) is replaced by the extending file."""
+    try:
+        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}" + (f" (extended by {chain[-1]})" if chain else "")) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends: expected a file name, got {base!r}")
+    parent = (path.parent / base).resolve()
+    if parent in chain or parent == path.resolve():
+        raise ConfigError(f"{path}: extends: {base} extends itself (cycle)")
+    return _merge(read_yaml(parent, (*chain, path.resolve())), raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True) -> Config:
+    """Read a YAML config, apply ``--set`` overrides, check types and cross-field rules.
+
+    ``check_paths=False`` leaves model directories unchecked (``pipeline.prepare`` checks them after
+    building the tiny models a config may ask for).
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    config = from_dict(raw, source=str(path))
+    validate(config, source=str(path), check_paths=check_paths)
+    return config
+
+
+def with_absolute_paths(config: Config) -> Config:
+    """A copy whose local model directories, output dir and tiny-models dir are absolute.
+
+    Ray workers do not share the driver's working directory (Ray Train runs them elsewhere), so
+    relative paths are resolved once, in the driver.
+    """
+
+    def absolute(path: str) -> str:
+        return str(Path(path).expanduser().resolve())
+
+    def model(ref: str) -> str:
+        return absolute(ref) if is_local_model(ref) else ref
+
+    return dataclasses.replace(
+        config,
+        student=dataclasses.replace(config.student, model=model(config.student.model)),
+        teachers=[dataclasses.replace(t, model=model(t.model)) for t in config.teachers],
+        output=dataclasses.replace(config.output, dir=absolute(config.output.dir)),
+        tiny_models=absolute(config.tiny_models) if config.tiny_models else None,
+    )
+
+
+def stage_key(*parts: Any) -> str:
+    """A short stable hash of config parts (dataclasses or plain data), to key cached stages."""
+    plain = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
