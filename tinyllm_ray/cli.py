@@ -57,10 +57,11 @@ def distill(args: argparse.Namespace) -> int:
         return 2
     from tinyllm_ray import pipeline
     from tinyllm_ray.data.load import DataError
+    from tinyllm_ray.stages import NotOursError
 
     try:
         pipeline.run(config)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, NotOursError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except pipeline.StageError as err:
@@ -92,9 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         return distill(args)
     if args.command == "data":
         return data_inspect(args)
+    from tinyllm_ray.stages import NotOursError
     from tinyllm_ray.tiny import build_tiny_models
 
-    for name, path in build_tiny_models(args.dir).items():
+    try:
+        built = build_tiny_models(args.dir)
+    except NotOursError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for name, path in built.items():
         print(f"{name}: {path}")
     return 0
 

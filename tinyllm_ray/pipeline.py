@@ -1,11 +1,11 @@
 """Stage order, run directory and caching: the only module that starts or joins Ray.
 
-    prepare(config)  -- no Ray: tiny models, config checks, data loading, run directory
+    prepare(config)  -- no Ray: config checks, data loading, run directory (runs.py), tiny models
     run(config)      -- prepare, then teachers -> student training -> evaluation -> report
 
 ``run`` joins the cluster of ``ray job submit`` / ``RAY_ADDRESS`` / ``ray start`` when there is one
 and starts a local Ray otherwise. Each finished stage leaves a marker keyed by a hash of the config
-it depends on, so a re-run of the same config in the same run directory reuses it.
+it depends on (stages.py), so a re-run of the same config in the same run directory reuses it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
-import yaml
 
-from tinyllm_ray import metrics, prompts
-from tinyllm_ray.config import (
-    Config,
-    ConfigError,
-    from_dict,
-    stage_key,
-    to_yaml,
-    validate,
-    validate_against_data,
-    with_absolute_paths,
-)
+from tinyllm_ray import metrics, prompts, runs, stages
+from tinyllm_ray.config import Config, ConfigError, validate, validate_against_data, with_absolute_paths
 from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.report import console_summary, write_report
@@ -43,15 +32,10 @@ from tinyllm_ray.resources import check_fits
 from tinyllm_ray.student.batches import example_table
 from tinyllm_ray.student.evaluate import evaluate
 from tinyllm_ray.student.model import is_encoder_decoder
-from tinyllm_ray.student.train import STATE_FILE, train_student
+from tinyllm_ray.student.train import train_student
 from tinyllm_ray.teachers import runner, store
 
 log = logging.getLogger("tinyllm_ray")
-
-# Settings that change where and how fast a run computes, not what: a resumed run may differ in them.
-_NOT_RESULT_SECTIONS = ("output", "ray")
-_NOT_RESULT_FIELDS = ("replicas", "num_cpus", "num_gpus", "cpus_per_worker", "log_every",
-                      "gpu_memory_utilization", "max_concurrent_trials")
 
 
 class StageError(RuntimeError):
@@ -105,83 +89,29 @@ class Prepared:
 
 
 def prepare(config: Config) -> Prepared:
-    """Everything that can fail on bad input, done before Ray starts."""
+    """Everything that can fail on bad input, done before Ray starts, and checked before anything is written:
+    the config, the data, the run directory; then the tiny models a config may ask for, and the model paths."""
+    validate(config, check_paths=False)
+    data = load_data(config.data)
+    validate_against_data(config, len(data.splits["train"]))
+    where = runs.plan(config)
     if config.tiny_models:
         from tinyllm_ray.tiny import build_tiny_models
 
-        build_tiny_models(Path(config.tiny_models))
+        try:
+            build_tiny_models(Path(config.tiny_models))
+        except stages.NotOursError as err:
+            raise ConfigError(f"tiny_models: {err}") from None
     validate(config)
-    data = load_data(config.data)
-    validate_against_data(config, len(data.splits["train"]))
     # The run dir keeps the config as written (a resubmitted job unpacks to another working dir);
     # the stages get absolute paths.
-    run_dir = open_run_dir(config)
-    with open(run_dir / "rejects.jsonl", "w") as f:
+    run_path = runs.create(where, config)
+    with open(run_path / "rejects.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in data.rejects)
     if data.rejects:
         log.warning("%d rows rejected (reasons by split: %s); see %s", len(data.rejects), data.reject_counts(),
-                    run_dir / "rejects.jsonl")
-    return Prepared(with_absolute_paths(config), run_dir, data)
-
-
-def open_run_dir(config: Config) -> Path:
-    """Create the run directory, or reopen it to resume; never overwrite a different run."""
-    out = config.output
-    run_dir = Path(out.dir).expanduser() / out.run_name
-    saved = run_dir / "config.yaml"
-    if run_dir.exists() and out.if_exists == "new":
-        n = 2
-        while run_dir.with_name(f"{out.run_name}-{n}").exists():
-            n += 1
-        run_dir = run_dir.with_name(f"{out.run_name}-{n}")
-    elif run_dir.exists() and out.if_exists == "error":
-        raise ConfigError(f"output.run_name: run directory {run_dir} already exists (output.if_exists=error)")
-    elif saved.exists():
-        loaded = yaml.safe_load(saved.read_text())
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"output.run_name: {saved} is not a readable run config; choose another run name")
-        try:  # through the current schema, so fields added since with their defaults are no difference
-            loaded = from_dict(loaded, source=str(saved)).to_dict()
-        except ConfigError:
-            pass  # compare as written; the differing keys are reported below
-        before = _result_fields(loaded)
-        now = _result_fields(config.to_dict())
-        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
-        if changed:
-            raise ConfigError(
-                f"output.run_name: run directory {run_dir} holds a run with a different config "
-                f"(differs at: {', '.join(changed[:8])}). Resume it with its own config, choose another "
-                f"name (--set output.run_name=NAME), or --set output.if_exists=new."
-            )
-        log.info("resuming run %s: finished stages are reused", run_dir)
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"output.run_name: {run_dir} exists and is not a tinyllm run directory (no config.yaml)")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved = run_dir / "config.yaml"
-        saved.write_text(to_yaml(config))
-    except OSError as err:
-        raise ConfigError(f"output.dir: cannot write the run directory {run_dir}: {err}") from None
-    return run_dir.resolve()
-
-
-def _result_fields(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in raw.items():
-        if not prefix and key in _NOT_RESULT_SECTIONS:
-            continue
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_result_fields(value, name + "."))
-        elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
-            for i, item in enumerate(value):
-                flat.update(_result_fields(item, f"{name}.{i}."))
-            flat[f"{name}.count"] = len(value)
-        elif key in _NOT_RESULT_FIELDS:
-            continue
-        else:
-            flat[name] = value
-    return flat
+                    run_path / "rejects.jsonl")
+    return Prepared(with_absolute_paths(config), run_path, data)
 
 
 def connect_ray(config: Config) -> None:
@@ -199,7 +129,7 @@ def import_precomputed(p: Prepared) -> list[dict[str, Any]]:
     """The authors' rationales as teachers: stored like generated ones, no model runs."""
     infos = []
     for teacher, by_id in p.data.precomputed.items():
-        key = stage_key(p.config.data, teacher, p.data.files)
+        key = stages.stage_key(p.config.data, teacher, p.data.files)
         info = store.finished(p.run_dir, teacher, key)
         if not info:
             ids = list(by_id)
@@ -231,27 +161,23 @@ def run_teachers(p: Prepared) -> list[dict[str, Any]]:
 def run_student(p: Prepared) -> dict[str, Any]:
     c = p.config
     selection = (c.eval.every_steps, c.eval.select_on, c.eval.max_valid)  # what picks the exported checkpoint
-    key = stage_key(c.data, c.teachers, c.student, c.train, selection, prompts.TEACHER_TEMPLATE_VERSION)
-    export_dir = p.run_dir / "student"
-    marker = export_dir / "_stage.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+    key = stages.stage_key(c.data, c.teachers, c.student, c.train, selection, prompts.TEACHER_TEMPLATE_VERSION)
+    export_dir = p.run_dir / runs.EXPORT_DIR
+    if info := stages.finished(export_dir, key):
         log.info("student: reusing the trained student in %s", export_dir)
-        return json.loads(marker.read_text())
+        return info
     rationales = {name: store.read_rationales(p.run_dir, name) for name in c.teacher_names()}
     examples = example_table(p.splits["train"], rationales)
     with stage(f"student training ({c.student.model})", p.run_dir):
         trained = train_student(examples, c, p.run_dir, valid=p.splits.get("valid"))
-    if export_dir.exists():
-        shutil.rmtree(export_dir)  # our own export of an older key, never user data
-    # The shippable student is the best checkpoint on valid: weights and tokenizer, not the optimizer state.
-    shutil.copytree(trained["checkpoint"], export_dir, ignore=shutil.ignore_patterns(STATE_FILE, "metrics.json"))
     best = trained["best_metrics"]
-    log.info("student: exporting the checkpoint of step %s (valid accuracy %s, %s) to %s", best.get("step"),
-             best.get("valid_accuracy"), c.eval.select_on, export_dir)
     info = {"key": key, **{k: trained[k] for k in ("steps", "seconds")}, "final_metrics": trained["metrics"],
             "best_step": best.get("step"), "best_valid_accuracy": best.get("valid_accuracy"),
             "checkpoint": Path(trained["checkpoint"]).name}
-    marker.write_text(json.dumps(info, indent=2, default=str))
+    # The shippable student is the best checkpoint on valid: weights and tokenizer, not the optimizer state.
+    stages.export_checkpoint(trained["checkpoint"], export_dir, info, runs.ACCESS_MODES[c.output.access])
+    log.info("student: exported the checkpoint of step %s (valid accuracy %s, %s) to %s", best.get("step"),
+             best.get("valid_accuracy"), c.eval.select_on, export_dir)
     return info
 
 

@@ -8,7 +8,8 @@ engine loads them by path exactly like real checkpoints (``AutoTokenizer.from_pr
 
 Run it with ``tinyllm tiny-models DIR`` or ``python -m tinyllm_ray.tiny DIR [--seed N]``; from
 Python call ``build_tiny_models(DIR)``. Builds are seeded, atomic (temp sibling dir + rename) and
-idempotent: a model dir whose ``tiny.json`` marker matches the recipe and seed is left alone.
+idempotent: a model dir whose ``tiny.json`` marker matches the recipe and seed is left alone, one of another
+recipe or seed is rebuilt, and anything else in the way (no marker: a user's own model) is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tinyllm_ray.stages import NotOursError
 
 # torch/transformers are imported inside the builders so a no-op (already built) call stays cheap.
 if TYPE_CHECKING:
@@ -197,12 +200,27 @@ def _marker(name: str, seed: int) -> dict[str, object]:
     return {"recipe": RECIPE_VERSION, "name": name, "seed": seed}
 
 
+def _read_marker(path: Path) -> object:
+    try:
+        return json.loads((path / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _is_complete(path: Path, marker: dict[str, object]) -> bool:
     """True if ``path`` holds a finished build whose marker equals ``marker``."""
-    try:
-        return json.loads((path / MARKER_FILE).read_text()) == marker
-    except (OSError, ValueError):
-        return False
+    return _read_marker(path) == marker
+
+
+def _check_ours(path: Path, name: str) -> None:
+    """Refuse a ``path`` in the way that this module did not build: a build of any recipe or seed carries a
+    ``tiny.json`` naming its model; anything else (a user's own model, a file) is never replaced."""
+    if not os.path.lexists(path):
+        return
+    marker = _read_marker(path) if path.is_dir() and not path.is_symlink() else None
+    if not (isinstance(marker, dict) and marker.get("name") == name and "recipe" in marker):
+        raise NotOursError(f"{path} exists and was not built by tinyllm (no {MARKER_FILE} for {name!r}); "
+                           f"move it away or build the tiny models into another directory")
 
 
 def _save(path: Path, name: str, seed: int, base_tok: Tokenizer) -> None:
@@ -243,7 +261,8 @@ def _build_one(out_dir: Path, name: str, seed: int, base_tok: Tokenizer) -> Path
         _save(tmp, name, seed, base_tok)
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
         if final.exists() and not _is_complete(final, marker):
-            shutil.rmtree(final)  # half-written dir or another recipe/seed: replace it
+            _check_ours(final, name)  # checked before the build too; a concurrent writer may have come since
+            shutil.rmtree(final)  # our own build of another recipe or seed: replace it
         try:
             os.replace(tmp, final)
         except OSError:
@@ -262,6 +281,10 @@ def build_tiny_models(out_dir: str | os.PathLike[str], seed: int = 0) -> dict[st
     differ in seed and size. Dirs already holding this recipe and seed are not rebuilt.
     """
     root = Path(out_dir)
+    if os.path.lexists(root) and not root.is_dir():
+        raise NotOursError(f"{root} is not a directory; the tiny models need a directory of their own")
+    for name in TINY_MODEL_NAMES:  # all three before anything is built or written
+        _check_ours(root / name, name)
     root.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     base_tok: Tokenizer | None = None

@@ -27,7 +27,6 @@ import itertools
 import json
 import logging
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,13 @@ import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.util.placement_group import PlacementGroup
 
-from tinyllm_ray import prompts
-from tinyllm_ray.config import Config, ConfigError, RangeConfig, stage_key
+from tinyllm_ray import prompts, runs, stages
+from tinyllm_ray.config import Config, ConfigError, RangeConfig
+from tinyllm_ray.stages import stage_key
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.student.schedule import Plan, make_plan
 from tinyllm_ray.student.batches import target_col
-from tinyllm_ray.student.train import (PLACEMENT_GROUP, SCORE, STATE_FILE, student_layout, tokenized_dataset,
+from tinyllm_ray.student.train import (PLACEMENT_GROUP, SCORE, student_layout, tokenized_dataset,
                                        train_student)
 
 log = logging.getLogger("tinyllm_ray.tune")
@@ -293,11 +293,10 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
     ``tune`` (the report section) and ``loss_weights``/``lr`` of the exported trial.
     """
     key = sweep_key(config)
-    export_dir = run_dir / "student"
-    marker = export_dir / "_stage.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("key") == key:
+    export_dir = run_dir / runs.EXPORT_DIR
+    if info := stages.finished(export_dir, key):
         log.info("tune: reusing the swept student in %s", export_dir)
-        return json.loads(marker.read_text())
+        return info
     start = time.perf_counter()
     plan = make_plan(config, examples.num_rows)
     max_t = len(report_steps(plan))
@@ -314,6 +313,10 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
     )
     sweep_dir = run_dir / "tune" / "sweep"
     if ray.tune.Tuner.can_restore(str(sweep_dir)):
+        # Restoring unpickles Tune's saved state: only from directories no one else could have written.
+        runs.check_trusted([run_dir, run_dir / "tune", sweep_dir, *sorted(sweep_dir.glob("*.pkl"))],
+                           config.output.access, "resuming the sweep loads its saved state with pickle, which "
+                           "can run code")
         log.info("tune: resuming the interrupted sweep in %s (finished trials are kept)", sweep_dir)
         tuner = ray.tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
@@ -341,11 +344,8 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
     if best is None:
         errors = "; ".join(f"{t['trial_id']}: {t['error']}" for t in trials if t.get("error"))
         raise RuntimeError(f"tune: no trial left a checkpoint ({errors or 'no trials ran'})")
-    if export_dir.exists():
-        shutil.rmtree(export_dir)  # our own export of an older key, never user data
-    shutil.copytree(best["checkpoint"], export_dir, ignore=shutil.ignore_patterns(STATE_FILE, "metrics.json"))
     best_config = apply_point(config, best["point"])
-    log.info("tune: best trial %s (%s) valid accuracy %.4f at step %s; exported to %s", best["trial_id"],
+    log.info("tune: best trial %s (%s) valid accuracy %.4f at step %s; exporting it to %s", best["trial_id"],
              format_point(best["point"]), best["valid_accuracy"], best["best_step"], export_dir)
     section = sweep_report(trials, best, config, max_t, limit)
     try:
@@ -365,7 +365,7 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
         "lr": best_config.train.lr,
         "tune": section,
     }
-    marker.write_text(json.dumps(info, indent=2, default=str))
+    stages.export_checkpoint(best["checkpoint"], export_dir, info, runs.ACCESS_MODES[config.output.access])
     return info
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data import synthetic
+from tinyllm_ray import stages
 from tinyllm_ray.teachers import runner, store
 
 pytestmark = pytest.mark.ray
@@ -84,7 +85,7 @@ def test_a_crash_loses_only_the_blocks_in_flight(ray_local, tiny_models, tmp_pat
     _ok(runner.run_all([teacher], train, tmp_path))
     directory = store.teacher_dir(tmp_path, "teacher-a")
     table = pq.read_table(directory / store.COMPACTED)
-    (directory / store.MARKER).unlink()
+    (directory / stages.MARKER).unlink()
     (directory / store.COMPACTED).unlink()
     store.append(tmp_path, "teacher-a", table.slice(0, 12))
     store.append(tmp_path, "teacher-a", table.slice(8, 4))  # a block stored twice (a retried batch)

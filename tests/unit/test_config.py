@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tinyllm_ray.stages import stage_key
 from tinyllm_ray.config import (
     Config,
     ConfigError,
     apply_override,
     from_dict,
     load_config,
-    stage_key,
     to_yaml,
     validate,
     validate_against_data,

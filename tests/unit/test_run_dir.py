@@ -151,7 +151,7 @@ def test_existing_non_run_directory_with_files(tiny_dir: Path, out_dir: Path) ->
     (out_dir / "run" / "notes.txt").write_text("my own files")
     with pytest.raises(ConfigError, match="output.run_name") as info:
         pipeline.prepare(make_config(tiny_dir, out_dir))
-    assert "not a tinyllm run directory" in str(info.value)
+    assert "was not created by tinyllm" in str(info.value)
     assert not (out_dir / "run" / "config.yaml").exists()
     assert (out_dir / "run" / "notes.txt").read_text() == "my own files"
 

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tinyllm_ray import stages
 from tinyllm_ray.teachers import store
 
 T = "teach"
@@ -71,7 +72,7 @@ def test_finish_compacts_to_one_file_one_row_per_key(tmp_path: Path) -> None:
     assert info["key"] == "stage-1" and info["seconds"] == 1.5
     assert info["rows"] == 3 and info["rationales"] == 3 and info["rejected"] == 0
     assert info["tokens_generated"] == 9
-    assert json.loads((store.teacher_dir(tmp_path, T) / store.MARKER).read_text()) == info
+    assert json.loads((store.teacher_dir(tmp_path, T) / stages.MARKER).read_text()) == info
     assert store.finished(tmp_path, T, "stage-1") == info
     assert store.finished(tmp_path, T, "stage-2") is None
 
@@ -98,7 +99,7 @@ def test_finished_needs_marker_and_compacted_file(tmp_path: Path) -> None:
 def test_finished_unreadable_marker(tmp_path: Path) -> None:
     store.append(tmp_path, T, rows(["a"]))
     store.finish(tmp_path, T, "s", {"k-a"}, {})
-    (store.teacher_dir(tmp_path, T) / store.MARKER).write_text("{not json")
+    (store.teacher_dir(tmp_path, T) / stages.MARKER).write_text("{not json")
     assert store.finished(tmp_path, T, "s") is None
 
 

@@ -7,6 +7,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported anywhere
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import json
+import shutil
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from tinyllm_ray.stages import NotOursError
 from tinyllm_ray.tiny import MARKER_FILE, TINY_MODEL_NAMES, build_tiny_models, main
 
 TEXT = "Q: Tom has 3 apples. (a) 4 (b) 5"
@@ -136,15 +139,35 @@ def test_same_seed_identical_weights(tiny: dict[str, Path], tmp_path: Path) -> N
         assert tok_json == (other[name] / "tokenizer.json").read_text()
 
 
-def test_other_seed_and_half_written_dir_rebuilt(tiny: dict[str, Path], tmp_path: Path) -> None:
-    (tmp_path / "teacher-a").mkdir()
-    (tmp_path / "teacher-a" / "config.json").write_text("{}")  # crash leftover: no marker
+def test_a_build_of_another_seed_is_rebuilt(tiny: dict[str, Path], tmp_path: Path) -> None:
+    shutil.copytree(tiny["teacher-a"], tmp_path / "teacher-a")  # our own build, seed 0
     paths = build_tiny_models(tmp_path, seed=7)
-    assert (paths["teacher-a"] / MARKER_FILE).is_file()
+    assert json.loads((paths["teacher-a"] / MARKER_FILE).read_text())["seed"] == 7
     AutoModelForCausalLM.from_pretrained(paths["teacher-a"])
     a = load_file(tiny["teacher-a"] / "model.safetensors")
     b = load_file(paths["teacher-a"] / "model.safetensors")
     assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("name", TINY_MODEL_NAMES)
+def test_a_users_own_model_dir_in_the_way_is_refused_untouched(tmp_path: Path, name: str) -> None:
+    """Issue #16: a folder of the user's where a tiny model would go was deleted and replaced."""
+    mine = tmp_path / name
+    mine.mkdir()
+    (mine / "config.json").write_text('{"mine": true}')
+    (mine / "weights.bin").write_bytes(b"precious")
+    with pytest.raises(NotOursError, match=rf"{name} exists and was not built by tinyllm"):
+        build_tiny_models(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing built beside it either
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json", "weights.bin"]
+    assert (mine / "weights.bin").read_bytes() == b"precious"
+
+
+def test_a_file_where_the_models_go_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "models").write_text("mine")
+    with pytest.raises(NotOursError, match="not a directory"):
+        build_tiny_models(tmp_path / "models")
+    assert (tmp_path / "models").read_text() == "mine"
 
 
 def test_cli_main(tiny: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:

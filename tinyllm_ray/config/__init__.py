@@ -10,7 +10,6 @@ from tinyllm_ray.config.loading import (
     load_config,
     parse_yaml,
     read_yaml,
-    stage_key,
     to_yaml,
     with_absolute_paths,
 )
@@ -62,7 +61,6 @@ __all__ = [
     "parse_yaml",
     "precomputed_teachers",
     "read_yaml",
-    "stage_key",
     "to_yaml",
     "tune_errors",
     "validate",

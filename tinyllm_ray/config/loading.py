@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import os
 import re
 from pathlib import Path
@@ -21,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from tinyllm_ray.config.checks import is_local_model, validate
 from tinyllm_ray.config.schema import Config, ConfigError
+from tinyllm_ray.inputs import clip, path_problem
 
 
 class _Loader(yaml.SafeLoader):
@@ -34,10 +33,63 @@ _Loader.add_implicit_resolver(
 )
 
 
+# Limits on what a config may be. Configs are a few kB with a handful of levels; these stop hostile or broken
+# input (a YAML alias "bomb" that expands 300 bytes into millions of values, thousand-level nesting, a
+# number with thousands of digits) with one clear error instead of a hang, a crash or a flooded console.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+MAX_INT_DIGITS = 19  # any setting fits in 64 bits
+
+
 def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """YAML text as plain data, refusing input past the limits above (``ConfigError``)."""
+    loader = _Loader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError(f"YAML nested more than {MAX_DEPTH} levels deep") from None
+        if node is None:
+            return None
+        _check_node(node, 0, {}, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_node(node: yaml.Node, depth: int, seen: dict[int, tuple[int, int]], path: set[int]) -> tuple[int, int]:
+    """(values, levels) of ``node`` with every alias expanded; raises past the limits. Aliases share their
+    node object, so ``seen`` makes this linear in the text, not in the expansion."""
+    where = f"line {node.start_mark.line + 1}"
+    if id(node) in path:
+        raise ConfigError(f"YAML {where}: an alias refers to a value that contains it")
+    if id(node) in seen:
+        size, height = seen[id(node)]
+    elif isinstance(node, yaml.ScalarNode):
+        digits = sum(c.isdigit() for c in node.value)
+        if node.tag == "tag:yaml.org,2002:int" and digits > MAX_INT_DIGITS:
+            raise ConfigError(f"YAML {where}: integer {clip(node.value, 40)} has {digits} digits "
+                              f"(at most {MAX_INT_DIGITS})")
+        size, height = 1, 0
+    else:
+        children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+        path.add(id(node))
+        size, height = 1, 0
+        for child in children:
+            child_size, child_height = _check_node(child, depth + 1, seen, path)
+            size, height = size + child_size, max(height, child_height + 1)
+            if size > MAX_VALUES:
+                raise ConfigError(f"YAML {where}: more than {MAX_VALUES} values once aliases are expanded")
+        path.discard(id(node))
+        seen[id(node)] = size, height
+    if depth + height > MAX_DEPTH:
+        raise ConfigError(f"YAML {where}: nested more than {MAX_DEPTH} levels deep")
+    return size, height
+
 
 _ADAPTER = TypeAdapter(Config)
+MAX_ERRORS = 20
 
 
 def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
@@ -48,11 +100,14 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         return _ADAPTER.validate_python(raw)
     except ValidationError as err:
         lines = [f"{source}: invalid configuration:"]
-        for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        errors = err.errors()
+        for e in errors[:MAX_ERRORS]:
+            key = clip(".".join(str(p) for p in e["loc"]) or "(top level)")
+            got = "" if e["type"] == "missing" else f" (got {clip(e.get('input'))})"
             msg = "unknown key" if e["type"] in ("extra_forbidden", "unexpected_keyword_argument") else e["msg"]
             lines.append(f"  {key}: {msg}{got}")
+        if len(errors) > MAX_ERRORS:
+            lines.append(f"  ... and {len(errors) - MAX_ERRORS} more")
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -67,7 +122,9 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     try:
         value = parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"--set {key}: value is not valid YAML: {err}") from None
+        raise ConfigError(f"--set {clip(key)}: value is not valid YAML: {clip(str(err))}") from None
+    except ConfigError as err:
+        raise ConfigError(f"--set {clip(key)}: {err}") from None
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -91,22 +148,42 @@ def _list_index(items: list, part: str, where: str) -> int:
     return int(part)
 
 
+def read_yaml_file(path: Path, what: str = "config file", note: str = "") -> Any:
+    """The YAML data of one file, after checking it is a readable regular file of at most
+    ``MAX_CONFIG_BYTES`` (a FIFO or a directory is refused, never opened); every failure is a ``ConfigError``."""
+    problem = path_problem(path, "file")
+    if problem == "does not exist":
+        raise ConfigError(f"{what} not found: {path}{note}")
+    if problem:
+        raise ConfigError(f"{what} {path} {problem}{note}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{what} {path} is {size} bytes; a config is at most {MAX_CONFIG_BYTES}")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ConfigError(f"{what} {path} cannot be read: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid UTF-8 at byte {err.start}") from None
+    try:
+        return parse_yaml(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {clip(str(err), 600)}") from None
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
 def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML config as plain data, with ``extends: other.yaml`` (relative to the file) merged under it:
     mappings merge key by key, anything else (lists included) is replaced by the extending file."""
-    try:
-        raw = parse_yaml(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}" + (f" (extended by {chain[-1]})" if chain else "")) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    raw = read_yaml_file(path, "config file", f" (extended by {chain[-1]})" if chain else "") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     base = raw.pop("extends", None)
     if base is None:
         return raw
     if not isinstance(base, str):
-        raise ConfigError(f"{path}: extends: expected a file name, got {base!r}")
+        raise ConfigError(f"{path}: extends: expected a file name, got {clip(base)}")
     parent = (path.parent / base).resolve()
     if parent in chain or parent == path.resolve():
         raise ConfigError(f"{path}: extends: {base} extends itself (cycle)")
@@ -156,13 +233,6 @@ def with_absolute_paths(config: Config) -> Config:
         output=dataclasses.replace(config.output, dir=absolute(config.output.dir)),
         tiny_models=absolute(config.tiny_models) if config.tiny_models else None,
     )
-
-
-def stage_key(*parts: Any) -> str:
-    """A short stable hash of config parts (dataclasses or plain data), to key cached stages."""
-    plain = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
-    blob = json.dumps(plain, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def to_yaml(config: Config) -> str:

@@ -249,6 +249,10 @@ class OutputConfig:
     """Run directory name under ``dir``."""
     if_exists: Literal["resume", "error", "new"] = "resume"
     """Run dir already there: ``resume`` (same config only: reuse finished stages), ``error``, or ``new`` (``<name>-2``, ...)."""
+    access: Literal["owner", "group-read", "group-write"] = "owner"
+    """Who may open the run directory (and so its exports): ``owner`` only (mode 0700), ``group-read`` (0750) or
+    ``group-write`` (0770, a team resuming each other's runs on shared storage; resuming a sweep then trusts
+    the group, as its saved state is loaded with pickle)."""
 
 
 @dataclass(config=_STRICT)

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -32,7 +30,7 @@ import pyarrow.compute as pc
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 
-from tinyllm_ray import prompts
+from tinyllm_ray import prompts, stages
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers import shots, store
@@ -48,7 +46,7 @@ WAIT_LOG_SECONDS = 30.0
 
 
 def _hash(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return stages.stage_key(*parts, digits=24)  # 24 digits: the keys of rationale stores written so far
 
 
 def settings_key(teacher: TeacherConfig) -> str:

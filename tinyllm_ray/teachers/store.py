@@ -25,9 +25,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tinyllm_ray import stages
+
 log = logging.getLogger("tinyllm_ray.store")
 
-MARKER = "_stage.json"
 COMPACTED = "rationales.parquet"
 SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -51,16 +52,8 @@ def teacher_dir(run_dir: Path, teacher: str) -> Path:
 
 def finished(run_dir: Path, teacher: str, key: str) -> dict[str, Any] | None:
     """The stage figures of a complete teacher with this key, else None."""
-    marker = teacher_dir(run_dir, teacher) / MARKER
-    if not marker.is_file():
-        return None
-    try:
-        info = json.loads(marker.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if info.get("key") != key or not (teacher_dir(run_dir, teacher) / COMPACTED).is_file():
-        return None
-    return info
+    info = stages.finished(teacher_dir(run_dir, teacher), key)
+    return info if info is not None and (teacher_dir(run_dir, teacher) / COMPACTED).is_file() else None
 
 
 def stored(run_dir: Path, teacher: str) -> pa.Table:
@@ -95,7 +88,7 @@ def finish(run_dir: Path, teacher: str, key: str, row_keys: set[str], extra: dic
     """Compact a complete teacher into one file (one row per wanted key), then write the marker."""
     directory = teacher_dir(run_dir, teacher)
     directory.mkdir(parents=True, exist_ok=True)
-    marker = directory / MARKER
+    marker = directory / stages.MARKER
     marker.unlink(missing_ok=True)
     table = stored(run_dir, teacher)
     keys = table.column("key").to_pylist()

@@ -1,0 +1,80 @@
+"""Cached stages: keys, the ``_stage.json`` marker that says a stage finished, and the student export.
+
+A stage's output directory is complete when its marker holds the stage key, a hash of the config parts
+the output depends on; a re-run with the same key reuses it. The marker is also the proof that the project
+wrote the directory: ``export_checkpoint`` replaces an export only when it carries one, and refuses a
+directory in the way that does not (never a user's files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("tinyllm_ray")
+
+MARKER = "_stage.json"
+
+
+class NotOursError(RuntimeError):
+    """A path the project would write is taken by something it did not create."""
+
+
+def stage_key(*parts: Any, digits: int = 16) -> str:
+    """A stable hash of config parts (dataclasses or plain data), to key cached stages."""
+    plain = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    blob = json.dumps(plain, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:digits]
+
+
+def read_marker(directory: Path) -> dict[str, Any] | None:
+    """The marker of a stage directory, or ``None`` when there is none or it cannot be read."""
+    try:
+        info = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def finished(directory: Path, key: str) -> dict[str, Any] | None:
+    """The stage figures of ``directory`` when it finished with this key, else ``None``."""
+    info = read_marker(directory)
+    return info if info is not None and info.get("key") == key else None
+
+
+def check_replaceable(directory: Path, what: str) -> None:
+    """Raise ``NotOursError`` when ``directory`` exists without this project's marker."""
+    if os.path.lexists(directory) and (not directory.is_dir() or directory.is_symlink()
+                                       or read_marker(directory) is None):
+        raise NotOursError(f"{directory} is in the way of the {what} and was not written by tinyllm (no {MARKER}); "
+                           f"move it elsewhere and run again")
+
+
+def export_checkpoint(checkpoint: str | Path, export_dir: Path, info: dict[str, Any], mode: int = 0o700) -> None:
+    """Copy a checkpoint's weights and tokenizer (not its optimizer state) to ``export_dir`` with ``info`` as
+    its marker. The copy is made beside it and renamed into place; an earlier export is replaced only when
+    its marker proves it ours."""
+    from tinyllm_ray.student.train import STATE_FILE
+
+    check_replaceable(export_dir, "student export")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
+    old = None
+    try:
+        shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns(STATE_FILE, "metrics.json"), dirs_exist_ok=True)
+        (tmp / MARKER).write_text(json.dumps(info, indent=2, default=str))
+        tmp.chmod(mode)
+        if export_dir.exists():
+            old = export_dir.with_name(f"{tmp.name}.old")
+            export_dir.rename(old)
+        tmp.rename(export_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # only left when the copy failed
+    if old is not None:
+        shutil.rmtree(old)
