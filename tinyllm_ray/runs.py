@@ -20,7 +20,7 @@ from typing import Any
 
 from tinyllm_ray.config import Config, ConfigError, from_dict, to_yaml
 from tinyllm_ray.config.loading import read_yaml_file
-from tinyllm_ray.inputs import path_problem
+from tinyllm_ray.inputs import DIRECTORY, require_problem
 from tinyllm_ray.stages import MARKER as STAGE_MARKER
 from tinyllm_ray.stages import read_marker
 
@@ -56,7 +56,7 @@ def plan(config: Config) -> Plan:
     """The run directory this config uses; ``ConfigError`` (one line naming the path) when it may not."""
     out = config.output
     parent = Path(out.dir).expanduser()
-    if os.path.lexists(parent) and (problem := path_problem(parent, "dir")):
+    if os.path.lexists(parent) and (problem := require_problem(parent, DIRECTORY)):
         raise ConfigError(f"output.dir: {parent} {problem}")
     run_dir = parent / out.run_name
     if out.if_exists == "new" and os.path.lexists(run_dir):
@@ -68,7 +68,7 @@ def plan(config: Config) -> Plan:
         return Plan(run_dir, resume=False)
     if out.if_exists == "error":
         raise ConfigError(f"output.run_name: run directory {run_dir} already exists (output.if_exists=error)")
-    if problem := path_problem(run_dir, "dir"):
+    if problem := require_problem(run_dir, DIRECTORY):
         raise ConfigError(f"output.run_name: {run_dir} {problem}; choose another run name")
     if not is_ours(run_dir):
         if any(run_dir.iterdir()):

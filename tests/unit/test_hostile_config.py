@@ -86,7 +86,7 @@ def test_finite_floats_still_load(tmp_path: Path) -> None:
 
 def test_config_path_that_is_a_directory(tmp_path: Path) -> None:
     """Before: IsADirectoryError, a traceback."""
-    with pytest.raises(ConfigError, match=r"config file .* is a directory, not a regular file"):
+    with pytest.raises(ConfigError, match=r"config file .* is not a regular file: it is a directory"):
         load_config(tmp_path)
 
 
@@ -109,7 +109,7 @@ def test_config_path_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) 
         with open(fifo, "w") as f:
             f.write("{}")
         pytest.fail("load_config blocked on a FIFO")
-    assert isinstance(raised[0], ConfigError) and "is a FIFO (named pipe), not a regular file" in str(raised[0])
+    assert isinstance(raised[0], ConfigError) and "is not a regular file: it is a FIFO (named pipe)" in str(raised[0])
 
 
 def test_config_symlink_loop_is_named(tmp_path: Path) -> None:

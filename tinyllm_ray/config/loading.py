@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from tinyllm_ray.config.checks import is_local_model, validate
 from tinyllm_ray.config.schema import Config, ConfigError
-from tinyllm_ray.inputs import clip, path_problem
+from tinyllm_ray.inputs import FILE, clip, require_problem, shorten
 
 
 class _Loader(yaml.SafeLoader):
@@ -69,7 +69,7 @@ def _check_node(node: yaml.Node, depth: int, seen: dict[int, tuple[int, int]], p
     elif isinstance(node, yaml.ScalarNode):
         digits = sum(c.isdigit() for c in node.value)
         if node.tag == "tag:yaml.org,2002:int" and digits > MAX_INT_DIGITS:
-            raise ConfigError(f"YAML {where}: integer {clip(node.value, 40)} has {digits} digits "
+            raise ConfigError(f"YAML {where}: integer {shorten(node.value, 40)} has {digits} digits "
                               f"(at most {MAX_INT_DIGITS})")
         size, height = 1, 0
     else:
@@ -102,7 +102,7 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         lines = [f"{source}: invalid configuration:"]
         errors = err.errors()
         for e in errors[:MAX_ERRORS]:
-            key = clip(".".join(str(p) for p in e["loc"]) or "(top level)")
+            key = shorten(".".join(str(p) for p in e["loc"]) or "(top level)")
             got = "" if e["type"] == "missing" else f" (got {clip(e.get('input'))})"
             msg = "unknown key" if e["type"] in ("extra_forbidden", "unexpected_keyword_argument") else e["msg"]
             lines.append(f"  {key}: {msg}{got}")
@@ -122,9 +122,9 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     try:
         value = parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"--set {clip(key)}: value is not valid YAML: {clip(str(err))}") from None
+        raise ConfigError(f"--set {shorten(key)}: value is not valid YAML: {shorten(str(err))}") from None
     except ConfigError as err:
-        raise ConfigError(f"--set {clip(key)}: {err}") from None
+        raise ConfigError(f"--set {shorten(key)}: {err}") from None
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -151,7 +151,7 @@ def _list_index(items: list, part: str, where: str) -> int:
 def read_yaml_file(path: Path, what: str = "config file", note: str = "") -> Any:
     """The YAML data of one file, after checking it is a readable regular file of at most
     ``MAX_CONFIG_BYTES`` (a FIFO or a directory is refused, never opened); every failure is a ``ConfigError``."""
-    problem = path_problem(path, "file")
+    problem = require_problem(path, FILE)
     if problem == "does not exist":
         raise ConfigError(f"{what} not found: {path}{note}")
     if problem:
@@ -168,7 +168,7 @@ def read_yaml_file(path: Path, what: str = "config file", note: str = "") -> Any
     try:
         return parse_yaml(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {clip(str(err), 600)}") from None
+        raise ConfigError(f"{path}: not valid YAML: {shorten(str(err), 600)}") from None
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 

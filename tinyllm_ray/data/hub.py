@@ -18,7 +18,20 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tinyllm_ray.data.records import SUFFIXES, DataError, Row, RowError, read_records, text_field
+from tinyllm_ray.data.records import (
+    DIRECTORY,
+    FILE,
+    SUFFIXES,
+    DataError,
+    Row,
+    RowError,
+    list_dir,
+    non_finite,
+    read_records,
+    require,
+    text_field,
+)
+from tinyllm_ray.inputs import clip, shorten
 from tinyllm_ray.data.schema import LETTERS, Question, problems
 
 SPLIT_NAMES = {"train": "train", "validation": "valid", "valid": "valid", "dev": "valid", "test": "test"}
@@ -60,7 +73,7 @@ def derived_id(prefix: str, where: str) -> str:
 def choice_for_label(choices: Sequence[str], labels: Sequence[str], key: str) -> str:
     """The text of the choice labelled ``key`` (``"B"`` with labels ``A..E`` -> the second choice)."""
     if key not in labels:
-        raise RowError(f"answer key {key!r} is not among the labels {', '.join(labels)}")
+        raise RowError(f"answer key {clip(key)} is not among the labels {shorten(', '.join(labels))}")
     return choices[list(labels).index(key)]
 
 
@@ -82,13 +95,15 @@ def _record_id(record: dict[str, Any], key: str | None, prefix: str, where: str)
 
 
 def _strings(value: Any, what: str) -> list[str]:
-    """A list of strings (numbers accepted), stripped, else ``RowError``."""
+    """A list of strings (numbers accepted, not NaN or the infinities), stripped, else ``RowError``."""
     if value is None:
         raise RowError(f"missing {what}")
     if not isinstance(value, (list, tuple)):
         raise RowError(f"{what} is a {type(value).__name__}, not a list")
     if any(not isinstance(v, (str, int, float)) or isinstance(v, bool) for v in value):
         raise RowError(f"{what} holds a value that is not text")
+    if special := next(filter(None, map(non_finite, value)), ""):
+        raise RowError(f"{what} holds {special}, not text")
     return [str(v).strip() for v in value]
 
 
@@ -130,12 +145,12 @@ def _two_solutions(record: dict[str, Any], where: str, *, name: str) -> Question
     if "label" not in record:
         raise RowError("missing 'label'")
     label = record["label"]
-    if isinstance(label, str) and label.strip().lstrip("-").isdigit():
+    if isinstance(label, str) and re.fullmatch(r"-?[0-9]{1,9}", label.strip()):
         label = int(label)
     if label is None or label == -1:
         raise RowError(_NO_LABEL)
     if not isinstance(label, int) or isinstance(label, bool) or label not in (0, 1):
-        raise RowError(f"'label' is {label!r}, not 0 or 1")
+        raise RowError(f"'label' is {clip(label)}, not 0 or 1")
     return Question(id=_record_id(record, "id", name, where), question=question, choices=choices,
                     answer=choices[label])
 
@@ -151,7 +166,7 @@ def _pubmedqa(record: dict[str, Any], where: str, *, name: str) -> Question:
             raise RowError("missing 'context.contexts'")
     decision = _answer_key(record, "final_decision").lower()
     if decision not in choices:
-        raise RowError(f"'final_decision' is {decision!r}, not yes, no or maybe")
+        raise RowError(f"'final_decision' is {clip(decision)}, not yes, no or maybe")
     rationale = record.get("long_answer")
     return Question(id=qid, question=question, choices=choices, answer=decision,
                     context=_passages(context, "'context'"),
@@ -162,7 +177,7 @@ def _yes_no(record: dict[str, Any], where: str, *, name: str) -> Question:
     """BioASQ yes/no: ``id``, ``body`` or ``question``, ``exact_answer`` or ``answer``, ``snippets``/``context``."""
     kind = record.get("type")
     if kind is not None and kind != "yesno":
-        raise RowError(f"type {kind!r} is not a yes/no question")
+        raise RowError(f"type {clip(kind)} is not a yes/no question")
     if "body" not in record and "question" not in record:
         raise RowError("missing 'body' or 'question'")
     question = text_field(record, "body" if "body" in record else "question")
@@ -174,7 +189,7 @@ def _yes_no(record: dict[str, Any], where: str, *, name: str) -> Question:
         record = {**record, answer_key: raw[0]}
     answer = _answer_key(record, answer_key).lower()
     if answer not in ("yes", "no"):
-        raise RowError(f"{answer_key!r} is {answer!r}, not yes or no")
+        raise RowError(f"{answer_key!r} is {clip(answer)}, not yes or no")
     context = _passages(record["snippets"] if "snippets" in record else record.get("context"), "'snippets'")
     ideal = record.get("ideal_answer")
     ideal = ideal[0] if isinstance(ideal, list) and ideal else ideal
@@ -221,15 +236,15 @@ def find_split_files(directory: Path, subdirs: Iterable[str] = ("data",)) -> dic
     """Split files of ``directory`` (else of the first of its ``subdirs`` that has any), by split name.
 
     A split is one file named ``<split>.<ext>``, ``<name>_<split>.<ext>`` or ``<name>-<split>.<ext>``, or the
-    shards ``<split>-NNNNN-of-NNNNN.parquet`` of a hub export. Raises ``DataError`` when nothing matches.
+    shards ``<split>-NNNNN-of-NNNNN.parquet`` of a hub export. Raises ``DataError`` when nothing matches, and
+    when the directory or a subdirectory cannot be listed; a matching entry that is not a regular file (a
+    directory, a FIFO) is reported when it is read.
     """
-    if not directory.is_dir():
-        raise DataError(f"{directory}: not a directory")
     folders = [directory, *(directory / sub for sub in subdirs)]
     for folder in folders:
         named: dict[str, list[Path]] = {}
         shards: dict[str, list[Path]] = {}
-        for file in sorted(folder.iterdir()) if folder.is_dir() else ():
+        for file in list_dir(folder, optional=folder is not directory):
             if match := _SHARD_FILE.match(file.name):
                 shards.setdefault(SPLIT_NAMES[match[1].lower()], []).append(file)
             elif match := _NAMED_FILE.match(file.name):
@@ -290,6 +305,8 @@ def _mapped_answer(raw: Any, choices: Sequence[str], column: str) -> str:
     """The answer as choice text, else as a letter (``B``, ``b``, ``(c)``), else as a 0-based index."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise RowError(_NO_LABEL)
+    if special := non_finite(raw):
+        raise RowError(f"{column!r} is {special}, not text")
     if isinstance(raw, str):
         text = raw.strip()
         if text in choices:
@@ -299,8 +316,8 @@ def _mapped_answer(raw: Any, choices: Sequence[str], column: str) -> str:
     elif isinstance(raw, int) and not isinstance(raw, bool):
         if 0 <= raw < len(choices):
             return choices[raw]
-        raise RowError(f"answer index {raw} is out of range for {len(choices)} choices")
-    raise RowError(f"{column!r} value {raw!r} is neither a choice, a letter nor a 0-based index")
+        raise RowError(f"answer index {clip(raw)} is out of range for {len(choices)} choices")
+    raise RowError(f"{column!r} value {clip(raw)} is neither a choice, a letter nor a 0-based index")
 
 
 def _mapped(record: dict[str, Any], where: str, *, columns: dict[str, str]) -> Question:
@@ -326,12 +343,10 @@ def read_mapped(path: Path, columns: dict[str, str]) -> dict[str, list[Row]]:
     if missing := [key for key, required in MAPPED_KEYS.items() if required and key not in columns]:
         raise DataError(f"columns: {', '.join(map(repr, missing))} must be given")
     path = Path(path)
-    if path.is_file():
+    if require(path, FILE, DIRECTORY) == FILE:
         if path.suffix not in SUFFIXES:
             raise DataError(f"{path}: not a {'/'.join(SUFFIXES)} file")
         files = {"train": [path]}
-    elif path.is_dir():
-        files = find_split_files(path)
     else:
-        raise DataError(f"{path}: no such file or directory")
+        files = find_split_files(path)
     return _read_files(files, functools.partial(_mapped, columns=dict(columns)))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tinyllm_ray.config import SYNTHETIC_TEACHERS, ConfigError, DataConfig, precomputed_teachers
 from tinyllm_ray.data import synthetic
-from tinyllm_ray.data.records import DataError, Row
+from tinyllm_ray.data.records import DIRECTORY, FILE, DataError, Row, require
 from tinyllm_ray.data.schema import Question
 
 SPLITS = ("train", "valid", "test")
@@ -87,11 +87,18 @@ FORMATS: dict[str, Callable[[DataConfig], Source]] = {
 
 
 def _path(data: DataConfig) -> Path:
+    """``data.path``, which must be a regular file or a directory (looked at, not opened), else ``ConfigError``:
+    it does not exist, is a FIFO or a device, a symlink loop or a dangling symlink, or cannot be read."""
     if not data.path:
         raise ConfigError(f"data.path: dataset {data.dataset!r} in format {infer_format(data)!r} needs a path")
-    path = Path(data.path).expanduser()
-    if not path.exists():
-        raise ConfigError(f"data.path: {path} does not exist")
+    try:
+        path = Path(data.path).expanduser()
+    except RuntimeError as err:  # ~user of an unknown user
+        raise ConfigError(f"data.path: {data.path}: {err}") from None
+    try:
+        require(path, FILE, DIRECTORY)
+    except DataError as err:
+        raise ConfigError(f"data.path: {err}") from None
     return path
 
 
@@ -106,7 +113,7 @@ def infer_format(data: DataConfig) -> str:
     if data.path:
         from tinyllm_ray.data.official import looks_official
 
-        if looks_official(Path(data.path).expanduser()):
+        if looks_official(_path(data)):
             return "official"
     from tinyllm_ray.data.hub import HUB_SCHEMAS
 

@@ -13,11 +13,25 @@ files, both teachers' rationales aligned with those rows.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 from pathlib import Path
 
 from tinyllm_ray.config import PRECOMPUTED_TEACHERS
-from tinyllm_ray.data.records import DataError, Row, RowError, parse_json, read_records, read_text, text_field
+from tinyllm_ray.data.records import (
+    DIRECTORY,
+    DataError,
+    Row,
+    RowError,
+    list_dir,
+    non_finite,
+    parse_json,
+    path_kind,
+    read_records,
+    read_text,
+    require,
+    text_field,
+)
 from tinyllm_ray.data.schema import Question, problems
 
 SPLITS = ("train", "valid", "test")
@@ -40,11 +54,15 @@ class OfficialData:
 
 def looks_official(path: Path) -> bool:
     """A directory with ``<name>_<split>.json`` files whose records are in the authors' schema
-    (hub-schema exports may use the same file names)."""
-    if not path.is_dir():
+    (hub-schema exports may use the same file names). One of those names on something that cannot be read
+    (a directory, a FIFO, a broken file) counts as the authors' layout: reading it reports what is wrong."""
+    try:
+        if path_kind(path) != DIRECTORY:
+            return False
+    except DataError:
         return False
     for split in SPLITS:
-        for file in path.glob(f"*_{split}.json"):
+        for file in _matching(path, f"*_{split}.json"):
             try:
                 _, record = next(read_records(file))
             except StopIteration:
@@ -55,8 +73,15 @@ def looks_official(path: Path) -> bool:
     return False
 
 
+def _matching(directory: Path, pattern: str) -> list[Path]:
+    """Entries of ``directory`` whose name matches the glob ``pattern``, sorted (``DataError`` when the
+    directory cannot be listed, where ``Path.glob`` would find nothing)."""
+    return [entry for entry in list_dir(directory) if fnmatch.fnmatchcase(entry.name, pattern)]
+
+
 def question_file(path: Path, split: str) -> Path | None:
-    found = sorted(path.glob(f"*_{split}.json"))
+    """The one ``*_<split>.json`` entry of ``path``, if any; ``read_records`` checks that it is a regular file."""
+    found = _matching(path, f"*_{split}.json")
     if len(found) > 1:
         raise DataError(f"{path}: several {split} question files: {', '.join(f.name for f in found)}")
     return found[0] if found else None
@@ -70,16 +95,28 @@ def to_question(record: dict) -> Question:
         raise RowError("'choices' is not a list of strings")
     q = Question(id=text_field(record, "id"), question=text_field(record, "question"),
                  choices=tuple(c.strip() for c in choices), answer=text_field(record, "answer"),
-                 context=str(record.get("context") or ""))
+                 context=_context(record))
     why = problems(q)
     if why:
         raise RowError("; ".join(why))
     return q
 
 
+def _context(record: dict) -> str:
+    """The optional ``context`` as text: a string, or a number (not NaN or an infinity), else ``RowError``."""
+    context = record.get("context") or ""
+    if not isinstance(context, (str, int, float)) or isinstance(context, bool):
+        raise RowError(f"'context' is a {type(context).__name__}, not text")
+    if special := non_finite(context):
+        raise RowError(f"'context' is {special}, not text")
+    return str(context)
+
+
 def read_official(path: Path) -> OfficialData:
-    if not path.is_dir():
-        raise DataError(f"data.path: {path} is not a directory")
+    try:
+        require(path, DIRECTORY)
+    except DataError as err:
+        raise DataError(f"data.path: {err}") from None
     rows: dict[str, list[Row]] = {}
     files: list[str] = []
     for split in SPLITS:
@@ -109,9 +146,10 @@ def read_official(path: Path) -> OfficialData:
 
 
 def rationale_files(llm_dir: Path, split: str) -> list[Path]:
-    """``<split>_CoT_<k>.json`` in k order; the numbering must have no gap."""
+    """``<split>_CoT_<k>.json`` in k order; the numbering must have no gap. None without an ``llm`` directory;
+    ``read_text`` checks that each is a regular file."""
     found = {}
-    for f in llm_dir.glob(f"{split}_CoT_*.json"):
+    for f in list_dir(llm_dir, optional=True):
         m = re.fullmatch(rf"{split}_CoT_(\d+)\.json", f.name)
         if m:
             k = int(m.group(1))

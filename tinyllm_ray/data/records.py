@@ -3,12 +3,21 @@
 Every reader in ``tinyllm_ray.data`` turns a source into ``Row`` values: where the record came from
 (``file:line 12``), and either the ``Question`` it makes or the reason it was rejected. ``load.py``
 decides what to do with the rejects (count, write, or fail in strict mode).
+
+Input paths are looked at with ``os.stat`` before anything is opened (``path_kind``, ``require``,
+``list_dir``): a FIFO, a device, a directory where a file is expected, a symlink loop, a dangling symlink
+or a permission error is a ``DataError`` naming the path, never a hang or a traceback. Reject reasons
+and errors quote a value from the data through ``clip``, so a message stays short whatever the data holds.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from tinyllm_ray.data.schema import Question
+from tinyllm_ray.inputs import DIRECTORY, FILE, kind_problem, os_problem, require_problem, shorten
 
 SUFFIXES = (".json", ".jsonl", ".parquet")
 
@@ -28,6 +38,10 @@ class RowError(ValueError):
     """One record that cannot become a question; the message is the reject reason."""
 
 
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]+|\\.)*"?|[\[{]|[\]}]|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?')
+"""Strings (also unterminated), brackets and numbers: enough to find where ``json.loads`` hit a limit."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     where: str
@@ -37,14 +51,61 @@ class Row:
     """Why the record was rejected (when ``question`` is None)."""
 
 
+def non_finite(value: Any) -> str:
+    """``NaN``, ``Infinity`` or ``-Infinity`` for a float that is one (JSON readers and Parquet float columns
+    produce them), else ``""``."""
+    if not isinstance(value, float) or math.isfinite(value):
+        return ""
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+# -- paths ---------------------------------------------------------------------------------------------------
+
+def path_kind(path: Path) -> str:
+    """What ``path`` is (``FILE``, ``DIRECTORY``, ``FIFO (named pipe)``, ...), from ``os.stat`` alone: nothing is
+    opened, so a FIFO or a device cannot block. ``DataError`` naming the path when it cannot be looked at."""
+    kind, problem = kind_problem(path)
+    if problem:
+        raise DataError(f"{shorten(str(path))} {problem}")
+    return kind
+
+
+def require(path: Path, *kinds: str) -> str:
+    """The kind of ``path`` when it is one of ``kinds`` (``FILE``, ``DIRECTORY``), else ``DataError``, e.g.
+    ``x/train.jsonl is not a regular file: it is a FIFO (named pipe)``."""
+    if problem := require_problem(path, *kinds):
+        raise DataError(f"{shorten(str(path))} {problem}")
+    return path_kind(path)
+
+
+def list_dir(directory: Path, *, optional: bool = False) -> list[Path]:
+    """The entries of ``directory``, sorted. With ``optional``, none when it does not exist or is not a
+    directory; a symlink loop, a dangling symlink or a permission error is a ``DataError`` all the same."""
+    if optional and (not os.path.lexists(directory) or path_kind(directory) != DIRECTORY):
+        return []
+    require(directory, DIRECTORY)
+    try:
+        return sorted(directory.iterdir())
+    except OSError as err:
+        raise DataError(f"{directory} {os_problem(directory, err)}") from None
+
+
+# -- records -------------------------------------------------------------------------------------------------
+
 def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(position, record) for every record of a JSON array, JSON Lines or Parquet file."""
+    """(position, record) for every record of a JSON array, JSON Lines or Parquet file.
+
+    A line of JSON Lines that cannot be parsed, whether it is malformed or beyond what this Python reads
+    (nested thousands deep, an integer of more than 4300 digits), is a ``DataError`` naming the file and
+    line, like a malformed JSON array file: a broken file, not one bad record.
+    """
     if path.suffix == ".parquet":
+        require(path, FILE)  # pyarrow would read a directory as a dataset
         try:
-            table = pq.read_table(path)
+            records = pq.read_table(path).to_pylist()
         except Exception as err:  # noqa: BLE001 -- pyarrow raises several types for a bad file
-            raise DataError(f"{path}: not a readable Parquet file: {err}") from None
-        for i, record in enumerate(table.to_pylist()):
+            raise DataError(f"{path}: not a readable Parquet file: {shorten(str(err))}") from None
+        for i, record in enumerate(records):
             yield f"{path.name}:row {i}", record
         return
     text = read_text(path)
@@ -59,31 +120,68 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: line {lineno} is not valid JSON (column {err.colno}: {err.msg})") from None
+        except (RecursionError, ValueError) as err:
+            raise DataError(f"{path}: line {lineno}: {_beyond_limits(line, err)[1]}") from None
         yield f"{path.name}:line {lineno}", record
 
 
 def read_text(path: Path) -> str:
+    """The UTF-8 text of regular file ``path`` (checked before it is opened)."""
+    require(path, FILE)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not valid UTF-8 at byte {err.start}") from None
+    except OSError as err:
+        raise DataError(f"{path} {os_problem(path, err)}") from None
 
 
 def parse_json(text: str, path: Path) -> Any:
+    """The JSON value of ``text`` (read from ``path``), else ``DataError`` naming the file and line."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: invalid or truncated JSON at line {err.lineno}, column {err.colno}: "
                         f"{err.msg}") from None
+    except (RecursionError, ValueError) as err:
+        offset, why = _beyond_limits(text, err)
+        line = text.count("\n", 0, offset) + 1
+        raise DataError(f"{path}: line {line}: {why}") from None
+
+
+def _beyond_limits(text: str, err: Exception) -> tuple[int, str]:
+    """Where in ``text`` and why ``json.loads`` raised ``err`` for JSON that is well formed so far: nesting
+    too deep for the recursion limit (``RecursionError``: the first place of the deepest nesting), or an
+    integer longer than Python converts (``ValueError``: the first such integer)."""
+    max_digits = sys.get_int_max_str_digits()
+    depth = deepest = deepest_at = 0
+    for token in _JSON_TOKEN.finditer(text):
+        first = token[0][0]
+        if first in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, deepest_at = depth, token.start()
+        elif first in "]}":
+            depth -= 1
+        elif first != '"' and isinstance(err, ValueError) and max_digits:
+            digits = token[0].lstrip("-")
+            if digits.isdigit() and len(digits) > max_digits:
+                return token.start(), f"an integer of {len(digits)} digits; at most {max_digits} can be read"
+    if isinstance(err, RecursionError):
+        return deepest_at, f"JSON nested {deepest} levels deep, too deep to read"
+    return 0, f"not readable as JSON: {shorten(str(err))}"
 
 
 def text_field(record: dict[str, Any], key: str) -> str:
-    """A required non-empty string field, else ``RowError``."""
+    """A required non-empty string field, else ``RowError``; numbers are taken as text, except NaN and the
+    infinities."""
     value = record.get(key)
     if value is None:
         raise RowError(f"missing {key!r}")
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise RowError(f"{key!r} is a {type(value).__name__}, not text")
+    if special := non_finite(value):
+        raise RowError(f"{key!r} is {special}, not text")
     text = str(value).strip()
     if not text:
         raise RowError(f"empty {key!r}")

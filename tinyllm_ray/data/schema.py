@@ -14,6 +14,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from tinyllm_ray.inputs import clip
+
 LETTERS = string.ascii_lowercase
 
 ARROW_SCHEMA = pa.schema(
@@ -88,7 +90,7 @@ def problems(q: Question) -> list[str]:
     if len(q.choices) >= 2 and len(set(q.choices)) < 2:
         found.append("fewer than 2 distinct choices")
     if q.answer not in q.choices:
-        found.append(f"answer {q.answer!r} is not among the choices")
+        found.append(f"answer {clip(q.answer)} is not among the choices")
     elif q.choices.count(q.answer) > 1:
         found.append(f"the answer appears {q.choices.count(q.answer)} times among the choices")
     return found
