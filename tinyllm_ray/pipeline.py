@@ -27,7 +27,7 @@ from tinyllm_ray import metrics, prompts, runs, stages
 from tinyllm_ray.config import Config, ConfigError, validate, validate_against_data, with_absolute_paths
 from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.report import console_summary, write_report
+from tinyllm_ray.report import build_report, console_summary, write_report
 from tinyllm_ray.resources import check_fits
 from tinyllm_ray.student.batches import example_table
 from tinyllm_ray.student.evaluate import evaluate
@@ -191,69 +191,49 @@ def run_sweep(p: Prepared) -> dict[str, Any]:
         return tune.run_sweep(p.config, p.run_dir, examples, p.splits.get("valid", []))
 
 
-def run(config: Config) -> dict[str, Any]:
-    """The whole workflow; returns the report (also written to ``<run>/report.json``)."""
-    start = time.perf_counter()
-    p = prepare(config)
-    config = p.config
-    connect_ray(config)
-    check_fits(config)  # an actor no node can ever host would wait forever: fail now, naming the key
-    ready = time.perf_counter()
-    teachers = run_teachers(p)
-    generated = time.perf_counter()
-    student = run_student(p) if config.tune is None else run_sweep(p)
-    trained = time.perf_counter()
+def run_evaluation(p: Prepared) -> dict[str, float]:
+    """Score the exported student on valid and test; its answers go to ``predictions.parquet``."""
     with stage("student evaluation", p.run_dir):
         accuracy, predictions = evaluate({s: p.splits[s] for s in ("valid", "test") if s in p.splits},
-                                         str(p.run_dir / "student"),
-                                         config)
+                                         str(p.run_dir / runs.EXPORT_DIR), p.config)
     pq.write_table(predictions, p.run_dir / "predictions.parquet")
     for key, value in accuracy.items():
         scorer, _, split = key.rpartition("_")
         metrics.eval_accuracy().set(value, tags={"split": split, "scorer": scorer or "generate"})
-    done = time.perf_counter()
-    report = {
-        "run_name": p.run_dir.name,
-        "run_dir": str(p.run_dir),
-        "dataset": {
-            "name": config.data.dataset,
-            **{s: len(p.splits.get(s, [])) for s in ("train", "valid", "test")},
-            "rows_read": p.data.rows_read,
-            "rejected": p.data.reject_counts(),
-            "valid_from_train": p.data.valid_from_train,
-        },
-        "teachers": [
-            {k: t.get(k) for k in ("name", "model", "rationales", "rejected", "rejected_by_reason", "acceptance_rate",
-                                   "tokens_generated", "generated_now", "seconds")}
-            for t in teachers
-        ],
-        "student": {
-            "model": config.student.model,
-            "loss_weights": config.task_weights(),
-            "valid_accuracy": accuracy["valid"],
-            "test_accuracy": accuracy.get("test"),
-            "valid_accuracy_rank": accuracy["rank_valid"],
-            "test_accuracy_rank": accuracy.get("rank_test"),
-            "steps": student["steps"],
-            "seconds": student["seconds"],
-            "architecture": "seq2seq" if is_encoder_decoder(config.student.model,
-                                                            config.student.trust_remote_code) else "causal",
-            "mode": config.train.mode,
-            "exported_step": student.get("best_step"),
-            "selected_on": f"valid accuracy ({config.eval.select_on}) during training",
-            "samples_per_second": student.get("final_metrics", {}).get("train_samples_per_second"),
-        },
-        "timings": {
-            "setup_s": round(ready - start, 3),
-            "generate_s": round(generated - ready, 3),
-            "train_s": round(trained - generated, 3),
-            "eval_s": round(done - trained, 3),
-            "total_s": round(done - start, 3),
-        },
-    }
-    if config.tune is not None:  # the exported student is the sweep's best trial
-        report["student"].update(loss_weights=student["loss_weights"], lr=student["lr"])
-        report["tune"] = student["tune"]
+    return accuracy
+
+
+def run(config: Config) -> dict[str, Any]:
+    """The whole workflow; returns the report (also written to ``<run>/report.json``)."""
+    clock = Stopwatch()
+    p = prepare(config)
+    connect_ray(p.config)
+    check_fits(p.config)  # an actor no node can ever host would wait forever: fail now, naming the key
+    clock.lap("setup_s")
+    teachers = run_teachers(p)
+    clock.lap("generate_s")
+    student = run_student(p) if p.config.tune is None else run_sweep(p)
+    clock.lap("train_s")
+    accuracy = run_evaluation(p)
+    clock.lap("eval_s")
+    c = p.config
+    architecture = "seq2seq" if is_encoder_decoder(c.student.model, c.student.trust_remote_code) else "causal"
+    report = build_report(c, p.run_dir, p.data, teachers, student, accuracy, architecture, clock.timings())
     write_report(p.run_dir, report)
     print(console_summary(report), flush=True)
     return report
+
+
+class Stopwatch:
+    """Seconds between named points of the run, and the total."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self.last = round(now - self.last, 3), now
+
+    def timings(self) -> dict[str, float]:
+        return {**self.laps, "total_s": round(self.last - self.start, 3)}

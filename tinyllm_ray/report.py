@@ -9,7 +9,53 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tinyllm_ray.config import Config
+    from tinyllm_ray.data.load import LoadedData
+
+
+TEACHER_FIELDS = ("name", "model", "rationales", "rejected", "rejected_by_reason", "acceptance_rate",
+                  "tokens_generated", "generated_now", "seconds")
+
+
+def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list[dict[str, Any]],
+                 student: dict[str, Any], accuracy: dict[str, float], architecture: str,
+                 timings: dict[str, float]) -> dict[str, Any]:
+    """The report of a finished run from what its stages returned."""
+    report = {
+        "run_name": run_dir.name,
+        "run_dir": str(run_dir),
+        "dataset": {
+            "name": config.data.dataset,
+            **{s: len(data.splits.get(s, [])) for s in ("train", "valid", "test")},
+            "rows_read": data.rows_read,
+            "rejected": data.reject_counts(),
+            "valid_from_train": data.valid_from_train,
+        },
+        "teachers": [{k: t.get(k) for k in TEACHER_FIELDS} for t in teachers],
+        "student": {
+            "model": config.student.model,
+            "loss_weights": config.task_weights(),
+            "valid_accuracy": accuracy["valid"],
+            "test_accuracy": accuracy.get("test"),
+            "valid_accuracy_rank": accuracy["rank_valid"],
+            "test_accuracy_rank": accuracy.get("rank_test"),
+            "steps": student["steps"],
+            "seconds": student["seconds"],
+            "architecture": architecture,
+            "mode": config.train.mode,
+            "exported_step": student.get("best_step"),
+            "selected_on": f"valid accuracy ({config.eval.select_on}) during training",
+            "samples_per_second": student.get("final_metrics", {}).get("train_samples_per_second"),
+        },
+        "timings": timings,
+    }
+    if config.tune is not None:  # the exported student is the sweep's best trial
+        report["student"].update(loss_weights=student["loss_weights"], lr=student["lr"])
+        report["tune"] = student["tune"]
+    return report
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
