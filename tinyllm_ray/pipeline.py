@@ -183,12 +183,12 @@ def run_student(p: Prepared) -> dict[str, Any]:
 
 def run_sweep(p: Prepared) -> dict[str, Any]:
     """The ``tune`` section's sweep in place of ``run_student``: the best trial on valid becomes the student."""
-    from tinyllm_ray import tune
+    from tinyllm_ray import sweep
 
     rationales = {name: store.read_rationales(p.run_dir, name) for name in p.config.teacher_names()}
     examples = example_table(p.splits["train"], rationales)
     with stage(f"loss-weight sweep ({p.config.student.model})", p.run_dir):
-        return tune.run_sweep(p.config, p.run_dir, examples, p.splits.get("valid", []))
+        return sweep.run_sweep(p.config, p.run_dir, examples, p.splits.get("valid", []))
 
 
 def run_evaluation(p: Prepared) -> dict[str, float]:

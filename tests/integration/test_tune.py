@@ -105,5 +105,13 @@ def test_asha_with_leave_one_teacher_out_on_live_teachers(ray_local, tiny_models
     assert {"gamma": 1.0, "alpha.teacher-a": 0.0, "alpha.teacher-b": 0.5} in points
     assert {"gamma": 1.0, "alpha.teacher-a": 0.5, "alpha.teacher-b": 0.0} in points
     assert len(points) == 4  # the grid's (1.0, 0.5, 0.5) is also the leave-one-out reference
-    assert tune["evaluations_total"] <= 4 * tune["evaluations_per_trial"]
-    assert report["teachers"][0]["generated_now"] is not None
+    # each status says how far its trial went; the scheduler's stopping itself is pinned by
+    # tests/unit/test_sweep_space.py::test_asha_stops_the_weaker_trials_at_the_first_rung
+    per_trial = tune["evaluations_per_trial"]
+    for trial in tune["trials"]:
+        assert (trial["status"] == "completed") == (trial["evaluations"] == per_trial), trial
+        if trial["status"] == "stopped early":
+            assert 1 <= trial["evaluations"] < per_trial, trial
+    assert tune["evaluations_total"] == sum(t["evaluations"] for t in tune["trials"])
+    n_train = report["dataset"]["train"]  # live teachers in a fresh run dir: one rationale per question, now
+    assert n_train > 0 and [t["generated_now"] for t in report["teachers"]] == [n_train, n_train]

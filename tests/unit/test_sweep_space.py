@@ -1,5 +1,5 @@
-"""The sweep's pure parts: the ``tune`` config section, search spaces, leave-one-out trials, concurrency,
-the report table. No Ray cluster."""
+"""The sweep's search space (``tinyllm_ray.sweep.space``) and the ``tune`` config section it reads: the
+section's errors, grid and random search spaces, leave-one-out trials, trial concurrency. No Ray cluster."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import importlib.util
 
 import pytest
 
-from tinyllm_ray import tune
 from tinyllm_ray.config import ConfigError, from_dict, validate
-from tinyllm_ray.report import render_markdown, tune_markdown
+from tinyllm_ray.sweep.run import make_searcher
+from tinyllm_ray.sweep.space import apply_point, concurrent_trials, grid_points, point_of, report_steps, search_space
 
 
 def make(tune_section: dict | None, teachers=("a", "b"), **train) -> object:
@@ -78,8 +78,8 @@ def test_leave_one_out_is_not_for_optuna():
 def test_optuna_suggests_from_the_space():
     config = make({"search": "optuna", "num_samples": 3, "gamma": {"low": 0.1, "high": 2.0},
                    "alpha": {"a": [0.0, 1.0]}, "lr": {"low": 1e-4, "high": 1e-2, "log": True}})
-    space, first = tune.search_space(config)
-    searcher, limit = tune._searcher(config, first, 2)
+    space, first = search_space(config)
+    searcher, limit = make_searcher(config, first, 2)
     assert limit == 2 and searcher.set_search_properties("valid_accuracy", "max", space)
     point = searcher.suggest("t0")
     assert 0.1 <= point["gamma"] <= 2.0 and point["alpha.a"] in (0.0, 1.0) and 1e-4 <= point["lr"] <= 1e-2
@@ -87,20 +87,20 @@ def test_optuna_suggests_from_the_space():
 
 def test_grid_is_every_combination_with_the_train_values_elsewhere():
     config = make({"gamma": [0.5, 1.0], "alpha": {"b": [0.0, 1.0]}})
-    points = tune.grid_points(config)
+    points = grid_points(config)
     assert points == [
         {"gamma": 0.5, "alpha.a": 0.5, "alpha.b": 0.0},
         {"gamma": 0.5, "alpha.a": 0.5, "alpha.b": 1.0},
         {"gamma": 1.0, "alpha.a": 0.5, "alpha.b": 0.0},
         {"gamma": 1.0, "alpha.a": 0.5, "alpha.b": 1.0},
     ]
-    space, first = tune.search_space(config)
+    space, first = search_space(config)
     assert space == {"point": {"grid_search": points}} and first == []
 
 
 def test_leave_one_out_adds_one_trial_per_teacher_and_the_reference():
     config = make({"leave_one_teacher_out": True})
-    assert tune.grid_points(config) == [
+    assert grid_points(config) == [
         {"gamma": 1.0, "alpha.a": 0.5, "alpha.b": 0.5},
         {"gamma": 1.0, "alpha.a": 0.0, "alpha.b": 0.5},
         {"gamma": 1.0, "alpha.a": 0.5, "alpha.b": 0.0},
@@ -109,13 +109,13 @@ def test_leave_one_out_adds_one_trial_per_teacher_and_the_reference():
 
 def test_leave_one_out_points_already_in_the_grid_are_not_repeated():
     config = make({"alpha": {"a": [0.0, 0.5]}, "leave_one_teacher_out": True})
-    points = tune.grid_points(config)
+    points = grid_points(config)
     assert len(points) == len({tuple(sorted(p.items())) for p in points}) == 3
 
 
 def test_all_zero_points_are_left_out():
     config = make({"gamma": [0.0, 1.0], "leave_one_teacher_out": True}, teachers=("a",), gamma=0.0)
-    points = tune.grid_points(config)
+    points = grid_points(config)
     assert {"gamma": 0.0, "alpha.a": 0.0} not in points
     assert {"gamma": 1.0, "alpha.a": 0.5} in points
 
@@ -124,7 +124,7 @@ def test_random_search_space_has_domains_and_leave_one_out_first():
     config = make({"search": "random", "num_samples": 4, "gamma": {"low": 0.1, "high": 2.0},
                    "alpha": {"a": [0.25, 1.0]}, "lr": {"low": 1e-4, "high": 1e-2, "log": True},
                    "leave_one_teacher_out": True})
-    space, first = tune.search_space(config)
+    space, first = search_space(config)
     assert type(space["gamma"]).__name__ == "Float" and type(space["lr"]).__name__ == "Float"
     assert space["alpha.a"].categories == [0.25, 1.0]
     assert space["alpha.b"] == 0.5  # not swept: the train value, so leave-one-out can zero it
@@ -134,10 +134,10 @@ def test_random_search_space_has_domains_and_leave_one_out_first():
 
 def test_a_point_becomes_the_trials_train_section():
     config = make({"gamma": [2.0]})
-    trial = tune.apply_point(config, {"gamma": 2.0, "alpha.a": 0.0, "alpha.b": 0.5, "lr": 1e-3})
+    trial = apply_point(config, {"gamma": 2.0, "alpha.a": 0.0, "alpha.b": 0.5, "lr": 1e-3})
     assert trial.task_weights() == {"answer": 2.0, "a": 0.0, "b": 0.5}
     assert trial.train.lr == 1e-3 and config.train.gamma == 1.0
-    assert tune.point_of({"point": {"gamma": 2.0}}) == {"gamma": 2.0} == tune.point_of({"gamma": 2.0})
+    assert point_of({"point": {"gamma": 2.0}}) == {"gamma": 2.0} == point_of({"gamma": 2.0})
 
 
 @pytest.mark.parametrize("resources, train, expected", [
@@ -149,64 +149,39 @@ def test_a_point_becomes_the_trials_train_section():
     ({"CPU": 32, "GPU": 2}, {"use_gpu": True}, 2),
 ])
 def test_concurrent_trials_follow_the_resources(resources, train, expected):
-    assert tune.concurrent_trials(make({"gamma": [1.0]}, **train), resources) == expected
+    assert concurrent_trials(make({"gamma": [1.0]}, **train), resources) == expected
 
 
 def test_concurrent_trials_when_set():
-    assert tune.concurrent_trials(make({"gamma": [1.0], "max_concurrent_trials": 3}), {"CPU": 2}) == 3
+    assert concurrent_trials(make({"gamma": [1.0], "max_concurrent_trials": 3}), {"CPU": 2}) == 3
 
 
 def test_evaluations_are_counted_from_the_step():
     from tinyllm_ray.student.schedule import Plan
 
     plan = Plan(micro_per_epoch=4, accum=1, epochs=3, checkpoint_every=None, eval_every=None)
-    steps = tune.report_steps(plan)
+    steps = report_steps(plan)
     assert steps == [4, 8, 12]
     import bisect
 
     assert [bisect.bisect_right(steps, s) for s in (4, 8, 12)] == [1, 2, 3]
 
 
-TRIALS = [
-    {"trial_id": "abc_00000", "point": {"gamma": 0.5, "alpha.a": 0.5}, "valid_accuracy": 0.25, "evaluations": 1,
-     "steps": 3, "status": "stopped early", "error": None, "checkpoint": "/x/c3", "best_step": 3,
-     "checkpoint_valid_accuracy": 0.25},
-    {"trial_id": "abc_00001", "point": {"gamma": 1.0, "alpha.a": 0.5}, "valid_accuracy": 0.5, "evaluations": 3,
-     "steps": 9, "status": "completed", "error": None, "checkpoint": "/x/c6", "best_step": 6,
-     "checkpoint_valid_accuracy": 0.5},
-    {"trial_id": "abc_00002", "point": {"gamma": 1.0, "alpha.a": 0.0}, "valid_accuracy": None, "evaluations": 0,
-     "steps": 0, "status": "error", "error": "RuntimeError: boom", "checkpoint": None, "best_step": None,
-     "checkpoint_valid_accuracy": None},
-]
+def test_asha_stops_the_weaker_trials_at_the_first_rung() -> None:
+    """The sweep's scheduler (evaluations as its clock, ``valid_accuracy`` to maximise, the grace period and
+    reduction factor of the config) stops the trials below the rung's cutoff and lets the others go on."""
+    from ray.tune.experiment import Trial
 
+    from tinyllm_ray.student.train import SCORE
+    from tinyllm_ray.sweep.run import make_scheduler
+    from tinyllm_ray.sweep.trial import TIME_ATTR
 
-def test_best_trial_is_the_best_kept_checkpoint():
-    best = tune.best_trial(TRIALS)
-    assert best["trial_id"] == "abc_00001" and best["valid_accuracy"] == 0.5 and best["best_step"] == 6
-    assert tune.best_trial([TRIALS[2]]) is None
-
-
-def test_report_section_and_table():
-    config = make({"gamma": [0.5, 1.0], "leave_one_teacher_out": True}, teachers=("a",))
-    section = tune.sweep_report(TRIALS, tune.best_trial(TRIALS), config, max_t=3, concurrent=1)
-    assert section["evaluations_total"] == 4 and section["swept"] == ["gamma", "leave_one_teacher_out"]
-    assert [t["status"] for t in section["trials"]] == ["stopped early", "completed", "error"]
-    assert section["best"] == {"trial_id": "abc_00001", "point": {"gamma": 1.0, "alpha.a": 0.5},
-                               "valid_accuracy": 0.5, "step": 6}
-    section["plot"] = "tune_valid_accuracy.png"
-    lines = tune_markdown(section)
-    assert "| trial | gamma | alpha.a | valid accuracy | evaluations | steps | status |" in lines
-    assert "| **abc_00001** | 1.000 | 0.500 | 0.500 | 3 | 9 | completed |" in lines
-    assert "| abc_00002 | 1.000 | 0.000 | n/a | 0 | 0 | error |" in lines
-    assert lines[-1] == "![valid accuracy against the loss weights](tune_valid_accuracy.png)"
-    report = {"run_name": "r", "dataset": {"name": "synthetic", "train": 1, "valid": 1, "test": 1},
-              "teachers": [], "timings": {"total_s": 1.0}, "tune": section,
-              "student": {"model": "m", "loss_weights": {"answer": 1.0}, "valid_accuracy": 0.5, "test_accuracy": 0.5,
-                          "valid_accuracy_rank": 0.5, "test_accuracy_rank": 0.5, "steps": 9, "seconds": 1.0}}
-    assert "## Loss-weight sweep" in render_markdown(report)
-
-
-def test_plot_is_written(tmp_path):
-    pytest.importorskip("matplotlib")
-    tune.plot(TRIALS, tune.best_trial(TRIALS), tmp_path / "p.png")
-    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    scheduler = make_scheduler(make({"gamma": [0.5, 1.0], "grace_period": 1, "reduction_factor": 2}), max_t=3)
+    scheduler.set_search_properties(SCORE, "max")
+    trials = [Trial("__fake", trial_id=f"t{i}", stub=True) for i in range(4)]
+    for trial in trials:
+        scheduler.on_trial_add(None, trial)
+    decisions = [scheduler.on_trial_result(None, trial, {TIME_ATTR: 1, SCORE: score, "training_iteration": 1})
+                 for trial, score in zip(trials, [0.9, 0.1, 0.8, 0.2])]
+    assert decisions == ["CONTINUE", "STOP", "CONTINUE", "STOP"]
+    assert make_scheduler(make({"gamma": [0.5, 1.0], "scheduler": "none"}), max_t=3) is None
