@@ -37,7 +37,7 @@ import ray.train  # noqa: E402
 import ray.train.torch  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from tests.conftest import tiny_run_config  # noqa: E402
+from tests.helpers import tiny_run_config  # noqa: E402
 from tinyllm_ray import pipeline, resources  # noqa: E402
 from tinyllm_ray.config import ConfigError, from_dict  # noqa: E402
 

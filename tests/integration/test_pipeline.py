@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import tiny_run_config
+from tests.helpers import tiny_run_config
 from tinyllm_ray import pipeline
 from tinyllm_ray.config import from_dict
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import tiny_run_config
+from tests.helpers import tiny_run_config
 from tinyllm_ray import pipeline
 from tinyllm_ray.config import ConfigError, from_dict
 

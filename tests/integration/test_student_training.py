@@ -8,7 +8,7 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from tests.conftest import tiny_run_config
+from tests.helpers import tiny_run_config
 from tinyllm_ray import pipeline
 from tinyllm_ray.config import from_dict
 from tinyllm_ray.student.train import FAIL_AT_STEP_ENV, FAIL_MARKER_ENV

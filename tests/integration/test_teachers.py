@@ -195,7 +195,7 @@ def test_a_killed_driver_resumes_without_regenerating_stored_rows(ray_local, tin
 
     import yaml
 
-    from tests.conftest import REPO, tiny_run_config
+    from tests.helpers import REPO, tiny_run_config
     from tinyllm_ray import pipeline
     from tinyllm_ray.config import from_dict
 

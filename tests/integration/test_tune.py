@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_run_config
+from tests.helpers import REPO, tiny_run_config
 
 pytestmark = pytest.mark.ray
 

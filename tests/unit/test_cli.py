@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _distill(*args: str, cwd=REPO) -> subprocess.CompletedProcess:

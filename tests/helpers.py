@@ -1,0 +1,27 @@
+"""Plain helpers the tests share (fixtures live in ``conftest.py``): the repository root and a small, fast run
+config built on the session's tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_run_config(models: Path, out_dir: Path, run_name: str, teachers: int = 2, **sections) -> dict:
+    """A small, fast run config as plain data; ``sections`` replace or extend its sections."""
+    raw = {
+        "data": {"dataset": "synthetic", "n_train": 48, "n_valid": 16, "n_test": 16, "seed": 1},
+        "teachers": [
+            {"name": f"teacher-{x}", "model": str(models / f"teacher-{x}"), "shots": 2, "max_new_tokens": 12,
+             "batch_size": 16, "min_rationale_words": 1}
+            for x in "ab"[:teachers]
+        ],
+        "student": {"model": str(models / "student-t5"), "max_input_tokens": 96, "max_target_tokens": 16},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "log_every": 1,
+                  "alpha": {f"teacher-{x}": 0.5 for x in "ab"[:teachers]}},
+        "output": {"dir": str(out_dir), "run_name": run_name},
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return raw
