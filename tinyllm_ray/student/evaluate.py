@@ -19,31 +19,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
-import torch
-
 import transformers
 from transformers import AutoTokenizer
 
 from tinyllm_ray import prompts
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question, to_table
-from tinyllm_ray.student.batches import Encoder, layout_of
-from tinyllm_ray.student.model import load_student
+from tinyllm_ray.devices import device_for, use_bf16
+from tinyllm_ray.student.model import load_student, student_encoder
 from tinyllm_ray.student.scoring import Scorer
 
 
 def load_scorer(model_dir: str, config: Config, batch_size: int, num_gpus: float = 0.0) -> Scorer:
     """A ``Scorer`` over the student in ``model_dir`` with the layout the config trains it in."""
     s = config.student
-    on_gpu = num_gpus > 0 and torch.cuda.is_available()
-    device = torch.device("cuda" if on_gpu else "cpu")
+    device = device_for(num_gpus)
     model = load_student(model_dir, s.trust_remote_code).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=s.trust_remote_code)
-    layout = layout_of(bool(model.config.is_encoder_decoder), config.train.mode)
-    encoder = Encoder(tokenizer, layout, s.max_input_tokens, s.max_target_tokens,
-                      getattr(model.config, "decoder_start_token_id", None))
-    autocast = config.train.precision == "bf16" or (config.train.precision == "auto" and on_gpu)
-    return Scorer(model, encoder, batch_size, s.max_answer_tokens, device, autocast)
+    return Scorer(model, student_encoder(model, tokenizer, config), batch_size, s.max_answer_tokens, device,
+                  use_bf16(config.train.precision, device))
 
 
 class StudentPredictor:

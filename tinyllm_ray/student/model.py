@@ -14,20 +14,25 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-from tinyllm_ray.student.batches import QUESTION
+from tinyllm_ray.config import Config
+from tinyllm_ray.devices import is_encoder_decoder  # the rule lives there; the pipeline imports it from here
+from tinyllm_ray.student.batches import QUESTION, Encoder, layout_of
 from tinyllm_ray.student.loss import causal_shift, token_cross_entropy
-
-
-def is_encoder_decoder(model: str, trust_remote_code: bool = False) -> bool:
-    return bool(getattr(AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code),
-                        "is_encoder_decoder", False))
 
 
 def load_student(model: str, trust_remote_code: bool = False) -> torch.nn.Module:
     auto = AutoModelForSeq2SeqLM if is_encoder_decoder(model, trust_remote_code) else AutoModelForCausalLM
     return auto.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
+def student_encoder(model: torch.nn.Module, tokenizer: Any, config: Config) -> Encoder:
+    """The ``Encoder`` of a loaded student in the layout ``config`` trains it in (``encoder.layout``)."""
+    s = config.student
+    layout = layout_of(is_encoder_decoder(model), config.train.mode)
+    return Encoder(tokenizer, layout, s.max_input_tokens, s.max_target_tokens,
+                   getattr(model.config, "decoder_start_token_id", None))
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

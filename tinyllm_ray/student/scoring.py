@@ -18,6 +18,7 @@ import torch
 
 from tinyllm_ray import prompts
 from tinyllm_ray.data.schema import Question
+from tinyllm_ray.devices import bf16_autocast, pad_id
 from tinyllm_ray.student.batches import QUESTION, Encoder, collate
 from tinyllm_ray.student.loss import sequence_log_likelihood
 from tinyllm_ray.student.model import encode_questions, task_logits, to_device
@@ -31,7 +32,7 @@ class Scorer:
         self.model, self.enc, self.batch_size = model, encoder, batch_size
         self.max_answer_tokens, self.device = max_answer_tokens, torch.device(device)
         self.autocast = autocast
-        self.pad_id = encoder.tok.pad_token_id if encoder.tok.pad_token_id is not None else encoder.tok.eos_token_id
+        self.pad_id = pad_id(encoder.tok)
 
     def _sources(self, questions: Sequence[Question]) -> list[np.ndarray]:
         if self.enc.layout == "one_encoder":
@@ -39,7 +40,7 @@ class Scorer:
         return self.enc.sources([prompts.student_input(q, ANSWER) for q in questions])
 
     def _amp(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast)
+        return bf16_autocast(self.device, self.autocast)
 
     @torch.inference_mode()
     def rank(self, questions: Sequence[Question]) -> list[int]:

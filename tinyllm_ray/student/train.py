@@ -27,6 +27,7 @@ questions per CPU-second of its process, a figure that other load on the machine
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -49,9 +50,11 @@ from transformers import AutoTokenizer
 from tinyllm_ray import metrics
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.student.batches import Encoder, Tokenize, bucketed, collate, layout_of
+from tinyllm_ray.devices import bf16_autocast, is_encoder_decoder, pad_id, train_device, use_bf16
+from tinyllm_ray.student.batches import Tokenize, bucketed, collate, layout_of
 from tinyllm_ray.student.loss import multitask_loss
-from tinyllm_ray.student.model import MultiTask, is_encoder_decoder, load_student, to_device, unwrap
+from tinyllm_ray.student.meter import ThroughputMeter
+from tinyllm_ray.student.model import MultiTask, load_student, student_encoder, to_device, unwrap
 from tinyllm_ray.student.schedule import Plan, lr_factor, make_plan
 from tinyllm_ray.student.scoring import Scorer
 
@@ -63,14 +66,33 @@ PLACEMENT_GROUP = "placement_group"  # the workers' placement group id, in repor
 # environment makes the last worker raise once after step k (the marker file records that it did, so the
 # restarted worker group goes on). Read by ``train_student``, never part of the run config.
 FAIL_AT_STEP_ENV, FAIL_MARKER_ENV = "TINYLLM_TEST_FAIL_AT_STEP", "TINYLLM_TEST_FAIL_MARKER"
+LOOP_CONFIG = "loop"  # the one key of ``train_loop_config``: a ``LoopConfig``
 
 
-def pad_id_of(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+@dataclasses.dataclass(frozen=True)
+class FailOnce:
+    """The testing hook's order (see ``FAIL_AT_STEP_ENV``): the last worker raises after ``step`` unless
+    ``marker`` exists, and writes ``marker`` first."""
+
+    step: int
+    marker: str
+
+    @classmethod
+    def from_env(cls) -> FailOnce | None:
+        step = os.environ.get(FAIL_AT_STEP_ENV)
+        return cls(int(step), os.environ[FAIL_MARKER_ENV]) if step else None
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """What every worker of one ``train_student`` run gets (Ray Train's ``train_loop_config`` is a dict:
+    this rides in it under ``LOOP_CONFIG``)."""
+
+    config: Config
+    plan: Plan
+    valid: list[Question]
+    fail: FailOnce | None = None
+    tag_placement_group: bool = False
 
 
 def epoch_batches(shard: Any, config: Config, epoch: int, collate_fn: Any,
@@ -90,15 +112,13 @@ def epoch_batches(shard: Any, config: Config, epoch: int, collate_fn: Any,
             yield collate_fn(batch)
 
 
-class _Run:
-    """One worker's training state and the pieces of the loop that are not the loop itself."""
+class TrainWorker:
+    """One Ray Train worker's training state (model, optimizer, scheduler, step, throughput) and the pieces
+    of the loop that are not the loop itself: loading and saving checkpoints, valid scoring, reports."""
 
-    def __init__(self, loop_config: dict[str, Any]):
-        self.config: Config = loop_config["config"]
-        self.plan: Plan = loop_config["plan"]
-        self.valid: list[Question] = loop_config["valid"]
-        self.fail = loop_config.get("fail")
-        self.tag_placement_group = bool(loop_config.get("tag_placement_group"))
+    def __init__(self, loop: LoopConfig):
+        self.config, self.plan, self.valid = loop.config, loop.plan, loop.valid
+        self.fail, self.tag_placement_group = loop.fail, loop.tag_placement_group
         c, tc = self.config, self.config.train
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
@@ -106,7 +126,7 @@ class _Run:
         self.tasks = [t for t, w in self.weights.items() if w != 0]
         transformers.utils.logging.disable_progress_bar()
         transformers.set_seed(tc.seed)
-        self.device = ray.train.torch.get_device()
+        self.device = train_device()
         self.bf16 = use_bf16(tc.precision, self.device)
         trust = c.student.trust_remote_code
         self.tokenizer = AutoTokenizer.from_pretrained(c.student.model, trust_remote_code=trust)
@@ -119,9 +139,8 @@ class _Run:
             self.step = state["step"]
         else:
             model = load_student(c.student.model, trust)
-        self.layout = layout_of(bool(model.config.is_encoder_decoder), tc.mode)
-        self.encoder = Encoder(self.tokenizer, self.layout, c.student.max_input_tokens, c.student.max_target_tokens,
-                               getattr(model.config, "decoder_start_token_id", None))
+        self.encoder = student_encoder(model, self.tokenizer, c)
+        self.layout = self.encoder.layout
         if self.rank == 0:
             log.info("student %s (%s layout) on %s, %d torch threads, bf16 autocast %s", c.student.model,
                      self.layout, self.device, torch.get_num_threads(), "on" if self.bf16 else "off")
@@ -137,6 +156,7 @@ class _Run:
             if self.rank == 0:
                 log.info("resumed from checkpoint: epoch %d, step %d (skipping the %d micro-batches of epoch %d "
                          "that step %d had consumed)", epoch, self.step, skip, epoch, self.step)
+        self.meter = ThroughputMeter(self.world)  # its log window opens now, when the loop is about to start
 
     # -- state ------------------------------------------------------------------------------------------
 
@@ -155,8 +175,11 @@ class _Run:
         """Write the checkpoint files (rank 0); every rank must call it (FSDP gathers the full state)."""
         hf = unwrap(self.model)
         if self._fsdp():
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                                 get_optimizer_state_dict)
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
 
             full = StateDictOptions(full_state_dict=True, cpu_offload=True)
             weights = {k.removeprefix("model."): v for k, v in get_model_state_dict(self.model, options=full).items()}
@@ -193,6 +216,18 @@ class _Run:
             torch.distributed.broadcast(value, src=0)
         return float(value[0])
 
+    def log_step(self, loss: float, task_losses: dict[str, float]) -> None:
+        """Rank 0's log line and gauges every ``train.log_every`` steps."""
+        if self.rank != 0 or self.step % self.config.train.log_every:
+            return
+        rate = self.meter.window_rate()
+        per_task = " ".join(f"{t} {v:.3f}" for t, v in task_losses.items())
+        log.info("step %d | loss %.4f | %s | %.1f samples/s | lr %.2e",
+                 self.step, loss, per_task, rate, self.scheduler.get_last_lr()[0])
+        metrics.train_samples_per_second().set(rate)
+        for task, value in task_losses.items():
+            metrics.train_loss().set(value, tags={"task": task})
+
     def report(self, epoch: int, numbers: dict[str, float]) -> None:
         accuracy = self.valid_accuracy()
         result = {"step": self.step, "epoch": epoch, SCORE: accuracy, **numbers}
@@ -214,9 +249,9 @@ class _Run:
 
     def maybe_fail(self) -> None:
         """The testing hook (see ``FAIL_AT_STEP_ENV``)."""
-        if not self.fail or self.step != self.fail["step"] or self.rank != self.world - 1:
+        if not self.fail or self.step != self.fail.step or self.rank != self.world - 1:
             return
-        marker = Path(self.fail["marker"])
+        marker = Path(self.fail.marker)
         if marker.exists():
             return
         marker.write_text(f"failed once at step {self.step}\n")
@@ -224,68 +259,51 @@ class _Run:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    run = _Run(loop_config)
-    tc, plan, model, optimizer = run.config.train, run.plan, run.model, run.optimizer
-    collate_fn = functools.partial(collate, tasks=run.tasks, pad_id=pad_id_of(run.tokenizer), layout=run.layout)
+    worker = TrainWorker(loop_config[LOOP_CONFIG])
+    tc, plan, model, optimizer, meter = worker.config.train, worker.plan, worker.model, worker.optimizer, worker.meter
+    collate_fn = functools.partial(collate, tasks=worker.tasks, pad_id=pad_id(worker.tokenizer), layout=worker.layout)
     shard = ray.train.get_dataset_shard("train")
-    start_epoch, skip = plan.micro_done(run.step)
-    amp = functools.partial(torch.autocast, run.device.type, dtype=torch.bfloat16, enabled=run.bf16)
-    rows, busy, cpu, window_start, window_rows = 0, 0.0, 0.0, time.perf_counter(), 0
+    start_epoch, skip = plan.micro_done(worker.step)
     last: dict[str, float] = {}
     for epoch in range(start_epoch, tc.epochs):
         model.train()
-        started, cpu_started = time.perf_counter(), time.process_time()
+        meter.start()
         step_loss, pending = 0.0, 0
-        for micro, batch in enumerate(epoch_batches(shard, run.config, epoch, collate_fn, run.tasks)):
+        for micro, batch in enumerate(epoch_batches(shard, worker.config, epoch, collate_fn, worker.tasks)):
             if epoch == start_epoch and micro < skip:
                 continue
-            batch = to_device(batch, run.device)
+            batch = to_device(batch, worker.device)
             closes = plan.closes_window(micro)
             sync = contextlib.nullcontext() if closes or not hasattr(model, "no_sync") else model.no_sync()
             with sync:
-                with amp():
+                with bf16_autocast(worker.device, worker.bf16):
                     losses = model(batch)
-                loss = losses["_none"] if "_none" in losses else multitask_loss(losses, run.weights)
+                loss = losses["_none"] if "_none" in losses else multitask_loss(losses, worker.weights)
                 (loss / plan.window(micro)).backward()
             step_loss += float(loss.detach()) / plan.window(micro)
             last.update({t: float(v.detach()) for t, v in losses.items() if t != "_none"})
             pending += 1
-            rows += batch["rows"]
-            window_rows += batch["rows"]
+            meter.count(batch["rows"])
             if not closes:
                 continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
             optimizer.step()
-            run.scheduler.step()
+            worker.scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            run.step += 1
+            worker.step += 1
             pending = 0
-            if run.rank == 0 and run.step % tc.log_every == 0:
-                rate = window_rows * run.world / max(time.perf_counter() - window_start, 1e-9)
-                per_task = " ".join(f"{t} {v:.3f}" for t, v in last.items())
-                log.info("step %d | loss %.4f | %s | %.1f samples/s | lr %.2e",
-                         run.step, step_loss, per_task, rate, run.scheduler.get_last_lr()[0])
-                metrics.train_samples_per_second().set(rate)
-                for task, value in last.items():
-                    metrics.train_loss().set(value, tags={"task": task})
-                window_start, window_rows = time.perf_counter(), 0
-            run.maybe_fail()
-            if plan.is_report(run.step):
-                busy += time.perf_counter() - started
-                cpu += time.process_time() - cpu_started
-                numbers = {"loss": step_loss, **{f"loss_{t}": v for t, v in last.items()},
-                           "train_samples_per_second": rows * run.world / max(busy, 1e-9),
-                           "train_samples_per_cpu_second": rows / max(cpu, 1e-9)}
-                run.report(epoch, numbers)
-                started = window_start = time.perf_counter()
-                cpu_started = time.process_time()
-                window_rows = 0
+            worker.log_step(step_loss, last)
+            worker.maybe_fail()
+            if plan.is_report(worker.step):
+                meter.stop()  # valid scoring and the checkpoint are not training time
+                worker.report(epoch, {"loss": step_loss, **{f"loss_{t}": v for t, v in last.items()},
+                                      **meter.numbers()})
+                meter.start(new_window=True)
             step_loss = 0.0
         if pending:
             raise RuntimeError(f"epoch {epoch}: {pending} micro-batches left after the planned "
                                f"{plan.micro_per_epoch}; the data shard is larger than planned")
-        busy += time.perf_counter() - started
-        cpu += time.process_time() - cpu_started
+        meter.stop()
 
 
 def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str], layout: str) -> ray.data.Dataset:
@@ -331,13 +349,10 @@ def train_student(examples: pa.Table, config: Config, run_dir: Path,
         dataset = dataset.random_shuffle()  # unseeded: a new order every epoch
     plan = make_plan(config, examples.num_rows)
     valid = list(valid or [])[: config.eval.max_valid]
-    fail = None
-    if os.environ.get(FAIL_AT_STEP_ENV):
-        fail = {"step": int(os.environ[FAIL_AT_STEP_ENV]), "marker": os.environ[FAIL_MARKER_ENV]}
+    loop = LoopConfig(config, plan, valid, FailOnce.from_env(), tag_placement_group)
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config, "plan": plan, "valid": valid, "fail": fail,
-                           "tag_placement_group": tag_placement_group},
+        train_loop_config={LOOP_CONFIG: loop},
         scaling_config=ray.train.ScalingConfig(
             num_workers=tc.num_workers, use_gpu=tc.use_gpu, resources_per_worker={"CPU": tc.cpus_per_worker}
         ),

@@ -12,7 +12,8 @@ Both render a prompt through the tokenizer's chat template when it has one (``ch
 and both expose ``encode`` and ``max_prompt_tokens`` so the teacher stage can check a prompt's length
 *before* submitting it (a prompt over vLLM's ``max_model_len`` would abort the whole batch).
 Both take their generation settings as one ``Settings`` (``Settings.from_teacher``); ``ENGINES`` maps the
-config's ``engine`` name to a class; ``make_engine`` builds one from a teacher.
+config's ``engine`` name to a class; ``make_engine`` builds one from a teacher. Device, dtype, pad id and
+encoder-decoder detection are ``tinyllm_ray.devices``' rules, shared with the student.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, StaticCache
 
 from tinyllm_ray.config import TeacherConfig
+from tinyllm_ray.devices import device_for, is_encoder_decoder, pad_id, pick_device_and_dtype, weights_dtype
 
 log = logging.getLogger("tinyllm_ray.teachers")
 # Context lengths above this in a tokenizer's ``model_max_length`` are transformers' "no limit" marker.
@@ -70,14 +72,6 @@ class Engine(Protocol):
         """One generation per encoded prompt, in order."""
 
 
-def pick_device_and_dtype(num_gpus: float, dtype: str) -> tuple[torch.device, torch.dtype]:
-    on_gpu = num_gpus > 0 and torch.cuda.is_available()
-    device = torch.device("cuda" if on_gpu else "cpu")
-    if dtype == "auto":
-        return device, (torch.bfloat16 if on_gpu else torch.float32)
-    return device, getattr(torch, dtype)
-
-
 def encode_prompts(tokenizer: Any, prompts: list[str], chat: bool, max_tokens: int | None = None) -> list[list[int]]:
     """Token ids per prompt; through the chat template (as one user turn) when ``chat`` and the tokenizer has one."""
     truncate = {"truncation": True, "max_length": max_tokens} if max_tokens else {}
@@ -116,14 +110,15 @@ class HFEngine:
         transformers.utils.logging.disable_progress_bar()
         self.device, torch_dtype = pick_device_and_dtype(st.num_gpus, st.dtype)
         model_config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-        self.encoder_decoder = bool(getattr(model_config, "is_encoder_decoder", False))
+        self.encoder_decoder = is_encoder_decoder(model_config)
         auto = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
         self.model = auto.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
         self.model.to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "right" if self.encoder_decoder else "left"
-        if self.tokenizer.pad_token is None:
+        if self.tokenizer.pad_token is None:  # ``tokenizer.pad`` needs one: eos, what ``pad_id`` falls back to
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.pad_id = pad_id(self.tokenizer)
         self.chat = st.chat_template == "auto"
         # Causal models only: an encoder-decoder's decoder cache spans just the new tokens.
         self.static_cache = static_cache and not self.encoder_decoder
@@ -156,13 +151,13 @@ class HFEngine:
             new = out if self.encoder_decoder else out[:, enc["input_ids"].shape[1] :]
             for row, i in enumerate(idx):
                 ids = new[row]
-                n_new = int((ids != self.tokenizer.pad_token_id).sum())
+                n_new = int((ids != self.pad_id).sum())
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 results[i] = Generation(text=text, prompt_tokens=len(prompt_ids[i]), new_tokens=n_new)
         return results  # type: ignore[return-value]
 
     def _generate(self, enc: Any) -> torch.Tensor:
-        kwargs = {"max_new_tokens": self.max_new_tokens, "pad_token_id": self.tokenizer.pad_token_id, **self.sampling}
+        kwargs = {"max_new_tokens": self.max_new_tokens, "pad_token_id": self.pad_id, **self.sampling}
         if self.static_cache:
             # Sized to this batch (prompt width + new tokens), not to the longest batch so far as
             # ``cache_implementation="static"`` would: the attention never spans more than the batch needs.
@@ -194,7 +189,8 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM, SamplingParams  # imported here: vLLM is an optional extra
 
-        on_gpu = st.num_gpus > 0 and torch.cuda.is_available()
+        device = device_for(st.num_gpus)
+        on_gpu = device.type == "cuda"
         tensor_parallel = max(1, int(st.num_gpus))
         # Tensor-parallel workers as child processes of this actor, on the GPUs Ray gave it (one bundle
         # per replica). vLLM's Ray backend would look for one bundle per GPU in the current group instead.
@@ -203,7 +199,7 @@ class VLLMEngine:
             model=model,
             tensor_parallel_size=tensor_parallel,
             **backend,
-            dtype=(("bfloat16" if on_gpu else "float32") if st.dtype == "auto" else st.dtype),
+            dtype=weights_dtype(st.dtype, device),
             max_model_len=st.max_model_len,
             gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.2),
             enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,

@@ -1,0 +1,75 @@
+"""The training loop's ThroughputMeter on fake clocks, and the loop config's failure hook from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyllm_ray.student import train
+from tinyllm_ray.student.meter import SAMPLES_PER_CPU_SECOND, SAMPLES_PER_SECOND, ThroughputMeter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_meter_counts_training_time_and_leaves_out_pauses() -> None:
+    wall, cpu = Clock(), Clock()
+    meter = ThroughputMeter(world=2, wall=wall, cpu=cpu)
+    meter.start()
+    meter.count(10)
+    meter.count(10)
+    wall.now, cpu.now = 4.0, 2.0
+    meter.stop()  # a report: 20 rows on this worker in 4 s (2 CPU-s)
+    assert meter.numbers() == {SAMPLES_PER_SECOND: 20 * 2 / 4.0, SAMPLES_PER_CPU_SECOND: 20 / 2.0}
+    wall.now, cpu.now = 100.0, 50.0  # valid scoring and a checkpoint: not training time
+    meter.start(new_window=True)
+    meter.count(20)
+    wall.now, cpu.now = 104.0, 52.0
+    meter.stop()
+    assert meter.numbers() == {SAMPLES_PER_SECOND: 40 * 2 / 8.0, SAMPLES_PER_CPU_SECOND: 40 / 4.0}
+    assert (meter.rows, meter.seconds, meter.cpu_seconds) == (40, 8.0, 4.0)
+
+
+def test_log_window_rate_resets_at_each_log_line_and_after_a_pause() -> None:
+    wall = Clock()
+    meter = ThroughputMeter(world=3, wall=wall, cpu=Clock())  # the window opens when the meter is made
+    meter.start()
+    meter.count(5)
+    wall.now = 2.0
+    assert meter.window_rate() == 5 * 3 / 2.0
+    meter.count(4)
+    wall.now = 3.0
+    assert meter.window_rate() == 4 * 3 / 1.0  # since the last log line only
+    meter.count(6)
+    meter.stop()
+    wall.now = 50.0
+    meter.start(new_window=True)  # after a report: the pause and its rows before it leave the window
+    meter.count(2)
+    wall.now = 51.0
+    assert meter.window_rate() == 2 * 3 / 1.0
+    meter.start()  # a new epoch keeps the window
+    meter.count(1)
+    wall.now = 52.0
+    assert meter.window_rate() == 1 * 3 / 1.0
+
+
+def test_meter_never_divides_by_zero() -> None:
+    meter = ThroughputMeter(world=1, wall=Clock(), cpu=Clock())
+    meter.start()
+    meter.count(1)
+    meter.stop()
+    numbers = meter.numbers()
+    assert numbers[SAMPLES_PER_SECOND] > 0 and numbers[SAMPLES_PER_CPU_SECOND] > 0
+    assert meter.window_rate() > 0
+
+
+def test_fail_once_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(train.FAIL_AT_STEP_ENV, raising=False)
+    assert train.FailOnce.from_env() is None
+    monkeypatch.setenv(train.FAIL_AT_STEP_ENV, "3")
+    monkeypatch.setenv(train.FAIL_MARKER_ENV, "/tmp/marker")
+    assert train.FailOnce.from_env() == train.FailOnce(step=3, marker="/tmp/marker")
