@@ -19,7 +19,6 @@ from tinyllm_ray.data.schema import Question
 from tinyllm_ray.data.synthetic import generate
 from tinyllm_ray.student.batches import Tokenize, collate, example_table, input_col, target_col
 from tinyllm_ray.student.loss import IGNORE, token_cross_entropy
-from tinyllm_ray.tiny import build_tiny_models
 
 TEACHERS = ["teacher-a", "teacher-b"]
 TASKS = ["answer", *TEACHERS]
@@ -32,8 +31,8 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_models(tmp_path_factory.mktemp("tiny"))["student-t5"]
+def student_dir(tiny_models: Path) -> Path:
+    return tiny_models / "student-t5"  # the session's build (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

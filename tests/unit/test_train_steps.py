@@ -18,12 +18,11 @@ from tinyllm_ray.student.batches import Tokenize, collate, example_table
 from tinyllm_ray.student.loss import multitask_loss
 from tinyllm_ray.student.model import MultiTask, encode_questions, load_student, task_logits
 from tinyllm_ray.student.schedule import Plan
-from tinyllm_ray.tiny import build_tiny_models
 
 
 @pytest.fixture(scope="module")
-def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_models(tmp_path_factory.mktemp("tiny"))["student-t5"]
+def student_dir(tiny_models: Path) -> Path:
+    return tiny_models / "student-t5"  # the session's build (tests/conftest.py)
 
 
 def rows(student_dir: Path, layout: str, n: int = 40) -> dict:
