@@ -28,7 +28,8 @@ import pytest
 
 from tests.helpers import REPO
 
-pytestmark = pytest.mark.ray
+# slow: about 3.5 minutes on 2 cores (a token-protected head, a job stopped and resubmitted); run with python -m pytest -m slow
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 HF_SENTINEL = "hf_SENTINEL" + secrets.token_hex(12)

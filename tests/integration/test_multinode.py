@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.ray
+# slow: about 2.5 minutes on 2 cores (a three-node cluster in a child process); run with python -m pytest -m slow
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 SCRIPT = Path(__file__).with_name("multinode_cluster.py")
 

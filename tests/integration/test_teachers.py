@@ -187,6 +187,7 @@ def test_vllm_and_hf_t5_teachers_in_one_run(ray_local, tiny_models, tmp_path):
     assert again[0]["rows"] == 24
 
 
+@pytest.mark.slow  # about 1.5 minutes on 2 cores; the store's resume is also pinned by the crash tests above
 def test_a_killed_driver_resumes_without_regenerating_stored_rows(ray_local, tiny_models, tmp_path):
     """``jobs/distill.py`` on the session cluster, SIGKILLed once the teacher has stored a block: running the
     same config again generates only the rows that were not stored, then finishes the whole run."""
