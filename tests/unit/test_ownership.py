@@ -41,7 +41,7 @@ def test_a_users_folder_with_a_config_yaml_is_not_taken_for_a_run(tiny_models: P
     export step could remove ``student/`` in it."""
     mine = tmp_path / "runs" / "run"
     (mine / "student").mkdir(parents=True)
-    (mine / "config.yaml").write_text(open(tiny_models / "student-t5" / "config.json").read())
+    (mine / "config.yaml").write_text((tiny_models / "student-t5" / "config.json").read_text())
     (mine / "student" / "weights.bin").write_bytes(b"my model")
     before = snapshot(mine)
     with pytest.raises(ConfigError, match=r"^output\.run_name: .*run exists and was not created by tinyllm") as info:
