@@ -130,3 +130,11 @@ def test_a_huge_config_file_is_refused_unread(tmp_path: Path) -> None:
 def test_override_value_past_the_limits_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--set train\.epochs: YAML line 1: integer"):
         load_config(good(tmp_path), ["train.epochs=" + "7" * 30], check_paths=False)
+
+
+def test_an_override_of_an_aliased_section_changes_only_that_key(tmp_path: Path) -> None:
+    """YAML aliases share one object: ``--set`` on one of them must not reach the others (before: both
+    teachers were renamed, then refused as duplicates)."""
+    path = good(tmp_path, "student: {model: m}\nteachers: [&t {name: a, model: m}, *t]\n")
+    both = load_config(path, ["teachers.1.name=b", "teachers.0.shots=3"], check_paths=False)
+    assert [(t.name, t.shots) for t in both.teachers] == [("a", 3), ("b", 2)]

@@ -197,6 +197,16 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _unshared(value: Any) -> Any:
+    """A copy of plain YAML data in which no two places share a mapping or a list (the limits in
+    ``parse_yaml`` bound its size and depth)."""
+    if isinstance(value, dict):
+        return {key: _unshared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unshared(item) for item in value]
+    return value
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True) -> Config:
     """Read a YAML config, apply ``--set`` overrides, check types and cross-field rules.
 
@@ -205,7 +215,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths:
     """
     path = Path(path)
     raw = read_yaml(path)
-    raw = copy.deepcopy(raw)
+    raw = _unshared(raw)  # YAML aliases share one object: an override of one must not change the others
     for assignment in overrides:
         apply_override(raw, assignment)
     config = from_dict(raw, source=str(path))
