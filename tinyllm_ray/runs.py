@@ -21,8 +21,7 @@ from typing import Any
 from tinyllm_ray.config import Config, ConfigError, from_dict, to_yaml
 from tinyllm_ray.config.loading import read_yaml_file
 from tinyllm_ray.inputs import DIRECTORY, require_problem
-from tinyllm_ray.stages import MARKER as STAGE_MARKER
-from tinyllm_ray.stages import read_marker
+from tinyllm_ray.stages import NotOursError, check_replaceable, read_marker
 
 log = logging.getLogger("tinyllm_ray")
 
@@ -46,10 +45,7 @@ class Plan:
 
 def is_ours(directory: Path) -> bool:
     """Whether ``directory`` holds the marker this project writes into every run directory it creates."""
-    try:
-        return json.loads((directory / MARKER).read_text(encoding="utf-8")).get("created_by") == "tinyllm_ray"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return (read_marker(directory, MARKER) or {}).get("created_by") == "tinyllm_ray"
 
 
 def plan(config: Config) -> Plan:
@@ -77,10 +73,10 @@ def plan(config: Config) -> Plan:
                               f"output.run_name or output.dir")
         return Plan(run_dir, resume=False)  # an empty folder: nothing to lose
     _check_same_config(run_dir, config)
-    export = run_dir / EXPORT_DIR
-    if os.path.lexists(export) and (not export.is_dir() or read_marker(export) is None):
-        raise ConfigError(f"output.run_name: {export} was not written by tinyllm (no {STAGE_MARKER}) and is where "
-                          f"the student is exported; move it elsewhere and run again")
+    try:
+        check_replaceable(run_dir / EXPORT_DIR, "student export")
+    except NotOursError as err:
+        raise ConfigError(f"output.run_name: {err}") from None
     return Plan(run_dir, resume=True)
 
 

@@ -34,10 +34,11 @@ def stage_key(*parts: Any, digits: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:digits]
 
 
-def read_marker(directory: Path) -> dict[str, Any] | None:
-    """The marker of a stage directory, or ``None`` when there is none or it cannot be read."""
+def read_marker(directory: Path, name: str = MARKER) -> dict[str, Any] | None:
+    """The JSON object in ``directory / name`` (a stage's marker by default), or ``None`` when there is none or
+    it cannot be read: every marker the project writes to prove a directory its own is read here."""
     try:
-        info = json.loads((directory / MARKER).read_text(encoding="utf-8"))
+        info = json.loads((directory / name).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
@@ -53,7 +54,7 @@ def check_replaceable(directory: Path, what: str) -> None:
     """Raise ``NotOursError`` when ``directory`` exists without this project's marker."""
     if os.path.lexists(directory) and (not directory.is_dir() or directory.is_symlink()
                                        or read_marker(directory) is None):
-        raise NotOursError(f"{directory} is in the way of the {what} and was not written by tinyllm (no {MARKER}); "
+        raise NotOursError(f"{directory} was not written by tinyllm (no {MARKER}) and is where the {what} goes; "
                            f"move it elsewhere and run again")
 
 

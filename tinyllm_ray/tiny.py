@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tinyllm_ray.stages import NotOursError
+from tinyllm_ray.stages import NotOursError, read_marker
 
 # torch/transformers are imported inside the builders so a no-op (already built) call stays cheap.
 if TYPE_CHECKING:
@@ -200,16 +200,9 @@ def _marker(name: str, seed: int) -> dict[str, object]:
     return {"recipe": RECIPE_VERSION, "name": name, "seed": seed}
 
 
-def _read_marker(path: Path) -> object:
-    try:
-        return json.loads((path / MARKER_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _is_complete(path: Path, marker: dict[str, object]) -> bool:
     """True if ``path`` holds a finished build whose marker equals ``marker``."""
-    return _read_marker(path) == marker
+    return read_marker(path, MARKER_FILE) == marker
 
 
 def _check_ours(path: Path, name: str) -> None:
@@ -217,8 +210,8 @@ def _check_ours(path: Path, name: str) -> None:
     ``tiny.json`` naming its model; anything else (a user's own model, a file) is never replaced."""
     if not os.path.lexists(path):
         return
-    marker = _read_marker(path) if path.is_dir() and not path.is_symlink() else None
-    if not (isinstance(marker, dict) and marker.get("name") == name and "recipe" in marker):
+    marker = read_marker(path, MARKER_FILE) if path.is_dir() and not path.is_symlink() else None
+    if not (marker and marker.get("name") == name and "recipe" in marker):
         raise NotOursError(f"{path} exists and was not built by tinyllm (no {MARKER_FILE} for {name!r}); "
                            f"move it away or build the tiny models into another directory")
 
