@@ -1,6 +1,8 @@
 """The project's metrics on the Ray dashboard (``ray.util.metrics``, exported with Ray's Prometheus metrics).
 
     ray_tinyllm_teacher_rationales_total{teacher, outcome}  rationales written: outcome = accepted or a reject reason
+    ray_tinyllm_teacher_answers_total{teacher, split, outcome}  a teacher's own answers to valid/test questions:
+                                                         outcome = correct, wrong, no_answer or prompt_too_long
     tinyllm_teacher_tokens_per_second{teacher}           generation speed of the last batch of a teacher actor
     tinyllm_train_loss{task}                             latest per-task loss of the student (rank 0)
     tinyllm_train_samples_per_second                     student training throughput (rank 0)
@@ -20,6 +22,12 @@ from ray.util.metrics import Counter, Gauge
 def teacher_rationales() -> Counter:
     return Counter("tinyllm_teacher_rationales", "Rationales written by a teacher, by outcome",
                    tag_keys=("teacher", "outcome"))
+
+
+@functools.cache
+def teacher_answers() -> Counter:
+    return Counter("tinyllm_teacher_answers", "A teacher's own answers to held-out questions, by split and outcome",
+                   tag_keys=("teacher", "split", "outcome"))
 
 
 @functools.cache

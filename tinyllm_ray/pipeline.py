@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from tinyllm_ray import metrics, prompts, runs, stages
+from tinyllm_ray import metrics, runs, stages
 from tinyllm_ray.config import Config, ConfigError, validate, validate_against_data, with_absolute_paths
 from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import Question
@@ -143,14 +143,26 @@ def import_precomputed(p: Prepared) -> list[dict[str, Any]]:
             })
             info = store.import_rationales(table, p.run_dir, teacher, key)
         log.info("teacher %s: %d precomputed rationales (%d rejected)", teacher, info["rationales"], info["rejected"])
-        infos.append({"name": teacher, "model": f"precomputed ({p.config.data.path})", **info})
+        infos.append({"name": teacher, "model": f"precomputed ({p.config.data.path})", **info, "evaluated": False,
+                      "not_evaluated_because": PRECOMPUTED_NOT_EVALUATED})
     return infos
 
 
+# Why the report shows no accuracy for a precomputed teacher.
+PRECOMPUTED_NOT_EVALUATED = ("precomputed rationales were written with the gold answer in the prompt; the "
+                             "teacher never answered by itself, so it has no accuracy")
+
+
+def held_out(p: Prepared) -> dict[str, list[Question]]:
+    """The valid and test questions (those the run has)."""
+    return {s: p.splits[s] for s in ("valid", "test") if p.splits.get(s)}
+
+
 def run_teachers(p: Prepared) -> list[dict[str, Any]]:
-    """The precomputed teachers, then the configured ones (side by side where the cluster has room)."""
+    """The precomputed teachers, then the configured ones (side by side where the cluster has room); each
+    configured teacher also answers valid and test itself unless ``evaluate: false``."""
     infos = import_precomputed(p)
-    for teacher, result in runner.run_all(p.config.teachers, p.splits["train"], p.run_dir):
+    for teacher, result in runner.run_all(p.config.teachers, p.splits["train"], p.run_dir, held_out(p)):
         if isinstance(result, BaseException):
             with stage(f"teacher {teacher.name!r} ({teacher.model})", p.run_dir):
                 raise result
@@ -158,16 +170,21 @@ def run_teachers(p: Prepared) -> list[dict[str, Any]]:
     return infos
 
 
+def training_examples(p: Prepared) -> pa.Table:
+    """The training questions with every teacher's accepted rationales (``student.batches.example_table``)."""
+    rationales = {name: store.read_rationales(p.run_dir, name) for name in p.config.teacher_names()}
+    return example_table(p.splits["train"], rationales)
+
+
 def run_student(p: Prepared) -> dict[str, Any]:
     c = p.config
     selection = (c.eval.every_steps, c.eval.select_on, c.eval.max_valid)  # what picks the exported checkpoint
-    key = stages.stage_key(c.data, c.teachers, c.student, c.train, selection, prompts.TEACHER_TEMPLATE_VERSION)
+    key = stages.stage_key(runner.rationales_key(c), c.student, c.train, selection)
     export_dir = p.run_dir / runs.EXPORT_DIR
     if info := stages.finished(export_dir, key):
         log.info("student: reusing the trained student in %s", export_dir)
         return info
-    rationales = {name: store.read_rationales(p.run_dir, name) for name in c.teacher_names()}
-    examples = example_table(p.splits["train"], rationales)
+    examples = training_examples(p)
     with stage(f"student training ({c.student.model})", p.run_dir):
         trained = train_student(examples, c, p.run_dir, valid=p.splits.get("valid"))
     best = trained["best_metrics"]
@@ -185,10 +202,16 @@ def run_sweep(p: Prepared) -> dict[str, Any]:
     """The ``tune`` section's sweep in place of ``run_student``: the best trial on valid becomes the student."""
     from tinyllm_ray import sweep
 
-    rationales = {name: store.read_rationales(p.run_dir, name) for name in p.config.teacher_names()}
-    examples = example_table(p.splits["train"], rationales)
     with stage(f"loss-weight sweep ({p.config.student.model})", p.run_dir):
-        return sweep.run_sweep(p.config, p.run_dir, examples, p.splits.get("valid", []))
+        return sweep.run_sweep(p.config, p.run_dir, training_examples(p), p.splits.get("valid", []))
+
+
+def run_baselines(p: Prepared) -> dict[str, dict[str, Any]]:
+    """``compare: true``: label-only and single-teacher students with the same budget (``compare.py``)."""
+    from tinyllm_ray import compare
+
+    with stage("baselines (compare: true)", p.run_dir):
+        return compare.run_baselines(p.config, p.run_dir, training_examples(p), p.splits, runner.rationales_key(p.config))
 
 
 def run_evaluation(p: Prepared) -> dict[str, float]:
@@ -216,9 +239,13 @@ def run(config: Config) -> dict[str, Any]:
     clock.lap("train_s")
     accuracy = run_evaluation(p)
     clock.lap("eval_s")
+    baselines = run_baselines(p) if p.config.compare else None
+    if baselines is not None:
+        clock.lap("baselines_s")
     c = p.config
     architecture = "seq2seq" if is_encoder_decoder(c.student.model, c.student.trust_remote_code) else "causal"
-    report = build_report(c, p.run_dir, p.data, teachers, student, accuracy, architecture, clock.timings())
+    report = build_report(c, p.run_dir, p.data, teachers, student, accuracy, architecture, clock.timings(),
+                          baselines)
     write_report(p.run_dir, report)
     print(console_summary(report), flush=True)
     return report

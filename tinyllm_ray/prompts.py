@@ -6,6 +6,10 @@
   ``TEACHER_TEMPLATE_VERSION`` so cached rationales are regenerated.
 - The student gets task prefixes: ``predict:`` for the answer, ``explain_<teacher>:`` for each
   teacher's rationale (``student_input``); the answer target is the text of the right choice.
+- Teachers are evaluated with an *answering* prompt (``answer_prompt``): the same k examples, each shown
+  with its explanation (when the mode has one) and ``The answer is (b) ...``, then the question and its
+  options **without** the answer; the teacher explains and concludes, and ``parse_answer`` maps its
+  conclusion to an option with the student's matcher (``match_choice``).
 - ``clean_rationale`` turns raw teacher output into a rationale or a reject reason;
   ``match_choice`` maps the student's generated answer to one of the options.
 """
@@ -23,6 +27,11 @@ TEACHER_TEMPLATE_VERSION = "teacher-forcing-cot/1"
 TEACHER_INSTRUCTION = "The following are multiple-choice questions with their correct answers."
 EXPLAIN_REQUEST = "Explain step by step why {answer} is the correct answer."
 RATIONALE_LEAD = "Explanation:"
+# Teacher evaluation: the teacher answers by itself, explaining first and concluding with ANSWER_LEAD.
+ANSWER_INSTRUCTION = "The following are multiple-choice questions. Explain step by step, then give the answer."
+ANSWER_LEAD = "The answer is"
+# Changes whenever the answering prompt or its parsing changes: teachers' stored answers are then redone.
+ANSWER_TEMPLATE_VERSION = "answer-cot/1"
 
 ANSWER_TASK = "answer"
 ANSWER_PREFIX = "predict: "
@@ -66,6 +75,33 @@ def teacher_prompt(q: Question, shots: Sequence[Question], shot_rationales: Sequ
     return "\n\n".join(parts)
 
 
+def conclusion(q: Question) -> str:
+    """``The answer is (b) 12.``: how a worked example of the answering prompt ends."""
+    return f"{ANSWER_LEAD} {format_answer(q)}."
+
+
+def answer_prompt(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = ()) -> str:
+    """The prompt with which a teacher answers ``q`` itself (teacher evaluation): no gold answer for ``q``.
+
+    Each shot shows its explanation where ``shot_rationales`` gives one, then its conclusion (unless the
+    explanation already ends by naming the shot's answer); the prompt ends
+    with ``q``'s options and ``Explanation:``, so the teacher reasons first and concludes last.
+    """
+    parts = [ANSWER_INSTRUCTION]
+    for i, shot in enumerate(shots):
+        why = shot_rationales[i].strip() if i < len(shot_rationales) and shot_rationales[i] else ""
+        if parse_answer(why, shot.choices)[1] != shot.answer_index:  # unless it already concludes for it
+            why = f"{why} {conclusion(shot)}".strip()
+        parts.append(f"{question_block(shot)}\n{RATIONALE_LEAD} {why}")
+    parts.append(f"{question_block(q)}\n{RATIONALE_LEAD}")
+    return "\n\n".join(parts)
+
+
+def answer_variants(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = ()) -> list[str]:
+    """``answer_prompt`` with all ``shots``, then one fewer, ... down to none (as ``prompt_variants``)."""
+    return [answer_prompt(q, shots[:n], shot_rationales[:n]) for n in range(len(shots), -1, -1)]
+
+
 def pick_shots(q: Question, pool: Sequence[Question], k: int, seed: int) -> list[Question]:
     """k in-context examples from ``pool``, never ``q`` itself; the same for the same (seed, question)."""
     rng = random.Random(f"{seed}:{q.id}")
@@ -104,6 +140,10 @@ _CONCLUSION = re.compile(
 )
 
 REJECT_REASONS = ("empty", "too_short", "argues_other_option", "prompt_too_long")
+# Teacher evaluation rows: the answer named no option (or there was no conclusion), or the prompt did not fit.
+ANSWER_REJECT_REASONS = ("no_answer", "prompt_too_long")
+# The conclusion of an answering teacher: the text after the last "answer is" up to the end of its sentence.
+_ANSWER = re.compile(r"answer\s+(?:is|would be|should be|must be)\s*:?\s*", re.IGNORECASE)
 
 
 def clean_rationale(
@@ -130,6 +170,28 @@ def clean_rationale(
     if question is not None and _argues_other_option(text, question):
         return text, "argues_other_option"
     return text, None
+
+
+def parse_answer(text: str, choices: Sequence[str]) -> tuple[str, int | None]:
+    """(explanation, option index or None) from a teacher's answer to ``answer_prompt``.
+
+    The text is cut at a following question (the model going on by itself); the option is the one named by
+    the *last* ``... answer is X`` conclusion, X mapped with ``match_choice`` (a letter, the option text, or
+    the single best word overlap). No conclusion, or one naming no option, gives None: it counts as wrong.
+    """
+    text = text.strip()
+    if text.startswith(RATIONALE_LEAD):
+        text = text[len(RATIONALE_LEAD) :].strip()
+    cut = _NEXT_QUESTION.search(text)
+    if cut:
+        text = text[: cut.start()].strip()
+    found = list(_ANSWER.finditer(text))
+    if not found:
+        return text, None
+    said = text[found[-1].end() :].split("\n", 1)[0]
+    # The sentence ends at ". " or a final "."; a decimal point ("3.5") is not an end.
+    said = re.split(r"\.(?:\s|$)", said, maxsplit=1)[0].strip().strip("*").strip()
+    return text, match_choice(said, choices) if said else None
 
 
 def _argues_other_option(text: str, q: Question) -> bool:

@@ -1,8 +1,10 @@
 """The run report: ``report.json`` (machine-readable), ``report.md`` (tables), and the console summary.
 
 ``report.json`` holds ``dataset``, ``teachers`` (name, model, rationales, rejected, tokens_generated,
-seconds), ``student`` (model, valid/test accuracy, steps, seconds) and ``timings`` (generate_s,
-train_s, eval_s, total_s); ``render_markdown`` shows the same facts as tables.
+seconds, and the teacher's own ``valid_accuracy``/``test_accuracy`` with the answers it gave that named no
+option, ``unparsed``), ``student`` (model, valid/test accuracy, steps, seconds), ``baselines`` (with
+``compare: true``), ``comparison`` (teachers, baselines and student side by side, ``compare.rows``) and
+``timings`` (generate_s, train_s, eval_s, total_s); ``render_markdown`` shows the same facts as tables.
 """
 
 from __future__ import annotations
@@ -11,19 +13,22 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyllm_ray import compare
+
 if TYPE_CHECKING:
     from tinyllm_ray.config import Config
     from tinyllm_ray.data.load import LoadedData
 
 
 TEACHER_FIELDS = ("name", "model", "rationales", "rejected", "rejected_by_reason", "acceptance_rate",
-                  "tokens_generated", "generated_now", "seconds")
+                  "tokens_generated", "generated_now", "seconds", "evaluated", "valid_accuracy", "test_accuracy",
+                  "unparsed", "too_long", "not_evaluated_because")
 
 
 def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list[dict[str, Any]],
                  student: dict[str, Any], accuracy: dict[str, float], architecture: str,
-                 timings: dict[str, float]) -> dict[str, Any]:
-    """The report of a finished run from what its stages returned."""
+                 timings: dict[str, float], baselines: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The report of a finished run from what its stages returned (``baselines``: with ``compare: true``)."""
     report = {
         "run_name": run_dir.name,
         "run_dir": str(run_dir),
@@ -55,7 +60,14 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
     if config.tune is not None:  # the exported student is the sweep's best trial
         report["student"].update(loss_weights=student["loss_weights"], lr=student["lr"])
         report["tune"] = student["tune"]
+    if baselines is not None:
+        report["baselines"] = {name: {k: b.get(k) for k in BASELINE_FIELDS} for name, b in baselines.items()}
+    report["comparison"] = compare.rows(report)
     return report
+
+
+BASELINE_FIELDS = ("loss_weights", "valid_accuracy", "test_accuracy", "valid_accuracy_rank", "test_accuracy_rank",
+                   "steps", "best_step", "seconds")
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -87,14 +99,27 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report["teachers"]:
         lines += _table(
             ["teacher", "model", "rationales", "rejected", "acceptance", "rejected by reason", "tokens generated",
-             "seconds"],
+             "seconds", "own valid accuracy", "own test accuracy", "unparsed answers"],
             [[x["name"], x["model"], x["rationales"], x["rejected"], _fmt(x.get("acceptance_rate")),
               ", ".join(f"{k} {v}" for k, v in sorted(x.get("rejected_by_reason", {}).items())) or "-",
-              x["tokens_generated"], x["seconds"]]
+              x["tokens_generated"], x["seconds"], x.get("valid_accuracy"), x.get("test_accuracy"),
+              ", ".join(f"{k} {v}" for k, v in (x.get("unparsed") or {}).items()) or "-"]
              for x in report["teachers"]],
         )
+        lines += ["", "A teacher's own accuracy: it answers the valid and test questions by itself (few-shot chain "
+                  "of thought without the gold answer) and its conclusion is matched to an option like the "
+                  "student's; an answer that names no option (*unparsed*) counts as wrong."]
+        notes = {x["not_evaluated_because"] for x in report["teachers"] if x.get("not_evaluated_because")}
+        lines += [f"Not evaluated: {n}." for n in sorted(notes)]
     else:
         lines.append("No teachers: label-only baseline.")
+    lines += ["", "## Teachers, baselines and student", ""]
+    lines += _table(["", "valid accuracy", "test accuracy", "valid (rank)", "test (rank)", "steps", "seconds"],
+                    [[r["row"], r["valid_accuracy"], r["test_accuracy"], r["valid_accuracy_rank"],
+                      r["test_accuracy_rank"], r["steps"], r["seconds"]] for r in report["comparison"]])
+    if not report.get("baselines"):
+        lines += ["", "Set `compare: true` to also train the label-only and single-teacher baselines with the same "
+                  "budget."]
     lines += ["", "## Student", ""]
     lines += _table(
         ["model", "mode", "loss weights", "valid accuracy", "test accuracy", "valid (rank)", "test (rank)", "steps",
@@ -133,25 +158,35 @@ def tune_markdown(tune: dict[str, Any]) -> list[str]:
 
 
 def console_summary(report: dict[str, Any]) -> str:
-    """A plain-text table of teachers and student accuracies for the end of a run."""
-    rows = [("teacher", "rationales", "rejected", "acceptance", "tokens", "seconds")]
-    rows += [(x["name"], x["rationales"], x["rejected"], _fmt(x.get("acceptance_rate")), x["tokens_generated"],
-              f"{x['seconds']:.1f}") for x in report["teachers"]]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) for r in rows] if report["teachers"] else []
-    s = report["student"]
-    lines += [
-        f"student {s['model']}: valid accuracy {_fmt(s['valid_accuracy'])}, test accuracy {_fmt(s['test_accuracy'])}"
-        f" (rank classification: valid {_fmt(s['valid_accuracy_rank'])}, test {_fmt(s['test_accuracy_rank'])};"
-        f" {s['steps']} steps, {s['seconds']:.1f}s)",
-        f"total {report['timings']['total_s']:.1f}s; report: {report['run_dir']}/report.md",
-    ]
+    """Plain-text tables for the end of a run: the teachers' rationales, then teachers, baselines and
+    student side by side (accuracy of the generated answer; rank classification in brackets)."""
+    lines = []
+    if report["teachers"]:
+        lines += _columns([("teacher", "rationales", "rejected", "acceptance", "tokens", "seconds")]
+                          + [(x["name"], x["rationales"], x["rejected"], _fmt(x.get("acceptance_rate")),
+                              x["tokens_generated"], f"{x['seconds']:.1f}") for x in report["teachers"]])
+        lines.append("")
+
+    def acc(row: dict[str, Any], split: str) -> str:
+        rank = row.get(f"{split}_accuracy_rank")
+        return _fmt(row.get(f"{split}_accuracy")) + (f" ({_fmt(rank)})" if rank is not None else "")
+
+    lines += _columns([("", "valid accuracy", "test accuracy", "steps", "seconds")]
+                      + [(r["row"], acc(r, "valid"), acc(r, "test"), _fmt(r["steps"]),
+                          "n/a" if r["seconds"] is None else f"{r['seconds']:.1f}") for r in report["comparison"]])
     if report.get("tune"):
         tune = report["tune"]
         weights = ", ".join(f"{k}={v:g}" for k, v in tune["best"]["point"].items())
-        lines.insert(-1, f"sweep: {len(tune['trials'])} trials, {tune['evaluations_total']} evaluations; "
-                         f"best on valid: trial {tune['best']['trial_id']} ({weights})")
+        lines.append(f"sweep: {len(tune['trials'])} trials, {tune['evaluations_total']} evaluations; "
+                     f"best on valid: trial {tune['best']['trial_id']} ({weights})")
+    lines.append(f"student {report['student']['model']}; total {report['timings']['total_s']:.1f}s; "
+                 f"report: {report['run_dir']}/report.md")
     return "\n".join(lines)
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
 
 
 def model_card(report: dict[str, Any]) -> str:
@@ -165,13 +200,13 @@ def model_card(report: dict[str, Any]) -> str:
     if one_encoder:
         how = ("Trained in one-encoder mode: the encoder reads the question alone and the decoder starts with "
                "the task marker `predict:`, so pass it as `decoder_input_ids`.")
-        code = f"""prompt = "Q: <question>\\nOptions: (a) <option> (b) <option>"
+        code = """prompt = "Q: <question>\\nOptions: (a) <option> (b) <option>"
 start = [model.config.decoder_start_token_id] + tokenizer("predict:", add_special_tokens=False)["input_ids"]
 out = model.generate(**tokenizer(prompt, return_tensors="pt"), decoder_input_ids=torch.tensor([start]))
 print(tokenizer.decode(out[0, len(start):], skip_special_tokens=True))"""
     elif causal:
         how = "A causal LM: the answer follows the prompt and a newline; decode only the new tokens."
-        code = f"""prompt = "predict: Q: <question>\\nOptions: (a) <option> (b) <option>\\n"
+        code = """prompt = "predict: Q: <question>\\nOptions: (a) <option> (b) <option>\\n"
 inputs = tokenizer(prompt, return_tensors="pt")
 out = model.generate(**inputs, max_new_tokens=16)
 print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))"""

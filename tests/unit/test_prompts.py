@@ -352,3 +352,51 @@ def test_clean_rationale_conclusion_followed_by_a_comma() -> None:
     assert prompts.clean_rationale("So the correct answer is Paris, because it is in France.", q)[1] == (
         "argues_other_option")
     assert prompts.clean_rationale("So the correct answer is Rome, the capital.", q)[1] is None
+
+
+# --- answer_prompt / parse_answer (teacher evaluation) -----------------------------------------------
+
+
+def test_answer_prompt_never_shows_the_gold_answer_of_the_question() -> None:
+    q = Question(id="x", question="Which fruit is yellow?", choices=("apple", "banana", "cherry"), answer="banana")
+    text = prompts.answer_prompt(q, [])
+    assert text.startswith(prompts.ANSWER_INSTRUCTION)
+    assert text.endswith("Options: (a) apple (b) banana (c) cherry\nExplanation:")
+    assert "Answer:" not in text and prompts.ANSWER_LEAD not in text
+
+
+def test_answer_prompt_shots_end_with_their_conclusion_once() -> None:
+    q, with_reason, bare = POOL[0], POOL[1], POOL[2]
+    text = prompts.answer_prompt(q, [with_reason, bare], ["Shop 1 sells 101. The answer is (b) 101 widgets.", ""])
+    assert text.count("The answer is (b) 101 widgets.") == 1  # already concluded: not repeated
+    assert f"Explanation: The answer is (b) {bare.answer}." in text  # no rationale: the conclusion alone
+    assert text.index(bare.question) < text.index(q.question)
+    explained = prompts.answer_prompt(q, [with_reason], ["It is the second option."])
+    assert f"It is the second option. The answer is (b) {with_reason.answer}." in explained
+
+
+def test_answer_variants_drop_examples_one_by_one() -> None:
+    variants = prompts.answer_variants(POOL[0], POOL[1:3])
+    assert [v.count("Options:") for v in variants] == [3, 2, 1]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("12 + 3 = 15. The answer is 15.", 1),
+    ("The answer is (c).", 2),
+    ("the answer is: (a) 12", 0),
+    ("First the answer is 12, no wait. So the answer is 15.", 1),  # the last conclusion counts
+    ("Explanation: 12 + 3 = 15.\nThe answer is 15.\n\nQ: next question, the answer is 12", 1),  # cut at Q:
+    ("The answer is 3.5 apples.", 3),  # a decimal point does not end the sentence
+    ("It is probably fifteen.", None),  # no conclusion
+    ("The answer is 99.", None),  # names no option
+    ("", None),
+])
+def test_parse_answer_maps_the_last_conclusion_to_an_option(text: str, expected: int | None) -> None:
+    choices = ("12", "15", "$20", "3.5 apples")
+    assert prompts.parse_answer(text, choices)[1] == expected
+
+
+def test_parse_answer_returns_the_explanation_without_the_lead_or_a_following_question() -> None:
+    explanation, index = prompts.parse_answer("Explanation: 2 + 2 = 4. The answer is 4.\nQ: what is 3 + 3?",
+                                              ("4", "5"))
+    assert (explanation, index) == ("2 + 2 = 4. The answer is 4.", 0)

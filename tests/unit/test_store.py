@@ -188,3 +188,30 @@ def test_import_rationales(tmp_path: Path) -> None:
     assert info["rows"] == 1
     assert store.finished(tmp_path, T, "imp-1") is None
     assert store.read_rationales(tmp_path, T) == {"x": "first why"}
+
+
+# --- evaluation: a teacher's own answers -------------------------------------------------------------
+
+
+def test_evaluation_scores_each_split_over_all_its_questions() -> None:
+    from tinyllm_ray.data.schema import Question
+
+    qs = [Question(id=f"v{i}", question=f"q{i}", choices=("x", "y", "z"), answer="y") for i in range(5)]
+    table = rows(["v0", "v1", "v2", "v3"], role="valid", reasons=["", "", "no_answer", "prompt_too_long"])
+    table = table.append_column("predicted", pa.array([1, 0, -1, -1], pa.int64()))  # v4 has no row at all
+    train = rows(["v0"], keys=["k-train"]).append_column("predicted", pa.array([1], pa.int64()))  # not counted
+    scores = store.evaluation(pa.concat_tables([table, train]), {"valid": qs, "test": []})
+    assert scores["valid_accuracy"] == 0.2  # 1 right of 5: wrong, unparsed, too long and missing all count
+    assert scores["test_accuracy"] is None
+    assert scores["unparsed"] == {"valid": 1, "test": 0}
+    assert scores["too_long"] == {"valid": 1, "test": 0}
+
+
+def test_a_store_written_before_answers_existed_reads_with_no_prediction(tmp_path: Path) -> None:
+    directory = store.teacher_dir(tmp_path, T)
+    directory.mkdir(parents=True)
+    pq.write_table(rows(["a"]), directory / "part-old.parquet")  # the layout without ``predicted``
+    table = store.stored(tmp_path, T)
+    assert table.column("id").to_pylist() == ["a"] and table.column("predicted").to_pylist() == [-1]
+    store.finish(tmp_path, T, "s", {"k-a"}, {})
+    assert store.read_table(tmp_path, T).column("predicted").to_pylist() == [-1]

@@ -74,6 +74,13 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
             errors.append(f"train.alpha.{key}: weight must be >= 0, got {weight}")
     if all(w == 0 for w in config.task_weights().values()):
         errors.append("train.gamma / train.alpha: all loss weights are zero; nothing would be learned")
+    if config.compare and config.tune is not None:
+        errors.append("compare: the baselines are trained with the train section's weights, not in a sweep; "
+                      "set tune: null (or put the sweep's best weights in train.alpha first)")
+    if config.compare and not names:
+        errors.append("compare: there is nothing to compare without teachers (the run is already label-only)")
+    if config.compare and config.train.gamma == 0:
+        errors.append("compare: train.gamma is 0, so the label-only baseline would learn nothing")
     if config.data.min_choices > config.data.max_choices:
         errors.append(
             f"data.min_choices: {config.data.min_choices} is above data.max_choices {config.data.max_choices}"

@@ -137,6 +137,9 @@ class TeacherConfig:
     """``vllm``: skip graph capture/compilation (faster start, slower decoding); default: on CPU only."""
     trust_remote_code: Bool = False
     """Allow the model repo's own Python code (off unless you trust the model)."""
+    evaluate: Bool = True
+    """Also let the teacher answer the valid and test questions by itself (few-shot chain of thought without
+    the gold answer, same examples mode), so the report shows its own accuracy beside the student's."""
 
 
 @dataclass(config=_STRICT)
@@ -165,7 +168,11 @@ class TrainConfig:
     alpha: dict[Str, Float] = Field(default_factory=dict)
     """Weight of each teacher's rationale loss, by teacher name; teachers not listed get 1.0."""
     epochs: Int = Field(default=1, ge=1)
-    """Passes over the training questions."""
+    """Passes over the training questions (ignored when ``max_steps`` is set)."""
+    max_steps: Int | None = Field(default=None, ge=1)
+    """Train exactly this many optimizer steps, over as many passes as that takes (the last one may stop
+    mid-epoch), instead of ``epochs`` passes; the learning rate decays to 0 at this step and the last step is
+    always checkpointed. ``None``: ``epochs`` passes. The paper trains 10,000 steps whatever the dataset size."""
     batch_size: Int = Field(default=16, ge=1)
     """Questions per step per worker (each question feeds every task)."""
     lr: Float = Field(default=5e-4, gt=0)
@@ -336,6 +343,10 @@ class Config:
     """Build the tiny local random-weight models into this directory first (smoke runs, quickstart)."""
     tune: TuneConfig | None = None
     """A Ray Tune sweep of the loss weights instead of one training run (``None``: no sweep)."""
+    compare: Bool = False
+    """Also train the baselines with the same budget and selection on valid: label-only fine-tuning and each
+    teacher alone (distilling step-by-step); the report's comparison table puts them beside the teachers' own
+    accuracy and the multi-teacher student. Not with ``tune``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import ray
 import ray.tune
 
-from tinyllm_ray import prompts, runs, stages
+from tinyllm_ray import runs, stages
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.stages import stage_key
@@ -23,6 +23,7 @@ from tinyllm_ray.sweep.placement import ReclaimStoppedTrainRuns, reclaim_train_g
 from tinyllm_ray.sweep.report import PLOT_FILE, best_trial, collect_trials, plot, sweep_report
 from tinyllm_ray.sweep.space import apply_point, concurrent_trials, format_point, report_steps, search_space
 from tinyllm_ray.sweep.trial import TIME_ATTR, run_trial, sweep_tasks
+from tinyllm_ray.teachers.runner import rationales_key
 
 log = logging.getLogger("tinyllm_ray.sweep")
 
@@ -54,7 +55,7 @@ def sweep_key(config: Config) -> str:
     c = config
     selection = (c.eval.every_steps, c.eval.select_on, c.eval.max_valid)
     tune = dataclasses.replace(c.tune, max_concurrent_trials=None)  # a resources setting, not a result
-    return stage_key(c.data, c.teachers, c.student, c.train, selection, tune, prompts.TEACHER_TEMPLATE_VERSION)
+    return stage_key(rationales_key(c), c.student, c.train, selection, tune)
 
 
 def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Question]) -> dict[str, Any]:

@@ -1,8 +1,13 @@
-"""Runs every configured teacher over the training questions: prompts, placement, resume.
+"""Runs every configured teacher over the training questions, and lets it answer valid and test itself:
+prompts, placement, resume.
 
 - **Prompts**: each question's prompt variants (``prompts.prompt_variants``) with in-context examples
   from ``shots`` (``random``, ``similar``, or ``generated``: the teacher first explains a pool of
   questions zero-shot, and those become its examples).
+- **Evaluation** (``teacher.evaluate``, on by default): after its rationales, the teacher answers the valid
+  and test questions itself with ``prompts.answer_prompt`` (no gold answer; the same examples mode, each
+  example shown with the rationale the teacher wrote for it). Its answers are rows of roles ``valid`` and
+  ``test`` in the same store; ``store.evaluation`` scores them.
 - **Placement**: each teacher gets one placement group of ``replicas`` bundles (its GPUs and CPUs per
   replica). All teachers ask at once, each from its own driver thread: Ray grants the groups that fit
   side by side and the others wait until a finished teacher removes its group, so teachers run side
@@ -31,7 +36,7 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 
 from tinyllm_ray import prompts, stages
-from tinyllm_ray.config import TeacherConfig
+from tinyllm_ray.config import Config, TeacherConfig
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers import shots, store
 from tinyllm_ray.teachers.stage import rationale_stage
@@ -53,9 +58,22 @@ def settings_key(teacher: TeacherConfig) -> str:
     return _hash(prompts.TEACHER_TEMPLATE_VERSION, {f: getattr(teacher, f) for f in GENERATION_FIELDS})
 
 
-def stage_key(teacher: TeacherConfig, questions: Sequence[Question]) -> str:
-    """Identifies a complete teacher: its generation settings and every question it explains."""
-    return _hash(settings_key(teacher), [q.to_row() for q in questions])
+def rationales_key(config: Config) -> str:
+    """What the rationales a student reads depend on: the data (and so the precomputed teachers' files),
+    each configured teacher's generation settings (not its replicas, batch size or evaluation) and the prompt
+    template. Student stages key on this rather than on the whole teacher configs."""
+    return stages.stage_key(config.data, [settings_key(t) for t in config.teachers], prompts.TEACHER_TEMPLATE_VERSION)
+
+
+def stage_key(teacher: TeacherConfig, questions: Sequence[Question],
+              answers: dict[str, Sequence[Question]] | None = None) -> str:
+    """Identifies a complete teacher: its generation settings, every question it explains, and the questions
+    it answers itself (none when it is not evaluated: its key is then what it was before evaluation existed)."""
+    parts: list[Any] = [settings_key(teacher), [q.to_row() for q in questions]]
+    if teacher.evaluate and any(answers.values() if answers else ()):
+        parts.append([prompts.ANSWER_TEMPLATE_VERSION,
+                      {split: [q.to_row() for q in qs] for split, qs in sorted(answers.items())}])
+    return _hash(*parts)
 
 
 def prompt_rows(variants: dict[str, list[str]], questions: Sequence[Question], role: str, settings: str) -> pa.Table:
@@ -82,6 +100,23 @@ def train_variants(teacher: TeacherConfig, train: Sequence[Question],
         return {q.id: prompts.prompt_variants(q, similar[q.id]) for q in train}
     drawn = shots.random_shots(train, train, k, teacher.seed)
     return {q.id: prompts.prompt_variants(q, drawn[q.id]) for q in train}
+
+
+def answer_variants(teacher: TeacherConfig, questions: Sequence[Question], train: Sequence[Question],
+                    rationales: dict[str, str], explained: dict[str, tuple[Question, str]] | None = None
+                    ) -> dict[str, list[str]]:
+    """The answering prompts of held-out questions: examples from the training split by the teacher's
+    ``shots_mode``, each shown with the rationale the teacher wrote for it (``rationales``, by id) if any."""
+    k = teacher.shots
+    if teacher.shots_mode == "generated":
+        picked = shots.generated_shots(questions, explained or {}, k, teacher.seed)
+        return {q.id: prompts.answer_variants(q, *picked[q.id]) for q in questions}
+    if teacher.shots_mode == "similar":
+        chosen = shots.similar_shots(questions, train, k)
+    else:
+        chosen = shots.random_shots(questions, train, k, teacher.seed)
+    return {q.id: prompts.answer_variants(q, chosen[q.id], [rationales.get(s.id, "") for s in chosen[q.id]])
+            for q in questions}
 
 
 @contextlib.contextmanager
@@ -114,13 +149,16 @@ def _pending(rows: pa.Table, done: set[str]) -> pa.Table:
     return rows.filter(pc.invert(pc.is_in(rows.column("key"), pa.array(sorted(done), pa.string()))))
 
 
-def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path) -> dict[str, Any]:
-    """Generate (or reuse) one teacher's rationales for ``train``; returns the stage figures."""
-    key = stage_key(teacher, train)
+def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path,
+                answers: dict[str, Sequence[Question]] | None = None) -> dict[str, Any]:
+    """Generate (or reuse) one teacher's rationales for ``train`` and, when it is evaluated, its own answers to
+    the ``answers`` splits (``{"valid": [...], "test": [...]}``); returns the stage figures."""
+    answers = {s: qs for s, qs in (answers or {}).items() if qs} if teacher.evaluate else {}
+    key = stage_key(teacher, train, answers)
     info = store.finished(run_dir, teacher.name, key)
     if info:
         log.info("teacher %s: reusing %d stored rationales", teacher.name, info["rationales"])
-        return {**info, "generated_now": 0}
+        return {**info, **_scores(run_dir, teacher, answers), "generated_now": 0}
     start = time.perf_counter()
     settings = settings_key(teacher)
     generated = 0
@@ -152,10 +190,37 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
         rows = prompt_rows(train_variants(teacher, train, explained), train, "train", settings)
         run(rows, f"rationales of {len(train)} training questions")
         keys |= set(rows.column("key").to_pylist())
+        if answers:
+            own = _accepted(store.stored(run_dir, teacher.name), set(rows.column("key").to_pylist()))
+            for split, questions in answers.items():
+                split_rows = prompt_rows(answer_variants(teacher, questions, train, own, explained), questions,
+                                         split, settings)
+                run(split_rows, f"its own answers to {len(questions)} {split} questions")
+                keys |= set(split_rows.column("key").to_pylist())
     extra = {"seconds": round(time.perf_counter() - start, 3), "generated_now": generated}
     if explained is not None:
         extra["example_rationales"] = len(explained)
-    return store.finish(run_dir, teacher.name, key, keys, extra)
+    info = store.finish(run_dir, teacher.name, key, keys, extra)
+    return {**info, **_scores(run_dir, teacher, answers)}
+
+
+def _scores(run_dir: Path, teacher: TeacherConfig, answers: dict[str, Sequence[Question]]) -> dict[str, Any]:
+    """The teacher's own accuracy per split (``store.evaluation``), or why there is none."""
+    if not teacher.evaluate:
+        return {"evaluated": False, "not_evaluated_because": "teachers[].evaluate is false"}
+    if not answers:
+        return {"evaluated": False, "not_evaluated_because": "no valid or test questions"}
+    scores = store.evaluation(store.read_table(run_dir, teacher.name), answers)
+    log.info("teacher %s: own accuracy %s", teacher.name,
+             ", ".join(f"{s} {scores[f'{s}_accuracy']:.3f}" for s in answers))
+    return {"evaluated": True, **scores}
+
+
+def _accepted(table: pa.Table, keys: set[str]) -> dict[str, str]:
+    """The accepted rationales of the rows with ``keys``, by question id."""
+    return {i: text for i, key, text, reason in
+            zip(*(table.column(c).to_pylist() for c in ("id", "key", "rationale", "reject_reason")))
+            if key in keys and not reason}
 
 
 def _explained(table: pa.Table, pool: Sequence[Question], keys: set[str]) -> dict[str, tuple[Question, str]]:
@@ -168,10 +233,12 @@ def _explained(table: pa.Table, pool: Sequence[Question], keys: set[str]) -> dic
     return {q.id: out[q.id] for q in pool if q.id in out}  # pool order: deterministic example choice
 
 
-def run_all(teachers: Sequence[TeacherConfig], train: Sequence[Question], run_dir: Path
+def run_all(teachers: Sequence[TeacherConfig], train: Sequence[Question], run_dir: Path,
+            answers: dict[str, Sequence[Question]] | None = None
             ) -> list[tuple[TeacherConfig, dict[str, Any] | BaseException]]:
     """Every teacher, side by side where the cluster has room; one teacher's failure does not stop the
-    others (their rows are stored). Returns each teacher's figures or its exception, in config order."""
+    others (their rows are stored). ``answers``: the held-out splits evaluated teachers answer themselves.
+    Returns each teacher's figures or its exception, in config order."""
     if not teachers:
         return []
     results: dict[str, dict[str, Any] | BaseException] = {}
@@ -179,7 +246,7 @@ def run_all(teachers: Sequence[TeacherConfig], train: Sequence[Question], run_di
 
     def one(teacher: TeacherConfig) -> None:
         try:
-            result: dict[str, Any] | BaseException = run_teacher(teacher, train, run_dir)
+            result: dict[str, Any] | BaseException = run_teacher(teacher, train, run_dir, answers)
         except Exception as err:  # noqa: BLE001 -- reported per teacher by the caller
             log.debug("teacher %s failed", teacher.name, exc_info=True)
             result = err

@@ -10,6 +10,10 @@ prompts from most to fewest in-context examples (``prompts.prompt_variants``). T
 first variant that fits the teacher's context next to ``max_new_tokens``; a row none of whose variants
 fits is rejected as ``prompt_too_long`` and never reaches the engine (one long prompt must not abort a
 vLLM batch). Output rows follow ``store.SCHEMA``.
+
+Rows of role ``train`` or ``shot`` are rationales (``prompts.clean_rationale``); rows of role ``valid`` or
+``test`` are the teacher's own answers (``prompts.parse_answer``): ``predicted`` is the option it named, -1
+when it named none (``no_answer``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from tinyllm_ray.teachers.engines import make_engine
 # Rows per actor call for the HF engine: a few engine batches, so it can sort prompts by length within
 # a call. vLLM schedules continuously inside one call, so it gets ``batch_size`` rows per call.
 ENGINE_BATCHES_PER_CALL = 4
+# Roles of rows in which the teacher answers a held-out question itself (teacher evaluation).
+ANSWER_ROLES = ("valid", "test")
 # How long the replicas of a teacher may take to load (a 70B model from network storage takes minutes).
 REPLICA_START_TIMEOUT_S = 3600
 
@@ -90,26 +96,40 @@ class TeacherWorker:
         generations = dict(zip(submit, self.engine.generate_ids([prompt_ids[i] for i in submit]))) if submit else {}
 
         out: dict[str, list] = {name: [] for name in ("rationale", "reject_reason", "raw", "prompt_tokens",
-                                                      "new_tokens", "shots_used")}
+                                                      "new_tokens", "shots_used", "predicted")}
+        answers: Counter[tuple[str, str]] = Counter()
         for i in range(n):
             question = Question(id=str(batch["id"][i]), question="", choices=tuple(str(c) for c in batch["choices"][i]),
                                 answer=str(batch["answer"][i]))
+            answering = str(batch["role"][i]) in ANSWER_ROLES
+            predicted: int | None = None
             if i not in generations:
                 text, reason, raw, used, p_tokens, n_tokens = "", "prompt_too_long", "", 0, tried[i], 0
             else:
                 g = generations[i]
-                prompt = str(variants[i][chosen[i]])
-                text, reason = prompts.clean_rationale(g.text, question, prompt, self.teacher.min_rationale_words)
+                if answering:  # the teacher answered by itself: which option did it name?
+                    text, predicted = prompts.parse_answer(g.text, question.choices)
+                    reason = None if predicted is not None else "no_answer"
+                else:
+                    prompt = str(variants[i][chosen[i]])
+                    text, reason = prompts.clean_rationale(g.text, question, prompt, self.teacher.min_rationale_words)
                 raw, p_tokens, n_tokens = g.text, g.prompt_tokens, g.new_tokens
                 used = len(variants[i]) - 1 - chosen[i]
-            for name, value in zip(out, (text, reason or "", raw, p_tokens, n_tokens, used)):
+            if answering:
+                outcome = reason or ("correct" if predicted == question.answer_index else "wrong")
+                answers[(str(batch["role"][i]), outcome)] += 1
+            row = (text, reason or "", raw, p_tokens, n_tokens, used, -1 if predicted is None else predicted)
+            for name, value in zip(out, row):
                 out[name].append(value)
 
         seconds = max(time.perf_counter() - start, 1e-9)
         tags = {"teacher": self.teacher.name}
         metrics.teacher_tokens_per_second().set(sum(out["new_tokens"]) / seconds, tags=tags)
-        for outcome, count in Counter(r or "accepted" for r in out["reject_reason"]).items():
+        rationale_rows = [r for r, role in zip(out["reject_reason"], batch["role"]) if str(role) not in ANSWER_ROLES]
+        for outcome, count in Counter(r or "accepted" for r in rationale_rows).items():
             metrics.teacher_rationales().inc(count, tags={**tags, "outcome": outcome})
+        for (split, outcome), count in answers.items():
+            metrics.teacher_answers().inc(count, tags={**tags, "split": split, "outcome": outcome})
         return {
             "id": batch["id"],
             "teacher": [self.teacher.name] * n,

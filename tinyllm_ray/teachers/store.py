@@ -8,8 +8,11 @@ only the rows whose key is not stored yet. When a teacher is complete, ``finish`
 into one ``rationales.parquet`` (rows of stale keys dropped, one row per key) and writes the
 ``_stage.json`` marker (the stage key and figures) last: the marker means "complete".
 
-Columns: ``id, teacher, role ("train" or "shot"), key, rationale, reject_reason, raw, prompt_tokens,
-new_tokens, shots_used, node, gpus`` (the Ray node and GPU ids of the actor that wrote the row).
+Columns: ``id, teacher, role, key, rationale, reject_reason, raw, prompt_tokens, new_tokens, shots_used, node,
+gpus`` (the Ray node and GPU ids of the actor that wrote the row), ``predicted``. Role ``train`` rows are the
+rationales the student learns from, ``shot`` rows the zero-shot rationales of a ``generated``-mode example
+pool, ``valid``/``test`` rows the teacher's own answers to held-out questions (``rationale`` its explanation,
+``predicted`` the option it named or -1); ``evaluation`` scores those.
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ SCHEMA = pa.schema([
     ("shots_used", pa.int64()),
     ("node", pa.string()),
     ("gpus", pa.string()),
+    ("predicted", pa.int64()),
 ])
+# Columns a store written before they existed lacks, and their value there.
+_ADDED = {"predicted": -1}
 
 
 def teacher_dir(run_dir: Path, teacher: str) -> Path:
@@ -65,6 +71,7 @@ def stored(run_dir: Path, teacher: str) -> pa.Table:
         except (pa.ArrowInvalid, OSError) as err:  # a torn file from a crash; its rows are generated again
             log.warning("rationale store: skipping unreadable %s (%s)", path, err)
             continue
+        table = _with_added(table)
         if set(SCHEMA.names) <= set(table.column_names):
             tables.append(table.select(SCHEMA.names).cast(SCHEMA))
     return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
@@ -80,7 +87,7 @@ def append(run_dir: Path, teacher: str, table: pa.Table) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     name = f"part-{uuid.uuid4().hex}.parquet"
     tmp = directory / f".{name}.tmp"
-    pq.write_table(table.select(SCHEMA.names).cast(SCHEMA), tmp)
+    pq.write_table(_with_added(table).select(SCHEMA.names).cast(SCHEMA), tmp)
     tmp.rename(directory / name)
 
 
@@ -117,7 +124,7 @@ def import_rationales(table: pa.Table, run_dir: Path, teacher: str, key: str) ->
     defaults = {
         "role": pa.array(["train"] * n), "key": pa.array([f"{key}:{i}" for i in table.column("id").to_pylist()]),
         "raw": table.column("rationale"), "shots_used": pa.array([0] * n, pa.int64()),
-        "node": pa.array([""] * n), "gpus": pa.array([""] * n),
+        "node": pa.array([""] * n), "gpus": pa.array([""] * n), "predicted": pa.array([-1] * n, pa.int64()),
     }
     for name, column in defaults.items():
         if name not in table.column_names:
@@ -144,9 +151,35 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     }
 
 
+def evaluation(table: pa.Table, splits: dict[str, Any]) -> dict[str, Any]:
+    """A teacher's own accuracy on each held-out split from its ``valid``/``test`` rows: ``<split>_accuracy``
+    (share of the split's questions whose stored answer is the gold option; a question without a row, with a
+    prompt too long or an answer naming no option counts as wrong), ``unparsed`` (answers naming no option)
+    and ``too_long`` (prompts that did not fit), by split. ``splits``: split name -> its questions."""
+    out: dict[str, Any] = {"unparsed": {}, "too_long": {}}
+    for split, questions in splits.items():
+        rows = table.filter(pc.equal(table.column("role"), split))
+        answer = {i: (p, r) for i, p, r in zip(*(rows.column(c).to_pylist() for c in ("id", "predicted",
+                                                                                       "reject_reason")))}
+        right = sum(answer.get(q.id, (-1, ""))[0] == q.answer_index for q in questions)
+        out[f"{split}_accuracy"] = round(right / len(questions), 4) if questions else None
+        reasons = Counter(answer[q.id][1] for q in questions if q.id in answer)
+        out["unparsed"][split] = reasons.get("no_answer", 0)
+        out["too_long"][split] = reasons.get("prompt_too_long", 0)
+    return out
+
+
 def read_table(run_dir: Path, teacher: str) -> pa.Table:
-    """The compacted rows of a complete teacher."""
-    return pq.read_table(teacher_dir(run_dir, teacher) / COMPACTED)
+    """The compacted rows of a complete teacher (columns added since it was written are filled in)."""
+    return _with_added(pq.read_table(teacher_dir(run_dir, teacher) / COMPACTED))
+
+
+def _with_added(table: pa.Table) -> pa.Table:
+    """``table`` with the columns added to ``SCHEMA`` since older stores were written, filled in."""
+    for name, value in _ADDED.items():
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array([value] * table.num_rows, SCHEMA.field(name).type))
+    return table
 
 
 def read_rationales(run_dir: Path, teacher: str) -> dict[str, str]:

@@ -1,0 +1,82 @@
+"""Unit tests for the teacher stage's per-row post-processing (``teachers.stage.TeacherWorker``), with an
+engine that answers from a script: rationale rows are cleaned, answer rows parsed to an option."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tinyllm_ray.config import TeacherConfig
+from tinyllm_ray.teachers import stage
+from tinyllm_ray.teachers.engines import Generation
+
+
+class ScriptedEngine:
+    """Answers every prompt with the text scripted for it; prompts of over ``limit`` tokens never get here."""
+
+    max_prompt_tokens = 1000
+
+    def __init__(self, replies: dict[str, str]):
+        self.replies = replies
+
+    def encode(self, prompts: list[str]) -> list[list[int]]:
+        return [[len(p)] for p in prompts]  # the prompt's length as its only "token": decodable below
+
+    def generate_ids(self, prompt_ids: list[list[int]]) -> list[Generation]:
+        by_length = {len(p): r for p, r in self.replies.items()}
+        return [Generation(text=by_length[ids[0]], prompt_tokens=1, new_tokens=5) for ids in prompt_ids]
+
+
+class Recorder:
+    """Stands in for a Ray metric: keeps the tags of every ``inc``/``set``."""
+
+    def __init__(self) -> None:
+        self.tags: list[dict[str, str]] = []
+
+    def inc(self, value: float, tags: dict[str, str]) -> None:
+        self.tags.append(tags)
+
+    set = inc
+
+
+@pytest.fixture
+def worker(monkeypatch) -> stage.TeacherWorker:
+    answers = Recorder()
+    monkeypatch.setattr(stage.metrics, "teacher_answers", lambda: answers)
+    monkeypatch.setattr(stage.metrics, "teacher_rationales", Recorder)
+    monkeypatch.setattr(stage.metrics, "teacher_tokens_per_second", Recorder)
+    w = stage.TeacherWorker.__new__(stage.TeacherWorker)  # no Ray actor, no model: the engine is scripted
+    w.teacher = TeacherConfig(name="t", model="m", min_rationale_words=1)
+    w.node, w.gpus = "node", ""
+    w.answers = answers
+    return w
+
+
+def batch(roles: list[str], prompts: list[str]) -> dict[str, np.ndarray]:
+    n = len(roles)
+    return {"id": np.array([f"q{i}" for i in range(n)]), "role": np.array(roles), "key": np.array(["k"] * n),
+            "choices": np.array([["12", "15", "20"]] * n, dtype=object), "answer": np.array(["15"] * n),
+            "variants": np.array([[p] for p in prompts], dtype=object)}
+
+
+def test_answer_rows_are_parsed_to_an_option_and_unparsable_ones_marked(worker) -> None:
+    prompts = ["p" * 10, "p" * 11, "p" * 12, "p" * 13]
+    worker.engine = ScriptedEngine({
+        prompts[0]: " 12 + 3 = 15. The answer is 15.",
+        prompts[1]: " So the answer is (a).",
+        prompts[2]: " I am not sure at all.",
+        prompts[3]: " 12 + 3 = 15. So the answer is 15.",
+    })
+    out = worker(batch(["valid", "test", "valid", "train"], prompts))
+    assert out["predicted"] == [1, 0, -1, -1]  # a rationale row names no prediction
+    assert out["reject_reason"] == ["", "", "no_answer", ""]
+    assert out["rationale"][0] == "12 + 3 = 15. The answer is 15."
+    outcomes = sorted((t["split"], t["outcome"]) for t in worker.answers.tags)
+    assert outcomes == [("test", "wrong"), ("valid", "correct"), ("valid", "no_answer")]
+
+
+def test_a_rationale_row_concluding_for_another_option_is_still_rejected(worker) -> None:
+    prompt = "p" * 10
+    worker.engine = ScriptedEngine({prompt: " 12 + 3 = 20, so the answer is 20."})
+    out = worker(batch(["train"], [prompt]))
+    assert out["reject_reason"] == ["argues_other_option"] and out["predicted"] == [-1]
