@@ -246,4 +246,6 @@ def with_absolute_paths(config: Config) -> Config:
 
 
 def to_yaml(config: Config) -> str:
+    """Every field of ``config`` as YAML, in the schema's order, defaults included (``tinyllm config``, a run
+    directory's saved config); ``load_config`` and ``from_dict`` read it back as an equal config."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False)

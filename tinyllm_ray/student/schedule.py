@@ -5,9 +5,11 @@ A *micro-batch* is ``train.batch_size`` questions on one worker; an optimizer *s
 loss is divided by its window's size, so a step's gradient is the mean over its micro-batches: with equal
 micro-batches that is the gradient of one batch ``grad_accum_steps`` times larger.
 
-Checkpoints are taken every ``train.checkpoint_every`` steps (default: at the end of every epoch) and at
-the last step; the valid split is scored at every checkpoint and every ``eval.every_steps`` steps, and
-each of those is one ``ray.train.report``.
+The run is ``train.epochs`` passes, or with ``train.max_steps`` exactly that many steps over as many passes
+as they take (``passes``; the last may stop mid-epoch, and ``epochs`` is ignored). Checkpoints are taken
+every ``train.checkpoint_every`` steps (default: at the end of every epoch) and at the last step; the valid
+split is scored at every checkpoint and every ``eval.every_steps`` steps, and each of those is one
+``ray.train.report``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class Plan:
     epochs: int
     checkpoint_every: int | None
     eval_every: int | None
+    max_steps: int | None = None
+    """``train.max_steps``: the run is exactly this many steps, and ``epochs`` is ignored."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -33,7 +37,14 @@ class Plan:
 
     @property
     def total_steps(self) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
         return max(1, self.steps_per_epoch * self.epochs)
+
+    @property
+    def passes(self) -> int:
+        """Epochs the loop runs (started ones: with ``max_steps`` the last may end mid-epoch)."""
+        return math.ceil(self.total_steps / self.steps_per_epoch)
 
     def window(self, micro: int) -> int:
         """Size of the accumulation window holding micro-batch ``micro`` (0-based, within an epoch)."""
@@ -45,7 +56,10 @@ class Plan:
         return (micro + 1) % self.accum == 0 or micro + 1 == self.micro_per_epoch
 
     def micro_done(self, step: int) -> tuple[int, int]:
-        """(epoch, micro-batches already consumed in it) once ``step`` steps are done."""
+        """(epoch, micro-batches already consumed in it) once ``step`` steps are done; ``(passes, 0)`` once
+        the run is complete (nothing left to train, even when the last step ended mid-epoch)."""
+        if step >= self.total_steps:
+            return self.passes, 0
         epoch, in_epoch = divmod(step, self.steps_per_epoch)
         return epoch, min(in_epoch * self.accum, self.micro_per_epoch)
 
@@ -63,7 +77,8 @@ def make_plan(config: Config, n_rows: int) -> Plan:
     tc = config.train
     rows_per_worker = n_rows // tc.num_workers
     return Plan(micro_per_epoch=max(1, math.ceil(rows_per_worker / tc.batch_size)), accum=tc.grad_accum_steps,
-                epochs=tc.epochs, checkpoint_every=tc.checkpoint_every, eval_every=config.eval.every_steps)
+                epochs=tc.epochs, checkpoint_every=tc.checkpoint_every, eval_every=config.eval.every_steps,
+                max_steps=tc.max_steps)
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:

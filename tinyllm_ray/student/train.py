@@ -17,7 +17,9 @@ and a checkpoint (model, tokenizer, optimizer, scheduler, step) is reported with
 resubmitted job resumes from the latest checkpoint: it skips the micro-batches the checkpointed steps
 consumed in that epoch, so at most ``checkpoint_every`` steps are redone. On one worker with the local
 shuffle the skipped rows are exactly the ones trained on; with several workers Ray Data may deal the
-blocks to the workers in another order, so the count is exact and the rows may differ.
+blocks to the workers in another order, so the count is exact and the rows may differ. With
+``train.max_steps`` the loop runs exactly that many steps, over as many epochs as they take, and stops
+mid-epoch at the last one (``epochs`` is then ignored).
 
 Rank 0 logs ``step | loss | per-task loss | samples/s | lr``. Reports also carry the loop's throughput:
 ``train_samples_per_second`` (all workers, wall clock) and ``train_samples_per_cpu_second`` (rank 0's
@@ -265,7 +267,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     start_epoch, skip = plan.micro_done(worker.step)
     last: dict[str, float] = {}
-    for epoch in range(start_epoch, tc.epochs):
+    for epoch in range(start_epoch, plan.passes):  # with train.max_steps, the last pass may stop mid-epoch
         model.train()
         meter.start()
         step_loss, pending = 0.0, 0
@@ -300,6 +302,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                       **meter.numbers()})
                 meter.start(new_window=True)
             step_loss = 0.0
+            if worker.step >= plan.total_steps:
+                break  # train.max_steps reached (every worker stops at the same step: equal shards)
         if pending:
             raise RuntimeError(f"epoch {epoch}: {pending} micro-batches left after the planned "
                                f"{plan.micro_per_epoch}; the data shard is larger than planned")
