@@ -1,7 +1,8 @@
 """The ``tinyllm`` command.
 
     tinyllm distill [--config PATH] [--set KEY=VALUE ...] [--output-dir DIR]   run the whole workflow
-    tinyllm tiny-models DIR                                                    build the tiny local models
+    tinyllm config PATH [--set KEY=VALUE ...]                                  print the resolved config as YAML
+    tinyllm tiny-models DIR [--random-only]                                    build the tiny local models
     tinyllm data inspect --dataset NAME [--path DIR] [--format F]              counts, rejects, rationales
 
 Bad configs and bad data end with one clear ``error:`` message (exit status 2) before Ray starts; a stage
@@ -25,8 +26,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     distill = sub.add_parser("distill", help="teachers -> rationales -> student -> evaluation -> report")
     add_distill_args(distill)
-    tiny = sub.add_parser("tiny-models", help="build tiny random-weight models and tokenizers into DIR")
+    show = sub.add_parser("config", help="print a config as the run would use it (extends, --set and defaults "
+                                         "applied), as YAML; nothing runs")
+    show.add_argument("path", type=Path, help="YAML run config, e.g. configs/paper/obqa.yaml")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one config value, as for distill (repeatable)")
+    tiny = sub.add_parser("tiny-models", help="build the tiny local models into DIR: random-weight ones (seconds) "
+                                              "and two teachers trained on CPU (minutes, once)")
     tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--random-only", action="store_true",
+                      help="only the random-weight models, not the trained teachers skilled-a and skilled-b")
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     inspect = data_sub.add_parser("inspect", help="print per-split counts, rejects and rationales as one JSON object")
@@ -70,6 +79,20 @@ def distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_config(args: argparse.Namespace) -> int:
+    """``tinyllm config``: the resolved config on stdout (it loads back as the same config), or one error line."""
+    from tinyllm_ray.config import load_config, to_yaml
+
+    try:
+        config = load_config(args.path, args.overrides, check_paths=False)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("# the resolved config: extends, --set overrides and defaults applied (model paths not checked)")
+    print(to_yaml(config), end="")
+    return 0
+
+
 def data_inspect(args: argparse.Namespace) -> int:
     import json
 
@@ -93,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         return distill(args)
     if args.command == "data":
         return data_inspect(args)
+    if args.command == "config":
+        return show_config(args)
     from tinyllm_ray.stages import NotOursError
     from tinyllm_ray.tiny import build_tiny_models
 
     try:
-        built = build_tiny_models(args.dir)
+        built = build_tiny_models(args.dir, trained=not args.random_only)
     except NotOursError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -9,7 +9,9 @@ student is also trained, with the same budget (steps, batch, learning rate) and 
 
 Each baseline is a cached stage of its own: it is trained into ``<run>/compare/<name>/``, its best checkpoint
 on valid is scored once on valid and test (both scorers), and the scores go into the export's marker
-(``<run>/compare/<name>/student/_stage.json``), so a re-run reuses it. The table of ``rows`` puts the
+(``<run>/compare/<name>/student/_stage.json``), so a re-run reuses it. Baselines are Ray tasks started before
+the run's own student trains (``start``), so they train side by side with it where the cluster has room, and
+are collected after it (``Baselines.finish``). The table of ``rows`` puts the
 teachers' own accuracy, the baselines and the multi-teacher student side by side, shaped like the paper's.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import ray
 
 from tinyllm_ray import runs, stages
 from tinyllm_ray.config import Config
@@ -54,18 +57,45 @@ def baseline_key(config: Config, name: str, rationale_key: str) -> str:
     return stages.stage_key(name, c.data, rationale_key, c.student, c.train, selection)
 
 
-def run_baselines(config: Config, run_dir: Path, examples: pa.Table, splits: dict[str, list[Question]],
-                  rationale_key: str) -> dict[str, dict[str, Any]]:
-    """Train (or reuse) every baseline and score it; returns its figures by name (``variants`` order).
+@dataclasses.dataclass
+class Baselines:
+    """Baselines started by ``start``: the reused ones' figures, the running ones' Ray tasks."""
+
+    config: Config
+    reused: dict[str, dict[str, Any]]
+    running: dict[str, tuple[ray.ObjectRef, str, Path, Config]]  # name -> (task, stage key, export dir, config)
+
+    def finish(self) -> dict[str, dict[str, Any]]:
+        """Wait for the running baselines, export each one's best checkpoint with its scores; every baseline's
+        figures by name, in ``variants`` order."""
+        out = dict(self.reused)
+        for name, (task, key, export_dir, variant) in self.running.items():
+            trained, accuracy = ray.get(task)
+            best = trained["best_metrics"]
+            info = {"key": key, "name": name, "loss_weights": variant.task_weights(), "steps": trained["steps"],
+                    "seconds": trained["seconds"], "best_step": best.get("step"), **_accuracies(accuracy)}
+            stages.export_checkpoint(trained["checkpoint"], export_dir, info,
+                                     runs.ACCESS_MODES[self.config.output.access])
+            log.info("compare: %s: valid %s, test %s", name, _fmt(info["valid_accuracy"]),
+                     _fmt(info["test_accuracy"]))
+            out[name] = info
+        return {name: out[name] for name in variants(self.config)}
+
+
+def start(config: Config, run_dir: Path, examples: pa.Table, splits: dict[str, list[Question]],
+          rationale_key: str) -> Baselines:
+    """Reuse the finished baselines and start the others, each as a Ray task that trains and scores it, so they
+    run side by side (and beside the run's own student) as far as the cluster has CPUs or GPUs for their Train
+    workers; ``Baselines.finish`` collects them.
 
     ``rationale_key`` identifies the teachers' rationales in ``examples`` (a baseline is redone when they
     change); ``splits``: the held-out questions (``valid`` selects the checkpoint; valid and test are scored).
     """
     from tinyllm_ray.student.batches import target_col
-    from tinyllm_ray.student.evaluate import evaluate
-    from tinyllm_ray.student.train import student_layout, tokenized_dataset, train_student
+    from tinyllm_ray.student.train import student_layout, tokenized_dataset
 
-    out: dict[str, dict[str, Any]] = {}
+    reused: dict[str, dict[str, Any]] = {}
+    running: dict[str, tuple[ray.ObjectRef, str, Path, Config]] = {}
     tokenized = None  # tokenised once for every baseline that still has to train (all tasks; each uses its own)
     held_out = {s: splits[s] for s in ("valid", "test") if splits.get(s)}
     for name, variant in variants(config).items():
@@ -74,7 +104,7 @@ def run_baselines(config: Config, run_dir: Path, examples: pa.Table, splits: dic
         key = baseline_key(variant, name, rationale_key)
         if info := stages.finished(export_dir, key):
             log.info("compare: reusing the %s baseline in %s", name, export_dir)
-            out[name] = info
+            reused[name] = info
             continue
         if tokenized is None:
             tasks = [t for t in config.task_weights() if target_col(t) in examples.column_names]
@@ -82,15 +112,22 @@ def run_baselines(config: Config, run_dir: Path, examples: pa.Table, splits: dic
         log.info("compare: training the %s baseline (%s)", name, ", ".join(
             f"{t}={w:g}" for t, w in variant.task_weights().items()))
         where.mkdir(parents=True, exist_ok=True)
-        trained = train_student(examples, variant, where, valid=splits.get("valid"), tokenized=tokenized)
-        accuracy, _ = evaluate(held_out, trained["checkpoint"], variant)
-        best = trained["best_metrics"]
-        info = {"key": key, "name": name, "loss_weights": variant.task_weights(), "steps": trained["steps"],
-                "seconds": trained["seconds"], "best_step": best.get("step"), **_accuracies(accuracy)}
-        stages.export_checkpoint(trained["checkpoint"], export_dir, info, runs.ACCESS_MODES[config.output.access])
-        log.info("compare: %s: valid %s, test %s", name, _fmt(info["valid_accuracy"]), _fmt(info["test_accuracy"]))
-        out[name] = info
-    return out
+        task = _train_and_score.remote(variant, where, examples, tokenized, splits.get("valid"), held_out)
+        running[name] = (task, key, export_dir, variant)
+    return Baselines(config, reused, running)
+
+
+# The task only waits on its TorchTrainer and evaluation actors, which ask for the CPUs/GPUs themselves.
+@ray.remote(num_cpus=0)
+def _train_and_score(variant: Config, where: Path, examples: pa.Table, tokenized: Any,
+                     valid: list[Question] | None, held_out: dict[str, list[Question]]
+                     ) -> tuple[dict[str, Any], dict[str, float]]:
+    from tinyllm_ray.student.evaluate import evaluate
+    from tinyllm_ray.student.train import train_student
+
+    trained = train_student(examples, variant, where, valid=valid, tokenized=tokenized)
+    accuracy, _ = evaluate(held_out, trained["checkpoint"], variant)
+    return trained, accuracy
 
 
 def _accuracies(accuracy: dict[str, float]) -> dict[str, float | None]:

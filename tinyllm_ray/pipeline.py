@@ -99,7 +99,7 @@ def prepare(config: Config) -> Prepared:
         from tinyllm_ray.tiny import build_tiny_models
 
         try:
-            build_tiny_models(Path(config.tiny_models))
+            build_tiny_models(Path(config.tiny_models), trained=uses_trained_teachers(config))
         except stages.NotOursError as err:
             raise ConfigError(f"tiny_models: {err}") from None
     validate(config)
@@ -112,6 +112,14 @@ def prepare(config: Config) -> Prepared:
         log.warning("%d rows rejected (reasons by split: %s); see %s", len(data.rejects), data.reject_counts(),
                     run_path / "rejects.jsonl")
     return Prepared(with_absolute_paths(config), run_path, data)
+
+
+def uses_trained_teachers(config: Config) -> bool:
+    """Whether a teacher is one of the trained tiny teachers in ``tiny_models`` (built on first use: minutes)."""
+    from tinyllm_ray.tiny_trained import TRAINED_TEACHERS
+
+    root = Path(config.tiny_models).expanduser().resolve()
+    return any(Path(t.model).expanduser().resolve() in {root / n for n in TRAINED_TEACHERS} for t in config.teachers)
 
 
 def connect_ray(config: Config) -> None:
@@ -206,12 +214,17 @@ def run_sweep(p: Prepared) -> dict[str, Any]:
         return sweep.run_sweep(p.config, p.run_dir, training_examples(p), p.splits.get("valid", []))
 
 
-def run_baselines(p: Prepared) -> dict[str, dict[str, Any]]:
-    """``compare: true``: label-only and single-teacher students with the same budget (``compare.py``)."""
+def start_baselines(p: Prepared) -> Any:
+    """``compare: true``: start the label-only and single-teacher students (same budget, ``compare.py``)."""
     from tinyllm_ray import compare
 
     with stage("baselines (compare: true)", p.run_dir):
-        return compare.run_baselines(p.config, p.run_dir, training_examples(p), p.splits, runner.rationales_key(p.config))
+        return compare.start(p.config, p.run_dir, training_examples(p), p.splits, runner.rationales_key(p.config))
+
+
+def finish_baselines(p: Prepared, started: Any) -> dict[str, dict[str, Any]]:
+    with stage("baselines (compare: true)", p.run_dir):
+        return started.finish()
 
 
 def run_evaluation(p: Prepared) -> dict[str, float]:
@@ -235,13 +248,14 @@ def run(config: Config) -> dict[str, Any]:
     clock.lap("setup_s")
     teachers = run_teachers(p)
     clock.lap("generate_s")
+    started = start_baselines(p) if p.config.compare else None  # they train beside the student
     student = run_student(p) if p.config.tune is None else run_sweep(p)
     clock.lap("train_s")
     accuracy = run_evaluation(p)
     clock.lap("eval_s")
-    baselines = run_baselines(p) if p.config.compare else None
+    baselines = finish_baselines(p, started) if started is not None else None
     if baselines is not None:
-        clock.lap("baselines_s")
+        clock.lap("baselines_s")  # the time the baselines took beyond the student's training and evaluation
     c = p.config
     architecture = "seq2seq" if is_encoder_decoder(c.student.model, c.student.trust_remote_code) else "causal"
     report = build_report(c, p.run_dir, p.data, teachers, student, accuracy, architecture, clock.timings(),

@@ -70,6 +70,11 @@ BASELINE_FIELDS = ("loss_weights", "valid_accuracy", "test_accuracy", "valid_acc
                    "steps", "best_step", "seconds")
 
 
+def _comparison(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The side-by-side rows (a report written before they existed gets them from its other sections)."""
+    return report.get("comparison") or compare.rows(report)
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     def cell(v: Any) -> str:
         return _fmt(v)
@@ -116,7 +121,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Teachers, baselines and student", ""]
     lines += _table(["", "valid accuracy", "test accuracy", "valid (rank)", "test (rank)", "steps", "seconds"],
                     [[r["row"], r["valid_accuracy"], r["test_accuracy"], r["valid_accuracy_rank"],
-                      r["test_accuracy_rank"], r["steps"], r["seconds"]] for r in report["comparison"]])
+                      r["test_accuracy_rank"], r["steps"], r["seconds"]] for r in _comparison(report)])
     if not report.get("baselines"):
         lines += ["", "Set `compare: true` to also train the label-only and single-teacher baselines with the same "
                   "budget."]
@@ -173,7 +178,7 @@ def console_summary(report: dict[str, Any]) -> str:
 
     lines += _columns([("", "valid accuracy", "test accuracy", "steps", "seconds")]
                       + [(r["row"], acc(r, "valid"), acc(r, "test"), _fmt(r["steps"]),
-                          "n/a" if r["seconds"] is None else f"{r['seconds']:.1f}") for r in report["comparison"]])
+                          "n/a" if r["seconds"] is None else f"{r['seconds']:.1f}") for r in _comparison(report)])
     if report.get("tune"):
         tune = report["tune"]
         weights = ", ".join(f"{k}={v:g}" for k, v in tune["best"]["point"].items())

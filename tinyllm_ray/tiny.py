@@ -6,21 +6,24 @@ in-process on a built-in English corpus. Everything is written with ``save_pretr
 engine loads them by path exactly like real checkpoints (``AutoTokenizer.from_pretrained(path)``,
 ``AutoModelForCausalLM`` / ``AutoModelForSeq2SeqLM.from_pretrained(path)``). No network is used.
 
-Run it with ``tinyllm tiny-models DIR`` or ``python -m tinyllm_ray.tiny DIR [--seed N]``; from
-Python call ``build_tiny_models(DIR)``. Builds are seeded, atomic (temp sibling dir + rename) and
-idempotent: a model dir whose ``tiny.json`` marker matches the recipe and seed is left alone, one of another
-recipe or seed is rebuilt, and anything else in the way (no marker: a user's own model) is refused.
+Run it with ``tinyllm tiny-models DIR [--random-only]`` or ``python -m tinyllm_ray.tiny DIR [--seed N]
+[--trained]``; from Python call ``build_tiny_models(DIR)`` (``trained=True``: also the two teachers trained
+on CPU by ``tinyllm_ray.tiny_trained``, ``skilled-a`` and ``skilled-b``, through the same build and marker
+code). Builds are seeded, atomic (temp sibling dir + rename) and idempotent: a model dir whose ``tiny.json``
+marker matches the recipe and seed is left alone, one of another recipe or seed is rebuilt, and anything else
+in the way (no marker: a user's own model) is refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +32,7 @@ from tinyllm_ray.stages import NotOursError, read_marker
 # torch/transformers are imported inside the builders so a no-op (already built) call stays cheap.
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast, T5ForConditionalGeneration
+    from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerFast, T5ForConditionalGeneration
 
 TINY_MODEL_NAMES: tuple[str, ...] = ("teacher-a", "teacher-b", "student-t5")
 RECIPE_VERSION = 1
@@ -222,12 +225,18 @@ def _save(path: Path, name: str, seed: int, base_tok: Tokenizer) -> None:
     Model ``i`` of ``TINY_MODEL_NAMES`` is initialised right after ``torch.manual_seed(seed + i)``.
     """
     import torch
-    from transformers.utils import logging as hf_logging
 
     seq2seq = name == "student-t5"
     tokenizer = wrap_tokenizer(base_tok, seq2seq=seq2seq)
     torch.manual_seed(seed + TINY_MODEL_NAMES.index(name))
     model = _student(len(tokenizer)) if seq2seq else _teacher(name, len(tokenizer))
+    save_model(path, model, tokenizer)
+
+
+def save_model(path: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> None:
+    """``save_pretrained`` of ``model`` and ``tokenizer`` into ``path``, loadable by transformers 4.x and 5.x."""
+    from transformers.utils import logging as hf_logging
+
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # silence "Writing model shards" for a 1 MB file
     try:
@@ -244,14 +253,14 @@ def _save(path: Path, name: str, seed: int, base_tok: Tokenizer) -> None:
     tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2) + "\n")
 
 
-def _build_one(out_dir: Path, name: str, seed: int, base_tok: Tokenizer) -> Path:
-    """Build model ``name`` into a temp sibling dir, write the marker last, rename into place."""
+def _build_one(out_dir: Path, name: str, marker: dict[str, object], save: Callable[[Path], None]) -> Path:
+    """Build model ``name`` with ``save`` (which fills an empty dir) into a temp sibling dir, write ``marker``
+    last, rename into place. Every tiny model, random or trained, is built through here."""
     final = out_dir / name
-    marker = _marker(name, seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_dir))
     try:
         tmp.chmod(0o755)  # mkdtemp makes 0700; other users/containers may need to read it
-        _save(tmp, name, seed, base_tok)
+        save(tmp)
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
         if final.exists() and not _is_complete(final, marker):
             _check_ours(final, name)  # checked before the build too; a concurrent writer may have come since
@@ -266,18 +275,32 @@ def _build_one(out_dir: Path, name: str, seed: int, base_tok: Tokenizer) -> Path
     return final
 
 
-def build_tiny_models(out_dir: str | os.PathLike[str], seed: int = 0) -> dict[str, Path]:
+def check_root(root: Path, names: Sequence[str]) -> None:
+    """Refuse ``root`` when it is not a directory, or when any of ``names`` in it is not ours: all checked
+    before anything is built or written."""
+    if os.path.lexists(root) and not root.is_dir():
+        raise NotOursError(f"{root} is not a directory; the tiny models need a directory of their own")
+    for name in names:
+        _check_ours(root / name, name)
+
+
+def build_tiny_models(out_dir: str | os.PathLike[str], seed: int = 0, trained: bool = False,
+                      trained_steps: int | None = None) -> dict[str, Path]:
     """Build (or reuse) the tiny models under ``out_dir``; return ``{name: model_dir}``.
 
     Each model dir holds safetensors weights, config, generation config, its tokenizer and a
     ``tiny.json`` marker (written last). The same ``seed`` gives identical weights; the teachers
     differ in seed and size. Dirs already holding this recipe and seed are not rebuilt.
+    With ``trained`` the two teachers trained on CPU (``tinyllm_ray.tiny_trained``: minutes on the
+    first call) are built too, ``trained_steps`` of them (default: the recipe's).
     """
     root = Path(out_dir)
-    if os.path.lexists(root) and not root.is_dir():
-        raise NotOursError(f"{root} is not a directory; the tiny models need a directory of their own")
-    for name in TINY_MODEL_NAMES:  # all three before anything is built or written
-        _check_ours(root / name, name)
+    names: tuple[str, ...] = TINY_MODEL_NAMES
+    if trained:
+        from tinyllm_ray.tiny_trained import TRAINED_TEACHERS
+
+        names += TRAINED_TEACHERS
+    check_root(root, names)
     root.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     base_tok: Tokenizer | None = None
@@ -287,19 +310,33 @@ def build_tiny_models(out_dir: str | os.PathLike[str], seed: int = 0) -> dict[st
             continue
         if base_tok is None:
             base_tok = train_tokenizer()
-        paths[name] = _build_one(root, name, seed, base_tok)
+        paths[name] = _build_one(root, name, _marker(name, seed),
+                                 lambda path, n=name, tok=base_tok: _save(path, n, seed, tok))
+    if trained:
+        from tinyllm_ray.tiny_trained import build_trained_teachers
+
+        paths.update(build_trained_teachers(root, seed=seed, steps=trained_steps, base_tok=base_tok))
     return paths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m tinyllm_ray.tiny DIR [--seed N]``; prints ``name<TAB>path`` per model."""
+    """CLI: ``python -m tinyllm_ray.tiny DIR [--seed N] [--trained]``; prints ``name<TAB>path`` per model.
+
+    Random-weight models only unless ``--trained`` (``tinyllm tiny-models DIR`` builds the trained teachers
+    too unless ``--random-only``)."""
     parser = argparse.ArgumentParser(
-        prog="tinyllm tiny-models", description="Build tiny random-weight models and tokenizers."
+        prog="python -m tinyllm_ray.tiny",
+        description="Build tiny random-weight models and tokenizers (and with --trained the two tiny teachers "
+                    "trained on CPU).",
     )
     parser.add_argument("out_dir", type=Path, help="directory to create the tiny models in")
-    parser.add_argument("--seed", type=int, default=0, help="base seed for the random weights")
+    parser.add_argument("--seed", type=int, default=0, help="base seed for the weights")
+    parser.add_argument("--trained", action="store_true",
+                        help="also build (or reuse) the teachers trained on CPU (minutes on the first call)")
     args = parser.parse_args(argv)
-    for name, path in build_tiny_models(args.out_dir, seed=args.seed).items():
+    if args.trained:  # the build logs its progress
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for name, path in build_tiny_models(args.out_dir, seed=args.seed, trained=args.trained).items():
         print(f"{name}\t{path}")
     return 0
 

@@ -82,12 +82,12 @@ def head(tmp_path_factory):
 
 
 def _distill(models: Path, out_dir: Path, *overrides: str) -> list[str]:
-    """The job's entrypoint: the quickstart config shrunk to 32/8/8 questions and 8-token rationales, one
-    training run (no sweep)."""
+    """The job's entrypoint: the quickstart config shrunk to 32/8/8 questions and 8-token rationales, the
+    training run (no baselines)."""
     sets = [
         f"tiny_models={models}", f"teachers.0.model={models}/teacher-a", f"teachers.1.model={models}/teacher-b",
         f"student.model={models}/student-t5", "data.n_train=32", "data.n_valid=8", "data.n_test=8",
-        "teachers.0.max_new_tokens=8", "teachers.1.max_new_tokens=8", "tune=null", *overrides,
+        "teachers.0.max_new_tokens=8", "teachers.1.max_new_tokens=8", "compare=false", *overrides,
     ]
     return ["python", "jobs/distill.py", "--output-dir", str(out_dir), *(a for o in sets for a in ("--set", o))]
 

@@ -23,7 +23,7 @@ SENTINEL = "hf_SENTINEL0123456789abcdefTOKEN"
 @pytest.fixture(scope="module")
 def first_run(ray_local, tiny_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    config = from_dict(tiny_run_config(tiny_models, out, "e2e"))
+    config = from_dict(tiny_run_config(tiny_models, out, "e2e", compare=True))
     os.environ["HF_TOKEN"] = SENTINEL  # a hub token in the environment must never reach the run dir
     try:
         return config, pipeline.run(config), out / "e2e"
@@ -44,6 +44,18 @@ def test_report_has_every_stage(first_run):
         assert t["rationales"] + t["rejected"] == 48
         assert t["tokens_generated"] > 0 and t["seconds"] > 0
         assert set(t) >= {"name", "model", "rationales", "rejected", "tokens_generated", "seconds"}
+        assert t["evaluated"] is True  # each teacher answered valid and test by itself
+        assert 0.0 <= t["valid_accuracy"] <= 1.0 and 0.0 <= t["test_accuracy"] <= 1.0
+        assert set(t["unparsed"]) == {"valid", "test"} and all(0 <= n <= 16 for n in t["unparsed"].values())
+    assert list(report["baselines"]) == ["label-only", "only-teacher-a", "only-teacher-b"]
+    for name, b in report["baselines"].items():
+        assert b["steps"] == 3 and 0.0 <= b["test_accuracy"] <= 1.0 and 0.0 <= b["test_accuracy_rank"] <= 1.0
+        assert (run_dir / "compare" / name / "student" / "config.json").is_file()
+    assert report["baselines"]["label-only"]["loss_weights"] == {"answer": 1.0, "teacher-a": 0.0, "teacher-b": 0.0}
+    assert report["baselines"]["only-teacher-b"]["loss_weights"] == {"answer": 1.0, "teacher-a": 0.0,
+                                                                     "teacher-b": 0.5}
+    assert [r["kind"] for r in report["comparison"]] == ["teacher"] * 2 + ["baseline"] * 3 + ["student"]
+    assert report["comparison"][-1]["test_accuracy"] == report["student"]["test_accuracy"]
     s = report["student"]
     assert s["steps"] == 3  # 48 questions / batch 16, one epoch
     for key in ("valid_accuracy", "test_accuracy", "valid_accuracy_rank", "test_accuracy_rank"):
@@ -58,9 +70,10 @@ def test_run_dir_holds_rationales_student_and_predictions(first_run):
     assert (run_dir / "config.yaml").is_file()
     for teacher in ("teacher-a", "teacher-b"):
         table = pq.read_table(run_dir / "rationales" / teacher)
-        assert table.num_rows == 48
         assert sorted(set(table.column("teacher").to_pylist())) == [teacher]
-        assert len(set(table.column("id").to_pylist())) == 48
+        roles = table.column("role").to_pylist()
+        assert {r: roles.count(r) for r in set(roles)} == {"train": 48, "valid": 16, "test": 16}
+        assert len({(i, r) for i, r in zip(table.column("id").to_pylist(), roles)}) == 80
     assert (run_dir / "student" / "config.json").is_file()
     assert (run_dir / "student" / "tokenizer.json").is_file()
     assert not (run_dir / "student" / "train_state.pt").exists()  # no optimizer state in the export
@@ -91,8 +104,10 @@ def test_same_config_again_reuses_finished_stages(first_run):
     assert again["student"]["seconds"] == report["student"]["seconds"]
     assert again["student"]["valid_accuracy"] == report["student"]["valid_accuracy"]
     assert again["timings"]["train_s"] < report["timings"]["train_s"]
+    assert again["baselines"] == report["baselines"]  # reused, not retrained (same seconds and scores)
 
 
+@pytest.mark.slow  # label-only training also runs by default, as the compare baseline of the first run
 def test_label_only_baseline_without_teachers(ray_local, tiny_models, tmp_path):
     raw = tiny_run_config(tiny_models, tmp_path, "baseline", teachers=0)
     report = pipeline.run(from_dict(raw))
@@ -110,8 +125,8 @@ def test_failing_teacher_is_named_and_finished_teachers_are_kept(ray_local, tiny
     with pytest.raises(pipeline.StageError, match="teacher 'teacher-b'") as info:
         pipeline.run(from_dict(raw))
     assert "SafetensorError" in str(info.value) and "Traceback" not in str(info.value)
-    kept = pq.read_table(tmp_path / "runs" / "broken" / "rationales" / "teacher-a")
-    assert kept.num_rows == 48
+    kept = pq.read_table(tmp_path / "runs" / "broken" / "rationales" / "teacher-a").column("role").to_pylist()
+    assert (kept.count("train"), kept.count("valid"), kept.count("test")) == (48, 16, 16)
 
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyllm-official"
@@ -145,6 +160,8 @@ def test_precomputed_rationales_train_the_student_without_any_teacher(ray_local,
     report = pipeline.run(from_dict(_precomputed_config(tiny_models, data_dir, tmp_path / "runs")))
     assert [(t["name"], t["rationales"], t["tokens_generated"]) for t in report["teachers"]] == [
         ("flan-t5-xl", 11, 0), ("llama-2-chat", 11, 0)]
+    assert all(t["evaluated"] is False and t["valid_accuracy"] is None and "gold answer" in t["not_evaluated_because"]
+               for t in report["teachers"])  # written with the answer in the prompt: no accuracy derived
     assert report["dataset"]["rejected"]["train"] == {"answer 'maybe' is not among the choices": 1}
     assert (report["dataset"]["train"], report["dataset"]["valid"], report["dataset"]["test"]) == (11, 4, 4)
     assert report["student"]["steps"] == 1  # 11 questions, batch 16

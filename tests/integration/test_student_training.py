@@ -25,6 +25,7 @@ def student_run(models, out, name, **sections):
     return from_dict(raw)
 
 
+@pytest.mark.slow  # about 1.5 minutes on 2 cores; one worker's restart mid-run is pinned by test_max_steps.py
 def test_two_workers_survive_a_failure_and_export_the_best_checkpoint(ray_local, tiny_models, tmp_path,
                                                                       monkeypatch, capfd):
     # 48 questions / 2 workers / batch 8 = 3 steps per epoch, 2 epochs; checkpoints at steps 2, 4, 6.

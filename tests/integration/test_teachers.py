@@ -69,6 +69,33 @@ def test_changed_settings_regenerate_only_that_teacher(ray_local, tiny_models, t
     assert len(rows) == 24 and max(r["new_tokens"] for r in rows) <= 6  # stale rows compacted away
 
 
+def test_turning_evaluation_on_generates_only_the_teachers_own_answers(ray_local, tiny_models, tmp_path):
+    """A teacher stored without evaluation keeps its rationales; evaluation adds one answer row per held-out
+    question, scored from the store; a re-run generates nothing."""
+    splits = synthetic.generate(n_train=16, n_valid=4, n_test=3, seed=3)
+    held_out = {"valid": splits["valid"], "test": splits["test"]}
+    quiet = _teacher(tiny_models, evaluate=False)
+    [before] = _ok(runner.run_all([quiet], splits["train"], tmp_path, held_out))
+    assert before["generated_now"] == 16 and before["evaluated"] is False and "valid_accuracy" not in before
+    rationales = {r["id"]: r["raw"] for r in _rows(tmp_path, "teacher-a")}
+
+    teacher = dataclasses.replace(quiet, evaluate=True)
+    [info] = _ok(runner.run_all([teacher], splits["train"], tmp_path, held_out))
+    assert info["generated_now"] == 7 and info["evaluated"] is True
+    rows = _rows(tmp_path, "teacher-a")
+    assert {r["id"]: r["raw"] for r in rows if r["role"] == "train"} == rationales
+    for split, questions in held_out.items():
+        answers = [r for r in rows if r["role"] == split]
+        assert sorted(r["id"] for r in answers) == sorted(q.id for q in questions)
+        gold = {q.id: q.answer_index for q in questions}
+        right = sum(r["predicted"] == gold[r["id"]] for r in answers)
+        assert info[f"{split}_accuracy"] == round(right / len(questions), 4)
+        assert info["unparsed"][split] == sum(r["reject_reason"] == "no_answer" for r in answers)
+        assert all((r["predicted"] == -1) == bool(r["reject_reason"]) for r in answers)
+    [again] = _ok(runner.run_all([teacher], splits["train"], tmp_path, held_out))
+    assert again["generated_now"] == 0 and again["valid_accuracy"] == info["valid_accuracy"]
+
+
 def test_greedy_rationales_are_reproducible(ray_local, tiny_models, tmp_path):
     train = _train(16)
     teacher = _teacher(tiny_models)

@@ -51,6 +51,7 @@ def _checkpoint_files(run_dir: Path, trial_id: str) -> dict[str, float]:
     return {str(p.relative_to(train)): p.stat().st_mtime for p in train.rglob("checkpoint_step*/*")}
 
 
+@pytest.mark.slow  # about 2 minutes on 2 cores: a sweep, killed, resumed; the sweep's units are tested by default
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(ray_local, tiny_models, tmp_path):
     from tinyllm_ray import pipeline
     from tinyllm_ray.config import from_dict

@@ -43,7 +43,7 @@ def test_missing_config_file(tmp_path):
 
 
 def test_tiny_models_command(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "tinyllm_ray.cli", "tiny-models", str(tmp_path / "m")],
+    done = subprocess.run([sys.executable, "-m", "tinyllm_ray.cli", "tiny-models", str(tmp_path / "m"), "--random-only"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for name in ("teacher-a", "teacher-b", "student-t5"):
@@ -76,3 +76,83 @@ def test_data_inspect_errors_are_one_line(tmp_path):
     done = _inspect("--dataset", "x", "--path", str(tmp_path))
     assert done.returncode == 2 and "x_train.json" in done.stderr and "truncated" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- tinyllm config: the resolved config as YAML ------------------------------------------------------------
+
+CONFIGS = REPO / "configs"
+
+
+def _config(capsys, *args: str) -> tuple[int, str, str]:
+    from tinyllm_ray.cli import main
+
+    code = main(["config", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _reload(text: str, tmp_path):
+    from tinyllm_ray.config import load_config
+
+    (tmp_path / "printed.yaml").write_text(text)
+    return load_config(tmp_path / "printed.yaml", check_paths=False)
+
+
+def test_config_prints_the_resolved_paper_preset(capsys, tmp_path):
+    import dataclasses
+
+    import yaml
+
+    from tinyllm_ray.config import Config, TrainConfig, load_config
+
+    code, out, err = _config(capsys, str(CONFIGS / "paper" / "obqa.yaml"))
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert [t["name"] for t in printed["teachers"]] == ["flan-t5-xl", "llama-2-chat"]  # extends applied
+    train = printed["train"]
+    assert (train["lr"], train["max_steps"], train["batch_size"], train["grad_accum_steps"]) == (5e-5, 10000, 8, 8)
+    assert printed["data"]["dataset"] == "obqa" and printed["output"]["run_name"] == "obqa-flan-t5-base"
+    assert printed["train"]["shuffle"] == "local" and printed["compare"] is False  # defaults filled in
+    # every key, in the schema's order
+    assert list(printed) == [f.name for f in dataclasses.fields(Config)]
+    assert list(train) == [f.name for f in dataclasses.fields(TrainConfig)]
+    # and it loads back as the same config
+    assert _reload(out, tmp_path) == load_config(CONFIGS / "paper" / "obqa.yaml", check_paths=False)
+
+
+def test_config_applies_set_overrides(capsys, tmp_path):
+    import yaml
+
+    from tinyllm_ray.config import load_config
+
+    sets = ["train.lr=1e-4", "teachers.1.num_gpus=2", "train.max_steps=null", "compare=true"]
+    args = [a for s in sets for a in ("--set", s)]
+    code, out, err = _config(capsys, str(CONFIGS / "paper" / "arc.yaml"), *args)
+    assert code == 0, err
+    printed = yaml.safe_load(out)
+    assert printed["train"]["lr"] == 1e-4 and printed["train"]["max_steps"] is None
+    assert printed["teachers"][1]["num_gpus"] == 2 and printed["compare"] is True
+    assert _reload(out, tmp_path) == load_config(CONFIGS / "paper" / "arc.yaml", sets, check_paths=False)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_config_output_of_every_preset_loads_back_equal(capsys, tmp_path, path):
+    from tinyllm_ray.config import load_config
+
+    code, out, err = _config(capsys, str(path))
+    assert code == 0, err
+    assert _reload(out, tmp_path) == load_config(path, check_paths=False)
+
+
+def test_config_bad_key_is_one_error_and_exit_2(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "tinyllm_ray.cli", "config", str(CONFIGS / "paper" / "obqa.yaml"),
+                           "--set", "train.max_stepz=5", "--set", "train.max_steps=0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith("error: ")
+    assert "train.max_stepz: unknown key" in done.stderr and "train.max_steps" in done.stderr
+    assert "Traceback" not in done.stderr
+    missing = subprocess.run([sys.executable, "-m", "tinyllm_ray.cli", "config", str(tmp_path / "nope.yaml")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: config file not found")

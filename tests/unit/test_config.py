@@ -62,6 +62,7 @@ def test_quickstart_loads() -> None:
     config = load_config(QUICKSTART, check_paths=False)
     assert isinstance(config, Config)
     assert [t.name for t in config.teachers] == ["teacher-a", "teacher-b"]
+    assert config.compare is True and config.tune is None
     on_disk = yaml.safe_load(QUICKSTART.read_text())
     assert config.train.epochs == on_disk["train"]["epochs"]
     assert config.train.lr == pytest.approx(on_disk["train"]["lr"])
@@ -405,6 +406,21 @@ def test_task_weights_order_and_default_alpha() -> None:
 def test_task_weights_quickstart() -> None:
     config = load_config(QUICKSTART, check_paths=False)
     assert config.task_weights() == {"answer": 1.0, "teacher-a": 0.5, "teacher-b": 0.5}
+
+
+def test_the_quickstart_sweep_variant_sweeps_instead_of_comparing() -> None:
+    config = load_config(QUICKSTART.parent / "quickstart-sweep.yaml", check_paths=False)
+    assert config.compare is False and config.tune.leave_one_teacher_out is True
+    assert [t.name for t in config.teachers] == ["teacher-a", "teacher-b"]
+
+
+def test_the_trained_quickstart_uses_the_trained_teachers_zero_shot() -> None:
+    from tinyllm_ray.tiny_trained import TRAINED_TEACHERS
+
+    config = load_config(QUICKSTART.parent / "quickstart-trained.yaml", check_paths=False)
+    assert [t.name for t in config.teachers] == list(TRAINED_TEACHERS)
+    assert [t.model for t in config.teachers] == [f".tiny_models/{n}" for n in TRAINED_TEACHERS]
+    assert all(t.shots == 0 for t in config.teachers) and config.compare is True
 
 
 def test_stage_key_stable_for_equal_configs() -> None:

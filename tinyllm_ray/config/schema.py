@@ -340,7 +340,9 @@ class Config:
     output: OutputConfig = Field(default_factory=OutputConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     tiny_models: Str | None = None
-    """Build the tiny local random-weight models into this directory first (smoke runs, quickstart)."""
+    """Build the tiny local models into this directory first (smoke runs, quickstart): the random-weight ones,
+    and the two teachers trained on CPU (``skilled-a``, ``skilled-b``: a few minutes, once) when a teacher's
+    ``model`` is one of them."""
     tune: TuneConfig | None = None
     """A Ray Tune sweep of the loss weights instead of one training run (``None``: no sweep)."""
     compare: Bool = False

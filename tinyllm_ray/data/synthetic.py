@@ -4,14 +4,15 @@
 multi-step arithmetic word problems, comparison/ordering chains, day-of-week arithmetic and
 shopping change — each with plausible distractors and a step-by-step ``reference_rationale`` that
 ends by naming the answer. Output is deterministic for a seed, and no question text is repeated
-across (or within) splits, so test questions never leak into train.
+across (or within) splits, so test questions never leak into train. ``family_of`` tells a question's family
+from its text; ``generate_families`` draws from chosen families only (the trained tiny teachers' data).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Callable
+from collections.abc import Callable, Collection, Sequence
 
 from tinyllm_ray.data.schema import Question
 
@@ -228,3 +229,49 @@ def generate(n_train: int, n_valid: int, n_test: int, seed: int = 0,
                                   reference_rationale=draft.rationale))
         out[split] = items
     return out
+
+
+def family_of(question: Question | str) -> str:
+    """The family (a key of ``FAMILIES``) that generated ``question`` (a Question or its text), read from its
+    wording; ValueError for a text none of the families writes."""
+    text = question if isinstance(question, str) else question.question
+    if text.startswith("If today is ") and text.endswith((" days?", " days ago?")):
+        return "days"
+    if "How much change does" in text and " pays with a $" in text:
+        return "change"
+    if " than " in text and " Who is " in text:
+        return "ordering"
+    if text.endswith(" have now?") and " has " in text:
+        return "arithmetic"
+    raise ValueError(f"not a question of the synthetic families: {text[:80]!r}")
+
+
+def generate_families(n: int, families: Sequence[str], seed: int = 0, min_choices: int = 2, max_choices: int = 5,
+                      exclude: Collection[str] = (), prefix: str = "synth-fam") -> list[Question]:
+    """``n`` questions drawn from ``families`` only (uniformly per question), laid out as ``generate`` does; no
+    question text is repeated or in ``exclude``. Deterministic for a seed; ``generate``'s output is unchanged.
+    RuntimeError when the families run out of unseen texts (``days`` has about 400 in all)."""
+    _check_args(n, 0, 0, seed, min_choices, max_choices)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise ValueError(f"families must be a non-empty list of {sorted(FAMILIES)}, got {list(families)!r}")
+    rng = random.Random(seed)
+    makers = [FAMILIES[f] for f in families]
+    seen = set(exclude)
+    items = []
+    for i in range(n):
+        for _ in range(MAX_ATTEMPTS):
+            k = rng.randint(min_choices, max_choices)
+            draft = rng.choice(makers)(rng, k)
+            if draft.question not in seen:
+                break
+        else:
+            raise RuntimeError(f"could not find an unseen question of {list(families)} after {MAX_ATTEMPTS} "
+                               f"tries; too many items requested ({n})")
+        seen.add(draft.question)
+        choices = list(draft.distractors)
+        rng.shuffle(choices)
+        choices.insert(rng.randrange(k), draft.answer)
+        items.append(Question(id=f"{prefix}-{i:05d}", question=draft.question, choices=tuple(choices),
+                              answer=draft.answer, reference_rationale=draft.rationale))
+    return items

@@ -1,0 +1,426 @@
+"""Tiny teachers that know something: two small Llama models trained on CPU on the built-in synthetic data.
+
+``tinyllm_ray.tiny``'s random-weight teachers exercise the workflow's mechanics, but their rationales carry no
+signal. The two teachers built here (``skilled-a``, ``skilled-b``: ``TRAINED_TEACHERS``) are trained, in a few
+minutes on a laptop CPU, on the reference rationales of the synthetic generator (``tinyllm_ray.data.synthetic``),
+each on a *different pair* of problem families (``TEACHER_FAMILIES``): each answers its own families well above
+chance and the other teacher's near or below chance, so a student learning from both can beat learning from
+either. They see both prompts the workflow gives a teacher (``prompts.teacher_prompt``: explain the gold answer;
+``prompts.answer_prompt``: answer by itself), with 0 to 2 in-context examples drawn from all four families, and
+learn to write the reference rationale (ending ``The answer is X.``) and stop.
+
+Training questions come from the generator with a seed of their own (``DATA_SEED``) and never include a valid or
+test question of the quickstart's data seeds 0-4 or of the benches (``HELD_OUT_SPLITS``). Training is a plain
+PyTorch loop (AdamW, warm-up then linear decay, loss on the rationale tokens only, batches of similar length) for
+a fixed number of steps, so a build is the same for the same seed on the same machine. Builds share
+``tinyllm_ray.tiny``'s tokenizer, atomic build, ``tiny.json`` marker (here with the recipe version, seed, steps
+and families) and ownership rules; ``build_tiny_models(DIR, trained=True)`` or ``tinyllm tiny-models DIR`` build
+them. ``family_accuracy`` measures a teacher's own accuracy per family with the answering prompt;
+``python -m tinyllm_ray.tiny_trained DIR`` builds (or reuses) both teachers and prints it against chance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tinyllm_ray import prompts
+from tinyllm_ray.data import synthetic
+from tinyllm_ray.data.schema import Question
+from tinyllm_ray.tiny import (
+    MODEL_MAX_LENGTH,
+    _build_one,
+    _is_complete,
+    check_root,
+    save_model,
+    train_tokenizer,
+    wrap_tokenizer,
+)
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+log = logging.getLogger("tinyllm_ray.tiny")
+
+TRAINED_TEACHERS: tuple[str, ...] = ("skilled-a", "skilled-b")
+# Which families each teacher is trained on (and so knows); together they cover all four.
+TEACHER_FAMILIES: dict[str, tuple[str, ...]] = {
+    "skilled-a": ("change", "days"),
+    "skilled-b": ("arithmetic", "ordering"),
+}
+TRAINED_RECIPE_VERSION = 1
+DATA_SEED = 7919  # the training questions' own seed; users and benches use 0-4
+# (n_train, n_valid, n_test, seed) of the ``synthetic.generate`` calls whose valid and test questions the
+# teachers never see: the quickstart's sizes for data seeds 0-4, and the benches' (rationale_gain, tune, student).
+HELD_OUT_SPLITS: tuple[tuple[int, int, int, int], ...] = tuple((256, 64, 64, s) for s in range(5)) + (
+    (512, 128, 256, 0),
+    (128, 256, 64, 0),
+    (256, 64, 16, 0),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How a trained teacher is built (changing a value here means bumping ``TRAINED_RECIPE_VERSION``)."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4  # head_dim 32: vLLM's CPU attention kernel rejects 16
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_steps: int = 25
+    weight_decay: float = 0.0
+    shots: tuple[int, ...] = (0, 1, 2)  # in-context examples per training prompt, drawn uniformly
+    answer_share: float = 0.5  # share of answering prompts; the rest are rationale (gold-answer) prompts
+    max_tokens: int = 448  # prompt + rationale; a longer example drops in-context examples until it fits
+    questions_per_family: int = 4000  # fewer for a family with fewer unseen texts (see _family_size)
+    shot_pool: int = 1000  # all-family questions the in-context examples are drawn from
+    max_new_tokens: int = 96  # the saved generation config's default (the longest rationale is ~78 tokens)
+
+
+RECIPE = Recipe()
+
+
+def _marker(name: str, seed: int, steps: int) -> dict[str, object]:
+    return {"recipe": TRAINED_RECIPE_VERSION, "name": name, "seed": seed, "steps": steps,
+            "families": list(TEACHER_FAMILIES[name])}
+
+
+def held_out_texts() -> set[str]:
+    """Question texts of the valid and test splits of ``HELD_OUT_SPLITS``: never trained on."""
+    out: set[str] = set()
+    for n_train, n_valid, n_test, seed in HELD_OUT_SPLITS:
+        splits = synthetic.generate(n_train, n_valid, n_test, seed=seed)
+        out |= {q.question for q in splits["valid"] + splits["test"]}
+    return out
+
+
+# ``days`` has 406 question texts in all; 212 are held out, so 194 are left to train on.
+_FAMILY_SIZE = {"days": 180}
+
+
+def training_questions(name: str, seed: int = 0, recipe: Recipe = RECIPE, exclude: set[str] | None = None,
+                       families: Sequence[str] | None = None) -> list[Question]:
+    """The questions teacher ``name`` learns from: its ``families`` (default ``TEACHER_FAMILIES[name]``)
+    only, none held out."""
+    exclude = held_out_texts() if exclude is None else exclude
+    out: list[Question] = []
+    for i, family in enumerate(TEACHER_FAMILIES[name] if families is None else families):
+        n = min(recipe.questions_per_family, _FAMILY_SIZE.get(family, recipe.questions_per_family))
+        out += synthetic.generate_families(n, [family], seed=DATA_SEED + 1000 * seed + 10 * i + 1,
+                                           exclude=exclude, prefix=f"{name}-{family}")
+    return out
+
+
+def shot_pool(seed: int = 0, recipe: Recipe = RECIPE, exclude: set[str] | None = None) -> list[Question]:
+    """All-family questions (none held out) shown as in-context examples in training, as the run's would be."""
+    exclude = held_out_texts() if exclude is None else exclude
+    return synthetic.generate_families(recipe.shot_pool, list(synthetic.FAMILIES), seed=DATA_SEED + 1000 * seed,
+                                       exclude=exclude, prefix="shot")
+
+
+def _draw_shots(rng: random.Random, q: Question, pool: Sequence[Question], k: int) -> list[Question]:
+    drawn = rng.sample(list(pool), k + 1) if k else []
+    return [s for s in drawn if s.question != q.question][:k]
+
+
+def training_examples(name: str, seed: int, steps: int, tokenizer: PreTrainedTokenizerFast,
+                      recipe: Recipe = RECIPE, families: Sequence[str] | None = None,
+                      ) -> list[list[tuple[list[int], int]]]:
+    """``steps`` batches of (token ids, prompt length): prompt + ``" " + reference rationale`` + EOS.
+
+    Deterministic for (name, seed, steps); a batch holds examples of similar length.
+    """
+    exclude = held_out_texts()
+    questions = training_questions(name, seed, recipe, exclude, families)
+    pool = shot_pool(seed, recipe, exclude)
+    rng = random.Random(f"tiny-trained:{seed}:{name}")
+    n = steps * recipe.batch_size
+    by_family: dict[str, list[Question]] = defaultdict(list)
+    for q in questions:
+        by_family[synthetic.family_of(q)].append(q)
+    # The families take turns (``days`` has far fewer questions than the others but as many examples); each
+    # family's questions come in epochs, each epoch in a fresh order.
+    queues: dict[str, list[Question]] = {f: [] for f in by_family}
+    order: list[Question] = []
+    for i in range(n):
+        family = list(by_family)[i % len(by_family)]
+        if not queues[family]:
+            queues[family] = list(by_family[family])
+            rng.shuffle(queues[family])
+        order.append(queues[family].pop())
+    drafts = []
+    for q in order:
+        k = rng.choice(recipe.shots)
+        shots = _draw_shots(rng, q, pool, k)
+        answering = rng.random() < recipe.answer_share
+        drafts.append((q, shots, answering))
+
+    def prompt(q: Question, shots: Sequence[Question], answering: bool) -> str:
+        return prompts.answer_prompt(q, shots) if answering else prompts.teacher_prompt(q, shots)
+
+    prompt_ids = tokenizer([prompt(*d) for d in drafts])["input_ids"]
+    target_ids = tokenizer([" " + d[0].reference_rationale for d in drafts], add_special_tokens=False)["input_ids"]
+    examples = []
+    for (q, shots, answering), p, t in zip(drafts, prompt_ids, target_ids):
+        t = t + [tokenizer.eos_token_id]
+        while len(p) + len(t) > recipe.max_tokens and shots:  # drop examples, the last first, as a run does
+            shots = shots[:-1]
+            p = tokenizer(prompt(q, shots, answering))["input_ids"]
+        if len(p) + len(t) > recipe.max_tokens:
+            raise ValueError(f"a training example needs {len(p) + len(t)} tokens > max_tokens {recipe.max_tokens}")
+        examples.append((p + t, len(p)))
+    # Similar lengths share a batch: sort within chunks of 64 batches, then shuffle the batches.
+    batches = []
+    chunk = 64 * recipe.batch_size
+    for start in range(0, n, chunk):
+        part = sorted(examples[start : start + chunk], key=lambda e: len(e[0]))
+        batches += [part[i : i + recipe.batch_size] for i in range(0, len(part), recipe.batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _model(vocab_size: int, recipe: Recipe) -> LlamaForCausalLM:
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_hidden_layers,
+        num_attention_heads=recipe.num_attention_heads,
+        num_key_value_heads=recipe.num_attention_heads,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        pad_token_id=0,
+        bos_token_id=3,
+        eos_token_id=1,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        max_new_tokens=recipe.max_new_tokens, do_sample=False, pad_token_id=0, bos_token_id=3, eos_token_id=1
+    )
+    return model
+
+
+def train_teacher(name: str, seed: int = 0, steps: int | None = None, base_tok: Tokenizer | None = None,
+                  recipe: Recipe = RECIPE, families: Sequence[str] | None = None,
+                  callback: Callable[[int, LlamaForCausalLM, PreTrainedTokenizerFast], None] | None = None,
+                  ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """Train teacher ``name`` for ``steps`` (default: the recipe's) optimizer steps on its ``families``
+    (default ``TEACHER_FAMILIES[name]``); return (model, tokenizer). ``callback(step, model, tokenizer)`` runs
+    at every progress line (about every tenth of the steps), e.g. to measure a learning curve."""
+    import torch
+    import torch.nn.functional as F
+
+    steps = recipe.steps if steps is None else steps
+    tokenizer = wrap_tokenizer(base_tok or train_tokenizer(), seq2seq=False)
+    families = TEACHER_FAMILIES[name] if families is None else families
+    log.info("training tiny teacher %s on %s: %d steps of %d examples (about %d s on 2 CPU cores)",
+             name, ", ".join(families), steps, recipe.batch_size, round(steps * 0.3))
+    started = time.perf_counter()
+    batches = training_examples(name, seed, steps, tokenizer, recipe, families)
+    torch.manual_seed(1000 * seed + 100 + TRAINED_TEACHERS.index(name))
+    model = _model(len(tokenizer), recipe)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, betas=(0.9, 0.95),
+                                  weight_decay=recipe.weight_decay, fused=True)
+    warmup = min(recipe.warmup_steps, max(steps - 1, 1))
+
+    def lr_factor(step: int) -> float:  # linear warm-up, then linear decay to zero
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (steps - step) / max(steps - warmup, 1))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    every = max(1, steps // 10)
+    running, count = 0.0, 0
+    train_start = time.perf_counter()
+    for step, batch in enumerate(batches, 1):
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)  # right-padded with <pad>: causal, no mask needed
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        for row, (seq, prompt_len) in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            labels[row, prompt_len : len(seq)] = torch.tensor(seq[prompt_len:])
+        hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
+        target = labels[:, 1:]
+        keep = target != -100
+        logits = model.lm_head(hidden[keep])  # only where a rationale token is predicted
+        loss = F.cross_entropy(logits, target[keep])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        running, count = running + loss.item(), count + 1
+        if step % every == 0 or step == steps:
+            spent = time.perf_counter() - train_start
+            log.info("%s: step %d/%d, loss %.3f, %.0f s, ETA %.0f s", name, step, steps, running / count, spent,
+                     spent / step * (steps - step))
+            running, count = 0.0, 0
+            if callback is not None:
+                model.eval()
+                callback(step, model, tokenizer)
+                model.train()
+    model.eval()
+    log.info("trained tiny teacher %s in %.0f s", name, time.perf_counter() - started)
+    return model, tokenizer
+
+
+def build_trained_teachers(out_dir: str | os.PathLike[str], seed: int = 0, steps: int | None = None,
+                           base_tok: Tokenizer | None = None) -> dict[str, Path]:
+    """Build (or reuse) ``skilled-a`` and ``skilled-b`` under ``out_dir``; return ``{name: model_dir}``.
+
+    A dir whose ``tiny.json`` names this recipe, seed and step count is reused as it is; one of ours of
+    another recipe, seed or step count is rebuilt; anything else in the way is refused (``NotOursError``).
+    """
+    steps = RECIPE.steps if steps is None else steps
+    root = Path(out_dir)
+    check_root(root, TRAINED_TEACHERS)
+    root.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name in TRAINED_TEACHERS:
+        marker = _marker(name, seed, steps)
+        if _is_complete(root / name, marker):
+            paths[name] = root / name
+            continue
+        if base_tok is None:
+            base_tok = train_tokenizer()
+
+        def save(path: Path, name: str = name, tok: Tokenizer = base_tok) -> None:
+            model, tokenizer = train_teacher(name, seed, steps, tok)
+            save_model(path, model, tokenizer)
+
+        paths[name] = _build_one(root, name, marker, save)
+    return paths
+
+
+# --- measuring a teacher ---------------------------------------------------------------------------
+
+
+def _engine(model: Any, max_new_tokens: int, batch_size: int) -> Any:
+    """An ``HFEngine`` for a model dir (an engine passes through)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    from tinyllm_ray.teachers.engines import HFEngine, Settings
+
+    return HFEngine(str(model), Settings(max_new_tokens=max_new_tokens), batch_size=batch_size)
+
+
+def chance(questions: Sequence[Question]) -> dict[str, float]:
+    """Per family, the mean chance of a random guess (1 / number of options)."""
+    sums: dict[str, list[float]] = defaultdict(list)
+    for q in questions:
+        sums[synthetic.family_of(q)].append(1 / len(q.choices))
+    return {f: sum(v) / len(v) for f, v in sorted(sums.items())}
+
+
+def answers(model: Any, questions: Sequence[Question], shots: int = 2, pool: Sequence[Question] | None = None,
+            *, seed: int = 0, max_new_tokens: int = RECIPE.max_new_tokens, batch_size: int = 16) -> list[str]:
+    """The teacher's raw continuations of ``prompts.answer_prompt`` (``shots`` examples from ``pool``, by
+    default the questions themselves, drawn as a run draws them)."""
+    engine = _engine(model, max_new_tokens, batch_size)
+    pool = questions if pool is None else pool
+    texts = [prompts.answer_prompt(q, prompts.pick_shots(q, pool, shots, seed)) for q in questions]
+    return [g.text for g in engine.generate(texts)]
+
+
+def family_accuracy(model: Any, questions: Sequence[Question], shots: int = 2,
+                    pool: Sequence[Question] | None = None, **kwargs: Any) -> dict[str, float]:
+    """Per family, the share of ``questions`` the teacher (a model dir or an engine) answers right by itself:
+    ``prompts.answer_prompt`` with ``shots`` examples, its conclusion read by ``prompts.parse_answer`` (no
+    conclusion, or one naming no option, is wrong). Keyword arguments go to ``answers``."""
+    outs = answers(model, questions, shots, pool, **kwargs)
+    right: dict[str, list[bool]] = defaultdict(list)
+    for q, text in zip(questions, outs):
+        right[synthetic.family_of(q)].append(prompts.parse_answer(text, q.choices)[1] == q.answer_index)
+    return {f: sum(v) / len(v) for f, v in sorted(right.items())}
+
+
+def rationale_acceptance(model: Any, questions: Sequence[Question], shots: int = 2,
+                         pool: Sequence[Question] | None = None, *, min_words: int = 3, seed: int = 0,
+                         max_new_tokens: int = RECIPE.max_new_tokens, batch_size: int = 16,
+                         ) -> tuple[dict[str, float], list[tuple[Question, str, str | None]]]:
+    """Per family, the share of the teacher's ``prompts.teacher_prompt`` outputs (gold answer shown) that
+    ``prompts.clean_rationale`` accepts; and every (question, rationale, reject reason) for reading."""
+    engine = _engine(model, max_new_tokens, batch_size)
+    pool = questions if pool is None else pool
+    texts = [prompts.teacher_prompt(q, prompts.pick_shots(q, pool, shots, seed)) for q in questions]
+    rows = []
+    ok: dict[str, list[bool]] = defaultdict(list)
+    for q, prompt, g in zip(questions, texts, engine.generate(texts)):
+        text, reason = prompts.clean_rationale(g.text, q, prompt, min_words=min_words)
+        rows.append((q, text, reason))
+        ok[synthetic.family_of(q)].append(reason is None)
+    return {f: sum(v) / len(v) for f, v in sorted(ok.items())}, rows
+
+
+def evaluation_sets(data_seeds: Sequence[int] = range(5)) -> list[tuple[list[Question], list[Question]]]:
+    """(valid + test questions, train split) of the quickstart's data for each seed: held out from training,
+    with the split a run draws its in-context examples from."""
+    out = []
+    for s in data_seeds:
+        splits = synthetic.generate(256, 64, 64, seed=s)
+        out.append((splits["valid"] + splits["test"], splits["train"]))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: build (or reuse) the trained teachers in DIR and print each one's accuracy per family."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tinyllm_ray.tiny_trained",
+        description="Build (or reuse) the tiny teachers trained on CPU, then print each one's own accuracy per "
+                    "family (answering prompt) on the quickstart's valid + test questions, against chance.",
+    )
+    parser.add_argument("out_dir", type=Path, help="directory of the tiny models")
+    parser.add_argument("--seed", type=int, default=0, help="base seed of the build")
+    parser.add_argument("--steps", type=int, default=None, help=f"training steps (default {RECIPE.steps})")
+    parser.add_argument("--shots", type=int, default=2, help="in-context examples in the answering prompt")
+    parser.add_argument("--data-seeds", type=int, nargs="+", default=list(range(5)),
+                        help="quickstart data seeds whose valid + test questions are measured")
+    parser.add_argument("--max-new-tokens", type=int, default=RECIPE.max_new_tokens)
+    parser.add_argument("--rationales", action="store_true",
+                        help="also the share of rationale-prompt outputs clean_rationale accepts (min 3 words)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    paths = build_trained_teachers(args.out_dir, seed=args.seed, steps=args.steps)
+    sets = evaluation_sets(args.data_seeds)
+    every = [q for qs, _ in sets for q in qs]
+    base = chance(every)
+    counts = {f: sum(synthetic.family_of(q) == f for q in every) for f in base}
+    print(f"answering prompt, {args.shots} shots, {len(every)} questions (valid + test of data seeds "
+          f"{' '.join(map(str, args.data_seeds))})")
+    print("teacher     families              " + "".join(f"{f:>12}" for f in base))
+    print(f"{'chance':<34}" + "".join(f"{base[f]:>12.3f}" for f in base))
+    print(f"{'questions':<34}" + "".join(f"{counts[f]:>12d}" for f in base))
+    for name, path in paths.items():
+        engine = _engine(path, args.max_new_tokens, 16)
+        right: dict[str, float] = defaultdict(float)
+        for qs, pool in sets:
+            for f, acc in family_accuracy(engine, qs, args.shots, pool).items():
+                right[f] += acc * sum(synthetic.family_of(q) == f for q in qs)
+        fams = "+".join(TEACHER_FAMILIES[name])
+        print(f"{name:<12}{fams:<22}" + "".join(f"{right[f] / counts[f]:>12.3f}" for f in base))
+        if args.rationales:  # the quickstart's training split (seed 0), up to 64 questions per family
+            train = sets[0][1] if args.data_seeds else synthetic.generate(256, 64, 64, seed=0)["train"]
+            picked = [q for f in base for q in [x for x in train if synthetic.family_of(x) == f][:64]]
+            accepted, _ = rationale_acceptance(engine, picked, args.shots, train)
+            print(f"{'  rationales accepted':<34}" + "".join(f"{accepted.get(f, 0.0):>12.3f}" for f in base))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
