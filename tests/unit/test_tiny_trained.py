@@ -176,6 +176,7 @@ def test_a_foreign_dir_in_the_way_is_refused_untouched(tmp_path: Path, name: str
     assert (mine / "weights.bin").read_bytes() == b"precious"
 
 
+@pytest.mark.slow  # a second build: about 30 s on 2 cores
 def test_a_build_of_another_step_count_is_rebuilt(two_step: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 
@@ -236,6 +237,7 @@ def _rationale_loss(path: Path | None, questions: list) -> float:
     return total / count
 
 
+@pytest.mark.slow  # about 3 minutes of CPU training on 2 cores
 def test_a_short_training_learns_the_rationales_of_its_families(fast_teacher: Path) -> None:
     """Held-out questions: the loss of the reference rationales drops far below an untrained model's on the
     teacher's own families, and the teacher concludes ``The answer is ...`` as its rationales do."""
