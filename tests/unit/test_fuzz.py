@@ -158,5 +158,6 @@ def test_entry_point_accepts_or_refuses_in_one_line(sandbox: Path, sets: list[st
     assert fingerprint(models) == models_before
     assert {p.name for p in case.iterdir()} <= {"user", "runs"}  # relative paths resolve in here
     written = {p.name for p in (case / "runs").iterdir()} if (case / "runs").is_dir() else set()
-    assert written <= {"run"}, written  # nothing beside the run directory
+    named = {"run"} | {a.split("=", 1)[1] for a in sets if a.startswith("output.run_name=")}
+    assert written <= named, written  # nothing beside the run directory (of the config's or an overriding name)
     assert not written or reached  # a refused run writes nothing
