@@ -5,8 +5,8 @@ One training row per question. For each task (``answer`` and one per teacher) it
 when the teacher has none for this question):
 
 - ``example_table`` builds the text rows (driver side, pyarrow);
-- ``Tokenize`` is the Ray Data ``map_batches`` UDF that turns them into token lists (tokenisation never
-  runs in the training loop), through ``Encoder``, which the evaluation uses too;
+- ``Tokenize`` turns them into token lists (tokenisation never runs in the training loop), through
+  ``Encoder``, which the evaluation uses too; ``tokenize`` is its Ray Data ``map_batches`` task function;
 - ``collate`` pads each task's rows dynamically (to the longest in the batch) for one forward per task,
   dropping the rows whose target is empty for that task.
 
@@ -22,7 +22,9 @@ Three layouts (``layout_of``):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,6 +149,24 @@ class Tokenize:
             for key, values in enc.rows(task, sources or [], enc.targets(batch[target_col(task)])).items():
                 out[f"{key}__{task}"] = values
         return out
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer_udf(model: str, tasks: tuple[str, ...], max_input_tokens: int, max_target_tokens: int,
+                   trust_remote_code: bool, layout: str, changed: tuple[int, ...]) -> Tokenize:
+    return Tokenize(model, list(tasks), max_input_tokens, max_target_tokens, trust_remote_code, layout)
+
+
+def tokenize(batch: dict[str, np.ndarray], model: str, tasks: Sequence[str], max_input_tokens: int,
+             max_target_tokens: int, trust_remote_code: bool = False, layout: str = "seq2seq") -> dict[str, Any]:
+    """``Tokenize`` as a Ray Data task function. Tasks, not an actor pool: Ray reuses its task worker processes,
+    which keep the tokenizer (cached here) and the imports of the previous runs, where an actor is a new process
+    that imports transformers again (seconds, every training run); and tasks spread over the whole cluster."""
+    # A model dir rebuilt in place (same path, new files) must not reuse the cached tokenizer.
+    changed = tuple(p.stat().st_mtime_ns for p in sorted(Path(model).glob("*token*"))) if Path(model).is_dir() else ()
+    udf = _tokenizer_udf(model, tuple(tasks), max_input_tokens, max_target_tokens, trust_remote_code, layout,
+                         changed)
+    return udf(batch)
 
 
 def _pad(seqs: list[np.ndarray], value: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The student stage on Ray Train: tokenised multi-task rows in, the best checkpoint on valid out.
 
-``train_student`` tokenises the text rows with Ray Data (``Tokenize`` in ``map_batches``), then runs a
+``train_student`` tokenises the text rows with Ray Data (``tokenize`` in ``map_batches``), then runs a
 ``TorchTrainer`` whose workers stream their shard with ``get_dataset_shard("train")``, reshuffled every
 epoch (Ray Data's local shuffle buffer seeded per epoch, or a global ``random_shuffle``), optionally
 length-bucketed, and minimise
@@ -53,7 +53,7 @@ from tinyllm_ray import metrics
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import bf16_autocast, is_encoder_decoder, pad_id, train_device, use_bf16
-from tinyllm_ray.student.batches import Tokenize, bucketed, collate, layout_of
+from tinyllm_ray.student.batches import bucketed, collate, layout_of, tokenize
 from tinyllm_ray.student.loss import multitask_loss
 from tinyllm_ray.student.meter import ThroughputMeter
 from tinyllm_ray.student.model import MultiTask, load_student, student_encoder, to_device, unwrap
@@ -316,13 +316,12 @@ def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str], layo
     dataset = (
         ray.data.from_arrow(examples)
         .map_batches(
-            Tokenize,
-            fn_constructor_kwargs={"model": s.model, "tasks": tasks, "max_input_tokens": s.max_input_tokens,
-                                   "max_target_tokens": s.max_target_tokens,
-                                   "trust_remote_code": s.trust_remote_code, "layout": layout},
+            tokenize,
+            fn_kwargs={"model": s.model, "tasks": tasks, "max_input_tokens": s.max_input_tokens,
+                       "max_target_tokens": s.max_target_tokens, "trust_remote_code": s.trust_remote_code,
+                       "layout": layout},
             batch_size=256,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=1),
         )
         .materialize()
     )

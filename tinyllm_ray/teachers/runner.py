@@ -188,15 +188,29 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
             log.info("teacher %s: %d of %d example rationales accepted", teacher.name, len(explained), len(pool))
             keys |= set(pool_rows.column("key").to_pylist())
         rows = prompt_rows(train_variants(teacher, train, explained), train, "train", settings)
-        run(rows, f"rationales of {len(train)} training questions")
         keys |= set(rows.column("key").to_pylist())
-        if answers:
-            own = _accepted(store.stored(run_dir, teacher.name), set(rows.column("key").to_pylist()))
-            for split, questions in answers.items():
-                split_rows = prompt_rows(answer_variants(teacher, questions, train, own, explained), questions,
-                                         split, settings)
-                run(split_rows, f"its own answers to {len(questions)} {split} questions")
-                keys |= set(split_rows.column("key").to_pylist())
+
+        def answer_rows(own: dict[str, str]) -> pa.Table:
+            return pa.concat_tables([
+                prompt_rows(answer_variants(teacher, questions, train, own, explained), questions, split, settings)
+                for split, questions in answers.items()])
+
+        # One pass per engine start where the answers do not need this pass's rationales: a teacher loads its
+        # model once per pass (a minute or more for a large one on GPUs). Answers show the teacher's own
+        # rationales of random or similar examples, so with such examples they wait for the training pass.
+        asked = ", ".join(f"{len(qs)} {split}" for split, qs in answers.items())
+        if answers and (not teacher.shots or teacher.shots_mode == "generated"):
+            both = answer_rows({})
+            run(pa.concat_tables([rows, both]),
+                f"rationales of {len(train)} training questions and its own answers to {asked} questions")
+            keys |= set(both.column("key").to_pylist())
+        else:
+            run(rows, f"rationales of {len(train)} training questions")
+            if answers:
+                own = _accepted(store.stored(run_dir, teacher.name), set(rows.column("key").to_pylist()))
+                both = answer_rows(own)
+                run(both, f"its own answers to {asked} questions")
+                keys |= set(both.column("key").to_pylist())
     extra = {"seconds": round(time.perf_counter() - start, 3), "generated_now": generated}
     if explained is not None:
         extra["example_rationales"] = len(explained)
