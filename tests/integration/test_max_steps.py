@@ -15,6 +15,7 @@ from tinyllm_ray.student.train import FAIL_AT_STEP_ENV, FAIL_MARKER_ENV
 pytestmark = pytest.mark.ray
 
 
+@pytest.mark.slow  # two Ray Train runs with a restart: ~75 s on 2 cores (the schedule's step counting is unit-tested)
 def test_max_steps_stops_mid_epoch_and_survives_a_restart_in_the_last_epoch(ray_local, tiny_models, tmp_path,
                                                                             monkeypatch, capfd):
     # 48 questions / batch 8 = 6 micro-batches, 2 per step: 3 steps per epoch. max_steps 5 = one epoch and

@@ -172,6 +172,7 @@ def test_precomputed_rationales_train_the_student_without_any_teacher(ray_local,
     assert [json.loads(r)["where"] for r in rejects] == ["toy_train.json:line 4"]
 
 
+@pytest.mark.slow  # ~80 s: reads the whole real dataset (only where ../shared is, never in CI)
 @pytest.mark.skipif(not (SHARED / "obqa").is_dir(), reason="../shared/data is not on this machine")
 def test_obqa_preset_with_the_authors_rationales(ray_local, tiny_models, tmp_path):
     raw = _precomputed_config(tiny_models, SHARED / "obqa", tmp_path / "runs", dataset="obqa", max_train=64)
