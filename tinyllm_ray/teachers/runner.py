@@ -200,17 +200,18 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
         # rationales of random or similar examples, so with such examples they wait for the training pass.
         asked = ", ".join(f"{len(qs)} {split}" for split, qs in answers.items())
         if answers and (not teacher.shots or teacher.shots_mode == "generated"):
-            both = answer_rows({})
-            run(pa.concat_tables([rows, both]),
+            answer_table = answer_rows({})
+            run(pa.concat_tables([rows, answer_table]),
                 f"rationales of {len(train)} training questions and its own answers to {asked} questions")
-            keys |= set(both.column("key").to_pylist())
         else:
             run(rows, f"rationales of {len(train)} training questions")
+            answer_table = None
             if answers:
                 own = _accepted(store.stored(run_dir, teacher.name), set(rows.column("key").to_pylist()))
-                both = answer_rows(own)
-                run(both, f"its own answers to {asked} questions")
-                keys |= set(both.column("key").to_pylist())
+                answer_table = answer_rows(own)
+                run(answer_table, f"its own answers to {asked} questions")
+        if answer_table is not None:
+            keys |= set(answer_table.column("key").to_pylist())
     extra = {"seconds": round(time.perf_counter() - start, 3), "generated_now": generated}
     if explained is not None:
         extra["example_rationales"] = len(explained)
