@@ -96,6 +96,27 @@ def test_turning_evaluation_on_generates_only_the_teachers_own_answers(ray_local
     assert again["generated_now"] == 0 and again["valid_accuracy"] == info["valid_accuracy"]
 
 
+@pytest.mark.parametrize(("shots", "passes"), [(0, [{"train", "valid", "test"}]),
+                                              (2, [{"train"}, {"valid", "test"}])])
+def test_answers_share_the_engine_pass_they_can(ray_local, tiny_models, tmp_path, monkeypatch, shots, passes):
+    """Without examples the answers need none of the teacher's rationales: one pass (one model load) holds
+    rationales and answers. With random examples they show its rationales, so they wait for a second pass,
+    valid and test together."""
+    splits = synthetic.generate(n_train=8, n_valid=3, n_test=3, seed=3)
+    seen: list[set[str]] = []
+    generate = runner._generate
+
+    def recording(rows, *args):
+        seen.append(set(rows.column("role").to_pylist()))
+        return generate(rows, *args)
+
+    monkeypatch.setattr(runner, "_generate", recording)
+    [info] = _ok(runner.run_all([_teacher(tiny_models, shots=shots)], splits["train"], tmp_path,
+                                {"valid": splits["valid"], "test": splits["test"]}))
+    assert seen == passes
+    assert info["generated_now"] == 14 and info["evaluated"] is True
+
+
 def test_greedy_rationales_are_reproducible(ray_local, tiny_models, tmp_path):
     train = _train(16)
     teacher = _teacher(tiny_models)
