@@ -63,12 +63,17 @@ class ReachedRay(Exception):
     """The input passed every check before Ray."""
 
 
+# A blocked open() waits for ever; real work never comes near this, even a generated ``data.n_train=44444``
+# (2.3 s alone here, but it once passed 20 s on a loaded 2-core CI machine and failed as a hang).
+HANG_S = 90
+
+
 class Hung(Exception):
     """An example ran past its time: something blocked (a FIFO opened for reading waits for a writer)."""
 
 
 def hung(signum, frame):
-    raise Hung("the entry point blocked for 20 s")
+    raise Hung(f"the entry point blocked for {HANG_S} s")
 
 
 def make_kind(path: Path, kind: str, content: bytes) -> None:
@@ -137,7 +142,7 @@ def test_entry_point_accepts_or_refuses_in_one_line(sandbox: Path, sets: list[st
     err = io.StringIO()
     reached = False
     previous = signal.signal(signal.SIGALRM, hung)  # a blocking open() is interrupted, not waited on for ever
-    signal.alarm(20)
+    signal.alarm(HANG_S)
     with (mock.patch.object(pipeline, "connect_ray", side_effect=ReachedRay), contextlib.redirect_stderr(err),
           contextlib.chdir(case)):
         try:
