@@ -29,11 +29,10 @@ from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.report import build_report, console_summary, write_report
 from tinyllm_ray.resources import check_fits
-from tinyllm_ray.student.batches import example_table
-from tinyllm_ray.student.evaluate import evaluate
-from tinyllm_ray.student.model import is_encoder_decoder
-from tinyllm_ray.student.train import train_student
-from tinyllm_ray.teachers import runner, store
+from tinyllm_ray.teachers import store
+
+# The stages' own modules (teachers.runner, student.*, compare, sweep) are imported where a stage starts:
+# they pull in torch, transformers and Ray Data (~8 s on 2 cores), and ``prepare`` rejects bad input first.
 
 log = logging.getLogger("tinyllm_ray")
 
@@ -169,6 +168,8 @@ def held_out(p: Prepared) -> dict[str, list[Question]]:
 def run_teachers(p: Prepared) -> list[dict[str, Any]]:
     """The precomputed teachers, then the configured ones (side by side where the cluster has room); each
     configured teacher also answers valid and test itself unless ``evaluate: false``."""
+    from tinyllm_ray.teachers import runner
+
     infos = import_precomputed(p)
     for teacher, result in runner.run_all(p.config.teachers, p.splits["train"], p.run_dir, held_out(p)):
         if isinstance(result, BaseException):
@@ -180,11 +181,16 @@ def run_teachers(p: Prepared) -> list[dict[str, Any]]:
 
 def training_examples(p: Prepared) -> pa.Table:
     """The training questions with every teacher's accepted rationales (``student.batches.example_table``)."""
+    from tinyllm_ray.student.batches import example_table
+
     rationales = {name: store.read_rationales(p.run_dir, name) for name in p.config.teacher_names()}
     return example_table(p.splits["train"], rationales)
 
 
 def run_student(p: Prepared) -> dict[str, Any]:
+    from tinyllm_ray.student.train import train_student
+    from tinyllm_ray.teachers import runner
+
     c = p.config
     selection = (c.eval.every_steps, c.eval.select_on, c.eval.max_valid)  # what picks the exported checkpoint
     key = stages.stage_key(runner.rationales_key(c), c.student, c.train, selection)
@@ -217,6 +223,7 @@ def run_sweep(p: Prepared) -> dict[str, Any]:
 def start_baselines(p: Prepared) -> Any:
     """``compare: true``: start the label-only and single-teacher students (same budget, ``compare.py``)."""
     from tinyllm_ray import compare
+    from tinyllm_ray.teachers import runner
 
     with stage("baselines (compare: true)", p.run_dir):
         return compare.start(p.config, p.run_dir, training_examples(p), p.splits, runner.rationales_key(p.config))
@@ -229,6 +236,8 @@ def finish_baselines(p: Prepared, started: Any) -> dict[str, dict[str, Any]]:
 
 def run_evaluation(p: Prepared) -> dict[str, float]:
     """Score the exported student on valid and test; its answers go to ``predictions.parquet``."""
+    from tinyllm_ray.student.evaluate import evaluate
+
     with stage("student evaluation", p.run_dir):
         accuracy, predictions = evaluate({s: p.splits[s] for s in ("valid", "test") if s in p.splits},
                                          str(p.run_dir / runs.EXPORT_DIR), p.config)
@@ -256,6 +265,8 @@ def run(config: Config) -> dict[str, Any]:
     baselines = finish_baselines(p, started) if started is not None else None
     if baselines is not None:
         clock.lap("baselines_s")  # the time the baselines took beyond the student's training and evaluation
+    from tinyllm_ray.student.model import is_encoder_decoder
+
     c = p.config
     architecture = "seq2seq" if is_encoder_decoder(c.student.model, c.student.trust_remote_code) else "causal"
     report = build_report(c, p.run_dir, p.data, teachers, student, accuracy, architecture, clock.timings(),

@@ -55,8 +55,11 @@ def _groups_left() -> list[str]:
 
 
 def test_changed_settings_regenerate_only_that_teacher(ray_local, tiny_models, tmp_path):
+    """Each teacher also asks for both CPUs of the session cluster, so they cannot run side by side: the
+    second waits for the first's placement group, and a changed teacher reruns alone."""
     train = _train(24)
-    a, b = _teacher(tiny_models, "teacher-a"), _teacher(tiny_models, "teacher-b", model=str(tiny_models / "teacher-b"))
+    a = _teacher(tiny_models, "teacher-a", num_cpus=2.0)
+    b = _teacher(tiny_models, "teacher-b", model=str(tiny_models / "teacher-b"), num_cpus=2.0)
     first = _ok(runner.run_all([a, b], train, tmp_path))
     assert [r["generated_now"] for r in first] == [24, 24]
     assert _groups_left() == []  # every placement group removed before anything else runs
@@ -117,17 +120,9 @@ def test_answers_share_the_engine_pass_they_can(ray_local, tiny_models, tmp_path
     assert info["generated_now"] == 14 and info["evaluated"] is True
 
 
-def test_greedy_rationales_are_reproducible(ray_local, tiny_models, tmp_path):
-    train = _train(16)
-    teacher = _teacher(tiny_models)
-    _ok(runner.run_all([teacher], train, tmp_path / "one"))
-    _ok(runner.run_all([dataclasses.replace(teacher, replicas=2, batch_size=3)], train, tmp_path / "two"))
-    texts = [{r["id"]: r["raw"] for r in _rows(tmp_path / run, "teacher-a")} for run in ("one", "two")]
-    assert texts[0] == texts[1]
-
-
 def test_a_crash_loses_only_the_blocks_in_flight(ray_local, tiny_models, tmp_path):
-    """Half the rows stored as parts, no marker: the re-run generates exactly the other half."""
+    """Half the rows stored as parts, no marker: the re-run generates exactly the other half, and greedy
+    decoding writes them as the first run did although the re-run has 2 replicas and another batch size."""
     train = _train(32)
     teacher = _teacher(tiny_models)
     _ok(runner.run_all([teacher], train, tmp_path))
@@ -138,20 +133,11 @@ def test_a_crash_loses_only_the_blocks_in_flight(ray_local, tiny_models, tmp_pat
     store.append(tmp_path, "teacher-a", table.slice(0, 12))
     store.append(tmp_path, "teacher-a", table.slice(8, 4))  # a block stored twice (a retried batch)
     (directory / "part-torn.parquet").write_bytes(b"PAR1 torn")  # a part cut short by the crash
-    [info] = _ok(runner.run_all([teacher], train, tmp_path))
-    assert info["generated_now"] == 20
+    [info] = _ok(runner.run_all([dataclasses.replace(teacher, replicas=2, batch_size=3)], train, tmp_path))
+    assert info["generated_now"] == 20  # replicas and batch size are not part of the key: the stored rows count
     rows = _rows(tmp_path, "teacher-a")
     assert sorted(r["id"] for r in rows) == sorted(q.id for q in train)  # one row per question
     assert {r["id"]: r["raw"] for r in rows} == {r["id"]: r["raw"] for r in table.to_pylist()}
-
-
-def test_teachers_too_big_to_run_side_by_side_run_in_turn(ray_local, tiny_models, tmp_path):
-    """Each teacher asks for both CPUs of the session cluster: the second waits for the first's group."""
-    train = _train(16)
-    teachers = [_teacher(tiny_models, f"t{i}", num_cpus=2.0) for i in range(2)]
-    results = _ok(runner.run_all(teachers, train, tmp_path))
-    assert [r["rows"] for r in results] == [16, 16]
-    assert _groups_left() == []
 
 
 def test_prompts_too_long_drop_shots_then_are_rejected(ray_local, tiny_models, tmp_path):
@@ -230,9 +216,7 @@ def test_vllm_and_hf_t5_teachers_in_one_run(ray_local, tiny_models, tmp_path):
     assert {r["teacher"] for r in rows} == {"llama-vllm"}
     # max_model_len 320 - 8 new tokens: the longest 2-shot prompts drop an example instead of aborting vLLM
     assert all(r["prompt_tokens"] <= 312 for r in rows)
-    again = _ok(runner.run_all([llama], train, tmp_path / "again"))
-    assert {r["id"]: r["raw"] for r in _rows(tmp_path / "again", "llama-vllm")} == {r["id"]: r["raw"] for r in rows}
-    assert again[0]["rows"] == 24
+    # vLLM's greedy repeatability is pinned by tests/unit/test_vllm_engine.py (the engine alone, no second load here)
 
 
 @pytest.mark.slow  # about 1.5 minutes on 2 cores; the store's resume is also pinned by the crash tests above
