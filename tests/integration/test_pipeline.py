@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from transformers import AutoModelForCausalLM
 
 from tests.helpers import tiny_run_config
 from tinyllm_ray import pipeline
@@ -155,16 +156,29 @@ def _precomputed_config(models: Path, data_dir: Path, out: Path, **data) -> dict
     return raw
 
 
-def test_precomputed_rationales_train_the_student_without_any_teacher(ray_local, tiny_models, tmp_path):
+def test_precomputed_rationales_train_a_causal_student_without_any_teacher(ray_local, tiny_models, tmp_path):
+    """The authors' layout with their rationales and no teacher, read by a causal student (a tiny Llama) that
+    trains with gradient accumulation and length bucketing, selects on valid by generation and exports."""
     data_dir = _authors_layout(tmp_path / "toy")
-    report = pipeline.run(from_dict(_precomputed_config(tiny_models, data_dir, tmp_path / "runs")))
+    raw = _precomputed_config(tiny_models, data_dir, tmp_path / "runs")
+    raw["student"] = {"model": str(tiny_models / "teacher-a"), "max_input_tokens": 96, "max_target_tokens": 16,
+                      "max_answer_tokens": 4}
+    raw["train"].update({"batch_size": 2, "grad_accum_steps": 2, "length_bucketing": 2, "cpus_per_worker": 1.0})
+    raw["eval"] = {"every_steps": 1, "select_on": "generate", "max_valid": 8, "replicas": 1, "num_cpus": 0.5}
+    report = pipeline.run(from_dict(raw))
     assert [(t["name"], t["rationales"], t["tokens_generated"]) for t in report["teachers"]] == [
         ("flan-t5-xl", 11, 0), ("llama-2-chat", 11, 0)]
     assert all(t["evaluated"] is False and t["valid_accuracy"] is None and "gold answer" in t["not_evaluated_because"]
                for t in report["teachers"])  # written with the answer in the prompt: no accuracy derived
     assert report["dataset"]["rejected"]["train"] == {"answer 'maybe' is not among the choices": 1}
     assert (report["dataset"]["train"], report["dataset"]["valid"], report["dataset"]["test"]) == (11, 4, 4)
-    assert report["student"]["steps"] == 1  # 11 questions, batch 16
+    s = report["student"]
+    assert s["architecture"] == "causal" and s["steps"] == 3  # 11 questions: 6 micro-batches of 2, 2 per step
+    for key in ("valid_accuracy", "test_accuracy", "valid_accuracy_rank", "test_accuracy_rank"):
+        assert 0.0 <= s[key] <= 1.0
+    export = tmp_path / "runs" / "precomputed" / "student"
+    assert AutoModelForCausalLM.from_pretrained(export).config.model_type == "llama"
+    assert "AutoModelForCausalLM" in (export / "README.md").read_text()
     stored = pq.read_table(tmp_path / "runs" / "precomputed" / "rationales" / "llama-2-chat").to_pylist()
     by_id = {r["id"]: r["rationale"] for r in stored}
     assert by_id["train-5"] == "5 mod 2 is 1."  # aligned across the rejected row 3
