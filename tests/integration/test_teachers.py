@@ -16,11 +16,12 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from transformers import AutoTokenizer
 
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data import synthetic
 from tinyllm_ray import stages
-from tinyllm_ray.teachers import runner, store
+from tinyllm_ray.teachers import engines, runner, store
 
 pytestmark = pytest.mark.ray
 
@@ -142,9 +143,9 @@ def test_a_crash_loses_only_the_blocks_in_flight(ray_local, tiny_models, tmp_pat
 
 def test_prompts_too_long_drop_shots_then_are_rejected(ray_local, tiny_models, tmp_path):
     train = _train(24)
-    probe = _teacher(tiny_models)
-    _ok(runner.run_all([probe], train, tmp_path / "probe"))
-    lengths = sorted(r["prompt_tokens"] for r in _rows(tmp_path / "probe", "teacher-a"))  # 2-shot prompts
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models / "teacher-a")
+    full = [v[0] for v in runner.train_variants(_teacher(tiny_models), train).values()]  # the 2-shot prompts
+    lengths = sorted(map(len, engines.encode_prompts(tokenizer, full, chat=True)))  # as the engine counts them
     # A context that fits some 2-shot prompts, so others must drop examples and the longest may not fit at all.
     limit = lengths[len(lengths) // 2]
     teacher = _teacher(tiny_models, max_model_len=limit + 8, max_new_tokens=8)
