@@ -7,11 +7,11 @@ student is also trained, with the same budget (steps, batch, learning rate) and 
 - **only-<teacher>**: answers and that one teacher's rationales (distilling step-by-step), per teacher when
   there are two or more (with one teacher it is the run's student itself).
 
-Each baseline is a cached stage of its own: it is trained into ``<run>/compare/<name>/``, its best checkpoint
-on valid is scored once on valid and test (both scorers), and the scores go into the export's marker
-(``<run>/compare/<name>/student/_stage.json``), so a re-run reuses it. Baselines are Ray tasks started before
-the run's own student trains (``start``), so they train side by side with it where the cluster has room, and
-are collected after it (``Baselines.finish``). The table of ``rows`` puts the
+The baselines train in the student's own Ray Train run, as more *arms* on the same micro-batches
+(``student/arms.py``): one worker group instead of one per baseline, and a controlled comparison. Each
+baseline is a cached stage of its own: its best checkpoint on valid is scored once on valid and test (both
+scorers, Ray tasks beside the student's evaluation) and exported to ``<run>/compare/<name>/student/`` with the
+scores in its marker, so a re-run reuses it (``plan`` finds the finished ones). The table of ``rows`` puts the
 teachers' own accuracy, the baselines and the multi-teacher student side by side, shaped like the paper's.
 """
 
@@ -22,7 +22,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import ray
 
 from tinyllm_ray import runs, stages
@@ -59,22 +58,38 @@ def baseline_key(config: Config, name: str, rationale_key: str) -> str:
 
 @dataclasses.dataclass
 class Baselines:
-    """Baselines started by ``start``: the reused ones' figures, the running ones' Ray tasks."""
+    """The run's baselines: the finished ones' figures (``reused``), the others to train (``to_train``:
+    name -> (config, stage key, export dir)), and their scoring once trained (``score``, ``finish``)."""
 
     config: Config
+    run_dir: Path
     reused: dict[str, dict[str, Any]]
-    running: dict[str, tuple[ray.ObjectRef, str, Path, Config]]  # name -> (task, stage key, export dir, config)
+    to_train: dict[str, tuple[Config, str, Path]]
+    scoring: dict[str, tuple[ray.ObjectRef, dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+    def arms(self) -> dict[str, Config]:
+        """The baselines still to train, by name: the arms the student's run trains beside it."""
+        return {name: variant for name, (variant, _, _) in self.to_train.items()}
+
+    def score(self, trained: dict[str, Any], held_out: dict[str, list[Question]]) -> None:
+        """Start scoring each trained baseline's best checkpoint on valid and test (Ray tasks, beside the
+        student's evaluation); ``trained``: the result of the run that trained them (``train_student``)."""
+        for name, (variant, key, _) in self.to_train.items():
+            arm = trained["arms"][name]
+            best = arm["best_metrics"]
+            info = {"key": key, "name": name, "loss_weights": variant.task_weights(), "steps": trained["steps"],
+                    "seconds": trained["seconds"], "best_step": best.get("step"), "checkpoint": arm["checkpoint"]}
+            self.scoring[name] = (_score.remote(variant, arm["checkpoint"], held_out), info)
 
     def finish(self) -> dict[str, dict[str, Any]]:
-        """Wait for the running baselines, export each one's best checkpoint with its scores; every baseline's
-        figures by name, in ``variants`` order."""
+        """Wait for the scores, export each baseline's best checkpoint with them; every baseline's figures by
+        name, in ``variants`` order."""
         out = dict(self.reused)
-        for name, (task, key, export_dir, variant) in self.running.items():
-            trained, accuracy = ray.get(task)
-            best = trained["best_metrics"]
-            info = {"key": key, "name": name, "loss_weights": variant.task_weights(), "steps": trained["steps"],
-                    "seconds": trained["seconds"], "best_step": best.get("step"), **_accuracies(accuracy)}
-            stages.export_checkpoint(trained["checkpoint"], export_dir, info,
+        for name, (task, info) in self.scoring.items():
+            info = {**info, **_accuracies(ray.get(task))}
+            checkpoint, export_dir = info.pop("checkpoint"), self.to_train[name][2]
+            export_dir.parent.mkdir(parents=True, exist_ok=True)
+            stages.export_checkpoint(checkpoint, export_dir, info,
                                      runs.ACCESS_MODES[self.config.output.access])
             log.info("compare: %s: valid %s, test %s", name, _fmt(info["valid_accuracy"]),
                      _fmt(info["test_accuracy"]))
@@ -82,52 +97,32 @@ class Baselines:
         return {name: out[name] for name in variants(self.config)}
 
 
-def start(config: Config, run_dir: Path, examples: pa.Table, splits: dict[str, list[Question]],
-          rationale_key: str) -> Baselines:
-    """Reuse the finished baselines and start the others, each as a Ray task that trains and scores it, so they
-    run side by side (and beside the run's own student) as far as the cluster has CPUs or GPUs for their Train
-    workers; ``Baselines.finish`` collects them.
-
-    ``rationale_key`` identifies the teachers' rationales in ``examples`` (a baseline is redone when they
-    change); ``splits``: the held-out questions (``valid`` selects the checkpoint; valid and test are scored).
-    """
-    from tinyllm_ray.student.batches import target_col
-    from tinyllm_ray.student.train import student_layout, tokenized_dataset
-
+def plan(config: Config, run_dir: Path, rationale_key: str) -> Baselines:
+    """Reuse the finished baselines, list the others to train. ``rationale_key`` identifies the teachers'
+    rationales they learn from (a baseline is redone when they change)."""
     reused: dict[str, dict[str, Any]] = {}
-    running: dict[str, tuple[ray.ObjectRef, str, Path, Config]] = {}
-    tokenized = None  # tokenised once for every baseline that still has to train (all tasks; each uses its own)
-    held_out = {s: splits[s] for s in ("valid", "test") if splits.get(s)}
+    to_train: dict[str, tuple[Config, str, Path]] = {}
     for name, variant in variants(config).items():
-        where = run_dir / COMPARE_DIR / name
-        export_dir = where / runs.EXPORT_DIR
+        export_dir = run_dir / COMPARE_DIR / name / runs.EXPORT_DIR
         key = baseline_key(variant, name, rationale_key)
         if info := stages.finished(export_dir, key):
             log.info("compare: reusing the %s baseline in %s", name, export_dir)
             reused[name] = info
             continue
-        if tokenized is None:
-            tasks = [t for t in config.task_weights() if target_col(t) in examples.column_names]
-            tokenized = tokenized_dataset(examples, config, tasks, student_layout(config))
+        stages.check_replaceable(export_dir, f"{name} baseline")  # refused now, not after training
         log.info("compare: training the %s baseline (%s)", name, ", ".join(
             f"{t}={w:g}" for t, w in variant.task_weights().items()))
-        where.mkdir(parents=True, exist_ok=True)
-        task = _train_and_score.remote(variant, where, examples, tokenized, splits.get("valid"), held_out)
-        running[name] = (task, key, export_dir, variant)
-    return Baselines(config, reused, running)
+        to_train[name] = (variant, key, export_dir)
+    return Baselines(config, run_dir, reused, to_train)
 
 
-# The task only waits on its TorchTrainer and evaluation actors, which ask for the CPUs/GPUs themselves.
+# The task only waits on its evaluation actors, which ask for the CPUs/GPUs themselves.
 @ray.remote(num_cpus=0)
-def _train_and_score(variant: Config, where: Path, examples: pa.Table, tokenized: Any,
-                     valid: list[Question] | None, held_out: dict[str, list[Question]]
-                     ) -> tuple[dict[str, Any], dict[str, float]]:
+def _score(variant: Config, checkpoint: str, held_out: dict[str, list[Question]]) -> dict[str, float]:
     from tinyllm_ray.student.evaluate import evaluate
-    from tinyllm_ray.student.train import train_student
 
-    trained = train_student(examples, variant, where, valid=valid, tokenized=tokenized)
-    accuracy, _ = evaluate(held_out, trained["checkpoint"], variant)
-    return trained, accuracy
+    accuracy, _ = evaluate(held_out, checkpoint, variant)
+    return accuracy
 
 
 def _accuracies(accuracy: dict[str, float]) -> dict[str, float | None]:

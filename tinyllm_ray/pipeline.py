@@ -187,7 +187,10 @@ def training_examples(p: Prepared) -> pa.Table:
     return example_table(p.splits["train"], rationales)
 
 
-def run_student(p: Prepared) -> dict[str, Any]:
+def run_student(p: Prepared, baselines: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Train and export the student (or reuse its export); ``baselines`` (``compare.Baselines``) still to train
+    train in the same run as more arms. Returns the student's figures and, when baselines trained, the run's
+    result for them (``train_student``'s)."""
     from tinyllm_ray.student.train import train_student
     from tinyllm_ray.teachers import runner
 
@@ -195,12 +198,18 @@ def run_student(p: Prepared) -> dict[str, Any]:
     selection = (c.eval.every_steps, c.eval.select_on, c.eval.max_valid)  # what picks the exported checkpoint
     key = stages.stage_key(runner.rationales_key(c), c.student, c.train, selection)
     export_dir = p.run_dir / runs.EXPORT_DIR
-    if info := stages.finished(export_dir, key):
+    arms = baselines.arms() if baselines is not None else {}
+    info = stages.finished(export_dir, key)
+    if info:
         log.info("student: reusing the trained student in %s", export_dir)
-        return info
-    examples = training_examples(p)
+        if not arms:
+            return info, None
+    # With the student finished and baselines not, the same run resumes from its latest checkpoint (the
+    # last step: nothing left to train) and hands over the baselines' selections.
     with stage(f"student training ({c.student.model})", p.run_dir):
-        trained = train_student(examples, c, p.run_dir, valid=p.splits.get("valid"))
+        trained = train_student(training_examples(p), c, p.run_dir, valid=p.splits.get("valid"), arms=arms)
+    if info:
+        return info, trained
     best = trained["best_metrics"]
     info = {"key": key, **{k: trained[k] for k in ("steps", "seconds")}, "final_metrics": trained["metrics"],
             "best_step": best.get("step"), "best_valid_accuracy": best.get("valid_accuracy"),
@@ -209,7 +218,7 @@ def run_student(p: Prepared) -> dict[str, Any]:
     stages.export_checkpoint(trained["checkpoint"], export_dir, info, runs.ACCESS_MODES[c.output.access])
     log.info("student: exported the checkpoint of step %s (valid accuracy %s, %s) to %s", best.get("step"),
              best.get("valid_accuracy"), c.eval.select_on, export_dir)
-    return info
+    return info, trained if arms else None
 
 
 def run_sweep(p: Prepared) -> dict[str, Any]:
@@ -220,18 +229,26 @@ def run_sweep(p: Prepared) -> dict[str, Any]:
         return sweep.run_sweep(p.config, p.run_dir, training_examples(p), p.splits.get("valid", []))
 
 
-def start_baselines(p: Prepared) -> Any:
-    """``compare: true``: start the label-only and single-teacher students (same budget, ``compare.py``)."""
+def plan_baselines(p: Prepared) -> Any:
+    """``compare: true``: the label-only and single-teacher students (same budget, ``compare.py``), the
+    finished ones reused."""
     from tinyllm_ray import compare
     from tinyllm_ray.teachers import runner
 
     with stage("baselines (compare: true)", p.run_dir):
-        return compare.start(p.config, p.run_dir, training_examples(p), p.splits, runner.rationales_key(p.config))
+        return compare.plan(p.config, p.run_dir, runner.rationales_key(p.config))
 
 
-def finish_baselines(p: Prepared, started: Any) -> dict[str, dict[str, Any]]:
+def score_baselines(p: Prepared, baselines: Any, trained: dict[str, Any] | None) -> None:
+    """Start scoring the baselines that trained in the student's run (``trained``: its result)."""
+    if trained is not None:
+        with stage("baselines (compare: true)", p.run_dir):
+            baselines.score(trained, held_out(p))
+
+
+def finish_baselines(p: Prepared, baselines: Any) -> dict[str, dict[str, Any]]:
     with stage("baselines (compare: true)", p.run_dir):
-        return started.finish()
+        return baselines.finish()
 
 
 def run_evaluation(p: Prepared) -> dict[str, float]:
@@ -257,12 +274,17 @@ def run(config: Config) -> dict[str, Any]:
     clock.lap("setup_s")
     teachers = run_teachers(p)
     clock.lap("generate_s")
-    started = start_baselines(p) if p.config.compare else None  # they train beside the student
-    student = run_student(p) if p.config.tune is None else run_sweep(p)
+    planned = plan_baselines(p) if p.config.compare else None  # ``compare`` refuses a sweep (config checks)
+    if p.config.tune is None:
+        student, trained = run_student(p, planned)  # the baselines train in the student's run
+    else:
+        student, trained = run_sweep(p), None
     clock.lap("train_s")
+    if planned is not None:
+        score_baselines(p, planned, trained)  # beside the student's evaluation
     accuracy = run_evaluation(p)
     clock.lap("eval_s")
-    baselines = finish_baselines(p, started) if started is not None else None
+    baselines = finish_baselines(p, planned) if planned is not None else None
     if baselines is not None:
         clock.lap("baselines_s")  # the time the baselines took beyond the student's training and evaluation
     from tinyllm_ray.student.model import is_encoder_decoder

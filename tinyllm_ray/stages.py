@@ -59,16 +59,18 @@ def check_replaceable(directory: Path, what: str) -> None:
 
 
 def export_checkpoint(checkpoint: str | Path, export_dir: Path, info: dict[str, Any], mode: int = 0o700) -> None:
-    """Copy a checkpoint's weights and tokenizer (not its optimizer state) to ``export_dir`` with ``info`` as
+    """Copy a checkpoint's weights and tokenizer (not its optimizer state, nor other arms) to ``export_dir`` with ``info`` as
     its marker. The copy is made beside it and renamed into place; an earlier export is replaced only when
     its marker proves it ours."""
+    from tinyllm_ray.student.arms import ARMS_DIR
     from tinyllm_ray.student.train import STATE_FILE
 
     check_replaceable(export_dir, "student export")
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
     old = None
     try:
-        shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns(STATE_FILE, "metrics.json"), dirs_exist_ok=True)
+        shutil.copytree(checkpoint, tmp, ignore=shutil.ignore_patterns(STATE_FILE, "metrics.json", ARMS_DIR),
+                        dirs_exist_ok=True)
         (tmp / MARKER).write_text(json.dumps(info, indent=2, default=str))
         tmp.chmod(mode)
         if export_dir.exists():

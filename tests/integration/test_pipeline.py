@@ -55,6 +55,11 @@ def test_report_has_every_stage(first_run):
     assert report["baselines"]["label-only"]["loss_weights"] == {"answer": 1.0, "teacher-a": 0.0, "teacher-b": 0.0}
     assert report["baselines"]["only-teacher-b"]["loss_weights"] == {"answer": 1.0, "teacher-a": 0.0,
                                                                      "teacher-b": 0.5}
+    # The baselines trained in the student's own Ray Train run, on its batches: its checkpoints hold them.
+    latest = sorted((run_dir / "train" / "student").glob("checkpoint_step*"))[-1]
+    assert sorted(p.name for p in (latest / "arms").iterdir()) == list(report["baselines"])
+    assert not (run_dir / "compare" / "train").exists()  # no run of their own
+    assert {b["seconds"] for b in report["baselines"].values()} == {report["student"]["seconds"]}
     assert [r["kind"] for r in report["comparison"]] == ["teacher"] * 2 + ["baseline"] * 3 + ["student"]
     assert report["comparison"][-1]["test_accuracy"] == report["student"]["test_accuracy"]
     s = report["student"]
@@ -78,6 +83,7 @@ def test_run_dir_holds_rationales_student_and_predictions(first_run):
     assert (run_dir / "student" / "config.json").is_file()
     assert (run_dir / "student" / "tokenizer.json").is_file()
     assert not (run_dir / "student" / "train_state.pt").exists()  # no optimizer state in the export
+    assert not (run_dir / "student" / "arms").exists()  # nor the baselines trained beside it
     card = (run_dir / "student" / "README.md").read_text()
     assert "teacher-a" in card and "AutoModelForSeq2SeqLM.from_pretrained" in card
     predictions = pq.read_table(run_dir / "predictions.parquet")
@@ -106,6 +112,21 @@ def test_same_config_again_reuses_finished_stages(first_run):
     assert again["student"]["valid_accuracy"] == report["student"]["valid_accuracy"]
     assert again["timings"]["train_s"] < report["timings"]["train_s"]
     assert again["baselines"] == report["baselines"]  # reused, not retrained (same seconds and scores)
+
+
+@pytest.mark.slow  # ~45 s: a resumed Train run and the scoring; the rare path of a job stopped between exports
+def test_a_lost_baseline_export_comes_back_from_the_students_run(first_run):
+    # As after a job stopped between the student's export and a baseline's: the student's finished run
+    # resumes at its last step, trains nothing, and hands over the baseline's selection again.
+    config, report, run_dir = first_run
+    shutil.rmtree(run_dir / "compare" / "only-teacher-b")
+    again = pipeline.run(config)
+    assert again["student"] == report["student"]  # reused
+    lost, before = again["baselines"]["only-teacher-b"], report["baselines"]["only-teacher-b"]
+    for key in ("best_step", "steps", "valid_accuracy", "test_accuracy", "valid_accuracy_rank", "loss_weights"):
+        assert lost[key] == before[key], key
+    assert lost["seconds"] < before["seconds"]  # resumed at the last step: nothing trained
+    assert again["baselines"]["label-only"] == report["baselines"]["label-only"]
 
 
 @pytest.mark.slow  # label-only training also runs by default, as the compare baseline of the first run

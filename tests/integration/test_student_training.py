@@ -30,7 +30,7 @@ def student_run(models, out, name, **sections):
 def test_two_workers_survive_a_failure_and_export_the_best_checkpoint(ray_local, tiny_models, tmp_path,
                                                                       monkeypatch, capfd):
     # 48 questions / 2 workers / batch 8 = 3 steps per epoch, 2 epochs; checkpoints at steps 2, 4, 6.
-    config = student_run(tiny_models, tmp_path, "ft", train={
+    config = student_run(tiny_models, tmp_path, "ft", compare=True, train={
         "epochs": 2, "batch_size": 8, "lr": 3e-3, "num_workers": 2, "cpus_per_worker": 0.5, "checkpoint_every": 2,
         "keep_checkpoints": 1, "max_failures": 1, "log_every": 1, "alpha": {"reference": 0.5}})
     marker = tmp_path / "failed-once"
@@ -53,6 +53,14 @@ def test_two_workers_survive_a_failure_and_export_the_best_checkpoint(ray_local,
     scored = [json.loads((c / "metrics.json").read_text()) for c in checkpoints]
     assert stage["best_valid_accuracy"] == max(m["valid_accuracy"] for m in scored)
     assert stage["checkpoint"] == f"checkpoint_step{stage['best_step']:07d}"
+    # the label-only baseline trained in the same workers, restarted and resumed with them (its weights,
+    # optimizer and selection so far are in every checkpoint), and its own best on valid was exported
+    base = report["baselines"]["label-only"]
+    assert base["steps"] == 6 and base["best_step"] in (2, 4, 6)
+    best = json.loads((checkpoints[-1] / "arms" / "label-only" / "best" / "metrics.json").read_text())
+    assert best["step"] == base["best_step"]
+    assert best["valid_accuracy"] >= max(m["arms"]["label-only"]["valid_accuracy"] for m in scored)
+    assert (run_dir / "compare" / "label-only" / "student" / "config.json").is_file()
     # the final evaluation of the export scores the same valid questions with the same scorer
     assert s["valid_accuracy_rank"] == pytest.approx(stage["best_valid_accuracy"], abs=1 / 16)
 

@@ -1,4 +1,4 @@
-"""Unit tests for tinyllm_ray.tiny_trained: tiny teachers trained on CPU that know their families.
+"""Unit tests for tinyllm_ray.tiny_trained and tiny_skill: tiny teachers trained on CPU that know their families.
 
 The default tests train with a small step budget (seconds); the full recipe's build (minutes) is the slow test.
 """
@@ -20,14 +20,12 @@ from tinyllm_ray import prompts
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.stages import NotOursError
 from tinyllm_ray.tiny import MARKER_FILE, TINY_MODEL_NAMES, build_tiny_models
+from tinyllm_ray.tiny_skill import chance, evaluation_sets, family_accuracy
 from tinyllm_ray.tiny_trained import (
     RECIPE,
     TEACHER_FAMILIES,
     TRAINED_TEACHERS,
     build_trained_teachers,
-    chance,
-    evaluation_sets,
-    family_accuracy,
     held_out_texts,
     shot_pool,
     training_examples,
@@ -254,7 +252,7 @@ def test_a_short_training_learns_the_rationales_of_its_families(fast_teacher: Pa
     untrained, trained = _rationale_loss(None, own), _rationale_loss(fast_teacher, own)
     assert untrained > 6.0  # ~ln(vocabulary size)
     assert trained < 0.15 * untrained, (trained, untrained)  # measured: 0.41 after 120 steps, 7.65 untrained
-    from tinyllm_ray.tiny_trained import answers
+    from tinyllm_ray.tiny_skill import answers
 
     outs = answers(fast_teacher, own[:16], shots=0, pool=pool)
     concluded = sum(prompts.ANSWER_LEAD in text for text in outs)

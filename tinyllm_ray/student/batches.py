@@ -7,8 +7,10 @@ when the teacher has none for this question):
 - ``example_table`` builds the text rows (driver side, pyarrow);
 - ``Tokenize`` turns them into token lists (tokenisation never runs in the training loop), through
   ``Encoder``, which the evaluation uses too; ``tokenize`` is its Ray Data ``map_batches`` task function;
+- ``tokenized_dataset`` runs ``tokenize`` over the text rows with Ray Data, once per run;
 - ``collate`` pads each task's rows dynamically (to the longest in the batch) for one forward per task,
-  dropping the rows whose target is empty for that task.
+  dropping the rows whose target is empty for that task; ``epoch_batches`` draws one epoch of collated
+  micro-batches from a Train worker's shard (local shuffle seeded per epoch, optional length buckets).
 
 Three layouts (``layout_of``):
 
@@ -23,17 +25,20 @@ Three layouts (``layout_of``):
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import ray.data
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from tinyllm_ray import prompts
+from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
+from tinyllm_ray.devices import is_encoder_decoder
 from tinyllm_ray.student.loss import IGNORE
 
 QUESTION = "question"  # the one-encoder layout's shared encoder input
@@ -221,3 +226,44 @@ def bucketed(window: dict[str, np.ndarray], batch_size: int, rng: np.random.Gene
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(chunks)
     return [{k: v[idx] for k, v in window.items()} for idx in chunks]
+
+
+def epoch_batches(shard: Any, config: Config, epoch: int, collate_fn: Any,
+                  tasks: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """One epoch of collated micro-batches from this worker's shard."""
+    tc = config.train
+    local = tc.shuffle == "local" and tc.shuffle_buffer > 0
+    shuffle = {"local_shuffle_buffer_size": tc.shuffle_buffer if local else None,
+               "local_shuffle_seed": tc.seed + epoch if local else None}
+    if not tc.length_bucketing:
+        yield from shard.iter_torch_batches(batch_size=tc.batch_size, collate_fn=collate_fn, **shuffle)
+        return
+    rng = np.random.default_rng([tc.seed, epoch])
+    for window in shard.iter_batches(batch_size=tc.batch_size * tc.length_bucketing, batch_format="numpy",
+                                     **shuffle):
+        for batch in bucketed(window, tc.batch_size, rng, tasks):
+            yield collate_fn(batch)
+
+
+def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str], layout: str) -> ray.data.Dataset:
+    """Ray Data tokenisation of the text rows, materialised once and reused every epoch."""
+    s = config.student
+    dataset = (
+        ray.data.from_arrow(examples)
+        .map_batches(
+            tokenize,
+            fn_kwargs={"model": s.model, "tasks": tasks, "max_input_tokens": s.max_input_tokens,
+                       "max_target_tokens": s.max_target_tokens, "trust_remote_code": s.trust_remote_code,
+                       "layout": layout},
+            batch_size=256,
+            batch_format="numpy",
+        )
+        .materialize()
+    )
+    # The per-epoch re-reads of a materialised dataset are instant; their progress bars are only noise.
+    dataset.context.enable_progress_bars = False
+    return dataset
+
+
+def student_layout(config: Config) -> str:
+    return layout_of(is_encoder_decoder(config.student.model, config.student.trust_remote_code), config.train.mode)

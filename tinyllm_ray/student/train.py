@@ -8,7 +8,8 @@ length-bucketed, and minimise
     gamma * L(answer) + sum_i alpha_i * L(rationale_i)
 
 with AdamW, linear warm-up/decay, gradient clipping and gradient accumulation (``schedule.py``), bf16
-autocast on GPU, DDP or FSDP across workers (``ray.train.torch.prepare_model``).
+autocast on GPU, DDP or FSDP across workers (``ray.train.torch.prepare_model``). With ``compare: true`` the
+baselines (other loss weights) train in the same workers on the same micro-batches (``arms.py``).
 
 Every ``train.checkpoint_every`` steps (default: every epoch) rank 0 scores the valid split (``eval.select_on``)
 and a checkpoint (model, tokenizer, optimizer, scheduler, step) is reported with ``valid_accuracy`` and
@@ -36,11 +37,9 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import ray.data
 import ray.train
@@ -52,9 +51,9 @@ from transformers import AutoTokenizer
 from tinyllm_ray import metrics
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.devices import bf16_autocast, is_encoder_decoder, pad_id, train_device, use_bf16
-from tinyllm_ray.student.batches import bucketed, collate, layout_of, tokenize
-from tinyllm_ray.student.loss import multitask_loss
+from tinyllm_ray.devices import pad_id, train_device, use_bf16
+from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, Arm, cpu_copy
+from tinyllm_ray.student.batches import collate, epoch_batches, student_layout, tokenized_dataset
 from tinyllm_ray.student.meter import ThroughputMeter
 from tinyllm_ray.student.model import MultiTask, load_student, student_encoder, to_device, unwrap
 from tinyllm_ray.student.schedule import Plan, lr_factor, make_plan
@@ -69,6 +68,7 @@ PLACEMENT_GROUP = "placement_group"  # the workers' placement group id, in repor
 # restarted worker group goes on). Read by ``train_student``, never part of the run config.
 FAIL_AT_STEP_ENV, FAIL_MARKER_ENV = "TINYLLM_TEST_FAIL_AT_STEP", "TINYLLM_TEST_FAIL_MARKER"
 LOOP_CONFIG = "loop"  # the one key of ``train_loop_config``: a ``LoopConfig``
+STUDENT_ARM = "student"  # arm 0: the run's own student
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,112 +93,130 @@ class LoopConfig:
     config: Config
     plan: Plan
     valid: list[Question]
+    arms: dict[str, dict[str, float]]  # the other arms' loss weights by name (``arms.py``)
     fail: FailOnce | None = None
     tag_placement_group: bool = False
 
 
-def epoch_batches(shard: Any, config: Config, epoch: int, collate_fn: Any,
-                  tasks: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """One epoch of collated micro-batches from this worker's shard."""
-    tc = config.train
-    local = tc.shuffle == "local" and tc.shuffle_buffer > 0
-    shuffle = {"local_shuffle_buffer_size": tc.shuffle_buffer if local else None,
-               "local_shuffle_seed": tc.seed + epoch if local else None}
-    if not tc.length_bucketing:
-        yield from shard.iter_torch_batches(batch_size=tc.batch_size, collate_fn=collate_fn, **shuffle)
-        return
-    rng = np.random.default_rng([tc.seed, epoch])
-    for window in shard.iter_batches(batch_size=tc.batch_size * tc.length_bucketing, batch_format="numpy",
-                                     **shuffle):
-        for batch in bucketed(window, tc.batch_size, rng, tasks):
-            yield collate_fn(batch)
+def _load_state(directory: Path) -> dict[str, Any]:
+    """A checkpoint's ``train_state.pt``, on the CPU whatever device saved it."""
+    return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
 
 
 class TrainWorker:
-    """One Ray Train worker's training state (model, optimizer, scheduler, step, throughput) and the pieces
-    of the loop that are not the loop itself: loading and saving checkpoints, valid scoring, reports."""
+    """One Ray Train worker's training state (its arms: the student and any baselines, ``arms.py``; the step;
+    throughput) and the pieces of the loop that are not the loop itself: loading and saving checkpoints,
+    valid scoring, reports."""
 
     def __init__(self, loop: LoopConfig):
         self.config, self.plan, self.valid = loop.config, loop.plan, loop.valid
         self.fail, self.tag_placement_group = loop.fail, loop.tag_placement_group
-        c, tc = self.config, self.config.train
+        c = self.config
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
-        self.weights = c.task_weights()
-        self.tasks = [t for t, w in self.weights.items() if w != 0]
+        arm_weights = {STUDENT_ARM: c.task_weights(), **loop.arms}
+        # Collation builds every task any arm trains; each arm's ``MultiTask`` reads its own.
+        self.tasks = list(dict.fromkeys(t for w in arm_weights.values() for t, v in w.items() if v != 0))
         transformers.utils.logging.disable_progress_bar()
-        transformers.set_seed(tc.seed)
         self.device = train_device()
-        self.bf16 = use_bf16(tc.precision, self.device)
-        trust = c.student.trust_remote_code
-        self.tokenizer = AutoTokenizer.from_pretrained(c.student.model, trust_remote_code=trust)
-        self.step, state = 0, None
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint:  # a restarted worker group, or a resubmitted run
-            with checkpoint.as_directory() as ckpt:
-                model = load_student(ckpt, trust)
-                state = torch.load(Path(ckpt) / STATE_FILE, weights_only=True)
-            self.step = state["step"]
-        else:
-            model = load_student(c.student.model, trust)
-        self.encoder = student_encoder(model, self.tokenizer, c)
-        self.layout = self.encoder.layout
-        if self.rank == 0:
-            log.info("student %s (%s layout) on %s, %d torch threads, bf16 autocast %s", c.student.model,
-                     self.layout, self.device, torch.get_num_threads(), "on" if self.bf16 else "off")
-        self.model = ray.train.torch.prepare_model(MultiTask(model, self.layout, self.tasks),
-                                                   parallel_strategy=tc.strategy)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        total, warmup = self.plan.total_steps, tc.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
-        if state:
-            self._load_optimizer(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
+        self.bf16 = use_bf16(c.train.precision, self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(c.student.model, trust_remote_code=c.student.trust_remote_code)
+        checkpoint = ray.train.get_checkpoint()  # a restarted worker group, or a resubmitted run
+        with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt:
+            state = _load_state(Path(ckpt)) if ckpt else None
+            self.step = state["step"] if state else 0
+            self.arms = [self._arm(name, weights, Path(ckpt) if ckpt else None, state)
+                         for name, weights in arm_weights.items()]
+        if state and self.rank == 0:
             epoch, skip = self.plan.micro_done(self.step)
-            if self.rank == 0:
-                log.info("resumed from checkpoint: epoch %d, step %d (skipping the %d micro-batches of epoch %d "
-                         "that step %d had consumed)", epoch, self.step, skip, epoch, self.step)
+            log.info("resumed from checkpoint: epoch %d, step %d (skipping the %d micro-batches of epoch %d "
+                     "that step %d had consumed)", epoch, self.step, skip, epoch, self.step)
         self.meter = ThroughputMeter(self.world)  # its log window opens now, when the loop is about to start
+
+    def _arm(self, name: str, weights: dict[str, float], ckpt: Path | None, state: dict[str, Any] | None) -> Arm:
+        """Load one arm: from the checkpoint when resuming (arm 0 at its root, the others under ``arms/``), else
+        from the student model; every arm starts from the same weights and seed."""
+        c, tc = self.config, self.config.train
+        first = name == STUDENT_ARM
+        where = None if ckpt is None else ckpt if first else ckpt / ARMS_DIR / name
+        if where is not None and not (where / STATE_FILE).is_file():
+            raise RuntimeError(f"checkpoint {ckpt} holds no state for {name!r}: it was written by another set of "
+                               f"arms; train into a new run directory")
+        transformers.set_seed(tc.seed)
+        model = load_student(str(where or c.student.model), c.student.trust_remote_code)
+        if first:
+            self.encoder = student_encoder(model, self.tokenizer, c)
+            self.layout = self.encoder.layout
+            if self.rank == 0:
+                log.info("student %s (%s layout) on %s, %d torch threads, bf16 autocast %s", c.student.model,
+                         self.layout, self.device, torch.get_num_threads(), "on" if self.bf16 else "off")
+        tasks = [t for t, w in weights.items() if w != 0]
+        prepared = ray.train.torch.prepare_model(MultiTask(model, self.layout, tasks), parallel_strategy=tc.strategy)
+        optimizer = torch.optim.AdamW(prepared.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        total, warmup = self.plan.total_steps, tc.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total))
+        arm = Arm(name, weights, prepared, optimizer, scheduler)
+        if where is not None:
+            saved = state if first else _load_state(where)
+            self._load_optimizer(arm, saved["optimizer"])
+            arm.scheduler.load_state_dict(saved["scheduler"])
+            if saved.get("best") and self.rank == 0:
+                arm.best = (float(saved["best"][0]), int(saved["best"][1]))
+                arm.best_weights = cpu_copy(load_student(str(where / BEST_DIR), c.student.trust_remote_code)
+                                            .state_dict())
+        return arm
 
     # -- state ------------------------------------------------------------------------------------------
 
     def _fsdp(self) -> bool:
         return self.config.train.strategy == "fsdp" and self.world > 1
 
-    def _load_optimizer(self, saved: dict) -> None:
+    def _load_optimizer(self, arm: Arm, saved: dict) -> None:
         if self._fsdp():
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-            set_optimizer_state_dict(self.model, self.optimizer, saved, options=StateDictOptions(full_state_dict=True))
+            set_optimizer_state_dict(arm.model, arm.optimizer, saved, options=StateDictOptions(full_state_dict=True))
         else:
-            self.optimizer.load_state_dict(saved)
+            arm.optimizer.load_state_dict(saved)
+
+    def _full_state(self, arm: Arm) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+        """The arm's full weights (``None`` when the model can save its own: no FSDP) and optimizer state;
+        every rank must call it (FSDP gathers them)."""
+        if not self._fsdp():
+            return None, arm.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        weights = {k.removeprefix("model."): v for k, v in get_model_state_dict(arm.model, options=full).items()}
+        return weights, get_optimizer_state_dict(arm.model, arm.optimizer, options=full)
 
     def _save(self, directory: Path) -> bool:
-        """Write the checkpoint files (rank 0); every rank must call it (FSDP gathers the full state)."""
-        hf = unwrap(self.model)
-        if self._fsdp():
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                get_model_state_dict,
-                get_optimizer_state_dict,
-            )
-
-            full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            weights = {k.removeprefix("model."): v for k, v in get_model_state_dict(self.model, options=full).items()}
-            optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=full)
-        else:
-            weights, optimizer = None, self.optimizer.state_dict()
-        if self.rank != 0:
-            return False
-        hf.save_pretrained(directory, state_dict=weights)
-        self.tokenizer.save_pretrained(directory)
-        torch.save({"optimizer": optimizer, "scheduler": self.scheduler.state_dict(), "step": self.step},
-                   directory / STATE_FILE)
-        return True
+        """Write the checkpoint files (rank 0): arm 0 at the root, the others under ``arms/<name>/`` with their
+        selection so far in ``best/``; every rank must call it."""
+        saved = False
+        for arm in self.arms:
+            weights, optimizer = self._full_state(arm)
+            if self.rank != 0:
+                continue
+            where = directory if arm.name == STUDENT_ARM else directory / ARMS_DIR / arm.name
+            where.mkdir(parents=True, exist_ok=True)
+            unwrap(arm.model).save_pretrained(where, state_dict=weights)
+            self.tokenizer.save_pretrained(where)
+            torch.save({"optimizer": optimizer, "step": self.step, **arm.state()}, where / STATE_FILE)
+            if arm.name != STUDENT_ARM:
+                arm.save_best(where / BEST_DIR, self.tokenizer)
+                (where / BEST_DIR / "metrics.json").write_text(json.dumps(
+                    {"step": arm.best[1], SCORE: arm.best[0]} if arm.best else {}))
+            saved = True
+        return saved
 
     # -- evaluation and reports -------------------------------------------------------------------------
 
-    def valid_accuracy(self) -> float:
+    def valid_accuracy(self, arm: Arm) -> float:
         """Rank 0 scores valid (every rank under FSDP, inside the gathered weights); all ranks get the value."""
         c = self.config
         value = torch.zeros(1, device=self.device)
@@ -206,42 +224,58 @@ class TrainWorker:
         if self._fsdp():
             from torch.distributed.fsdp import FullyShardedDataParallel
 
-            gather = FullyShardedDataParallel.summon_full_params(self.model, writeback=False)
+            gather = FullyShardedDataParallel.summon_full_params(arm.model, writeback=False)
         if self.rank == 0 or self._fsdp():
-            self.model.eval()
+            arm.model.eval()
             with gather:
-                scorer = Scorer(unwrap(self.model), self.encoder, c.eval.batch_size, c.student.max_answer_tokens,
+                scorer = Scorer(unwrap(arm.model), self.encoder, c.eval.batch_size, c.student.max_answer_tokens,
                                 self.device, self.bf16)
                 value[0] = scorer.accuracy(self.valid, c.eval.select_on)
-            self.model.train()
+            arm.model.train()
         if self.world > 1:
             torch.distributed.broadcast(value, src=0)
         return float(value[0])
 
-    def log_step(self, loss: float, task_losses: dict[str, float]) -> None:
-        """Rank 0's log line and gauges every ``train.log_every`` steps."""
+    def log_step(self, losses: dict[str, float]) -> None:
+        """Rank 0's log line and gauges every ``train.log_every`` steps (the student's per-task losses, then
+        each baseline's loss)."""
         if self.rank != 0 or self.step % self.config.train.log_every:
             return
+        student = self.arms[0]
         rate = self.meter.window_rate()
-        per_task = " ".join(f"{t} {v:.3f}" for t, v in task_losses.items())
-        log.info("step %d | loss %.4f | %s | %.1f samples/s | lr %.2e",
-                 self.step, loss, per_task, rate, self.scheduler.get_last_lr()[0])
+        per_task = " ".join(f"{t} {v:.3f}" for t, v in student.last.items())
+        others = "".join(f" | {a.name} {losses[a.name]:.4f}" for a in self.arms[1:])
+        log.info("step %d | loss %.4f | %s | %.1f samples/s | lr %.2e%s",
+                 self.step, losses[student.name], per_task, rate, student.scheduler.get_last_lr()[0], others)
         metrics.train_samples_per_second().set(rate)
-        for task, value in task_losses.items():
+        for task, value in student.last.items():
             metrics.train_loss().set(value, tags={"task": task})
 
-    def report(self, epoch: int, numbers: dict[str, float]) -> None:
-        accuracy = self.valid_accuracy()
-        result = {"step": self.step, "epoch": epoch, SCORE: accuracy, **numbers}
+    def report(self, epoch: int, losses: dict[str, float], numbers: dict[str, float]) -> None:
+        """Score valid for every arm and report to Ray Train: with a checkpoint at checkpoint steps (where the
+        baselines' selections are updated too)."""
+        student, others = self.arms[0], self.arms[1:]
+        accuracy = self.valid_accuracy(student)
+        result: dict[str, Any] = {"step": self.step, "epoch": epoch, SCORE: accuracy, "loss": losses[student.name],
+                                  **{f"loss_{t}": v for t, v in student.last.items()}, **numbers}
+        scores = {arm.name: self.valid_accuracy(arm) for arm in others}
+        if others:
+            result[ARMS_DIR] = {name: {SCORE: v, "loss": losses[name]} for name, v in scores.items()}
         if self.tag_placement_group:
             group = ray.util.get_current_placement_group()
             result[PLACEMENT_GROUP] = group.id.hex() if group else ""
         if self.rank == 0:
-            log.info("valid accuracy (%s) %.4f after %d steps", self.config.eval.select_on, accuracy, self.step)
+            log.info("valid accuracy (%s) %.4f after %d steps%s", self.config.eval.select_on, accuracy, self.step,
+                     "".join(f" | {n} {v:.4f}" for n, v in scores.items()))
             metrics.eval_accuracy().set(accuracy, tags={"split": "valid", "scorer": self.config.eval.select_on})
         if not self.plan.is_checkpoint(self.step):
             ray.train.report(result)
             return
+        for arm in others:
+            weights, _ = self._full_state(arm)
+            if self.rank == 0:
+                arm.consider(scores[arm.name], self.step, cpu_copy(weights if weights is not None
+                                                                   else unwrap(arm.model).state_dict()))
         with tempfile.TemporaryDirectory() as tmp:
             saved = self._save(Path(tmp))
             if saved:
@@ -262,46 +296,35 @@ class TrainWorker:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     worker = TrainWorker(loop_config[LOOP_CONFIG])
-    tc, plan, model, optimizer, meter = worker.config.train, worker.plan, worker.model, worker.optimizer, worker.meter
+    tc, plan, meter = worker.config.train, worker.plan, worker.meter
     collate_fn = functools.partial(collate, tasks=worker.tasks, pad_id=pad_id(worker.tokenizer), layout=worker.layout)
     shard = ray.train.get_dataset_shard("train")
     start_epoch, skip = plan.micro_done(worker.step)
-    last: dict[str, float] = {}
     for epoch in range(start_epoch, plan.passes):  # with train.max_steps, the last pass may stop mid-epoch
-        model.train()
+        for arm in worker.arms:
+            arm.model.train()
         meter.start()
-        step_loss, pending = 0.0, 0
+        pending = 0
         for micro, batch in enumerate(epoch_batches(shard, worker.config, epoch, collate_fn, worker.tasks)):
             if epoch == start_epoch and micro < skip:
                 continue
             batch = to_device(batch, worker.device)
             closes = plan.closes_window(micro)
-            sync = contextlib.nullcontext() if closes or not hasattr(model, "no_sync") else model.no_sync()
-            with sync:
-                with bf16_autocast(worker.device, worker.bf16):
-                    losses = model(batch)
-                loss = losses["_none"] if "_none" in losses else multitask_loss(losses, worker.weights)
-                (loss / plan.window(micro)).backward()
-            step_loss += float(loss.detach()) / plan.window(micro)
-            last.update({t: float(v.detach()) for t, v in losses.items() if t != "_none"})
+            for arm in worker.arms:  # the same micro-batch for every arm
+                arm.backward(batch, plan.window(micro), closes, worker.device, worker.bf16)
             pending += 1
             meter.count(batch["rows"])
             if not closes:
                 continue
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-            optimizer.step()
-            worker.scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            losses = {arm.name: arm.optimizer_step(tc.max_grad_norm) for arm in worker.arms}
             worker.step += 1
             pending = 0
-            worker.log_step(step_loss, last)
+            worker.log_step(losses)
             worker.maybe_fail()
             if plan.is_report(worker.step):
                 meter.stop()  # valid scoring and the checkpoint are not training time
-                worker.report(epoch, {"loss": step_loss, **{f"loss_{t}": v for t, v in last.items()},
-                                      **meter.numbers()})
+                worker.report(epoch, losses, meter.numbers())
                 meter.start(new_window=True)
-            step_loss = 0.0
             if worker.step >= plan.total_steps:
                 break  # train.max_steps reached (every worker stops at the same step: equal shards)
         if pending:
@@ -310,40 +333,24 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         meter.stop()
 
 
-def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str], layout: str) -> ray.data.Dataset:
-    """Ray Data tokenisation of the text rows, materialised once and reused every epoch."""
-    s = config.student
-    dataset = (
-        ray.data.from_arrow(examples)
-        .map_batches(
-            tokenize,
-            fn_kwargs={"model": s.model, "tasks": tasks, "max_input_tokens": s.max_input_tokens,
-                       "max_target_tokens": s.max_target_tokens, "trust_remote_code": s.trust_remote_code,
-                       "layout": layout},
-            batch_size=256,
-            batch_format="numpy",
-        )
-        .materialize()
-    )
-    # The per-epoch re-reads of a materialised dataset are instant; their progress bars are only noise.
-    dataset.context.enable_progress_bars = False
-    return dataset
-
-
-def student_layout(config: Config) -> str:
-    return layout_of(is_encoder_decoder(config.student.model, config.student.trust_remote_code), config.train.mode)
-
-
 def train_student(examples: pa.Table, config: Config, run_dir: Path,
                   valid: list[Question] | None = None, callbacks: list[Any] | None = None,
-                  tokenized: ray.data.Dataset | None = None, tag_placement_group: bool = False) -> dict[str, Any]:
+                  tokenized: ray.data.Dataset | None = None, tag_placement_group: bool = False,
+                  arms: dict[str, Config] | None = None) -> dict[str, Any]:
     """Fit the student; returns {"checkpoint": best on valid, "latest", "steps", "seconds", "metrics",
-    "best_metrics"}. ``callbacks``: Ray Train ``UserCallback``s for the run (a Tune sweep passes its
+    "best_metrics", "arms"}. ``callbacks``: Ray Train ``UserCallback``s for the run (a Tune sweep passes its
     Train->Tune reporter). ``tokenized``: ``examples`` already through ``tokenized_dataset`` (a sweep
     tokenises once for all its trials; columns of tasks this run does not train are ignored).
     ``tag_placement_group``: every report carries ``PLACEMENT_GROUP`` (the workers' group id), so that a
-    sweep can free the group of a trial it stopped at once."""
-    tasks = [t for t, w in config.task_weights().items() if w != 0]
+    sweep can free the group of a trial it stopped at once. ``arms``: more students to train beside this one
+    on the same batches (``arms.py``), by name; their configs may differ from ``config`` only in the loss
+    weights. ``"arms"`` of the result: for each, {"checkpoint": its best on valid, "best_metrics"}."""
+    arms = dict(arms or {})
+    for name, other in arms.items():
+        if dataclasses.replace(other, train=config.train) != config or name == STUDENT_ARM:
+            raise ValueError(f"arm {name!r} differs from the student in more than its loss weights")
+    weights = [config.task_weights(), *(a.task_weights() for a in arms.values())]
+    tasks = list(dict.fromkeys(t for w in weights for t, v in w.items() if v != 0))
     tc = config.train
     start = time.perf_counter()
     dataset = tokenized if tokenized is not None else tokenized_dataset(examples, config, tasks,
@@ -352,7 +359,8 @@ def train_student(examples: pa.Table, config: Config, run_dir: Path,
         dataset = dataset.random_shuffle()  # unseeded: a new order every epoch
     plan = make_plan(config, examples.num_rows)
     valid = list(valid or [])[: config.eval.max_valid]
-    loop = LoopConfig(config, plan, valid, FailOnce.from_env(), tag_placement_group)
+    loop = LoopConfig(config, plan, valid, {name: a.task_weights() for name, a in arms.items()},
+                      FailOnce.from_env(), tag_placement_group)
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={LOOP_CONFIG: loop},
@@ -375,9 +383,13 @@ def train_student(examples: pa.Table, config: Config, run_dir: Path,
     kept = [(c, m) for c, m in result.best_checkpoints or [] if SCORE in m]
     best, best_metrics = max(kept, key=lambda cm: (cm[1][SCORE], cm[1]["step"]),
                              default=(result.checkpoint, result.metrics or {}))
+    latest = Path(result.checkpoint.path)
     return {
         "checkpoint": best.path,
-        "latest": result.checkpoint.path,
+        "latest": str(latest),
+        "arms": {name: {"checkpoint": str(latest / ARMS_DIR / name / BEST_DIR),
+                        "best_metrics": json.loads((latest / ARMS_DIR / name / BEST_DIR / "metrics.json").read_text())}
+                 for name in arms},
         "steps": int((result.metrics or best_metrics or {}).get("step", plan.total_steps)),
         "seconds": round(time.perf_counter() - start, 3),
         "metrics": dict(result.metrics or {}),

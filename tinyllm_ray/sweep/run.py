@@ -17,8 +17,9 @@ from tinyllm_ray import runs, stages
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.stages import stage_key
+from tinyllm_ray.student.batches import student_layout, tokenized_dataset
 from tinyllm_ray.student.schedule import make_plan
-from tinyllm_ray.student.train import SCORE, student_layout, tokenized_dataset
+from tinyllm_ray.student.train import SCORE
 from tinyllm_ray.sweep.placement import ReclaimStoppedTrainRuns, reclaim_train_groups
 from tinyllm_ray.sweep.report import PLOT_FILE, best_trial, collect_trials, plot, sweep_report
 from tinyllm_ray.sweep.space import apply_point, concurrent_trials, format_point, report_steps, search_space

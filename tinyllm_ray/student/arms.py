@@ -1,0 +1,103 @@
+"""The models one Ray Train worker trains side by side: the student and, with ``compare: true``, its baselines.
+
+An *arm* is the student model trained with its own loss weights: the run's student (arm 0) and, with
+``compare: true``, the label-only and single-teacher baselines (``compare.py``). All arms of a run train in the
+same worker group on the same micro-batches, each with its own optimizer and schedule. That makes the
+comparison controlled (the arms differ only in their loss weights, not in their batches or their luck with the
+shuffle) and costs one Ray Train start-up instead of one per baseline (six actors, 15-25 s on 2 CPU cores);
+it multiplies the workers' model memory and step time by the number of arms, like training them one after
+the other would.
+
+Checkpoints: arm 0 is saved at the checkpoint's root and selected by Ray Train (``valid_accuracy``). Each
+other arm is saved under ``arms/<name>/`` (its weights and ``train_state.pt``, to resume) and its best weights on
+valid so far under ``arms/<name>/best/``, chosen the same way as arm 0's (the highest valid accuracy at a
+checkpoint step, of equals the later), so the latest checkpoint holds every arm's selection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tinyllm_ray.devices import bf16_autocast
+from tinyllm_ray.student.loss import multitask_loss
+from tinyllm_ray.student.model import unwrap
+
+ARMS_DIR = "arms"  # in a checkpoint: arms/<name>/ (weights, state) and arms/<name>/best/ (the selection)
+BEST_DIR = "best"
+NO_TASK = "_none"  # ``MultiTask``'s zero loss for a batch without any of its tasks
+
+
+@dataclasses.dataclass
+class Arm:
+    """One model in training: its loss weights, the prepared (DDP/FSDP) ``MultiTask`` module, its optimizer
+    and scheduler, the running loss of the current step, and (arms after the first) its best on valid."""
+
+    name: str
+    weights: dict[str, float]
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    step_loss: float = 0.0
+    last: dict[str, float] = dataclasses.field(default_factory=dict)  # the latest loss of each task
+    best: tuple[float, int] | None = None  # (valid accuracy, step) of ``best_weights``
+    best_weights: dict[str, torch.Tensor] | None = None  # full weights on CPU (rank 0), the selection so far
+
+    @property
+    def tasks(self) -> list[str]:
+        return [t for t, w in self.weights.items() if w != 0]
+
+    def backward(self, batch: dict[str, Any], window: int, sync: bool, device: torch.device, bf16: bool) -> None:
+        """Forward and backward of one micro-batch, its loss divided by its accumulation window's size;
+        DDP syncs gradients only when ``sync`` (the window's last micro-batch)."""
+        no_sync = getattr(self.model, "no_sync", None)
+        with no_sync() if no_sync is not None and not sync else contextlib.nullcontext():
+            with bf16_autocast(device, bf16):
+                losses = self.model(batch)
+            loss = losses[NO_TASK] if NO_TASK in losses else multitask_loss(losses, self.weights)
+            (loss / window).backward()
+        self.step_loss += float(loss.detach()) / window
+        self.last.update({t: float(v.detach()) for t, v in losses.items() if t != NO_TASK})
+
+    def optimizer_step(self, max_grad_norm: float) -> float:
+        """Clip, step the optimizer and the schedule; returns the step's loss and starts the next one's."""
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, self.step_loss = self.step_loss, 0.0
+        return loss
+
+    def consider(self, accuracy: float, step: int, weights: dict[str, torch.Tensor] | None) -> None:
+        """Keep ``weights`` (this arm's full weights now) as its selection when ``accuracy`` is at least the
+        best so far (of equals, the later step wins, as for arm 0)."""
+        if self.best is None or accuracy >= self.best[0]:
+            self.best = (accuracy, step)
+            self.best_weights = weights
+
+    def state(self) -> dict[str, Any]:
+        """What ``train_state.pt`` holds besides the optimizer: the schedule and the selection so far."""
+        return {"scheduler": self.scheduler.state_dict(), "best": list(self.best) if self.best else None}
+
+    def save_best(self, directory: Path, tokenizer: Any) -> None:
+        """``directory``: the selected weights so far, loadable with ``from_pretrained``."""
+        if self.best_weights is not None:
+            unwrap(self.model).save_pretrained(directory, state_dict=self.best_weights)
+            tokenizer.save_pretrained(directory)
+
+
+def cpu_copy(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A CPU copy of a state dict in which tensors that shared storage (tied embeddings) still share it, so
+    ``save_pretrained`` saves them once."""
+    copies: dict[tuple[Any, ...], torch.Tensor] = {}
+    out = {}
+    for key, tensor in weights.items():
+        same = (tensor.data_ptr(), tuple(tensor.shape), tensor.dtype)
+        if same not in copies:
+            copies[same] = tensor.detach().to("cpu", copy=True)
+        out[key] = copies[same]
+    return out
