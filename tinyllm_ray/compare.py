@@ -10,7 +10,7 @@ student is also trained, with the same budget (steps, batch, learning rate) and 
 The baselines train in the student's own Ray Train run, as more *arms* on the same micro-batches
 (``student/arms.py``): one worker group instead of one per baseline, and a controlled comparison. Each
 baseline is a cached stage of its own: its best checkpoint on valid is scored once on valid and test (both
-scorers, Ray tasks beside the student's evaluation) and exported to ``<run>/compare/<name>/student/`` with the
+scorers, in the student's evaluation pass) and exported to ``<run>/compare/<name>/student/`` with the
 scores in its marker, so a re-run reuses it (``plan`` finds the finished ones). The table of ``rows`` puts the
 teachers' own accuracy, the baselines and the multi-teacher student side by side, shaped like the paper's.
 """
@@ -22,11 +22,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import ray
-
 from tinyllm_ray import runs, stages
 from tinyllm_ray.config import Config
-from tinyllm_ray.data.schema import Question
 
 log = logging.getLogger("tinyllm_ray.compare")
 
@@ -58,39 +55,34 @@ def baseline_key(config: Config, name: str, rationale_key: str) -> str:
 
 @dataclasses.dataclass
 class Baselines:
-    """The run's baselines: the finished ones' figures (``reused``), the others to train (``to_train``:
-    name -> (config, stage key, export dir)), and their scoring once trained (``score``, ``finish``)."""
+    """The run's baselines: the finished ones' figures (``reused``) and the others to train (``to_train``:
+    name -> (config, stage key, export dir)), exported with their scores by ``finish``."""
 
     config: Config
     run_dir: Path
     reused: dict[str, dict[str, Any]]
     to_train: dict[str, tuple[Config, str, Path]]
-    scoring: dict[str, tuple[ray.ObjectRef, dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     def arms(self) -> dict[str, Config]:
         """The baselines still to train, by name: the arms the student's run trains beside it."""
         return {name: variant for name, (variant, _, _) in self.to_train.items()}
 
-    def score(self, trained: dict[str, Any], held_out: dict[str, list[Question]]) -> None:
-        """Start scoring each trained baseline's best checkpoint on valid and test (Ray tasks, beside the
-        student's evaluation); ``trained``: the result of the run that trained them (``train_student``)."""
-        for name, (variant, key, _) in self.to_train.items():
-            arm = trained["arms"][name]
-            best = arm["best_metrics"]
-            info = {"key": key, "name": name, "loss_weights": variant.task_weights(), "steps": trained["steps"],
-                    "seconds": trained["seconds"], "best_step": best.get("step"), "checkpoint": arm["checkpoint"]}
-            self.scoring[name] = (_score.remote(variant, arm["checkpoint"], held_out), info)
+    def checkpoints(self, trained: dict[str, Any] | None) -> dict[str, str]:
+        """Each trained baseline's best checkpoint on valid, by name, from the student's run (``trained``)."""
+        return {name: trained["arms"][name]["checkpoint"] for name in self.to_train} if trained else {}
 
-    def finish(self) -> dict[str, dict[str, Any]]:
-        """Wait for the scores, export each baseline's best checkpoint with them; every baseline's figures by
-        name, in ``variants`` order."""
+    def finish(self, trained: dict[str, Any] | None, accuracy: dict[str, dict[str, float]]
+               ) -> dict[str, dict[str, Any]]:
+        """Export each trained baseline's best checkpoint with its scores (``accuracy``, by name); every
+        baseline's figures by name, in ``variants`` order."""
         out = dict(self.reused)
-        for name, (task, info) in self.scoring.items():
-            info = {**info, **_accuracies(ray.get(task))}
-            checkpoint, export_dir = info.pop("checkpoint"), self.to_train[name][2]
+        for name, (variant, key, export_dir) in self.to_train.items():
+            arm = trained["arms"][name]
+            info = {"key": key, "name": name, "loss_weights": variant.task_weights(), "steps": trained["steps"],
+                    "seconds": trained["seconds"], "best_step": arm["best_metrics"].get("step"),
+                    **_accuracies(accuracy[name])}
             export_dir.parent.mkdir(parents=True, exist_ok=True)
-            stages.export_checkpoint(checkpoint, export_dir, info,
-                                     runs.ACCESS_MODES[self.config.output.access])
+            stages.export_checkpoint(arm["checkpoint"], export_dir, info, runs.ACCESS_MODES[self.config.output.access])
             log.info("compare: %s: valid %s, test %s", name, _fmt(info["valid_accuracy"]),
                      _fmt(info["test_accuracy"]))
             out[name] = info
@@ -114,15 +106,6 @@ def plan(config: Config, run_dir: Path, rationale_key: str) -> Baselines:
             f"{t}={w:g}" for t, w in variant.task_weights().items()))
         to_train[name] = (variant, key, export_dir)
     return Baselines(config, run_dir, reused, to_train)
-
-
-# The task only waits on its evaluation actors, which ask for the CPUs/GPUs themselves.
-@ray.remote(num_cpus=0)
-def _score(variant: Config, checkpoint: str, held_out: dict[str, list[Question]]) -> dict[str, float]:
-    from tinyllm_ray.student.evaluate import evaluate
-
-    accuracy, _ = evaluate(held_out, checkpoint, variant)
-    return accuracy
 
 
 def _accuracies(accuracy: dict[str, float]) -> dict[str, float | None]:

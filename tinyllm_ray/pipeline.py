@@ -239,30 +239,27 @@ def plan_baselines(p: Prepared) -> Any:
         return compare.plan(p.config, p.run_dir, runner.rationales_key(p.config))
 
 
-def score_baselines(p: Prepared, baselines: Any, trained: dict[str, Any] | None) -> None:
-    """Start scoring the baselines that trained in the student's run (``trained``: its result)."""
-    if trained is not None:
-        with stage("baselines (compare: true)", p.run_dir):
-            baselines.score(trained, held_out(p))
-
-
-def finish_baselines(p: Prepared, baselines: Any) -> dict[str, dict[str, Any]]:
+def finish_baselines(p: Prepared, baselines: Any, trained: dict[str, Any] | None,
+                     accuracy: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
     with stage("baselines (compare: true)", p.run_dir):
-        return baselines.finish()
+        return baselines.finish(trained, accuracy)
 
 
-def run_evaluation(p: Prepared) -> dict[str, float]:
-    """Score the exported student on valid and test; its answers go to ``predictions.parquet``."""
-    from tinyllm_ray.student.evaluate import evaluate
+def run_evaluation(p: Prepared, baselines: dict[str, str] | None = None
+                   ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Score the exported student on valid and test (its answers go to ``predictions.parquet``), and in the
+    same pass the baselines' checkpoints (``baselines``: by name); the accuracies of each."""
+    from tinyllm_ray.student.evaluate import STUDENT, evaluate_models
 
     with stage("student evaluation", p.run_dir):
-        accuracy, predictions = evaluate({s: p.splits[s] for s in ("valid", "test") if s in p.splits},
-                                         str(p.run_dir / runs.EXPORT_DIR), p.config)
+        scored = evaluate_models({s: p.splits[s] for s in ("valid", "test") if s in p.splits},
+                                 {STUDENT: str(p.run_dir / runs.EXPORT_DIR), **(baselines or {})}, p.config)
+    accuracy, predictions = scored.pop(STUDENT)
     pq.write_table(predictions, p.run_dir / "predictions.parquet")
     for key, value in accuracy.items():
         scorer, _, split = key.rpartition("_")
         metrics.eval_accuracy().set(value, tags={"split": split, "scorer": scorer or "generate"})
-    return accuracy
+    return accuracy, {name: acc for name, (acc, _) in scored.items()}
 
 
 def run(config: Config) -> dict[str, Any]:
@@ -280,13 +277,9 @@ def run(config: Config) -> dict[str, Any]:
     else:
         student, trained = run_sweep(p), None
     clock.lap("train_s")
-    if planned is not None:
-        score_baselines(p, planned, trained)  # beside the student's evaluation
-    accuracy = run_evaluation(p)
+    accuracy, scored = run_evaluation(p, planned.checkpoints(trained) if planned is not None else None)
     clock.lap("eval_s")
-    baselines = finish_baselines(p, planned) if planned is not None else None
-    if baselines is not None:
-        clock.lap("baselines_s")  # the time the baselines took beyond the student's training and evaluation
+    baselines = finish_baselines(p, planned, trained, scored) if planned is not None else None
     from tinyllm_ray.student.model import is_encoder_decoder
 
     c = p.config

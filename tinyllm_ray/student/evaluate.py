@@ -8,7 +8,8 @@ both in ``scoring.py``, for seq2seq, causal and one-encoder students):
 
 ``evaluate(splits, model_dir, config)`` scores several splits in one pass (one model load per actor)
 and returns the accuracy per split and one prediction row per question (``split, id, generated,
-predicted, correct``), which the pipeline stores as Parquet in the run directory.
+predicted, correct, rank_predicted, rank_correct``), which the pipeline stores as Parquet in the run
+directory; ``evaluate_models`` does the same for the student and its baselines in one pass.
 """
 
 from __future__ import annotations
@@ -41,37 +42,52 @@ def load_scorer(model_dir: str, config: Config, batch_size: int, num_gpus: float
 
 
 class StudentPredictor:
-    """Ray Data UDF: loads the trained student once per actor and answers a batch of questions."""
+    """Ray Data UDF: loads the trained students once per actor (the run's and, with ``compare: true``, its
+    baselines: one pass scores them all) and answers a batch of questions with each."""
 
-    def __init__(self, model_dir: str, config: Config):
+    def __init__(self, model_dirs: dict[str, str], config: Config):
         transformers.utils.logging.disable_progress_bar()
-        self.scorer = load_scorer(model_dir, config, config.eval.batch_size, config.eval.num_gpus)
+        self.scorers = {name: load_scorer(d, config, config.eval.batch_size, config.eval.num_gpus)
+                        for name, d in model_dirs.items()}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         keys = list(batch)
         questions = [Question.from_row(dict(zip(keys, v))) for v in zip(*(batch[k] for k in keys))]
-        generated = self.scorer.generate(questions)
-        predicted = [prompts.match_choice(text, q.choices) for text, q in zip(generated, questions)]
-        ranked = self.scorer.rank(questions)
-        return {
-            "split": batch["split"],
-            "id": [q.id for q in questions],
-            "generated": generated,
-            "predicted": [-1 if p is None else p for p in predicted],
-            "correct": [p == q.answer_index for p, q in zip(predicted, questions)],
-            "rank_predicted": ranked,
-            "rank_correct": [p == q.answer_index for p, q in zip(ranked, questions)],
-        }
+        out: dict[str, list[Any]] = {k: [] for k in ("model", "split", "id", "generated", "predicted", "correct",
+                                                     "rank_predicted", "rank_correct")}
+        for name, scorer in self.scorers.items():
+            generated = scorer.generate(questions)
+            predicted = [prompts.match_choice(text, q.choices) for text, q in zip(generated, questions)]
+            ranked = scorer.rank(questions)
+            out["model"] += [name] * len(questions)
+            out["split"] += list(batch["split"])
+            out["id"] += [q.id for q in questions]
+            out["generated"] += generated
+            out["predicted"] += [-1 if p is None else p for p in predicted]
+            out["correct"] += [p == q.answer_index for p, q in zip(predicted, questions)]
+            out["rank_predicted"] += ranked
+            out["rank_correct"] += [p == q.answer_index for p, q in zip(ranked, questions)]
+        return out
 
 
 def evaluate(splits: dict[str, list[Question]], model_dir: str, config: Config) -> tuple[dict[str, float], pa.Table]:
+    """One student's accuracy per split (``<split>`` generating, ``rank_<split>`` ranking) and its predictions."""
+    return evaluate_models(splits, {STUDENT: model_dir}, config)[STUDENT]
+
+
+STUDENT = "student"
+
+
+def evaluate_models(splits: dict[str, list[Question]], model_dirs: dict[str, str], config: Config
+                    ) -> dict[str, tuple[dict[str, float], pa.Table]]:
+    """``evaluate`` for several students (same config but their loss weights) in one Ray Data pass, by name."""
     tables = [to_table(qs).append_column("split", pa.array([name] * len(qs), pa.string()))
               for name, qs in splits.items()]
     refs = (
         ray.data.from_arrow(pa.concat_tables(tables))
         .map_batches(
             StudentPredictor,
-            fn_constructor_kwargs={"model_dir": model_dir, "config": config},
+            fn_constructor_kwargs={"model_dirs": model_dirs, "config": config},
             batch_size=config.eval.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=config.eval.replicas),
@@ -80,11 +96,15 @@ def evaluate(splits: dict[str, list[Question]], model_dir: str, config: Config) 
         )
         .to_arrow_refs()
     )
-    table = pa.concat_tables(ray.get(refs))
-    accuracy = {}
-    for name in splits:
-        rows = table.filter(pc.equal(table.column("split"), name))
-        for scorer, column in (("", "correct"), ("rank_", "rank_correct")):
-            correct = rows.column(column).to_pylist()
-            accuracy[f"{scorer}{name}"] = sum(correct) / len(correct) if correct else 0.0
-    return accuracy, table
+    every = pa.concat_tables(ray.get(refs))
+    out = {}
+    for model in model_dirs:
+        table = every.filter(pc.equal(every.column("model"), model)).drop_columns(["model"])
+        accuracy = {}
+        for name in splits:
+            rows = table.filter(pc.equal(table.column("split"), name))
+            for scorer, column in (("", "correct"), ("rank_", "rank_correct")):
+                correct = rows.column(column).to_pylist()
+                accuracy[f"{scorer}{name}"] = sum(correct) / len(correct) if correct else 0.0
+        out[model] = (accuracy, table)
+    return out
