@@ -179,32 +179,34 @@ class TrainWorker:
         else:
             arm.optimizer.load_state_dict(saved)
 
-    def _full_state(self, arm: Arm) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
-        """The arm's full weights (``None`` when the model can save its own: no FSDP) and optimizer state;
-        every rank must call it (FSDP gathers them)."""
+    def _full_weights(self, arm: Arm) -> dict[str, torch.Tensor]:
+        """The arm's full weights (FSDP gathers them to rank 0's CPU: every rank must call it)."""
         if not self._fsdp():
-            return None, arm.optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
+            return unwrap(arm.model).state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        weights = {k.removeprefix("model."): v for k, v in get_model_state_dict(arm.model, options=full).items()}
-        return weights, get_optimizer_state_dict(arm.model, arm.optimizer, options=full)
+        return {k.removeprefix("model."): v for k, v in get_model_state_dict(arm.model, options=full).items()}
 
-    def _save(self, directory: Path) -> bool:
+    def _full_optimizer(self, arm: Arm) -> dict[str, Any]:
+        if not self._fsdp():
+            return arm.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(arm.model, arm.optimizer, options=full)
+
+    def _save(self, directory: Path, weights: dict[str, dict[str, torch.Tensor]]) -> bool:
         """Write the checkpoint files (rank 0): arm 0 at the root, the others under ``arms/<name>/`` with their
-        selection so far in ``best/``; every rank must call it."""
+        selection so far in ``best/``; ``weights``: each arm's ``_full_weights``. Every rank must call it."""
         saved = False
         for arm in self.arms:
-            weights, optimizer = self._full_state(arm)
+            optimizer = self._full_optimizer(arm)
             if self.rank != 0:
                 continue
             where = directory if arm.name == STUDENT_ARM else directory / ARMS_DIR / arm.name
             where.mkdir(parents=True, exist_ok=True)
-            unwrap(arm.model).save_pretrained(where, state_dict=weights)
+            unwrap(arm.model).save_pretrained(where, state_dict=weights[arm.name] if self._fsdp() else None)
             self.tokenizer.save_pretrained(where)
             torch.save({"optimizer": optimizer, "step": self.step, **arm.state()}, where / STATE_FILE)
             if arm.name != STUDENT_ARM:
@@ -271,13 +273,12 @@ class TrainWorker:
         if not self.plan.is_checkpoint(self.step):
             ray.train.report(result)
             return
-        for arm in others:
-            weights, _ = self._full_state(arm)
-            if self.rank == 0:
-                arm.consider(scores[arm.name], self.step, cpu_copy(weights if weights is not None
-                                                                   else unwrap(arm.model).state_dict()))
+        weights = {arm.name: self._full_weights(arm) for arm in self.arms}
+        if self.rank == 0:
+            for arm in others:
+                arm.consider(scores[arm.name], self.step, cpu_copy(weights[arm.name]))
         with tempfile.TemporaryDirectory() as tmp:
-            saved = self._save(Path(tmp))
+            saved = self._save(Path(tmp), weights)
             if saved:
                 (Path(tmp) / "metrics.json").write_text(json.dumps(result))
             ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(tmp) if saved else None,
