@@ -16,7 +16,7 @@ import torch
 from tinyllm_ray.data.synthetic import generate
 from tinyllm_ray.student.batches import Tokenize, collate, example_table
 from tinyllm_ray.student.loss import multitask_loss
-from tinyllm_ray.student.model import MultiTask, encode_questions, load_student, task_logits
+from tinyllm_ray.student.model import NO_TASK, MultiTask, encode_questions, load_student, task_logits
 from tinyllm_ray.student.schedule import Plan
 
 
@@ -87,8 +87,8 @@ def test_a_batch_without_any_weighted_target_is_a_zero_loss_on_every_weight(stud
     tokenized["labels__reference"] = [np.zeros(0, np.int32)] * 4
     model = MultiTask(load_student(str(student_dir)), "seq2seq", ["reference"])
     losses = model(collate(tokenized, ["reference"], 0))
-    assert list(losses) == ["_none"] and losses["_none"].item() == 0.0
-    losses["_none"].backward()
+    assert list(losses) == [NO_TASK] and losses[NO_TASK].item() == 0.0
+    losses[NO_TASK].backward()
     assert all(p.grad is not None for p in model.parameters())
 
 

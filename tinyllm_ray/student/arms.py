@@ -25,11 +25,10 @@ import torch
 
 from tinyllm_ray.devices import bf16_autocast
 from tinyllm_ray.student.loss import multitask_loss
-from tinyllm_ray.student.model import unwrap
+from tinyllm_ray.student.model import NO_TASK, unwrap
 
 ARMS_DIR = "arms"  # in a checkpoint: arms/<name>/ (weights, state) and arms/<name>/best/ (the selection)
 BEST_DIR = "best"
-NO_TASK = "_none"  # ``MultiTask``'s zero loss for a batch without any of its tasks
 
 
 @dataclasses.dataclass

@@ -68,6 +68,9 @@ def task_logits(model: torch.nn.Module, layout: str, inputs: dict[str, torch.Ten
     return causal_shift(out.logits, labels)
 
 
+NO_TASK = "_none"  # ``MultiTask``'s zero loss when a batch has none of its tasks
+
+
 class MultiTask(torch.nn.Module):
     """``forward(batch) -> {task: loss}`` over the tasks present in a collated batch."""
 
@@ -85,7 +88,7 @@ class MultiTask(torch.nn.Module):
                 logits, labels = task_logits(self.model, self.layout, batch[task])
                 losses[task] = token_cross_entropy(logits, labels)
         if not losses:  # no weighted task has a target here: a zero loss that still touches every weight
-            losses["_none"] = sum(p.sum() for p in self.parameters()) * 0.0
+            losses[NO_TASK] = sum(p.sum() for p in self.parameters()) * 0.0
         return losses
 
 
