@@ -107,6 +107,10 @@ def prepare(config: Config) -> Prepared:
     run_path = runs.create(where, config)
     with open(run_path / "rejects.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in data.rejects)
+    if data.unlabelled:
+        log.info("left out, published without answers: %s%s", ", ".join(
+            f"{s} ({n} rows)" for s, n in data.unlabelled.items()),
+            "; test is half of the labelled valid split" if data.test_from_valid else "")
     if data.rejects:
         log.warning("%d rows rejected (reasons by split: %s); see %s", len(data.rejects), data.reject_counts(),
                     run_path / "rejects.jsonl")

@@ -4,7 +4,9 @@
 seconds, and the teacher's own ``valid_accuracy``/``test_accuracy`` with the answers it gave that named no
 option, ``unparsed``), ``student`` (model, valid/test accuracy, steps, seconds), ``baselines`` (with
 ``compare: true``), ``comparison`` (teachers, baselines and student side by side, ``compare.rows``) and
-``timings`` (generate_s, train_s, eval_s, total_s); ``render_markdown`` shows the same facts as tables.
+``timings`` (generate_s, train_s, eval_s, total_s); ``dataset`` names the splits published without answers
+(``unlabelled``, left out) and whether test is half of valid (``test_from_valid``); ``render_markdown`` shows
+the same facts as tables.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
             "rows_read": data.rows_read,
             "rejected": data.reject_counts(),
             "valid_from_train": data.valid_from_train,
+            "unlabelled": data.unlabelled,
+            "test_from_valid": data.test_from_valid,
         },
         "teachers": [{k: t.get(k) for k in TEACHER_FIELDS} for t in teachers],
         "student": {
@@ -90,15 +94,28 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    d, s, t = report["dataset"], report["student"], report["timings"]
-    lines = [f"# TinyLLM distillation report: {report['run_name']}", ""]
+def dataset_lines(d: dict[str, Any]) -> list[str]:
+    """The report's lines about the data: split sizes and where valid and test came from, the splits published
+    without answers (left out), and the rejected rows."""
+    lines: list[str] = []
     held = " (held out of train)" if d.get("valid_from_train") else ""
-    lines += [f"Dataset **{d['name']}**: {d['train']} train, {d['valid']} valid{held}, {d['test']} test questions."]
+    halved = " (half of the labelled valid split)" if d.get("test_from_valid") else ""
+    lines.append(f"Dataset **{d['name']}**: {d['train']} train, {d['valid']} valid{held}, {d['test']} test{halved} "
+                 f"questions.")
+    if d.get("unlabelled"):
+        lines.append("Published without answers, so left out of training and scoring: "
+                     + ", ".join(f"the {s} split ({n} rows)" for s, n in d["unlabelled"].items()) + ".")
     rejected = {s: sum(r.values()) for s, r in d.get("rejected", {}).items() if r}
     if rejected:
         lines.append("Rejected rows: " + ", ".join(f"{s} {n} ({d['rejected'][s]})" for s, n in rejected.items())
                      + "; see `rejects.jsonl`.")
+    return lines
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    d, s, t = report["dataset"], report["student"], report["timings"]
+    lines = [f"# TinyLLM distillation report: {report['run_name']}", ""]
+    lines += dataset_lines(d)
     lines.append("")
     lines += ["## Teachers", ""]
     if report["teachers"]:

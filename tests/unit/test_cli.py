@@ -65,7 +65,7 @@ def test_data_inspect_prints_one_json_object(tmp_path):
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["format"] == "jsonl"
-    assert out["splits"] == {"train": {"rows": 3, "rejected": 1, "choices": {"2": 1, "3": 1}}}
+    assert out["splits"] == {"train": {"rows": 3, "rejected": 1, "choices": {"2": 1, "3": 1}, "unlabelled": False}}
     assert out["reject_reasons"] == {"empty 'q'": 1}  # the user's own column name
 
 

@@ -286,7 +286,8 @@ def test_no_split_files_says_what_it_looked_for(tmp_path):
         read_hub("obqa", tmp_path)
     message = str(err.value)
     assert "no split files in" in message and str(tmp_path / "data") in message and str(tmp_path / "main") in message
-    assert "<split>.<ext>, <name>_<split>.<ext>, <name>-<split>.<ext> or <split>-00000-of-00001.parquet" in message
+    assert ("<split>.<ext>, <name>_<split>.<ext>, <name>-<split>.<ext>, <split>-00000-of-00001.parquet or "
+            "<split>/0000.parquet" in message)
     assert "split: train/validation/valid/dev/test; ext: json/jsonl/parquet" in message
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from tinyllm_ray.data.records import (
     DIRECTORY,
     FILE,
+    NO_LABEL,
     SUFFIXES,
     DataError,
     Row,
@@ -41,9 +42,9 @@ _SPLIT = "|".join(SPLIT_NAMES)
 _EXT = "|".join(s.lstrip(".") for s in SUFFIXES)
 _NAMED_FILE = re.compile(rf"^(?:.*[_-])?({_SPLIT})\.({_EXT})$", re.IGNORECASE)
 _SHARD_FILE = re.compile(rf"^({_SPLIT})-\d+-of-\d+(?:-[0-9a-f]+)?\.parquet$", re.IGNORECASE)
-_LOOKED_FOR = (f"<split>.<ext>, <name>_<split>.<ext>, <name>-<split>.<ext> or <split>-00000-of-00001.parquet "
-               f"(split: {'/'.join(SPLIT_NAMES)}; ext: {'/'.join(s.lstrip('.') for s in SUFFIXES)})")
-_NO_LABEL = "no answer label"
+_LOOKED_FOR = (f"<split>.<ext>, <name>_<split>.<ext>, <name>-<split>.<ext>, <split>-00000-of-00001.parquet or "
+               f"<split>/0000.parquet (split: {'/'.join(SPLIT_NAMES)}; ext: "
+               f"{'/'.join(s.lstrip('.') for s in SUFFIXES)})")
 
 Normalizer = Callable[[dict[str, Any], str], Question]
 
@@ -60,6 +61,9 @@ class HubSchema:
     """``normalize(record, where)`` -> ``Question``, or ``RowError(reason)`` for a malformed record."""
     hub_revision: str | None = None
     """Hub revision to load; ``refs/convert/parquet`` for datasets whose main branch is a loading script."""
+    split_files: tuple[tuple[str, str], ...] = ()
+    """(file name pattern, split) of the dataset's own distribution, beside the generic names: BioASQ's
+    ``trainingNNb.json`` and ``NNBk_golden.json`` batches (several files may make one split)."""
 
 
 # -- shared helpers ------------------------------------------------------------------------------------------
@@ -83,7 +87,7 @@ def _answer_key(record: dict[str, Any], key: str) -> str:
         raise RowError(f"missing {key!r}")
     value = record[key]
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise RowError(_NO_LABEL)
+        raise RowError(NO_LABEL)
     return text_field(record, key)
 
 
@@ -148,7 +152,7 @@ def _two_solutions(record: dict[str, Any], where: str, *, name: str) -> Question
     if isinstance(label, str) and re.fullmatch(r"-?[0-9]{1,9}", label.strip()):
         label = int(label)
     if label is None or label == -1:
-        raise RowError(_NO_LABEL)
+        raise RowError(NO_LABEL)
     if not isinstance(label, int) or isinstance(label, bool) or label not in (0, 1):
         raise RowError(f"'label' is {clip(label)}, not 0 or 1")
     return Question(id=_record_id(record, "id", name, where), question=question, choices=choices,
@@ -199,8 +203,15 @@ def _yes_no(record: dict[str, Any], where: str, *, name: str) -> Question:
 
 
 def _schema(name: str, hub_id: str | None, hub_config: str | None, family: Callable[..., Question],
-            revision: str | None = None, **options: Any) -> tuple[str, HubSchema]:
-    return name, HubSchema(name, hub_id, hub_config, functools.partial(family, name=name, **options), revision)
+            revision: str | None = None, split_files: tuple[tuple[str, str], ...] = (),
+            **options: Any) -> tuple[str, HubSchema]:
+    return name, HubSchema(name, hub_id, hub_config, functools.partial(family, name=name, **options), revision,
+                           split_files)
+
+
+# BioASQ's official Task B files: the training set (``training12b.json``, ``training12b_new.json``) and the
+# golden test batches (``12B1_golden.json`` ... ``12B4_golden.json``), each one ``{"questions": [...]}`` object.
+BIOASQ_FILES = ((r"training\d+b(?:_[a-z0-9]+)?\.json", "train"), (r"\d+b\d+_golden\.json", "test"))
 
 
 HUB_SCHEMAS: dict[str, HubSchema] = dict([
@@ -215,7 +226,7 @@ HUB_SCHEMAS: dict[str, HubSchema] = dict([
             question_key="question", id_required=False),
     _schema("piqa", "ybisk/piqa", None, _two_solutions, "refs/convert/parquet"),
     _schema("pubmedqa", "qiaojin/PubMedQA", "pqa_labeled", _pubmedqa),
-    _schema("bioasq", None, None, _yes_no),
+    _schema("bioasq", None, None, _yes_no, split_files=BIOASQ_FILES),
 ])
 
 
@@ -232,36 +243,82 @@ def _to_row(normalize: Normalizer, record: Any, where: str) -> Row:
     return Row(where, None, "; ".join(why)) if why else Row(where, question)
 
 
-def find_split_files(directory: Path, subdirs: Iterable[str] = ("data",)) -> dict[str, list[Path]]:
-    """Split files of ``directory`` (else of the first of its ``subdirs`` that has any), by split name.
+def find_split_files(directory: Path, subdirs: Iterable[str] = ("data",),
+                     extra: Sequence[tuple[str, str]] = ()) -> dict[str, list[Path]]:
+    """Split files of ``directory`` (else of the first of its ``subdirs``, else of the first child folder of a
+    parquet export, that has any), by split name.
 
-    A split is one file named ``<split>.<ext>``, ``<name>_<split>.<ext>`` or ``<name>-<split>.<ext>``, or the
-    shards ``<split>-NNNNN-of-NNNNN.parquet`` of a hub export. Raises ``DataError`` when nothing matches, and
+    A split is one file named ``<split>.<ext>``, ``<name>_<split>.<ext>`` or ``<name>-<split>.<ext>``; the
+    shards ``<split>-NNNNN-of-NNNNN.parquet`` of a hub export; the ``NNNN.parquet`` files of a ``<split>/``
+    folder (the hub's parquet conversion, ``<config>/<split>/0000.parquet``; ``partial-<split>/`` where the
+    conversion kept only the start of a large split, used when there is no full one); or the files matching
+    ``extra``'s (pattern, split) pairs (a dataset's own names). Raises ``DataError`` when nothing matches, and
     when the directory or a subdirectory cannot be listed; a matching entry that is not a regular file (a
     directory, a FIFO) is reported when it is read.
     """
-    folders = [directory, *(directory / sub for sub in subdirs)]
+    folders = [directory, *(directory / sub for sub in subdirs), *_export_configs(directory)]
+    patterns = [(re.compile(rf"^{pattern}$", re.IGNORECASE), split) for pattern, split in extra]
     for folder in folders:
         named: dict[str, list[Path]] = {}
         shards: dict[str, list[Path]] = {}
         for file in list_dir(folder, optional=folder is not directory):
-            if match := _SHARD_FILE.match(file.name):
+            if split := next((split for pattern, split in patterns if pattern.match(file.name)), None):
+                shards.setdefault(split, []).append(file)
+            elif match := _SHARD_FILE.match(file.name):
                 shards.setdefault(SPLIT_NAMES[match[1].lower()], []).append(file)
             elif match := _NAMED_FILE.match(file.name):
                 named.setdefault(SPLIT_NAMES[match[1].lower()], []).append(file)
+        for split, files in _export_splits(folder).items():
+            shards.setdefault(split, files)
         for split in named.keys() & shards.keys():
             named[split] += shards.pop(split)
         for split, files in named.items():
             if len(files) > 1:
                 raise DataError(f"{folder}: several files for the {split} split: {', '.join(f.name for f in files)}")
         if named or shards:
-            return {**named, **shards}
+            return {**named, **{split: sorted(files) for split, files in shards.items()}}
     raise DataError(f"{directory}: no split files in {', '.join(str(f) for f in folders)}; looked for {_LOOKED_FOR}")
 
 
+_EXPORT_DIR = re.compile(rf"^(partial-)?({_SPLIT})$", re.IGNORECASE)
+_EXPORT_FILE = re.compile(r"^\d+\.parquet$")
+
+
+def _export_splits(folder: Path) -> dict[str, list[Path]]:
+    """The parquet conversion's split folders in ``folder`` (``train/0000.parquet``...), by split; a full
+    folder wins over a ``partial-`` one."""
+    found: dict[str, tuple[bool, list[Path]]] = {}
+    if not folder.is_dir() or folder.is_symlink():
+        return {}
+    for sub in list_dir(folder):
+        match = _EXPORT_DIR.match(sub.name)
+        if not match or not sub.is_dir() or sub.is_symlink():
+            continue
+        files = sorted(f for f in list_dir(sub) if _EXPORT_FILE.match(f.name))
+        split, partial = SPLIT_NAMES[match[2].lower()], bool(match[1])
+        if files and (split not in found or found[split][0] and not partial):
+            found[split] = (partial, files)
+    return {split: files for split, (_, files) in found.items()}
+
+
+def _export_configs(directory: Path) -> list[Path]:
+    """The config folders of a parquet conversion's root (``plain_text/``, ``default/``...): child folders that
+    hold split folders."""
+    if not directory.is_dir() or directory.is_symlink():
+        return []
+    return [sub for sub in list_dir(directory) if sub.is_dir() and not sub.is_symlink() and _export_splits(sub)]
+
+
 def _read_files(files: dict[str, list[Path]], normalize: Normalizer) -> dict[str, list[Row]]:
-    return {split: [_to_row(normalize, record, where) for file in paths for where, record in read_records(file)]
+    return {split: [_to_row(normalize, record, where) for file in paths
+                    for where, record in read_records(file, _file_label(file))]
             for split, paths in files.items()}
+
+
+def _file_label(file: Path) -> str:
+    """A file's name in row positions (and so in the ids derived from them): with its split folder for the
+    parquet conversion's ``train/0000.parquet``, whose bare names repeat in every split."""
+    return f"{file.parent.name}/{file.name}" if _EXPORT_FILE.match(file.name) else file.name
 
 
 def read_hub(name: str, path: Path | None) -> dict[str, list[Row]]:
@@ -271,7 +328,7 @@ def read_hub(name: str, path: Path | None) -> dict[str, list[Row]]:
         raise DataError(f"unknown hub dataset {name!r} (known: {', '.join(sorted(HUB_SCHEMAS))})")
     if path is not None:
         subdirs = ("data", *((schema.hub_config, f"{schema.hub_config}/data") if schema.hub_config else ()))
-        return _read_files(find_split_files(Path(path), subdirs), schema.normalize)
+        return _read_files(find_split_files(Path(path), subdirs, schema.split_files), schema.normalize)
     if schema.hub_id is None:
         raise DataError(f"{name}: there is no canonical hub copy of this dataset; pass a local path to a directory "
                         f"of split files")
@@ -304,7 +361,7 @@ MAPPED_KEYS = {"question": True, "choices": True, "answer": True, "id": False, "
 def _mapped_answer(raw: Any, choices: Sequence[str], column: str) -> str:
     """The answer as choice text, else as a letter (``B``, ``b``, ``(c)``), else as a 0-based index."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
-        raise RowError(_NO_LABEL)
+        raise RowError(NO_LABEL)
     if special := non_finite(raw):
         raise RowError(f"{column!r} is {special}, not text")
     if isinstance(raw, str):

@@ -5,6 +5,14 @@ reason, with the file and position) and, for the authors' layout, their precompu
 ``load_data`` then rejects duplicate ids, fails in strict mode, holds out a seeded slice of train as
 valid where the dataset has none (test is never used for selection), and keeps every reject with its
 reason for the report and ``rejects.jsonl``.
+
+A split published without answers (PIQA's, RiddleSense's and CommonsenseQA's test splits: every row has an
+empty label) is not bad data: it is left out whole, counted once in ``unlabelled`` (not as rejects, and not
+stopped on in strict mode). Its questions cannot be scored, so when the test split is unlabelled the labelled
+valid split is divided into valid and test (``test_from_valid``), half each, by a seeded draw: the authors'
+protocol for PIQA (919 + 919 of the hub's 1,838 validation questions) and RiddleSense (511 + 510 of 1,021).
+Their exact draw was not published, so the same sizes hold other questions; their files (``format:
+official``) give their very split.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from pathlib import Path
 
 from tinyllm_ray.config import SYNTHETIC_TEACHERS, ConfigError, DataConfig, precomputed_teachers
 from tinyllm_ray.data import synthetic
-from tinyllm_ray.data.records import DIRECTORY, FILE, DataError, Row, require
+from tinyllm_ray.data.records import DIRECTORY, FILE, NO_LABEL, DataError, Row, require
 from tinyllm_ray.data.schema import Question
 
 SPLITS = ("train", "valid", "test")
@@ -43,6 +51,10 @@ class LoadedData:
     precomputed: dict[str, dict[str, tuple[str, str]]]
     """teacher -> training question id -> (rationale, reject reason)."""
     files: list[str]
+    unlabelled: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Splits published without answers, left out: split -> rows."""
+    test_from_valid: bool = False
+    """The test split was unlabelled, so valid was divided into valid and test."""
 
     def reject_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, Counter] = {s: Counter() for s in self.rows_read}
@@ -138,9 +150,10 @@ def load_data(data: DataConfig, source: Source | None = None, require_train: boo
     splits: dict[str, list[Question]] = {}
     kept_index: dict[str, list[int]] = {}
     rejects: list[dict[str, str]] = []
+    unlabelled = {split: len(rows) for split, rows in source.rows.items() if is_unlabelled(rows)}
     for split in SPLITS:
         splits[split], kept_index[split] = [], []
-        for i, row in enumerate(source.rows.get(split, [])):
+        for i, row in enumerate([] if split in unlabelled else source.rows.get(split, [])):
             reason = row.reason if row.question is None else ("duplicate id" if row.question.id in seen else "")
             if reason:
                 if data.strict:
@@ -155,6 +168,13 @@ def load_data(data: DataConfig, source: Source | None = None, require_train: boo
         raise DataError(f"dataset {data.dataset!r}: no usable training questions"
                         f"{f' in {data.path}' if data.path else ''}")
     precomputed = _precomputed(data, source, splits["train"], kept_index["train"])
+    test_from_valid = hold_out_valid and "test" in unlabelled and len(splits["valid"]) >= 2
+    if test_from_valid:  # the authors' protocol where the published test split has no answers
+        rng = random.Random(data.seed)
+        n = len(splits["valid"])
+        test = set(rng.sample(range(n), n // 2))
+        splits["test"] = [q for i, q in enumerate(splits["valid"]) if i in test]
+        splits["valid"] = [q for i, q in enumerate(splits["valid"]) if i not in test]
     valid_from_train = hold_out_valid and bool(splits["train"]) and not splits["valid"]
     if valid_from_train:
         if len(splits["train"]) < 2:
@@ -171,7 +191,13 @@ def load_data(data: DataConfig, source: Source | None = None, require_train: boo
         if not splits[split]:
             del splits[split]
     rows_read = {s: len(source.rows[s]) for s in SPLITS if s in source.rows}
-    return LoadedData(splits, rows_read, rejects, valid_from_train, precomputed, source.files)
+    return LoadedData(splits, rows_read, rejects, valid_from_train, precomputed, source.files, unlabelled,
+                      test_from_valid)
+
+
+def is_unlabelled(rows: list[Row]) -> bool:
+    """Whether a split was published without answers: it has rows, and every one lacks its label."""
+    return bool(rows) and all(row.question is None and row.reason == NO_LABEL for row in rows)
 
 
 def _precomputed(data: DataConfig, source: Source, train: list[Question], index: list[int]):
@@ -195,7 +221,8 @@ def inspect(data: DataConfig) -> dict:
     for split, rows in loaded.rows_read.items():
         choices = Counter(len(q.choices) for q in loaded.splits.get(split, []))
         out["splits"][split] = {"rows": rows, "rejected": sum(reasons[split].values()),
-                                "choices": {str(n): choices[n] for n in sorted(choices)}}
+                                "choices": {str(n): choices[n] for n in sorted(choices)},
+                                "unlabelled": split in loaded.unlabelled}
     out["reject_reasons"] = dict(Counter(r["reason"] for r in loaded.rejects))
     if source.rationales:
         out["teachers"] = {

@@ -34,6 +34,10 @@ class DataError(ValueError):
     """Input data that cannot be used at all; the message names the file and position."""
 
 
+NO_LABEL = "no answer label"
+"""The reject reason of a row published without its answer (an unlabelled test split: ``load.py``)."""
+
+
 class RowError(ValueError):
     """One record that cannot become a question; the message is the reject reason."""
 
@@ -92,13 +96,16 @@ def list_dir(directory: Path, *, optional: bool = False) -> list[Path]:
 
 # -- records -------------------------------------------------------------------------------------------------
 
-def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(position, record) for every record of a JSON array, JSON Lines or Parquet file.
+def read_records(path: Path, label: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(position, record) for every record of a JSON array, JSON Lines or Parquet file, or of a JSON object
+    holding its records as ``questions`` (BioASQ's official files).
 
     A line of JSON Lines that cannot be parsed, whether it is malformed or beyond what this Python reads
     (nested thousands deep, an integer of more than 4300 digits), is a ``DataError`` naming the file and
-    line, like a malformed JSON array file: a broken file, not one bad record.
+    line, like a malformed JSON array file: a broken file, not one bad record. Positions start with ``label``
+    (default: the file's name).
     """
+    name = label or path.name
     if path.suffix == ".parquet":
         require(path, FILE)  # pyarrow would read a directory as a dataset
         try:
@@ -106,12 +113,16 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         except Exception as err:  # noqa: BLE001 -- pyarrow raises several types for a bad file
             raise DataError(f"{path}: not a readable Parquet file: {shorten(str(err))}") from None
         for i, record in enumerate(records):
-            yield f"{path.name}:row {i}", record
+            yield f"{name}:row {i}", record
         return
     text = read_text(path)
     if text.lstrip().startswith("["):
         for i, record in enumerate(parse_json(text, path)):
-            yield f"{path.name}:item {i}", record
+            yield f"{name}:item {i}", record
+        return
+    if (questions := _questions_object(text)) is not None:
+        for i, record in enumerate(questions):
+            yield f"{name}:question {i}", record
         return
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -122,7 +133,33 @@ def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             raise DataError(f"{path}: line {lineno} is not valid JSON (column {err.colno}: {err.msg})") from None
         except (RecursionError, ValueError) as err:
             raise DataError(f"{path}: line {lineno}: {_beyond_limits(line, err)[1]}") from None
-        yield f"{path.name}:line {lineno}", record
+        yield f"{name}:line {lineno}", record
+
+
+_NON_SPACE = re.compile(r"\S")
+
+
+def _questions_object(text: str) -> list[Any] | None:
+    """The records of a file that is one JSON object holding them as ``questions`` (BioASQ's official files,
+    pretty-printed or not), else ``None`` (JSON Lines, whose first line is a whole record of its own)."""
+    start = _NON_SPACE.search(text)
+    if start is None or text[start.start()] != "{":
+        return None
+    end = text.find("\n", start.start())
+    try:
+        first = json.loads(text[start.start():end if end >= 0 else None])
+    except (ValueError, RecursionError):
+        first = None  # not a whole value on its own line: a pretty-printed object, or broken JSON Lines
+    else:
+        more = end >= 0 and _NON_SPACE.search(text, end) is not None
+        if more or not (isinstance(first, dict) and isinstance(first.get("questions"), list)):
+            return None  # JSON Lines (one record per line)
+        return first["questions"]
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None  # the JSON Lines reader names the line that is broken
+    return value["questions"] if isinstance(value, dict) and isinstance(value.get("questions"), list) else None
 
 
 def read_text(path: Path) -> str:
