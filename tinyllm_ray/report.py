@@ -41,6 +41,7 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
             "rejected": data.reject_counts(),
             "valid_from_train": data.valid_from_train,
             "unlabelled": data.unlabelled,
+            "hub_commits": [f for f in data.files if f.startswith("hf://")],  # loaded by hub name: what was served
             "test_from_valid": data.test_from_valid,
         },
         "teachers": [{k: t.get(k) for k in TEACHER_FIELDS} for t in teachers],

@@ -351,6 +351,36 @@ def test_read_hub_piqa_by_name_loads_the_parquet_revision(fake_hub):
     assert rows["test"] == [Row("ybisk/piqa:test:row 0", None, "no answer label")]
 
 
+def test_a_given_revision_is_loaded_and_recorded(fake_hub):
+    calls, splits = fake_hub
+    splits.update(train=[{"goal": "g", "sol1": "a", "sol2": "b", "label": 0}])
+    served: list[str] = []
+    read_hub("piqa", None, revision="0123abcd" * 5, served=served)
+    assert calls == [(("ybisk/piqa", None), {"revision": "0123abcd" * 5})]
+    assert served == ["hf://datasets/ybisk/piqa@" + "0123abcd" * 5]
+
+
+def test_a_followed_branch_is_loaded_at_the_commit_it_serves_and_says_how_to_pin_it(fake_hub, monkeypatch, caplog):
+    import huggingface_hub
+
+    calls, splits = fake_hub
+    splits.update(train=[{"goal": "g", "sol1": "a", "sol2": "b", "label": 0}])
+    asked: list[tuple] = []
+
+    def dataset_info(self, repo_id, revision=None):
+        asked.append((repo_id, revision))
+        return type("Info", (), {"sha": "f" * 40})()
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", dataset_info)
+    served: list[str] = []
+    read_hub("piqa", None, served=served)
+    assert asked == [("ybisk/piqa", "refs/convert/parquet")]
+    assert calls == [(("ybisk/piqa", None), {"revision": "f" * 40})]  # the same commit, whatever comes after
+    assert served == ["hf://datasets/ybisk/piqa@" + "f" * 40]
+    assert f"--set data.revision={'f' * 40} pins it" in caplog.text
+
+
 def test_read_hub_load_failure_is_a_data_error(monkeypatch):
     import datasets
 

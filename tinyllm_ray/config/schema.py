@@ -54,6 +54,10 @@ class DataConfig:
     (any JSON/JSONL/Parquet with ``columns``)."""
     path: Str | None = None
     """Directory (or file, for ``jsonl``) to read; for ``hub`` without a path the dataset is loaded by hub name."""
+    revision: Str | None = None
+    """``hub`` by name: the hub revision to load (a commit SHA pins the data; a tag or branch follows it).
+    Default: the reader's own (``refs/convert/parquet`` for PIQA and RiddleSense, else the main branch), and the
+    run logs the commit it got, with the ``--set data.revision=...`` that pins it."""
     columns: dict[Str, Str] = Field(default_factory=dict)
     """``jsonl`` only: source column of ``question``, ``choices``, ``answer`` (text, letter or index), ``id``, ``context``."""
     rationales: Literal["teachers", "precomputed"] = "teachers"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -34,6 +35,8 @@ from tinyllm_ray.data.records import (
 )
 from tinyllm_ray.inputs import clip, shorten
 from tinyllm_ray.data.schema import LETTERS, Question, problems
+
+log = logging.getLogger("tinyllm_ray.data")
 
 SPLIT_NAMES = {"train": "train", "validation": "valid", "valid": "valid", "dev": "valid", "test": "test"}
 """Split names found in files and on the hub -> the pipeline's split names."""
@@ -321,8 +324,11 @@ def _file_label(file: Path) -> str:
     return f"{file.parent.name}/{file.name}" if _EXPORT_FILE.match(file.name) else file.name
 
 
-def read_hub(name: str, path: Path | None) -> dict[str, list[Row]]:
-    """Rows of dataset ``name`` by split, from local split files under ``path`` or, without one, from the hub."""
+def read_hub(name: str, path: Path | None, revision: str | None = None,
+             served: list[str] | None = None) -> dict[str, list[Row]]:
+    """Rows of dataset ``name`` by split, from local split files under ``path`` or, without one, from the hub at
+    ``revision`` (default: the schema's). ``served`` gets ``hf://datasets/<id>@<commit>`` of what the hub
+    served (the revision as given when the commit cannot be asked for)."""
     schema = HUB_SCHEMAS.get(name)
     if schema is None:
         raise DataError(f"unknown hub dataset {name!r} (known: {', '.join(sorted(HUB_SCHEMAS))})")
@@ -334,7 +340,14 @@ def read_hub(name: str, path: Path | None) -> dict[str, list[Row]]:
                         f"of split files")
     import datasets  # lazily: importing it is slow and the local-file path never needs it
 
-    options = {"revision": schema.hub_revision} if schema.hub_revision else {}
+    wanted = revision or schema.hub_revision
+    commit = _commit(schema.hub_id, wanted)
+    options = {"revision": commit or wanted} if commit or wanted else {}
+    if commit and commit != wanted:  # followed a branch: say what came, and how to keep it
+        log.warning("%s: loading %s at commit %s (%s); --set data.revision=%s pins it, so that an update of "
+                    "the dataset cannot change a re-run", name, schema.hub_id, commit, wanted or "main", commit)
+    if served is not None:
+        served.append(f"hf://datasets/{schema.hub_id}@{commit or wanted or 'main'}")
     try:
         loaded = datasets.load_dataset(schema.hub_id, schema.hub_config, **options)
     except Exception as err:  # noqa: BLE001 -- network, auth, script and format errors all mean "cannot load"
@@ -350,6 +363,19 @@ def read_hub(name: str, path: Path | None) -> dict[str, list[Row]]:
     if not rows:
         raise DataError(f"{name}: {schema.hub_id!r} has no train/validation/test split (found: {', '.join(loaded)})")
     return rows
+
+
+def _commit(hub_id: str, revision: str | None) -> str | None:
+    """The commit the hub serves for ``revision`` (a branch, tag or commit), or ``None`` offline or when the hub
+    cannot be asked (``load_dataset`` then reports what is wrong)."""
+    try:
+        import huggingface_hub
+
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            return None
+        return huggingface_hub.HfApi().dataset_info(hub_id, revision=revision).sha
+    except Exception:  # noqa: BLE001 -- network, auth and missing repos: load_dataset says which
+        return None
 
 
 # -- generic files with a column mapping ---------------------------------------------------------------------

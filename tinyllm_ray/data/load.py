@@ -84,7 +84,9 @@ def _official(data: DataConfig) -> Source:
 def _hub(data: DataConfig) -> Source:
     from tinyllm_ray.data.hub import read_hub
 
-    return Source(read_hub(data.dataset, _path(data) if data.path else None))
+    served: list[str] = []  # by hub name: the dataset's commit, part of the data's identity
+    rows = read_hub(data.dataset, _path(data) if data.path else None, data.revision, served)
+    return Source(rows, files=served)
 
 
 def _jsonl(data: DataConfig) -> Source:
