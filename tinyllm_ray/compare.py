@@ -59,7 +59,6 @@ class Baselines:
     name -> (config, stage key, export dir)), exported with their scores by ``finish``."""
 
     config: Config
-    run_dir: Path
     reused: dict[str, dict[str, Any]]
     to_train: dict[str, tuple[Config, str, Path]]
 
@@ -105,7 +104,7 @@ def plan(config: Config, run_dir: Path, rationale_key: str) -> Baselines:
         log.info("compare: training the %s baseline (%s)", name, ", ".join(
             f"{t}={w:g}" for t, w in variant.task_weights().items()))
         to_train[name] = (variant, key, export_dir)
-    return Baselines(config, run_dir, reused, to_train)
+    return Baselines(config, reused, to_train)
 
 
 def _accuracies(accuracy: dict[str, float]) -> dict[str, float | None]:
