@@ -253,12 +253,13 @@ def run_evaluation(p: Prepared, baselines: dict[str, str] | None = None
                    ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Score the exported student on valid and test (its answers go to ``predictions.parquet``), and in the
     same pass the baselines' checkpoints (``baselines``: by name); the accuracies of each."""
-    from tinyllm_ray.student.evaluate import STUDENT, evaluate_models
+    from tinyllm_ray.student.arms import STUDENT_ARM
+    from tinyllm_ray.student.evaluate import evaluate_models
 
     with stage("student evaluation", p.run_dir):
         scored = evaluate_models({s: p.splits[s] for s in ("valid", "test") if s in p.splits},
-                                 {STUDENT: str(p.run_dir / runs.EXPORT_DIR), **(baselines or {})}, p.config)
-    accuracy, predictions = scored.pop(STUDENT)
+                                 {STUDENT_ARM: str(p.run_dir / runs.EXPORT_DIR), **(baselines or {})}, p.config)
+    accuracy, predictions = scored.pop(STUDENT_ARM)
     pq.write_table(predictions, p.run_dir / "predictions.parquet")
     for key, value in accuracy.items():
         scorer, _, split = key.rpartition("_")

@@ -59,9 +59,9 @@ def check_replaceable(directory: Path, what: str) -> None:
 
 
 def export_checkpoint(checkpoint: str | Path, export_dir: Path, info: dict[str, Any], mode: int = 0o700) -> None:
-    """Copy a checkpoint's weights and tokenizer (not its optimizer state, nor other arms) to ``export_dir`` with ``info`` as
-    its marker. The copy is made beside it and renamed into place; an earlier export is replaced only when
-    its marker proves it ours."""
+    """Copy a checkpoint's weights and tokenizer (not its optimizer state, nor the other arms trained beside it)
+    to ``export_dir`` with ``info`` as its marker. The copy is made beside it and renamed into place; an earlier
+    export is replaced only when its marker proves it ours."""
     from tinyllm_ray.student.arms import ARMS_DIR
     from tinyllm_ray.student.train import STATE_FILE
 

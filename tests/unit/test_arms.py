@@ -51,9 +51,16 @@ def test_each_arm_learns_from_its_own_weights_on_the_same_batch(tiny_models: Pat
 
 def test_a_baseline_keeps_its_best_on_valid_the_later_of_equals(tiny_models: Path) -> None:
     a = arm(tiny_models / "student-t5", "label-only", {"answer": 1.0})
+    copied: list[int] = []
+
+    def weights(step: int) -> dict:
+        copied.append(step)
+        return {"step": torch.tensor(step)}
+
     for accuracy, step in ((0.25, 2), (0.5, 4), (0.25, 6), (0.5, 8), (0.125, 10)):
-        a.consider(accuracy, step, {"step": torch.tensor(step)})
+        a.consider(accuracy, step, lambda step=step: weights(step))
     assert a.best == (0.5, 8) and int(a.best_weights["step"]) == 8
+    assert copied == [2, 4, 8]  # weights are copied only when they become the selection
     assert a.state()["best"] == [0.5, 8]
 
 
@@ -64,7 +71,7 @@ def test_the_saved_selection_loads_with_its_tied_weights(tiny_models: Path, tmp_
     weights = cpu_copy(hf.state_dict())
     tied = [k for k in weights if k.endswith("embed_tokens.weight")]
     assert tied and all(weights[k].data_ptr() == weights["shared.weight"].data_ptr() for k in tied)  # still tied
-    a.consider(0.5, 2, weights)
+    a.consider(0.5, 2, lambda: weights)
     with torch.no_grad():
         for p in hf.parameters():
             p.add_(1.0)  # training goes on after the selection

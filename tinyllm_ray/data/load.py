@@ -172,21 +172,15 @@ def load_data(data: DataConfig, source: Source | None = None, require_train: boo
     precomputed = _precomputed(data, source, splits["train"], kept_index["train"])
     test_from_valid = hold_out_valid and "test" in unlabelled and len(splits["valid"]) >= 2
     if test_from_valid:  # the authors' protocol where the published test split has no answers
-        rng = random.Random(data.seed)
-        n = len(splits["valid"])
-        test = set(rng.sample(range(n), n // 2))
-        splits["test"] = [q for i, q in enumerate(splits["valid"]) if i in test]
-        splits["valid"] = [q for i, q in enumerate(splits["valid"]) if i not in test]
+        splits["valid"], splits["test"] = _draw(splits["valid"], len(splits["valid"]) // 2, data.seed)
     valid_from_train = hold_out_valid and bool(splits["train"]) and not splits["valid"]
     if valid_from_train:
         if len(splits["train"]) < 2:
             raise DataError(f"dataset {data.dataset!r}: no valid split, and {len(splits['train'])} training "
                             f"question(s) are too few to hold one out")
-        rng = random.Random(data.seed)
         n = len(splits["train"])
-        held = set(rng.sample(range(n), min(n - 1, max(1, round(n * data.valid_fraction)))))
-        splits["valid"] = [q for i, q in enumerate(splits["train"]) if i in held]
-        splits["train"] = [q for i, q in enumerate(splits["train"]) if i not in held]
+        splits["train"], splits["valid"] = _draw(splits["train"], min(n - 1, max(1, round(n * data.valid_fraction))),
+                                                 data.seed)
     if data.max_train:
         splits["train"] = splits["train"][: data.max_train]
     for split in ("valid", "test"):
@@ -195,6 +189,12 @@ def load_data(data: DataConfig, source: Source | None = None, require_train: boo
     rows_read = {s: len(source.rows[s]) for s in SPLITS if s in source.rows}
     return LoadedData(splits, rows_read, rejects, valid_from_train, precomputed, source.files, unlabelled,
                       test_from_valid)
+
+
+def _draw(questions: list[Question], k: int, seed: int) -> tuple[list[Question], list[Question]]:
+    """``questions`` split by a seeded draw of ``k`` of them: (the rest, the drawn), each in its order."""
+    drawn = set(random.Random(seed).sample(range(len(questions)), k))
+    return ([q for i, q in enumerate(questions) if i not in drawn], [q for i, q in enumerate(questions) if i in drawn])
 
 
 def is_unlabelled(rows: list[Row]) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from tinyllm_ray.devices import bf16_autocast
 from tinyllm_ray.student.loss import multitask_loss
 from tinyllm_ray.student.model import NO_TASK, unwrap
 
+STUDENT_ARM = "student"  # arm 0: the run's own student (also its name among the models evaluated together)
 ARMS_DIR = "arms"  # in a checkpoint: arms/<name>/ (weights, state) and arms/<name>/best/ (the selection)
 BEST_DIR = "best"
 
@@ -45,10 +47,6 @@ class Arm:
     last: dict[str, float] = dataclasses.field(default_factory=dict)  # the latest loss of each task
     best: tuple[float, int] | None = None  # (valid accuracy, step) of ``best_weights``
     best_weights: dict[str, torch.Tensor] | None = None  # full weights on CPU (rank 0), the selection so far
-
-    @property
-    def tasks(self) -> list[str]:
-        return [t for t, w in self.weights.items() if w != 0]
 
     def backward(self, batch: dict[str, Any], window: int, sync: bool, device: torch.device, bf16: bool) -> None:
         """Forward and backward of one micro-batch, its loss divided by its accumulation window's size;
@@ -71,12 +69,12 @@ class Arm:
         loss, self.step_loss = self.step_loss, 0.0
         return loss
 
-    def consider(self, accuracy: float, step: int, weights: dict[str, torch.Tensor] | None) -> None:
-        """Keep ``weights`` (this arm's full weights now) as its selection when ``accuracy`` is at least the
-        best so far (of equals, the later step wins, as for arm 0)."""
+    def consider(self, accuracy: float, step: int, weights: Callable[[], dict[str, torch.Tensor]]) -> None:
+        """Keep ``weights()`` (a copy of this arm's full weights now, made only then) as its selection when
+        ``accuracy`` is at least the best so far (of equals, the later step wins, as for arm 0)."""
         if self.best is None or accuracy >= self.best[0]:
             self.best = (accuracy, step)
-            self.best_weights = weights
+            self.best_weights = weights()
 
     def state(self) -> dict[str, Any]:
         """What ``train_state.pt`` holds besides the optimizer: the schedule and the selection so far."""

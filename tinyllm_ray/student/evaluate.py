@@ -27,6 +27,7 @@ from tinyllm_ray import prompts
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question, to_table
 from tinyllm_ray.devices import device_for, use_bf16
+from tinyllm_ray.student.arms import STUDENT_ARM
 from tinyllm_ray.student.model import load_student, student_encoder
 from tinyllm_ray.student.scoring import Scorer
 
@@ -72,10 +73,7 @@ class StudentPredictor:
 
 def evaluate(splits: dict[str, list[Question]], model_dir: str, config: Config) -> tuple[dict[str, float], pa.Table]:
     """One student's accuracy per split (``<split>`` generating, ``rank_<split>`` ranking) and its predictions."""
-    return evaluate_models(splits, {STUDENT: model_dir}, config)[STUDENT]
-
-
-STUDENT = "student"
+    return evaluate_models(splits, {STUDENT_ARM: model_dir}, config)[STUDENT_ARM]
 
 
 def evaluate_models(splits: dict[str, list[Question]], model_dirs: dict[str, str], config: Config

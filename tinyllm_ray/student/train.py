@@ -52,7 +52,7 @@ from tinyllm_ray import metrics
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import pad_id, train_device, use_bf16
-from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, Arm, cpu_copy
+from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, STUDENT_ARM, Arm, cpu_copy
 from tinyllm_ray.student.batches import collate, epoch_batches, student_layout, tokenized_dataset
 from tinyllm_ray.student.meter import ThroughputMeter
 from tinyllm_ray.student.model import MultiTask, load_student, student_encoder, to_device, unwrap
@@ -68,7 +68,6 @@ PLACEMENT_GROUP = "placement_group"  # the workers' placement group id, in repor
 # restarted worker group goes on). Read by ``train_student``, never part of the run config.
 FAIL_AT_STEP_ENV, FAIL_MARKER_ENV = "TINYLLM_TEST_FAIL_AT_STEP", "TINYLLM_TEST_FAIL_MARKER"
 LOOP_CONFIG = "loop"  # the one key of ``train_loop_config``: a ``LoopConfig``
-STUDENT_ARM = "student"  # arm 0: the run's own student
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,7 +275,7 @@ class TrainWorker:
         weights = {arm.name: self._full_weights(arm) for arm in self.arms}
         if self.rank == 0:
             for arm in others:
-                arm.consider(scores[arm.name], self.step, cpu_copy(weights[arm.name]))
+                arm.consider(scores[arm.name], self.step, lambda w=weights[arm.name]: cpu_copy(w))
         with tempfile.TemporaryDirectory() as tmp:
             saved = self._save(Path(tmp), weights)
             if saved:
