@@ -9,7 +9,9 @@ add such a node). ``check_fits(config)`` turns that wait into one ``ConfigError`
 It checks, per replica / worker, that one node holds all of its CPUs and GPUs (teachers, the student's
 Ray Train workers, the evaluation actors), and that the whole group (``replicas`` x per-replica, or
 ``num_workers`` x per-worker) fits in the cluster's total, since a teacher's replicas or Train's
-workers are scheduled together and would otherwise wait as well.
+workers are scheduled together and would otherwise wait as well. And it refuses a ``vllm`` teacher
+with ``num_gpus: 0`` when some node has GPUs: vLLM's CUDA build would take a GPU that Ray does not
+account for (on a cluster without GPUs it runs on the CPU, as the tests do).
 
 Nodes the cluster can offer:
 
@@ -106,8 +108,19 @@ def problems(wanted: Iterable[Demand], nodes: list[NodeType]) -> list[str]:
     return out
 
 
+def unaccounted_gpus(config: Config, nodes: list[NodeType]) -> list[str]:
+    """One line per ``vllm`` teacher without GPUs when some node has them: it would run on one anyway."""
+    with_gpus = [n for n in nodes if n.resources.get("GPU", 0.0) > 0]
+    if not with_gpus:
+        return []
+    return [f"teachers.{i}.num_gpus: a vllm teacher needs num_gpus > 0 on a cluster with GPUs (nodes: "
+            f"{_describe(with_gpus)}); with 0 it would take a GPU Ray does not account for (or use engine: hf)"
+            for i, t in enumerate(config.teachers) if t.engine == "vllm" and t.num_gpus == 0]
+
+
 def check_fits(config: Config, nodes: list[NodeType] | None = None) -> None:
-    """Raise ``ConfigError`` listing every actor group the cluster can never host. ``nodes`` defaults to
+    """Raise ``ConfigError`` listing every actor group the cluster can never host (and every ``vllm``
+    teacher without GPUs on a cluster with GPUs: ``unaccounted_gpus``). ``nodes`` defaults to
     the connected cluster's live nodes plus its autoscaler's node types (see the module docstring)."""
     if os.environ.get(SKIP_ENV, "").strip() not in ("", "0"):
         log.info("resource check skipped (%s is set)", SKIP_ENV)
@@ -116,7 +129,7 @@ def check_fits(config: Config, nodes: list[NodeType] | None = None) -> None:
         nodes = cluster_nodes()
         if nodes is None:
             return
-    errors = problems(demands(config), nodes)
+    errors = problems(demands(config), nodes) + unaccounted_gpus(config, nodes)
     if errors:
         raise ConfigError(
             "the cluster can never run this config:\n" + "\n".join(f"  {e}" for e in errors)

@@ -5,6 +5,8 @@ with accumulation and bucketing: test_pipeline.py's precomputed run.)"""
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
@@ -36,8 +38,12 @@ def test_two_workers_survive_a_failure_and_export_the_best_checkpoint(ray_local,
     marker = tmp_path / "failed-once"
     monkeypatch.setenv(FAIL_AT_STEP_ENV, "3")  # the last worker raises once after step 3 (testing hook)
     monkeypatch.setenv(FAIL_MARKER_ENV, str(marker))
+    local_checkpoints = Path(tempfile.gettempdir()).glob("tinyllm-checkpoint-*")
+    before = set(local_checkpoints)
     report = pipeline.run(config)
     run_dir = tmp_path / "ft"
+    # every rank's local checkpoint directory is gone once Ray Train uploaded it (or it held nothing)
+    assert set(Path(tempfile.gettempdir()).glob("tinyllm-checkpoint-*")) - before == set()
 
     assert marker.read_text() == "failed once at step 3\n"  # the failure happened, once
     logs = "".join(capfd.readouterr())  # the workers' log lines reach the driver's stdout/stderr

@@ -539,17 +539,16 @@ def test_max_model_len_must_leave_room_for_a_prompt() -> None:
     check(raw)
 
 
-def test_vllm_fractional_gpus_above_one_refused() -> None:
+@pytest.mark.parametrize("engine", ["vllm", "hf"])
+def test_fractional_gpus_above_one_refused(engine: str) -> None:
     raw = base_raw()
-    raw["teachers"][0].update(engine="vllm", num_gpus=1.5)
+    raw["teachers"][0].update(engine=engine, num_gpus=1.5)
     with pytest.raises(ConfigError, match="whole GPUs") as info:
         check(raw)
     assert_names_key(info.value, "teachers.0.num_gpus")
-    for gpus in (0.5, 1.0, 2.0):  # a share of one GPU, or whole GPUs for tensor parallel
+    for gpus in (0.5, 1.0, 2.0):  # a share of one GPU, or whole GPUs (vllm: tensor parallel; hf: its layers)
         raw["teachers"][0]["num_gpus"] = gpus
         check(raw)
-    raw["teachers"][0].update(engine="hf", num_gpus=1.5)  # HF places the model itself
-    check(raw)
 
 
 @pytest.mark.parametrize(("field", "value"), [("shots_mode", "nearest"), ("engine", "tgi"),

@@ -91,7 +91,7 @@ def test_generate_in_input_order_despite_length_sorting(teacher: engines.HFEngin
         assert len(g.text.split()) <= MAX_NEW  # only the new tokens are decoded, not the prompt
 
 
-def test_causal_models_decode_into_a_static_cache_sized_to_the_batch(teacher, monkeypatch) -> None:
+def test_causal_models_decode_into_a_static_cache_sized_to_the_batch_bucketed(teacher, monkeypatch) -> None:
     from transformers import StaticCache
 
     ids = _pairs(teacher)
@@ -106,7 +106,9 @@ def test_causal_models_decode_into_a_static_cache_sized_to_the_batch(teacher, mo
     static = teacher.generate_ids(ids)
     assert teacher.static_cache and seen
     for width, cache in seen:
-        assert isinstance(cache, StaticCache) and cache.max_cache_len == width + MAX_NEW
+        assert isinstance(cache, StaticCache)
+        assert cache.max_cache_len == engines.cache_width(width, MAX_NEW) >= width + MAX_NEW  # rounded up
+        assert cache.max_cache_len % engines.CACHE_BUCKET == 0
     teacher.static_cache = False
     try:
         dynamic = teacher.generate_ids(ids)

@@ -19,27 +19,57 @@ def is_local_model(model: str) -> bool:
     return model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
 
 
+# Model types whose activations overflow float16 (FLAN-T5 among them).
+T5_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
+
+
+def is_t5_family(model_config: dict) -> bool:
+    """Whether a model's ``config.json`` (as a dict) describes a T5-family model: a T5 model type, or an
+    encoder-decoder whose architecture is built of T5 layers (e.g. ``T5ForConditionalGeneration``)."""
+    if model_config.get("model_type") in T5_MODEL_TYPES:
+        return True
+    architectures = model_config.get("architectures") or []
+    return bool(model_config.get("is_encoder_decoder")) and any("T5" in str(a) for a in architectures)
+
+
+def _read_model_config(model: str) -> dict | None:
+    """A local model directory's ``config.json`` as a dict; None for a hub id or an unreadable file (the
+    latter is reported with the model paths)."""
+    path = Path(model).expanduser() / "config.json"
+    if not (is_local_model(model) and path.is_file()):
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
 def _teacher_engine_errors(teachers: list[TeacherConfig], check_paths: bool) -> list[str]:
     errors = []
     for i, t in enumerate(teachers):
-        if t.engine == "vllm" and t.num_gpus > 1 and not float(t.num_gpus).is_integer():
-            errors.append(f"teachers.{i}.num_gpus: vllm shards a model over whole GPUs (tensor parallel); "
-                          f"got {t.num_gpus}")
+        if t.num_gpus > 1 and not float(t.num_gpus).is_integer():
+            errors.append(f"teachers.{i}.num_gpus: a replica spreads its model over whole GPUs (vllm: tensor "
+                          f"parallel; hf: its layers); got {t.num_gpus}")
+        if t.engine == "vllm" and 0 < t.num_gpus < 1 and (t.gpu_memory_utilization or 0) > t.num_gpus:
+            errors.append(f"teachers.{i}.gpu_memory_utilization: {t.gpu_memory_utilization} of the GPU's memory "
+                          f"is more than this replica's share of it (num_gpus {t.num_gpus}); use at most "
+                          f"{t.num_gpus}")
         if t.shots_mode == "generated" and t.shots and t.shot_pool <= t.shots:
             errors.append(f"teachers.{i}.shot_pool: {t.shot_pool} pool questions cannot give {t.shots} examples "
                           f"other than the question itself; use more than {t.shots}")
         if t.max_model_len is not None and t.max_model_len <= t.max_new_tokens:
             errors.append(f"teachers.{i}.max_model_len: {t.max_model_len} leaves no room for a prompt next to "
                           f"max_new_tokens {t.max_new_tokens}")
-        local = Path(t.model).expanduser() / "config.json"
-        if t.engine == "vllm" and check_paths and is_local_model(t.model) and local.is_file():
-            try:
-                encoder_decoder = json.loads(local.read_text()).get("is_encoder_decoder")
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                encoder_decoder = False  # reported with the model paths below
-            if encoder_decoder:
-                errors.append(f"teachers.{i}.engine: vLLM does not serve encoder-decoder models such as "
-                              f"{t.model!r}; use engine: hf")
+        model_config = _read_model_config(t.model) if check_paths else None
+        if model_config is None:
+            continue
+        if t.engine == "vllm" and model_config.get("is_encoder_decoder"):
+            errors.append(f"teachers.{i}.engine: vLLM does not serve encoder-decoder models such as "
+                          f"{t.model!r}; use engine: hf")
+        if t.dtype == "float16" and is_t5_family(model_config):
+            errors.append(f"teachers.{i}.dtype: {t.model!r} is a T5-family model, whose activations overflow "
+                          f"float16 (NaN/inf); use bfloat16, float32 or auto")
     return errors
 
 

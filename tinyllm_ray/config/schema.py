@@ -99,7 +99,10 @@ class TeacherConfig:
     replicas: Int = Field(default=1, ge=1)
     """Actor replicas, each loading its own copy of the model."""
     num_gpus: Float = Field(default=0.0, ge=0)
-    """GPUs per replica."""
+    """GPUs per replica: a fraction of one GPU (replicas share it; ``vllm`` then takes that share of its
+    memory) or whole GPUs (``vllm``: tensor parallel over them; ``hf``: the model's layers spread over them,
+    ``device_map="auto"``). ``vllm`` on a cluster with GPUs needs some: with 0 it would take a GPU Ray does
+    not account for."""
     num_cpus: Float = Field(default=1.0, gt=0)
     """CPUs per replica."""
     batch_size: Int | None = Field(default=None, ge=1)
@@ -126,7 +129,8 @@ class TeacherConfig:
     seed: Int = 0
     """Seed for shot selection and sampling."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights dtype; ``auto`` = bfloat16 on GPU, float32 on CPU."""
+    """Weights dtype; ``auto`` = bfloat16 on GPU, float32 on CPU. Not ``float16`` for T5-family models
+    (T5, FLAN-T5, mT5, UMT5, LongT5): their activations overflow it."""
     max_model_len: Int | None = Field(default=None, ge=16)
     """Context length (prompt + rationale) in tokens; default: the model's. Prompts that do not fit with
     ``max_new_tokens`` drop examples first, then are rejected (``prompt_too_long``)."""
@@ -135,8 +139,10 @@ class TeacherConfig:
     min_rationale_words: Int = Field(default=3, ge=1)
     """Rationales with fewer words are rejected (``too_short``)."""
     gpu_memory_utilization: Float | None = Field(default=None, gt=0, le=1)
-    """``vllm``: share of GPU memory for weights and KV cache (on CPU: of host memory); default 0.9 on
-    GPU, 0.2 on CPU."""
+    """``vllm``: share of each GPU's memory for weights and KV cache (on CPU: of host memory); default 0.9
+    on GPU, 0.2 on CPU. A replica with a fraction of one GPU (``num_gpus`` below 1) gets that fraction of
+    the default (0.45 for 0.5) and may not be given more than the fraction itself. At start vLLM waits up to
+    180 s for this much to be free (a previous teacher's memory being released)."""
     enforce_eager: Bool | None = None
     """``vllm``: skip graph capture/compilation (faster start, slower decoding); default: on CPU only."""
     trust_remote_code: Bool = False

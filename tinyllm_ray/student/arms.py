@@ -43,8 +43,10 @@ class Arm:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    step_loss: float = 0.0
-    last: dict[str, float] = dataclasses.field(default_factory=dict)  # the latest loss of each task
+    # The running loss of the step and the latest loss of each task stay tensors on the device: read as
+    # numbers only when a step is logged or reported (``losses``), not once per micro-batch and task.
+    step_loss: torch.Tensor | None = None
+    last: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     best: tuple[float, int] | None = None  # (valid accuracy, step) of ``best_weights``
     best_weights: dict[str, torch.Tensor] | None = None  # full weights on CPU (rank 0), the selection so far
 
@@ -57,17 +59,28 @@ class Arm:
                 losses = self.model(batch)
             loss = losses[NO_TASK] if NO_TASK in losses else multitask_loss(losses, self.weights)
             (loss / window).backward()
-        self.step_loss += float(loss.detach()) / window
-        self.last.update({t: float(v.detach()) for t, v in losses.items() if t != NO_TASK})
+        part = loss.detach() / window
+        self.step_loss = part if self.step_loss is None else self.step_loss + part
+        self.last.update({t: v.detach() for t, v in losses.items() if t != NO_TASK})
 
-    def optimizer_step(self, max_grad_norm: float) -> float:
-        """Clip, step the optimizer and the schedule; returns the step's loss and starts the next one's."""
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
+    def optimizer_step(self, max_grad_norm: float) -> torch.Tensor:
+        """Clip, step the optimizer and the schedule; returns the step's loss (a tensor on the device: no sync)
+        and starts the next one's. FSDP clips with its own ``clip_grad_norm_``, whose norm spans every rank's
+        shard; ``torch.nn.utils.clip_grad_norm_`` on sharded parameters would clip each rank by its shard's norm."""
+        fsdp_clip = getattr(self.model, "clip_grad_norm_", None)
+        if fsdp_clip is not None:
+            fsdp_clip(max_grad_norm)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, self.step_loss = self.step_loss, 0.0
-        return loss
+        loss, self.step_loss = self.step_loss, None
+        return loss if loss is not None else torch.zeros(())
+
+    def task_losses(self) -> dict[str, float]:
+        """The latest loss of each task, as numbers (one sync: call it when logging or reporting)."""
+        return as_numbers(self.last)
 
     def consider(self, accuracy: float, step: int, weights: Callable[[], dict[str, torch.Tensor]]) -> None:
         """Keep ``weights()`` (a copy of this arm's full weights now, made only then) as its selection when
@@ -85,6 +98,13 @@ class Arm:
         if self.best_weights is not None:
             unwrap(self.model).save_pretrained(directory, state_dict=self.best_weights)
             tokenizer.save_pretrained(directory)
+
+
+def as_numbers(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors (on any device) as numbers, with one device->host copy for all of them."""
+    if not values:
+        return {}
+    return dict(zip(values, torch.stack([v.float() for v in values.values()]).tolist()))
 
 
 def cpu_copy(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

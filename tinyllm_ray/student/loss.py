@@ -18,12 +18,13 @@ IGNORE = -100
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over target tokens: logits [B, T, V], labels [B, T] with ``IGNORE`` padding.
 
-    Returns a NaN-free zero (still attached to the graph) when no token is a target.
+    Returns a NaN-free zero (still attached to the graph) when no token is a target. The sum over targets
+    divided by their count (at least 1), never a Python test on the labels: no GPU->CPU sync per task.
     """
     flat_labels = labels.reshape(-1)
-    if not bool((flat_labels != IGNORE).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat_labels, ignore_index=IGNORE)
+    total = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat_labels, ignore_index=IGNORE,
+                            reduction="sum")
+    return total / (flat_labels != IGNORE).sum().clamp(min=1)
 
 
 def multitask_loss(task_losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:

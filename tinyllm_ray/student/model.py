@@ -11,6 +11,7 @@ that encoder output; the prefix layouts run the whole model once per task.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -23,8 +24,37 @@ from tinyllm_ray.student.loss import causal_shift, token_cross_entropy
 
 
 def load_student(model: str, trust_remote_code: bool = False) -> torch.nn.Module:
+    """The student in fp32 whatever dtype its checkpoint was saved in (transformers 5 would keep a bf16/fp16
+    checkpoint's dtype): fp32 master weights and AdamW state; bf16 compute comes from autocast (``devices``)."""
     auto = AutoModelForSeq2SeqLM if is_encoder_decoder(model, trust_remote_code) else AutoModelForCausalLM
-    return auto.from_pretrained(model, trust_remote_code=trust_remote_code)
+    return auto.from_pretrained(model, trust_remote_code=trust_remote_code, dtype=torch.float32)
+
+
+def block_classes(model: torch.nn.Module) -> set[type]:
+    """The model's repeated transformer blocks (``T5Block``, ``LlamaDecoderLayer``, ...): the module classes its
+    ``_no_split_modules`` names, which transformers declares for every architecture it can shard."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    return {type(m) for m in model.modules() if type(m).__name__ in names}
+
+
+# Without declared blocks, FSDP units of at least this many parameters (a size-based policy).
+FSDP_MIN_UNIT_PARAMS = 20_000_000
+
+
+def prepare_kwargs(model: torch.nn.Module, strategy: str) -> dict[str, Any]:
+    """``parallel_strategy_kwargs`` for ``ray.train.torch.prepare_model``. FSDP gets a wrap policy: one FSDP unit
+    per transformer block, so each rank holds a shard of every block and gathers one block at a time (without a
+    policy the whole model is one unit: every rank gathers all of it for each forward, no memory saved, no
+    overlap of communication with compute)."""
+    if strategy != "fsdp":
+        return {}
+    from torch.distributed.fsdp.wrap import size_based_auto_wrap_policy, transformer_auto_wrap_policy
+
+    classes = block_classes(model)
+    if classes:
+        return {"auto_wrap_policy": functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=classes)}
+    return {"auto_wrap_policy": functools.partial(size_based_auto_wrap_policy,
+                                                  min_num_params=FSDP_MIN_UNIT_PARAMS)}
 
 
 def student_encoder(model: torch.nn.Module, tokenizer: Any, config: Config) -> Encoder:

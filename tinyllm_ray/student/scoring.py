@@ -95,12 +95,16 @@ class Scorer:
             out += [self.enc.tok.decode(g[skip:], skip_special_tokens=True).strip() for g in generated]
         return out
 
-    def accuracy(self, questions: Sequence[Question], scorer: str) -> float:
-        """Share of questions answered right by ``rank`` or ``generate`` (generate-and-match)."""
+    def correct(self, questions: Sequence[Question], scorer: str) -> int:
+        """How many of ``questions`` ``rank`` or ``generate`` (generate-and-match) answers right."""
         if not questions:
-            return 0.0
+            return 0
         if scorer == "rank":
             picked = self.rank(questions)
         else:
             picked = [prompts.match_choice(text, q.choices) for text, q in zip(self.generate(questions), questions)]
-        return sum(p == q.answer_index for p, q in zip(picked, questions)) / len(questions)
+        return sum(p == q.answer_index for p, q in zip(picked, questions))
+
+    def accuracy(self, questions: Sequence[Question], scorer: str) -> float:
+        """Share of questions answered right by ``rank`` or ``generate`` (generate-and-match)."""
+        return self.correct(questions, scorer) / len(questions) if questions else 0.0

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -52,10 +51,10 @@ from tinyllm_ray import metrics
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import pad_id, train_device, use_bf16
-from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, STUDENT_ARM, Arm, cpu_copy
-from tinyllm_ray.student.batches import collate, epoch_batches, student_layout, tokenized_dataset
+from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, STUDENT_ARM, Arm, as_numbers, cpu_copy
+from tinyllm_ray.student.batches import epoch_batches, student_layout, tokenized_dataset
 from tinyllm_ray.student.meter import ThroughputMeter
-from tinyllm_ray.student.model import MultiTask, load_student, student_encoder, to_device, unwrap
+from tinyllm_ray.student.model import MultiTask, load_student, prepare_kwargs, student_encoder, to_device, unwrap
 from tinyllm_ray.student.schedule import Plan, lr_factor, make_plan
 from tinyllm_ray.student.scoring import Scorer
 
@@ -100,6 +99,14 @@ class LoopConfig:
 def _load_state(directory: Path) -> dict[str, Any]:
     """A checkpoint's ``train_state.pt``, on the CPU whatever device saved it."""
     return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def upload_mode(device: torch.device) -> ray.train.CheckpointUploadMode:
+    """How a checkpoint reaches the run's storage: in the background on GPU workers, which go on training while a
+    large checkpoint (full weights and AdamW state) is copied, instead of every GPU idling through the copy; in
+    line on CPU workers. The cost of the background copy: a worker group that fails while it is under way
+    resumes from the checkpoint before it (``checkpoint_every`` more steps redone)."""
+    return ray.train.CheckpointUploadMode.ASYNC if device.type == "cuda" else ray.train.CheckpointUploadMode.SYNC
 
 
 class TrainWorker:
@@ -150,7 +157,8 @@ class TrainWorker:
                 log.info("student %s (%s layout) on %s, %d torch threads, bf16 autocast %s", c.student.model,
                          self.layout, self.device, torch.get_num_threads(), "on" if self.bf16 else "off")
         tasks = [t for t, w in weights.items() if w != 0]
-        prepared = ray.train.torch.prepare_model(MultiTask(model, self.layout, tasks), parallel_strategy=tc.strategy)
+        prepared = ray.train.torch.prepare_model(MultiTask(model, self.layout, tasks), parallel_strategy=tc.strategy,
+                                                 parallel_strategy_kwargs=prepare_kwargs(model, tc.strategy))
         optimizer = torch.optim.AdamW(prepared.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         total, warmup = self.plan.total_steps, tc.warmup_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total))
@@ -218,47 +226,53 @@ class TrainWorker:
     # -- evaluation and reports -------------------------------------------------------------------------
 
     def valid_accuracy(self, arm: Arm) -> float:
-        """Rank 0 scores valid (every rank under FSDP, inside the gathered weights); all ranks get the value."""
+        """Every rank scores its share of valid (``valid[rank::world]``; under FSDP inside the gathered weights)
+        and the right answers are summed over the ranks: scoring takes 1/world of the time one rank would."""
         c = self.config
-        value = torch.zeros(1, device=self.device)
+        share = self.valid[self.rank :: self.world]
         gather = contextlib.nullcontext()
         if self._fsdp():
             from torch.distributed.fsdp import FullyShardedDataParallel
 
             gather = FullyShardedDataParallel.summon_full_params(arm.model, writeback=False)
-        if self.rank == 0 or self._fsdp():
-            arm.model.eval()
-            with gather:
-                scorer = Scorer(unwrap(arm.model), self.encoder, c.eval.batch_size, c.student.max_answer_tokens,
-                                self.device, self.bf16)
-                value[0] = scorer.accuracy(self.valid, c.eval.select_on)
-            arm.model.train()
+        arm.model.eval()
+        with gather:
+            scorer = Scorer(unwrap(arm.model), self.encoder, c.eval.batch_size, c.student.max_answer_tokens,
+                            self.device, self.bf16)
+            right = scorer.correct(share, c.eval.select_on)
+        arm.model.train()
+        counts = torch.tensor([right, len(share)], dtype=torch.float64, device=self.device)
         if self.world > 1:
-            torch.distributed.broadcast(value, src=0)
-        return float(value[0])
+            torch.distributed.all_reduce(counts)
+        right_all, total = counts.tolist()
+        return right_all / total if total else 0.0
 
-    def log_step(self, losses: dict[str, float]) -> None:
+    def log_step(self, step_losses: dict[str, torch.Tensor]) -> None:
         """Rank 0's log line and gauges every ``train.log_every`` steps (the student's per-task losses, then
-        each baseline's loss)."""
+        each baseline's loss). The only place besides ``report`` where losses are read off the device."""
         if self.rank != 0 or self.step % self.config.train.log_every:
             return
         student = self.arms[0]
+        losses = as_numbers(step_losses)
+        last = student.task_losses()
         rate = self.meter.window_rate()
-        per_task = " ".join(f"{t} {v:.3f}" for t, v in student.last.items())
+        per_task = " ".join(f"{t} {v:.3f}" for t, v in last.items())
         others = "".join(f" | {a.name} {losses[a.name]:.4f}" for a in self.arms[1:])
         log.info("step %d | loss %.4f | %s | %.1f samples/s | lr %.2e%s",
                  self.step, losses[student.name], per_task, rate, student.scheduler.get_last_lr()[0], others)
         metrics.train_samples_per_second().set(rate)
-        for task, value in student.last.items():
+        for task, value in last.items():
             metrics.train_loss().set(value, tags={"task": task})
 
-    def report(self, epoch: int, losses: dict[str, float], numbers: dict[str, float]) -> None:
+    def report(self, epoch: int, step_losses: dict[str, torch.Tensor], throughput: dict[str, float]) -> None:
         """Score valid for every arm and report to Ray Train: with a checkpoint at checkpoint steps (where the
-        baselines' selections are updated too)."""
+        baselines' selections are updated too). The checkpoint is written to a local directory, which Ray Train
+        uploads to the run's storage (in the background on GPU workers, ``upload_mode``) and then deletes."""
         student, others = self.arms[0], self.arms[1:]
+        losses = as_numbers(step_losses)
         accuracy = self.valid_accuracy(student)
         result: dict[str, Any] = {"step": self.step, "epoch": epoch, SCORE: accuracy, "loss": losses[student.name],
-                                  **{f"loss_{t}": v for t, v in student.last.items()}, **numbers}
+                                  **{f"loss_{t}": v for t, v in student.task_losses().items()}, **throughput}
         scores = {arm.name: self.valid_accuracy(arm) for arm in others}
         if others:
             result[ARMS_DIR] = {name: {SCORE: v, "loss": losses[name]} for name, v in scores.items()}
@@ -276,12 +290,15 @@ class TrainWorker:
         if self.rank == 0:
             for arm in others:
                 arm.consider(scores[arm.name], self.step, lambda w=weights[arm.name]: cpu_copy(w))
-        with tempfile.TemporaryDirectory() as tmp:
-            saved = self._save(Path(tmp), weights)
-            if saved:
-                (Path(tmp) / "metrics.json").write_text(json.dumps(result))
-            ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(tmp) if saved else None,
-                             checkpoint_dir_name=f"checkpoint_step{self.step:07d}")
+        tmp = Path(tempfile.mkdtemp(prefix="tinyllm-checkpoint-"))
+        saved = self._save(tmp, weights)
+        if saved:
+            (tmp / "metrics.json").write_text(json.dumps(result))
+        else:
+            tmp.rmdir()  # this rank wrote nothing (only rank 0 writes); the empty directory is ours
+        ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)) if saved else None,
+                         checkpoint_dir_name=f"checkpoint_step{self.step:07d}",
+                         checkpoint_upload_mode=upload_mode(self.device), delete_local_checkpoint_after_upload=True)
 
     def maybe_fail(self) -> None:
         """The testing hook (see ``FAIL_AT_STEP_ENV``)."""
@@ -297,7 +314,6 @@ class TrainWorker:
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     worker = TrainWorker(loop_config[LOOP_CONFIG])
     tc, plan, meter = worker.config.train, worker.plan, worker.meter
-    collate_fn = functools.partial(collate, tasks=worker.tasks, pad_id=pad_id(worker.tokenizer), layout=worker.layout)
     shard = ray.train.get_dataset_shard("train")
     start_epoch, skip = plan.micro_done(worker.step)
     for epoch in range(start_epoch, plan.passes):  # with train.max_steps, the last pass may stop mid-epoch
@@ -305,7 +321,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             arm.model.train()
         meter.start()
         pending = 0
-        for micro, batch in enumerate(epoch_batches(shard, worker.config, epoch, collate_fn, worker.tasks)):
+        batches = epoch_batches(shard, worker.config, epoch, worker.tasks, pad_id(worker.tokenizer), worker.layout,
+                                pin=worker.device.type == "cuda")
+        for micro, batch in enumerate(batches):
             if epoch == start_epoch and micro < skip:
                 continue
             batch = to_device(batch, worker.device)

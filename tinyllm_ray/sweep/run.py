@@ -13,7 +13,7 @@ import pyarrow as pa
 import ray
 import ray.tune
 
-from tinyllm_ray import runs, stages
+from tinyllm_ray import resources, runs, stages
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.stages import stage_key
@@ -22,7 +22,14 @@ from tinyllm_ray.student.schedule import make_plan
 from tinyllm_ray.student.train import SCORE
 from tinyllm_ray.sweep.placement import ReclaimStoppedTrainRuns, reclaim_train_groups
 from tinyllm_ray.sweep.report import PLOT_FILE, best_trial, collect_trials, plot, sweep_report
-from tinyllm_ray.sweep.space import apply_point, concurrent_trials, format_point, report_steps, search_space
+from tinyllm_ray.sweep.space import (
+    apply_point,
+    cluster_capacity,
+    concurrent_trials,
+    format_point,
+    report_steps,
+    search_space,
+)
 from tinyllm_ray.sweep.trial import TIME_ATTR, run_trial, sweep_tasks
 from tinyllm_ray.teachers.runner import rationales_key
 
@@ -74,7 +81,9 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
     plan = make_plan(config, examples.num_rows)
     max_t = len(report_steps(plan))
     space, first = search_space(config)
-    limit = concurrent_trials(config, ray.cluster_resources())
+    live = [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+    launchable = resources.autoscaler_node_types(resources.AUTOSCALER_CONFIG.expanduser()) or []
+    limit = concurrent_trials(config, cluster_capacity(live, launchable))
     # Tokenised once here, not per trial: the trials differ only in their loss weights.
     tokenized = tokenized_dataset(examples, config, sweep_tasks(config, examples), student_layout(config))
     trainable = ray.tune.with_resources(

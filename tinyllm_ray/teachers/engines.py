@@ -2,11 +2,19 @@
 
 - ``VLLMEngine``: vLLM's offline ``LLM`` inside the calling process (a Ray actor): continuous batching,
   prefix caching (the in-context examples repeat across prompts), tensor parallel over the replica's
-  GPUs. Causal LMs only.
+  GPUs. Causal LMs only. On a GPU it takes the replica's share of each GPU's memory
+  (``gpu_memory_utilization``: default 0.9, times ``num_gpus`` for a fraction of a GPU), and first waits
+  (``wait_for_gpu_memory``, up to 180 s) until that much is free: the GPUs of a teacher that ran before
+  it may take seconds to be released, and vLLM refuses to start on too little free memory.
 - ``HFEngine``: transformers ``generate`` for any model, including encoder-decoders (T5/FLAN-T5, which
   vLLM does not serve): prompts are sorted by length and cut into batches so padding stays small,
-  causal models pad on the left and decode into a ``StaticCache`` sized to the batch (preallocated: no
-  per-step concatenation of the key/value cache), bf16 on GPU, and only the new tokens are decoded.
+  causal models pad on the left and decode into a ``StaticCache`` (preallocated: no per-step
+  concatenation of the key/value cache) whose width is the batch's rounded up to a multiple of
+  ``CACHE_BUCKET`` tokens, with transformers' automatic ``torch.compile`` of static-cache decoding turned
+  off (``disable_compile``: it would recompile for every new cache shape); a model that cannot decode
+  into a static cache falls back to the dynamic one. bf16 on GPU (float16 is refused for the T5 family,
+  whose activations overflow it), only the new tokens are decoded. A replica of more than one GPU
+  spreads the model's layers over them (``device_map="auto"``, through ``accelerate``).
 
 Both render a prompt through the tokenizer's chat template when it has one (``chat_template: auto``),
 and both expose ``encode`` and ``max_prompt_tokens`` so the teacher stage can check a prompt's length
@@ -21,18 +29,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
+import torch._dynamo.exc
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, StaticCache
 
 from tinyllm_ray.config import TeacherConfig
+from tinyllm_ray.config.checks import is_t5_family
 from tinyllm_ray.devices import device_for, is_encoder_decoder, pad_id, pick_device_and_dtype, weights_dtype
 
 log = logging.getLogger("tinyllm_ray.teachers")
 # Context lengths above this in a tokenizer's ``model_max_length`` are transformers' "no limit" marker.
 _NO_LIMIT = 1_000_000
+# Static key/value cache widths are rounded up to a multiple of this many tokens, so the cache shapes a
+# run meets stay few (each new shape would be a new compiled graph, were compilation on).
+CACHE_BUCKET = 64
+# What a static cache may fail with: models that do not support one, and torch.compile errors.
+_NO_STATIC_CACHE = (ValueError, TypeError, NotImplementedError, AttributeError, torch._dynamo.exc.TorchDynamoException)
+# vLLM's share of a whole GPU's memory (weights, activations, key/value cache), and of host memory on CPU.
+GPU_MEMORY_UTILIZATION, CPU_MEMORY_UTILIZATION = 0.9, 0.2
+GPU_MEMORY_WAIT_S = 180.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +114,26 @@ def context_limit(model_config: Any, tokenizer: Any) -> int | None:
     return value if isinstance(value, int) and 0 < value < _NO_LIMIT else None
 
 
+def cache_width(prompt_width: int, max_new_tokens: int, bucket: int = CACHE_BUCKET) -> int:
+    """A batch's static cache width: prompt plus new tokens, rounded up to a multiple of ``bucket``."""
+    return -(-(prompt_width + max_new_tokens) // bucket) * bucket
+
+
+def placement(num_gpus: float, device: torch.device) -> dict:
+    """``from_pretrained``'s placement keywords: a replica of more than one GPU spreads the model's layers
+    over the GPUs it sees (``device_map="auto"``, Ray's actor sees just its own); else none (moved after)."""
+    if device.type == "cuda" and num_gpus > 1 and torch.cuda.device_count() > 1:
+        return {"device_map": "auto"}
+    return {}
+
+
+def refuse_float16_t5(model: str, model_config: Any, dtype: torch.dtype) -> None:
+    """T5-family activations overflow float16 (NaN/inf rationales): refuse it rather than generate garbage."""
+    if dtype == torch.float16 and is_t5_family(model_config.to_dict()):
+        raise ValueError(f"teacher model {model!r} is a T5-family model ({model_config.model_type}), whose "
+                         f"activations overflow float16 (NaN/inf); use dtype bfloat16, float32 or auto")
+
+
 class HFEngine:
     """transformers ``generate``; one model per actor, loaded once."""
 
@@ -110,10 +150,16 @@ class HFEngine:
         transformers.utils.logging.disable_progress_bar()
         self.device, torch_dtype = pick_device_and_dtype(st.num_gpus, st.dtype)
         model_config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+        refuse_float16_t5(model, model_config, torch_dtype)
         self.encoder_decoder = is_encoder_decoder(model_config)
         auto = AutoModelForSeq2SeqLM if self.encoder_decoder else AutoModelForCausalLM
-        self.model = auto.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-        self.model.to(self.device).eval()
+        spread = placement(st.num_gpus, self.device)
+        self.model = auto.from_pretrained(model, dtype=torch_dtype, trust_remote_code=trust_remote_code, **spread)
+        if spread:  # inputs go where the first layers (the embeddings) are
+            self.device = self.model.device
+        else:
+            self.model.to(self.device)
+        self.model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "right" if self.encoder_decoder else "left"
         if self.tokenizer.pad_token is None:  # ``tokenizer.pad`` needs one: eos, what ``pad_id`` falls back to
@@ -157,23 +203,74 @@ class HFEngine:
         return results  # type: ignore[return-value]
 
     def _generate(self, enc: Any) -> torch.Tensor:
-        kwargs = {"max_new_tokens": self.max_new_tokens, "pad_token_id": self.pad_id, **self.sampling}
+        # disable_compile: a static cache would make transformers compile the forward on CUDA, and
+        # recompile for every new cache shape until torch's recompile limit.
+        kwargs = {"max_new_tokens": self.max_new_tokens, "pad_token_id": self.pad_id, "disable_compile": True,
+                  **self.sampling}
         if self.static_cache:
-            # Sized to this batch (prompt width + new tokens), not to the longest batch so far as
-            # ``cache_implementation="static"`` would: the attention never spans more than the batch needs.
-            width = enc["input_ids"].shape[1] + self.max_new_tokens
+            # Sized to this batch (prompt width + new tokens, bucketed), not to the longest batch so far as
+            # ``cache_implementation="static"`` would: the attention spans little more than the batch needs.
+            width = cache_width(enc["input_ids"].shape[1], self.max_new_tokens)
             try:
                 return self.model.generate(**enc, past_key_values=StaticCache(config=self.model.config,
                                                                               max_cache_len=width), **kwargs)
-            except (ValueError, TypeError, NotImplementedError, AttributeError) as err:
+            except _NO_STATIC_CACHE as err:
                 log.warning("%s: no static key/value cache (%s); using the dynamic one",
                             type(self.model).__name__, err)
                 self.static_cache = False
         return self.model.generate(**enc, **kwargs)
 
 
+def vllm_memory_utilization(num_gpus: float, explicit: float | None, on_gpu: bool) -> float:
+    """vLLM's ``gpu_memory_utilization`` for a replica: the configured one, else 0.9 of a GPU times the
+    replica's share of it (``num_gpus`` below 1: replicas sharing a GPU split its memory), or 0.2 of host
+    memory on CPU."""
+    if explicit is not None:
+        return explicit
+    if not on_gpu:
+        return CPU_MEMORY_UTILIZATION
+    return GPU_MEMORY_UTILIZATION * min(num_gpus, 1.0)
+
+
+def wait_for_gpu_memory(
+    teacher: str,
+    utilization: float,
+    devices: int = 1,
+    *,
+    timeout_s: float = GPU_MEMORY_WAIT_S,
+    interval_s: float = 2.0,
+    mem_get_info: Callable[[int], tuple[int, int]] = torch.cuda.mem_get_info,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Return once each of the first ``devices`` GPUs has ``utilization`` of its memory free, as vLLM's
+    start-up check demands; the processes of a teacher that ran before may take seconds to release theirs.
+    Raises ``RuntimeError`` naming the teacher and the memory seen after ``timeout_s``; logs once while waiting."""
+    start, logged = clock(), False
+    while True:
+        short = []
+        for d in range(devices):
+            free, total = mem_get_info(d)
+            if free < utilization * total:
+                short.append(f"GPU {d}: {free / 2**30:.1f} of {total / 2**30:.1f} GiB free, "
+                             f"needs {utilization * total / 2**30:.1f} GiB")
+        if not short:
+            return
+        waited = clock() - start
+        if waited >= timeout_s:
+            raise RuntimeError(f"teacher {teacher!r}: not enough free GPU memory for vLLM's gpu_memory_utilization "
+                               f"{utilization:g} after {waited:.0f} s ({'; '.join(short)}); another process "
+                               f"holds it: lower gpu_memory_utilization or free the GPU")
+        if not logged:
+            log.info("teacher %r: waiting up to %.0f s for GPU memory to be released (%s)",
+                     teacher, timeout_s, "; ".join(short))
+            logged = True
+        sleep(interval_s)
+
+
 class VLLMEngine:
-    """vLLM's offline engine in this process; the replica's GPUs (``num_gpus``) become its tensor-parallel size."""
+    """vLLM's offline engine in this process; the replica's GPUs (``num_gpus``) become its tensor-parallel size.
+    ``name`` (the teacher's) names it in the messages of the wait for GPU memory."""
 
     def __init__(
         self,
@@ -182,6 +279,7 @@ class VLLMEngine:
         *,
         gpu_memory_utilization: float | None = None,
         enforce_eager: bool | None = None,
+        name: str | None = None,
     ):
         st = settings
         # The engine core runs in this actor's process rather than a child it would spawn: Ray has
@@ -195,13 +293,16 @@ class VLLMEngine:
         # Tensor-parallel workers as child processes of this actor, on the GPUs Ray gave it (one bundle
         # per replica). vLLM's Ray backend would look for one bundle per GPU in the current group instead.
         backend = {"distributed_executor_backend": "mp"} if tensor_parallel > 1 else {}
+        utilization = vllm_memory_utilization(st.num_gpus, gpu_memory_utilization, on_gpu)
+        if on_gpu:
+            wait_for_gpu_memory(name or model, utilization, min(tensor_parallel, torch.cuda.device_count()))
         self.llm = LLM(
             model=model,
             tensor_parallel_size=tensor_parallel,
             **backend,
             dtype=weights_dtype(st.dtype, device),
             max_model_len=st.max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization or (0.9 if on_gpu else 0.2),
+            gpu_memory_utilization=utilization,
             enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
             enable_prefix_caching=True,
             seed=st.seed,
@@ -234,5 +335,5 @@ def make_engine(teacher: TeacherConfig) -> Engine:
     settings = Settings.from_teacher(teacher)
     if teacher.engine == "vllm":
         return VLLMEngine(teacher.model, settings, gpu_memory_utilization=teacher.gpu_memory_utilization,
-                          enforce_eager=teacher.enforce_eager)
+                          enforce_eager=teacher.enforce_eager, name=teacher.name)
     return HFEngine(teacher.model, settings, batch_size=teacher.prompts_per_batch())
