@@ -62,8 +62,7 @@ def export_checkpoint(checkpoint: str | Path, export_dir: Path, info: dict[str, 
     """Copy a checkpoint's weights and tokenizer (not its optimizer state, nor the other arms trained beside it)
     to ``export_dir`` with ``info`` as its marker. The copy is made beside it and renamed into place; an earlier
     export is replaced only when its marker proves it ours."""
-    from tinyllm_ray.student.arms import ARMS_DIR
-    from tinyllm_ray.student.train import STATE_FILE
+    from tinyllm_ray.student.arms import ARMS_DIR, STATE_FILE
 
     check_replaceable(export_dir, "student export")
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))

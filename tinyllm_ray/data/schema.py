@@ -10,24 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import string
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from tinyllm_ray.inputs import clip
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 LETTERS = string.ascii_lowercase
 
-ARROW_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("question", pa.string()),
-        ("context", pa.string()),
-        ("choices", pa.list_(pa.string())),
-        ("answer", pa.string()),
-        ("reference_rationale", pa.string()),
-    ]
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +46,7 @@ class Question:
         return row
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Question":
+    def from_row(cls, row: dict[str, Any]) -> Question:
         return cls(
             id=str(row["id"]),
             question=str(row["question"]),
@@ -96,5 +87,16 @@ def problems(q: Question) -> list[str]:
     return found
 
 
+def arrow_schema() -> pa.Schema:
+    """The Arrow schema of ``Question.to_row`` (pyarrow imported here: the GPU check uses ``Question`` without it)."""
+    import pyarrow as pa
+
+    return pa.schema([("id", pa.string()), ("question", pa.string()), ("context", pa.string()),
+                      ("choices", pa.list_(pa.string())), ("answer", pa.string()),
+                      ("reference_rationale", pa.string())])
+
+
 def to_table(questions: list[Question]) -> pa.Table:
-    return pa.Table.from_pylist([q.to_row() for q in questions], schema=ARROW_SCHEMA)
+    import pyarrow as pa
+
+    return pa.Table.from_pylist([q.to_row() for q in questions], schema=arrow_schema())

@@ -31,6 +31,7 @@ from tinyllm_ray.student.model import NO_TASK, unwrap
 STUDENT_ARM = "student"  # arm 0: the run's own student (also its name among the models evaluated together)
 ARMS_DIR = "arms"  # in a checkpoint: arms/<name>/ (weights, state) and arms/<name>/best/ (the selection)
 BEST_DIR = "best"
+STATE_FILE = "train_state.pt"  # in a checkpoint (and under arms/<name>/): optimizer, schedule, step, selection
 
 
 @dataclasses.dataclass
@@ -98,6 +99,13 @@ class Arm:
         if self.best_weights is not None:
             unwrap(self.model).save_pretrained(directory, state_dict=self.best_weights)
             tokenizer.save_pretrained(directory)
+
+
+def load_state(directory: Path) -> dict[str, Any]:
+    """A checkpoint's ``train_state.pt``, on the CPU whatever device saved it: with several workers per node,
+    loading rank 0's AdamW state onto the GPU it was saved from would put every rank's copy on that one GPU (or
+    fail where the placement changed after a restart); ``load_state_dict`` then moves it to each parameter's device."""
+    return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
 
 
 def as_numbers(values: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -7,11 +7,13 @@ when the teacher has none for this question):
 - ``example_table`` builds the text rows (driver side, pyarrow);
 - ``Tokenize`` turns them into token lists (tokenisation never runs in the training loop), through
   ``Encoder``, which the evaluation uses too; ``tokenize`` is its Ray Data ``map_batches`` task function;
-- ``tokenized_dataset`` runs ``tokenize`` over the text rows with Ray Data, once per run;
 - ``collate`` pads each task's rows dynamically (to the longest in the batch) for one forward per task,
-  dropping the rows whose target is empty for that task; ``epoch_batches`` draws one epoch of collated
-  micro-batches from a Train worker's shard (local shuffle seeded per epoch, optional length buckets), collated
-  by ``Collate`` in Ray Data's prefetch thread (pinned for a GPU).
+  dropping the rows whose target is empty for that task; ``bucketed`` cuts a window of rows into batches of
+  similar length.
+
+Ray Data's side (tokenising the rows as a dataset, a Train worker's epoch of micro-batches) is ``feed.py``;
+this module imports neither Ray nor pyarrow at load, so the GPU check runs it on a machine with only torch
+and transformers (and pydantic).
 
 Three layouts (``layout_of``):
 
@@ -26,15 +28,12 @@ Three layouts (``layout_of``):
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import ray.data
 import torch
-from ray.data.collate_fn import NumpyBatchCollateFn
 from transformers import AutoConfig, AutoTokenizer
 
 from tinyllm_ray import prompts
@@ -42,6 +41,9 @@ from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import is_encoder_decoder
 from tinyllm_ray.student.loss import IGNORE
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 QUESTION = "question"  # the one-encoder layout's shared encoder input
 LAYOUTS = ("seq2seq", "causal", "one_encoder")
@@ -71,6 +73,8 @@ def layout_of(encoder_decoder: bool, mode: str) -> str:
 def example_table(questions: Sequence[Question], rationales: dict[str, dict[str, str]]) -> pa.Table:
     """Text rows: ``id``, the bare question block, plus input/target per task; ``rationales`` maps teacher ->
     {question id: text}."""
+    import pyarrow as pa  # here: the GPU check (bench/gpu.py) imports this module where pyarrow may be absent
+
     tasks = [prompts.ANSWER_TASK, *rationales]
     columns: dict[str, list[str]] = {"id": [q.id for q in questions],
                                      input_col(QUESTION): [prompts.question_block(q) for q in questions]}
@@ -228,71 +232,6 @@ def bucketed(window: dict[str, np.ndarray], batch_size: int, rng: np.random.Gene
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(chunks)
     return [{k: v[idx] for k, v in window.items()} for idx in chunks]
-
-
-class Collate(NumpyBatchCollateFn):
-    """``collate`` as Ray Data's collate function, so it runs in Ray Data's prefetch thread, not on the training
-    thread; its tensors are pinned when they go to a GPU (``pin``), so the copy to the device is asynchronous.
-    With length bucketing (``bucket_size``: questions per micro-batch) a call takes a window of rows and returns
-    its micro-batches in buckets of similar length (``bucketed``, one ``rng`` per epoch); else one micro-batch.
-    Returns a list of collated micro-batches either way. Ray Data runs it in one thread (``prefetch_batches=1``),
-    so the epoch's ``rng`` draws come in the same order on every run."""
-
-    def __init__(self, tasks: Sequence[str], pad_id: int, layout: str, pin: bool = False,
-                 bucket_size: int | None = None, rng: np.random.Generator | None = None):
-        self.tasks, self.pad_id, self.layout, self.pin = list(tasks), pad_id, layout, pin
-        self.bucket_size, self.rng = bucket_size, rng
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        parts = bucketed(batch, self.bucket_size, self.rng, self.tasks) if self.bucket_size else [batch]
-        out = [collate(part, self.tasks, self.pad_id, self.layout) for part in parts]
-        return [pin_memory(b) for b in out] if self.pin else out
-
-
-def pin_memory(batch: Any) -> Any:
-    """Every tensor of a collated batch in page-locked host memory (for ``non_blocking`` copies to a GPU)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.pin_memory()
-    if isinstance(batch, dict):
-        return {k: pin_memory(v) for k, v in batch.items()}
-    return batch
-
-
-def epoch_batches(shard: Any, config: Config, epoch: int, tasks: Sequence[str], pad_id: int, layout: str,
-                  pin: bool = False) -> Iterator[dict[str, Any]]:
-    """One epoch of collated micro-batches from this worker's shard: local shuffle seeded per epoch, optional
-    length buckets, collated (and pinned) ahead of the training thread by ``Collate``."""
-    tc = config.train
-    local = tc.shuffle == "local" and tc.shuffle_buffer > 0
-    shuffle = {"local_shuffle_buffer_size": tc.shuffle_buffer if local else None,
-               "local_shuffle_seed": tc.seed + epoch if local else None}
-    window = tc.batch_size * (tc.length_bucketing or 1)
-    collate_fn = Collate(tasks, pad_id, layout, pin, tc.batch_size if tc.length_bucketing else None,
-                         np.random.default_rng([tc.seed, epoch]))
-    # device="cpu": the batches are nested dicts Ray Data would not move; the loop copies them (non-blocking).
-    for group in shard.iter_torch_batches(batch_size=window, collate_fn=collate_fn, device="cpu",
-                                          prefetch_batches=1, **shuffle):
-        yield from group
-
-
-def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str], layout: str) -> ray.data.Dataset:
-    """Ray Data tokenisation of the text rows, materialised once and reused every epoch."""
-    s = config.student
-    dataset = (
-        ray.data.from_arrow(examples)
-        .map_batches(
-            tokenize,
-            fn_kwargs={"model": s.model, "tasks": tasks, "max_input_tokens": s.max_input_tokens,
-                       "max_target_tokens": s.max_target_tokens, "trust_remote_code": s.trust_remote_code,
-                       "layout": layout},
-            batch_size=256,
-            batch_format="numpy",
-        )
-        .materialize()
-    )
-    # The per-epoch re-reads of a materialised dataset are instant; their progress bars are only noise.
-    dataset.context.enable_progress_bars = False
-    return dataset
 
 
 def student_layout(config: Config) -> str:

@@ -51,15 +51,15 @@ from tinyllm_ray import metrics
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import pad_id, train_device, use_bf16
-from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, STUDENT_ARM, Arm, as_numbers, cpu_copy
-from tinyllm_ray.student.batches import epoch_batches, student_layout, tokenized_dataset
+from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, STATE_FILE, STUDENT_ARM, Arm, as_numbers, cpu_copy, load_state
+from tinyllm_ray.student.batches import student_layout
+from tinyllm_ray.student.feed import epoch_batches, tokenized_dataset
 from tinyllm_ray.student.meter import ThroughputMeter
 from tinyllm_ray.student.model import MultiTask, load_student, prepare_kwargs, student_encoder, to_device, unwrap
 from tinyllm_ray.student.schedule import Plan, lr_factor, make_plan
 from tinyllm_ray.student.scoring import Scorer
 
 log = logging.getLogger("tinyllm_ray.student")
-STATE_FILE = "train_state.pt"
 SCORE = "valid_accuracy"
 PLACEMENT_GROUP = "placement_group"  # the workers' placement group id, in reports when asked for
 # Testing only: ``TINYLLM_TEST_FAIL_AT_STEP=k`` with ``TINYLLM_TEST_FAIL_MARKER=FILE`` in the driver's
@@ -96,11 +96,6 @@ class LoopConfig:
     tag_placement_group: bool = False
 
 
-def _load_state(directory: Path) -> dict[str, Any]:
-    """A checkpoint's ``train_state.pt``, on the CPU whatever device saved it."""
-    return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
-
-
 def upload_mode(device: torch.device) -> ray.train.CheckpointUploadMode:
     """How a checkpoint reaches the run's storage: in the background on GPU workers, which go on training while a
     large checkpoint (full weights and AdamW state) is copied, instead of every GPU idling through the copy; in
@@ -129,7 +124,7 @@ class TrainWorker:
         self.tokenizer = AutoTokenizer.from_pretrained(c.student.model, trust_remote_code=c.student.trust_remote_code)
         checkpoint = ray.train.get_checkpoint()  # a restarted worker group, or a resubmitted run
         with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt:
-            state = _load_state(Path(ckpt)) if ckpt else None
+            state = load_state(Path(ckpt)) if ckpt else None
             self.step = state["step"] if state else 0
             self.arms = [self._arm(name, weights, Path(ckpt) if ckpt else None, state)
                          for name, weights in arm_weights.items()]
@@ -164,7 +159,7 @@ class TrainWorker:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total))
         arm = Arm(name, weights, prepared, optimizer, scheduler)
         if where is not None:
-            saved = state if first else _load_state(where)
+            saved = state if first else load_state(where)
             self._load_optimizer(arm, saved["optimizer"])
             arm.scheduler.load_state_dict(saved["scheduler"])
             if saved.get("best") and self.rank == 0:

@@ -17,7 +17,8 @@ from tinyllm_ray import resources, runs, stages
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.stages import stage_key
-from tinyllm_ray.student.batches import student_layout, tokenized_dataset
+from tinyllm_ray.student.batches import student_layout
+from tinyllm_ray.student.feed import tokenized_dataset
 from tinyllm_ray.student.schedule import make_plan
 from tinyllm_ray.student.train import SCORE
 from tinyllm_ray.sweep.placement import ReclaimStoppedTrainRuns, reclaim_train_groups
