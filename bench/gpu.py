@@ -1,0 +1,345 @@
+"""The GPU check and benchmark: the student's training step, FSDP, scoring, resuming and the HF teacher engine on
+one CUDA GPU, through the project's own code, with random-weight models built here (no download, no Ray, no vLLM:
+a machine with torch, transformers and pydantic runs it). The last line is one JSON object.
+
+    python bench/gpu.py [--json PATH]          # on a CUDA machine: the checks and the figures (a few minutes)
+    python bench/gpu.py --device cpu --quick   # the same code on tiny shapes on the CPU (the default tests run it)
+    bash bench/gpu_check.sh                    # on a GPU machine: tests/gpu, then this script
+
+Checks (each printed with ``ok`` or ``FAILED``; the exit status is 1 when one fails):
+
+- ``student_step`` (FLAN-T5-base and -large shapes, T5 v1.1: gated-GELU, untied head, vocabulary 32128): a training
+  step with bf16 autocast through ``arms.Arm`` and ``model.MultiTask`` (three tasks: answer and two rationales):
+  the loss is finite, weights and AdamW state stay fp32, and the project's code reads nothing back from the device
+  within a step (``project_syncs``). Figures: ms/step, samples/s, peak memory, every device sync torch sees in a
+  step (CUDA's sync debug mode: the project's and the libraries'), and model FLOPs utilisation: 6 x (encoder
+  parameters x encoder tokens + decoder and head parameters x decoder tokens) per step / step time / the GPU's
+  dense bf16 peak (989 TFLOP/s for H100/H200 SXM; ``--peak-tflops`` for others).
+- ``fsdp``: the same step under FSDP in one process with the project's wrap policy (``model.prepare_kwargs``: one
+  FSDP unit per T5 block) and FSDP's own gradient clipping; CUDA only.
+- ``scoring``: rank classification and generate-and-match on the device pick what they pick on the CPU.
+- ``resume``: AdamW state saved from the device loads on the CPU (``arms.load_state``), then back onto the device,
+  and training goes on.
+- ``hf_engine`` (~1B Llama shape: TinyLlama-1.1B's layers, this script's 2,000-token vocabulary): greedy text in
+  fp32 is the same with and without the static key/value cache, and generation compiles no graph (the engine turns
+  transformers' auto-compile off). Figures: new tokens/s in bf16 with the static cache and without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch
+
+from tinyllm_ray.student.arms import STATE_FILE, Arm, load_state
+from tinyllm_ray.student.model import MultiTask, block_classes, prepare_kwargs
+
+T5_SHAPES = {
+    "flan-t5-base": {"d_model": 768, "d_ff": 2048, "d_kv": 64, "num_heads": 12, "num_layers": 12},
+    "flan-t5-large": {"d_model": 1024, "d_ff": 2816, "d_kv": 64, "num_heads": 16, "num_layers": 24},
+    "tiny-t5": {"d_model": 64, "d_ff": 128, "d_kv": 32, "num_heads": 2, "num_layers": 2},
+}
+LLAMA_SHAPES = {
+    "llama-1b": {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32,
+                 "num_key_value_heads": 4},
+    "tiny-llama": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "num_key_value_heads": 2},
+}
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
+TASKS = ("answer", "teacher-a", "teacher-b")
+TARGET_TOKENS = {"answer": 8, "teacher-a": 128, "teacher-b": 128}
+
+
+def t5_model(shape: str, vocab: int = 32128) -> torch.nn.Module:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    s = T5_SHAPES[shape]
+    return T5ForConditionalGeneration(T5Config(
+        vocab_size=vocab, d_model=s["d_model"], d_ff=s["d_ff"], d_kv=s["d_kv"], num_heads=s["num_heads"],
+        num_layers=s["num_layers"], num_decoder_layers=s["num_layers"], feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+
+
+def task_batch(batch: int, input_tokens: int, vocab: int, device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """A collated seq2seq batch (``batches.collate``'s layout) of random tokens for every task, full length."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {"rows": batch}
+    for task in TASKS:
+        ids = torch.randint(4, vocab, (batch, input_tokens), generator=g)
+        labels = torch.randint(4, vocab, (batch, TARGET_TOKENS[task]), generator=g)
+        out[task] = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+                     "labels": labels.to(device)}
+    return out
+
+
+def step_flops(model: torch.nn.Module, batch: int, input_tokens: int) -> float:
+    """Model FLOPs of one training step (forward + backward = 6 x parameters x tokens; attention scores left out)."""
+    embed = model.shared.weight.numel()
+    encoder = sum(p.numel() for p in model.encoder.parameters()) - embed
+    decoder = sum(p.numel() for p in model.decoder.parameters()) - embed + model.lm_head.weight.numel()
+    return sum(6.0 * batch * (encoder * input_tokens + decoder * TARGET_TOKENS[t]) for t in TASKS)
+
+
+class ProjectReads:
+    """Counts reads of tensor values into Python made by the project's own code (each is a device sync on a GPU)."""
+
+    READS = ("item", "__float__", "__bool__", "__int__", "tolist", "cpu", "numpy")
+
+    def __init__(self) -> None:
+        import tinyllm_ray
+
+        self.package, self.count, self.saved = str(Path(tinyllm_ray.__file__).parent), 0, {}
+
+    def __enter__(self) -> ProjectReads:  # noqa: PYI034
+        for name in self.READS:
+            original = self.saved[name] = getattr(torch.Tensor, name)
+
+            def counted(tensor, *args, _original=original, **kwargs):
+                if sys._getframe(1).f_code.co_filename.startswith(self.package):
+                    self.count += 1
+                return _original(tensor, *args, **kwargs)
+
+            setattr(torch.Tensor, name, counted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, original in self.saved.items():
+            setattr(torch.Tensor, name, original)
+
+
+def all_syncs(device: torch.device, fn: Any) -> int | None:
+    """Device syncs torch reports while ``fn`` runs (CUDA's sync debug mode); None on the CPU."""
+    if device.type != "cuda":
+        fn()
+        return None
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in seen)
+
+
+def make_arm(module: torch.nn.Module) -> Arm:
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    return Arm("student", dict.fromkeys(TASKS, 1.0), module, optimizer, scheduler)
+
+
+def train_step(arm: Arm, batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+    arm.backward(batch, 1, True, device, device.type == "cuda")
+    return arm.optimizer_step(1.0)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def student_step(shape: str, device: torch.device, batch: int, input_tokens: int, steps: int,
+                 peak_tflops: float | None) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = t5_model(shape, 32128 if device.type == "cuda" else 512).to(device)
+    arm = make_arm(MultiTask(model, "seq2seq", list(TASKS)).to(device))
+    data = task_batch(batch, input_tokens, model.config.vocab_size, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    losses = [train_step(arm, data, device)]  # warm-up (kernels, allocator)
+    with ProjectReads() as reads:
+        syncs = all_syncs(device, lambda: losses.append(train_step(arm, data, device)))
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        losses.append(train_step(arm, data, device))
+    sync(device)
+    seconds = (time.perf_counter() - start) / steps
+    values = torch.stack(losses).tolist()
+    state_dtypes = {v.dtype for s in arm.optimizer.state.values() for v in s.values() if v.dim() > 0}
+    flops = step_flops(model, batch, input_tokens)
+    return {
+        "ok": all(math.isfinite(v) for v in values)
+        and {p.dtype for p in model.parameters()} == {torch.float32} and state_dtypes == {torch.float32}
+        and reads.count == 0,
+        "loss_first_last": [round(values[0], 4), round(values[-1], 4)], "project_syncs": reads.count,
+        "all_syncs": syncs, "ms_per_step": round(1000 * seconds, 1), "samples_per_s": round(batch / seconds, 1),
+        "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None,
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1), "batch": batch,
+        "mfu": round(flops / seconds / (peak_tflops * 1e12), 3) if peak_tflops else None,
+    }
+
+
+def fsdp_step(shape: str, device: torch.device, batch: int, input_tokens: int) -> dict[str, Any]:
+    if device.type != "cuda":
+        return {"ok": True, "skipped": "FSDP needs CUDA"}
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29533")
+    dist.init_process_group("nccl", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = t5_model(shape)
+        blocks = sum(1 for m in model.modules() if type(m) in block_classes(model))
+        wrapped = FSDP(MultiTask(model, "seq2seq", list(TASKS)), device_id=torch.cuda.current_device(),
+                       **prepare_kwargs(model, "fsdp"))
+        units = sum(1 for m in wrapped.modules() if isinstance(m, FSDP)) - 1  # the root wraps the rest
+        arm = make_arm(wrapped)
+        data = task_batch(batch, input_tokens, model.config.vocab_size, device)
+        losses = torch.stack([train_step(arm, data, device) for _ in range(3)]).tolist()
+        return {"ok": units == blocks and all(math.isfinite(v) for v in losses), "fsdp_units": units, "blocks": blocks,
+                "losses": [round(v, 4) for v in losses]}
+    finally:
+        dist.destroy_process_group()
+
+
+def scoring(device: torch.device, n: int) -> dict[str, Any]:
+    from tinyllm_ray.data.synthetic import generate
+    from tinyllm_ray.student.batches import Encoder
+    from tinyllm_ray.student.scoring import Scorer
+    from tinyllm_ray.tiny import _student, train_tokenizer, wrap_tokenizer
+
+    tokenizer = wrap_tokenizer(train_tokenizer(), seq2seq=True)
+    torch.manual_seed(0)
+    model = _student(len(tokenizer)).eval()
+    questions = generate(n, 1, 1, seed=5)["train"]
+    encoder = Encoder(tokenizer, "seq2seq", 128, 32, 0)
+    picks = {}
+    for where in (torch.device("cpu"), device):
+        scorer = Scorer(model.to(where), encoder, 16, 8, where, False)
+        picks[where.type] = (scorer.rank(questions), scorer.generate(questions))
+    cpu, dev = picks["cpu"], picks[device.type]
+    rank_same = sum(a == b for a, b in zip(cpu[0], dev[0]))
+    text_same = sum(a == b for a, b in zip(cpu[1], dev[1]))
+    return {"ok": rank_same == text_same == len(questions), "questions": len(questions), "rank_same": rank_same,
+            "generate_same": text_same}
+
+
+def resume(device: torch.device) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = t5_model("tiny-t5", 512).to(device)
+    module = MultiTask(model, "seq2seq", list(TASKS)).to(device)
+    arm = make_arm(module)
+    data = task_batch(4, 32, 512, device)
+    train_step(arm, data, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({"optimizer": arm.optimizer.state_dict(), "step": 1}, Path(tmp) / STATE_FILE)
+        state = load_state(Path(tmp))
+    on_cpu = all(v.device.type == "cpu" for s in state["optimizer"]["state"].values() for v in s.values()
+                 if isinstance(v, torch.Tensor))
+    again = make_arm(module)
+    again.optimizer.load_state_dict(state["optimizer"])
+    moved = all(v.device == p.device for p, s in again.optimizer.state.items() for k, v in s.items() if k != "step")
+    loss = float(train_step(again, data, device))
+    return {"ok": on_cpu and moved and math.isfinite(loss), "loaded_on_cpu": on_cpu, "state_on_param_device": moved}
+
+
+def hf_engine(shape: str, device: torch.device, prompts: int, new_tokens: int) -> dict[str, Any]:
+    import torch._dynamo.utils
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tinyllm_ray.data.synthetic import generate
+    from tinyllm_ray.teachers.engines import HFEngine, Settings
+    from tinyllm_ray.tiny import save_model, train_tokenizer, wrap_tokenizer
+
+    tokenizer = wrap_tokenizer(train_tokenizer(), seq2seq=False)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048, pad_token_id=0, bos_token_id=3,
+                         eos_token_id=1, **LLAMA_SHAPES[shape])
+    texts = [f"{q.question} {q.reference_rationale}" for q in generate(prompts, 1, 1, seed=7)["train"]]
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(Path(tmp), LlamaForCausalLM(config).to(torch.bfloat16), tokenizer)
+        gpus = 1.0 if device.type == "cuda" else 0.0
+        settings = Settings(max_new_tokens=new_tokens, num_gpus=gpus, dtype="float32", chat_template="off")
+        greedy = {}
+        for static in (True, False):
+            engine = HFEngine(tmp, settings, batch_size=16, static_cache=static)
+            greedy[static] = [g.text for g in engine.generate(texts)]
+            del engine
+        frames_before = sum(torch._dynamo.utils.counters["frames"].values())
+        for static in (True, False):
+            engine = HFEngine(tmp, Settings(max_new_tokens=new_tokens, num_gpus=gpus, dtype="bfloat16",
+                                            chat_template="off"), batch_size=16, static_cache=static)
+            engine.generate(texts[:16])  # warm-up
+            sync(device)
+            start = time.perf_counter()
+            made = sum(g.new_tokens for g in engine.generate(texts))
+            sync(device)
+            out["tokens_per_s_static" if static else "tokens_per_s_dynamic"] = round(made / (time.perf_counter()
+                                                                                             - start), 1)
+            del engine
+        compiled = sum(torch._dynamo.utils.counters["frames"].values()) - frames_before
+    same = sum(a == b for a, b in zip(greedy[True], greedy[False]))
+    return {"ok": same == len(texts) and compiled == 0, "prompts": len(texts), "greedy_same": same,
+            "compiled_frames": compiled, **out}
+
+
+def peak(device: torch.device, given: float | None) -> float | None:
+    if given or device.type != "cuda":
+        return given
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="tiny shapes and few steps (the CPU path of the tests)")
+    ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, for the MFU")
+    ap.add_argument("--json", type=Path, default=None, help="also write the JSON object here")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    quick = args.quick
+    students = ["tiny-t5"] if quick else ["flan-t5-base", "flan-t5-large"]
+    batch = {"tiny-t5": 4, "flan-t5-base": 32, "flan-t5-large": 16}
+    input_tokens = 32 if quick else 256
+    results: dict[str, Any] = {"bench": "gpu", "device": torch.cuda.get_device_name() if device.type == "cuda"
+                               else "cpu", "torch": torch.__version__, "checks": {}}
+
+    def record(name: str, fn: Any) -> None:
+        start = time.perf_counter()
+        try:
+            figures = fn()
+        except Exception as err:  # noqa: BLE001 (a check that raises fails, the others still run and are reported)
+            figures = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        figures["seconds"] = round(time.perf_counter() - start, 1)
+        results[name] = figures
+        results["checks"][name] = bool(figures["ok"])
+        print(f"{name}: {'ok' if figures['ok'] else 'FAILED'} {json.dumps(figures)}", flush=True)
+
+    for shape in students:
+        record(f"student_step[{shape}]", lambda s=shape: student_step(s, device, batch[s], input_tokens,
+                                                                      3 if quick else 10, peak(device,
+                                                                                               args.peak_tflops)))
+    record("fsdp", lambda: fsdp_step(students[0], device, batch[students[0]], input_tokens))
+    record("scoring", lambda: scoring(device, 16 if quick else 64))
+    record("resume", lambda: resume(device))
+    record("hf_engine", lambda: hf_engine("tiny-llama" if quick else "llama-1b", device, 16 if quick else 64,
+                                          8 if quick else 64))
+    results["ok"] = all(results["checks"].values())
+    line = json.dumps(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(line + "\n")
+    print(line)
+    return 0 if results["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""``bench/gpu.py`` on the CPU (tiny shapes): the GPU check's code runs in the default tests so it does not rot,
+and it runs without Ray, pyarrow or vLLM installed, as on a GPU machine with only torch and transformers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# Runs bench/gpu.py with Ray, pyarrow and vLLM made unimportable.
+WITHOUT = """
+import runpy, sys
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("ray", "pyarrow", "vllm"):
+            raise ImportError(f"{name} is not installed here")
+sys.meta_path.insert(0, Absent())
+sys.argv = ["bench/gpu.py", "--device", "cpu", "--quick"]
+runpy.run_path("bench/gpu.py", run_name="__main__")
+"""
+
+
+def test_the_gpu_check_runs_on_the_cpu_without_ray_or_pyarrow() -> None:
+    done = subprocess.run([sys.executable, "-c", WITHOUT], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["checks"] == {"student_step[tiny-t5]": True, "fsdp": True, "scoring": True, "resume": True,
+                                "hf_engine": True}
+    step = result["student_step[tiny-t5]"]
+    assert step["project_syncs"] == 0 and step["ms_per_step"] > 0
+    assert result["scoring"]["rank_same"] == result["scoring"]["questions"] == 16
+    assert result["hf_engine"]["greedy_same"] == 16 and result["hf_engine"]["compiled_frames"] == 0
