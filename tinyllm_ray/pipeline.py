@@ -28,7 +28,7 @@ from tinyllm_ray.config import Config, ConfigError, validate, validate_against_d
 from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.report import build_report, console_summary, write_report
-from tinyllm_ray.resources import check_fits
+from tinyllm_ray.resources import check_fits, cluster_nodes, resolve_replicas
 from tinyllm_ray.teachers import store
 
 # The stages' own modules (teachers.runner, student.*, compare, sweep) are imported where a stage starts:
@@ -272,6 +272,7 @@ def run(config: Config) -> dict[str, Any]:
     clock = Stopwatch()
     p = prepare(config)
     connect_ray(p.config)
+    p.config = resolve_replicas(p.config, nodes=cluster_nodes())  # ``replicas: auto``: the GPUs this cluster has
     check_fits(p.config)  # an actor no node can ever host would wait forever: fail now, naming the key
     clock.lap("setup_s")
     teachers = run_teachers(p)

@@ -27,6 +27,7 @@ Nodes the cluster can offer:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -171,6 +172,64 @@ def autoscaler_node_types(path: Path) -> list[NodeType] | None:
             return None
         out.append(NodeType(f"{name} (autoscaler, up to {count})", resources, count))
     return out
+
+
+def cluster_capacity(live: list[dict[str, float]], launchable: list[Any]) -> dict[str, float]:
+    """CPUs and GPUs the cluster can grow to. ``live``: the resources of each live node; ``launchable``: the node
+    types a ``ray up`` autoscaler may add (``autoscaler_node_types``: ``resources`` and ``max_count`` each). The live nodes, or the live head plus every launchable type at its ``max_workers``, whichever is
+    larger: ``ray.cluster_resources()`` alone counts only the nodes up now, and on a cluster whose GPU workers
+    are scaled down it would say one trial at a time."""
+    head = [n for n in live if "node:__internal_head__" in n]
+    out = {}
+    for r in ("CPU", "GPU"):
+        now = sum(n.get(r, 0.0) for n in live)
+        grown = sum(n.get(r, 0.0) for n in head) + sum(t.resources.get(r, 0.0) * t.max_count for t in launchable)
+        out[r] = max(now, grown)
+    return out
+
+
+def capacity_now() -> dict[str, float]:
+    """``cluster_capacity`` of the connected cluster (an autoscaler whose node types are unknown counts as none)."""
+    import ray
+
+    live = [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+    return cluster_capacity(live, autoscaler_node_types(AUTOSCALER_CONFIG.expanduser()) or [])
+
+
+def resolve_replicas(config: Config, capacity: dict[str, float] | None = None,
+                     nodes: list[NodeType] | None = None) -> Config:
+    """``config`` with each ``replicas: auto`` teacher's count decided: a teacher with GPUs gets as many replicas
+    as the cluster's GPUs (``capacity``, default ``capacity_now()``) hold with every teacher side by side, after
+    the fixed-count teachers' GPUs, in proportion to its GPUs per replica; at least 1, and no more than whole
+    replicas per node allow (``nodes``: ``problems`` decides); a teacher without GPUs gets 1."""
+    auto = [i for i, t in enumerate(config.teachers) if t.replicas == "auto"]
+    if not auto:
+        return config
+    capacity = capacity_now() if capacity is None else capacity
+    on_gpus = [i for i in auto if config.teachers[i].num_gpus > 0]
+    counts = dict.fromkeys(auto, 1)
+    if on_gpus:
+        fixed = sum(t.replicas * t.num_gpus for t in config.teachers if t.replicas != "auto")
+        per_round = sum(config.teachers[i].num_gpus for i in on_gpus)
+        rounds = max(1, int((capacity.get("GPU", 0.0) - fixed) // per_round))
+        keys = {f"teachers.{i}.replicas" for i in on_gpus}
+
+        def fits(r: int) -> bool:
+            trial = _with_replicas(config, {**counts, **dict.fromkeys(on_gpus, r)})
+            return not any(d.count_key in keys and problems([d], nodes) for d in demands(trial))
+
+        while nodes is not None and rounds > 1 and not fits(rounds):
+            rounds -= 1
+        counts.update(dict.fromkeys(on_gpus, rounds))
+    resolved = _with_replicas(config, counts)
+    log.info("replicas: auto -> %s (cluster: %g GPUs)", ", ".join(
+        f"{resolved.teachers[i].name} {counts[i]}" for i in auto), capacity.get("GPU", 0.0))
+    return resolved
+
+
+def _with_replicas(config: Config, counts: dict[int, int]) -> Config:
+    teachers = [dataclasses.replace(t, replicas=counts.get(i, t.replicas)) for i, t in enumerate(config.teachers)]
+    return dataclasses.replace(config, teachers=teachers)
 
 
 def _slots(resources: dict[str, float], asked: dict[str, float]) -> int:

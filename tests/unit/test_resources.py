@@ -139,3 +139,52 @@ def test_cluster_nodes_reads_ray_and_the_autoscaler(monkeypatch, tmp_path):
     monkeypatch.setattr(resources, "AUTOSCALER_CONFIG", tmp_path / "absent.yaml")
     assert [n.resources for n in resources.cluster_nodes()] == [{"CPU": 2.0}]
     assert "largest node has 0" in message(config({"num_gpus": 1}), resources.cluster_nodes())
+
+
+# --- replicas: auto --------------------------------------------------------------------------------------------
+
+EIGHT_GPUS = NodeType("gpu8", {"CPU": 96.0, "GPU": 8.0})
+
+
+def replicas(cfg) -> list:
+    return [t.replicas for t in cfg.teachers]
+
+
+def test_auto_replicas_fill_an_eight_gpu_node_with_both_teachers_side_by_side():
+    cfg = config({"num_gpus": 1, "replicas": "auto"}, {"num_gpus": 1, "replicas": "auto"})
+    resolved = resources.resolve_replicas(cfg, {"CPU": 96.0, "GPU": 8.0}, [EIGHT_GPUS])
+    assert replicas(resolved) == [4, 4] and replicas(cfg) == ["auto", "auto"]
+    check_fits(resolved, [EIGHT_GPUS])  # all eight replicas can be placed at once
+
+
+def test_auto_replicas_take_what_fixed_teachers_leave_and_gpu_less_teachers_get_one():
+    cfg = config({"num_gpus": 1, "replicas": 2}, {"num_gpus": 2, "replicas": "auto"}, {"replicas": "auto"})
+    assert replicas(resources.resolve_replicas(cfg, {"GPU": 8.0}, [EIGHT_GPUS])) == [2, 3, 1]
+
+
+def test_auto_replicas_are_whole_replicas_per_node():
+    """Two nodes of 3 GPUs: 6 GPUs would give 3 replicas of 2 GPUs, but each node holds only one."""
+    three = NodeType("gpu3", {"CPU": 16.0, "GPU": 3.0})
+    cfg = config({"num_gpus": 2, "replicas": "auto"})
+    assert replicas(resources.resolve_replicas(cfg, {"GPU": 6.0}, [three, three])) == [2]
+
+
+def test_auto_replicas_are_one_where_there_are_no_gpus():
+    cfg = config({"num_gpus": 1, "replicas": "auto"})
+    resolved = resources.resolve_replicas(cfg, {"CPU": 2.0, "GPU": 0.0}, [CPU_NODE])
+    assert replicas(resolved) == [1]
+    assert "asks 1 GPUs per replica but the largest node has 0" in message(resolved, [CPU_NODE])
+
+
+@pytest.mark.parametrize("value", [0, "many", 1.5])
+def test_replicas_are_a_positive_count_or_auto(value):
+    with pytest.raises(ConfigError, match="teachers.0.replicas"):
+        config({"replicas": value})
+
+
+def test_the_cluster_capacity_counts_what_an_autoscaler_may_add():
+    head = {"CPU": 8.0, "node:__internal_head__": 1.0}
+    gpu_type = NodeType("gpu (autoscaler, up to 4)", {"CPU": 96.0, "GPU": 8.0}, 4)
+    assert resources.cluster_capacity([head], [gpu_type]) == {"CPU": 392.0, "GPU": 32.0}
+    # live nodes that outgrow the head plus the types (nodes joined by hand) count as they are
+    assert resources.cluster_capacity([head, {"CPU": 96.0, "GPU": 8.0}], []) == {"CPU": 104.0, "GPU": 8.0}

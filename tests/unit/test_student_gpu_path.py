@@ -17,12 +17,12 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.unit.test_train_steps import rows
-from tinyllm_ray.resources import NodeType
+from tinyllm_ray.resources import NodeType, cluster_capacity
 from tinyllm_ray.student.arms import Arm
 from tinyllm_ray.student.batches import bucketed, collate
 from tinyllm_ray.student.feed import Collate
 from tinyllm_ray.student.model import MultiTask, block_classes, load_student, prepare_kwargs
-from tinyllm_ray.sweep.space import cluster_capacity, concurrent_trials
+from tinyllm_ray.sweep.space import concurrent_trials
 
 TASKS = ["answer", "reference"]
 CLIP = torch.nn.utils.clip_grad_norm_

@@ -96,8 +96,11 @@ class TeacherConfig:
     """Inference engine: ``vllm`` (causal LMs; continuous batching, prefix caching, tensor parallel over the
     replica's GPUs) or ``hf`` = transformers ``generate`` (any model, including T5/FLAN-T5, which vLLM
     does not serve)."""
-    replicas: Int = Field(default=1, ge=1)
-    """Actor replicas, each loading its own copy of the model."""
+    replicas: Annotated[int, Strict(), Field(ge=1)] | Literal["auto"] = 1
+    """Actor replicas, each loading its own copy of the model. ``auto`` (teachers with GPUs): as many as the
+    cluster's GPUs hold while every teacher runs side by side (its live nodes and the nodes its ``ray up``
+    autoscaler may add; the GPUs of teachers with a fixed count are set aside first), at least 1; a teacher
+    without GPUs gets 1. Decided when the job connects to Ray, and logged."""
     num_gpus: Float = Field(default=0.0, ge=0)
     """GPUs per replica: a fraction of one GPU (replicas share it; ``vllm`` then takes that share of its
     memory) or whole GPUs (``vllm``: tensor parallel over them; ``hf``: the model's layers spread over them,

@@ -25,7 +25,6 @@ from tinyllm_ray.sweep.placement import ReclaimStoppedTrainRuns, reclaim_train_g
 from tinyllm_ray.sweep.report import PLOT_FILE, best_trial, collect_trials, plot, sweep_report
 from tinyllm_ray.sweep.space import (
     apply_point,
-    cluster_capacity,
     concurrent_trials,
     format_point,
     report_steps,
@@ -82,9 +81,7 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
     plan = make_plan(config, examples.num_rows)
     max_t = len(report_steps(plan))
     space, first = search_space(config)
-    live = [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
-    launchable = resources.autoscaler_node_types(resources.AUTOSCALER_CONFIG.expanduser()) or []
-    limit = concurrent_trials(config, cluster_capacity(live, launchable))
+    limit = concurrent_trials(config, resources.capacity_now())
     # Tokenised once here, not per trial: the trials differ only in their loss weights.
     tokenized = tokenized_dataset(examples, config, sweep_tasks(config, examples), student_layout(config))
     trainable = ray.tune.with_resources(

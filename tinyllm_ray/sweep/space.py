@@ -119,21 +119,6 @@ def concurrent_trials(config: Config, resources: dict[str, float]) -> int:
     return max(1, fits)
 
 
-def cluster_capacity(live: list[dict[str, float]], launchable: list[Any]) -> dict[str, float]:
-    """CPUs and GPUs the cluster can grow to. ``live``: the resources of each live node; ``launchable``: the node
-    types a ``ray up`` autoscaler may add (``resources.autoscaler_node_types``: ``resources`` and ``max_count``
-    each). The live nodes, or the live head plus every launchable type at its ``max_workers``, whichever is
-    larger: ``ray.cluster_resources()`` alone counts only the nodes up now, and on a cluster whose GPU workers
-    are scaled down it would say one trial at a time."""
-    head = [n for n in live if "node:__internal_head__" in n]
-    out = {}
-    for r in ("CPU", "GPU"):
-        now = sum(n.get(r, 0.0) for n in live)
-        grown = sum(n.get(r, 0.0) for n in head) + sum(t.resources.get(r, 0.0) * t.max_count for t in launchable)
-        out[r] = max(now, grown)
-    return out
-
-
 def report_steps(plan: Plan) -> list[int]:
     """The optimizer steps at which a trial reports a valid score (one Tune iteration each)."""
     return [s for s in range(1, plan.total_steps + 1) if plan.is_report(s)]
