@@ -124,7 +124,8 @@ def bare_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
     return seconds, tokens
 
 
-def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: bool, batch: int) -> tuple[float, int]:
+def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: bool, batch: int,
+              replicas: int = 1) -> tuple[float, int]:
     import pyarrow as pa
 
     from tinyllm_ray.teachers.runner import reserved
@@ -146,9 +147,10 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
             out["call"] = [[start, time.time()]] * n
             return out
 
-    # all the cores, as the bare engine in this process gets (Ray would give a 1-CPU actor one thread)
+    # all the cores, as the bare engine in this process gets (Ray would give a 1-CPU actor one thread); with
+    # several replicas, the cores shared out among them
     teacher = TeacherConfig(name="bench", model=model_dir, engine="vllm", batch_size=batch, num_gpus=1 if on_gpu else 0,
-                            num_cpus=float(os.cpu_count() or 1),
+                            num_cpus=float(os.cpu_count() or 1) / replicas, replicas=replicas,
                             max_new_tokens=max_new_tokens, max_model_len=1024, min_rationale_words=1)
     rows = pa.table({"id": [str(i) for i in range(len(prompts))], "role": ["train"] * len(prompts),
                      "key": [str(i) for i in range(len(prompts))], "choices": [["x", "y"]] * len(prompts),
@@ -174,6 +176,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the vLLM pair (engine start-ups)")
     parser.add_argument("--hf-repeats", type=int, default=7, help="repeats of the HF pair (seconds each)")
     parser.add_argument("--vllm-batch", type=int, default=256, help="rows per actor call of our vLLM stage")
+    parser.add_argument("--large", type=int, default=4, help="the second workload: this many times the questions")
+    parser.add_argument("--large-repeats", type=int, default=3,
+                        help="repeats of the large workload's pair and of the 2-replica pair (0: skip both)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the HF arms (one thread is steady on a machine others load too)")
     parser.add_argument("--no-vllm", action="store_true")
@@ -229,12 +234,25 @@ def main() -> None:
             pair(r, {"vllm_bare": lambda: bare_vllm(model_dir, prompts, args.max_new_tokens, on_gpu),
                      "vllm_ours": lambda: ours_vllm(model_dir, prompts, args.max_new_tokens, on_gpu,
                                                     args.vllm_batch)})
+        large = prompts_for(args.questions * args.large, args.dataset)
+        for r in range(args.large_repeats):
+            print(f"large workload ({len(large)} prompts), repeat {r + 1}/{args.large_repeats}")
+            pair(r, {"vllm_bare_large": lambda: bare_vllm(model_dir, large, args.max_new_tokens, on_gpu),
+                     "vllm_ours_large": lambda: ours_vllm(model_dir, large, args.max_new_tokens, on_gpu,
+                                                          args.vllm_batch)})
+        for r in range(args.large_repeats):
+            print(f"one replica against two ({len(large)} prompts), repeat {r + 1}/{args.large_repeats}")
+            pair(r, {"vllm_1_replica": lambda: ours_vllm(model_dir, large, args.max_new_tokens, on_gpu,
+                                                         args.vllm_batch, replicas=1),
+                     "vllm_2_replicas": lambda: ours_vllm(model_dir, large, args.max_new_tokens, on_gpu,
+                                                          args.vllm_batch, replicas=2)})
         ray.shutdown()
 
     best = {name: max(rates) for name, rates in results.items()}
 
     def ratios(figure: str, ours: str, base: str, ran: bool) -> dict:
         """``figure`` (median of the pairs' ratios), ``figure_pairs`` and ``figure_best``; None where not run."""
+        ran = ran and ours in results
         pairs = [round(o / b, 3) for o, b in zip(results[ours], results[base])] if ran else None
         return {figure: statistics.median(pairs) if ran else None, f"{figure}_pairs": pairs,
                 f"{figure}_best": round(best[ours] / best[base], 3) if ran else None}
@@ -243,10 +261,14 @@ def main() -> None:
         "bench": "teachers",
         "device": "cuda" if on_gpu else "cpu",
         **ratios("vllm_vs_bare", "vllm_ours", "vllm_bare", vllm_ok),
+        **ratios("vllm_vs_bare_large", "vllm_ours_large", "vllm_bare_large", vllm_ok),
+        **ratios("two_replicas_vs_one", "vllm_2_replicas", "vllm_1_replica", vllm_ok),
         **ratios("hf_vs_naive", "hf_ours", "hf_naive", hf_ok),
         "tokens_per_s": {name: round(rate, 1) for name, rate in best.items()},
         "padding": padding,
         "questions": len(prompts),
+        "questions_large": len(prompts) * args.large,
+        "cpus": os.cpu_count(),
         "dataset": Path(args.dataset).name if args.dataset else "synthetic",
         "max_new_tokens": args.max_new_tokens,
     }

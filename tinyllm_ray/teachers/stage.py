@@ -3,7 +3,8 @@
 ``rationale_stage(rows, teacher, placement_group)`` runs ``TeacherWorker`` (a stateful class that loads
 the teacher once per actor) over a fixed actor pool of ``teacher.replicas`` actors, each in its own
 bundle of the teacher's placement group (``teacher.num_gpus`` GPUs, ``teacher.num_cpus`` CPUs). Ray Data
-restarts an actor that dies and retries its batch, so a row is produced once.
+restarts an actor that dies and retries its batch, so a row is produced once. A vLLM actor works on
+``VLLM_CALLS_PER_ACTOR`` calls at once, all feeding its one engine, so its batch stays full across calls.
 
 An input row is ``id, role, key, choices, answer, variants`` where ``variants`` are the row's
 prompts from most to fewest in-context examples (``prompts.prompt_variants``). The worker submits the
@@ -40,6 +41,11 @@ from tinyllm_ray.teachers.engines import make_engine
 # Rows per actor call for the HF engine: a few engine batches, so it can sort prompts by length within
 # a call. vLLM schedules continuously inside one call, so it gets ``batch_size`` rows per call.
 ENGINE_BATCHES_PER_CALL = 4
+# Calls a vLLM replica works on at once: while one call's last sequences decode, the next call's prompts are
+# already in the engine's batch (``engines.ContinuousFeeder``), so the batch never drains between calls. The HF
+# engine takes one call at a time: ``generate`` decodes a fixed batch to its end, and a second call in another
+# thread would only contend with it for the same device.
+VLLM_CALLS_PER_ACTOR = 3
 # Roles of rows in which the teacher answers a held-out question itself (teacher evaluation).
 ANSWER_ROLES = ("valid", "test")
 # How long the replicas of a teacher may take to load (a 70B model from network storage takes minutes).
@@ -141,6 +147,16 @@ class TeacherWorker:
         }
 
 
+def pool(teacher: TeacherConfig) -> ray.data.ActorPoolStrategy:
+    """The teacher's fixed pool of ``replicas`` actors; a vLLM actor runs ``VLLM_CALLS_PER_ACTOR`` calls at once
+    (in threads: Ray Data's ``enable_true_multi_threading``), all feeding its one engine."""
+    if teacher.engine != "vllm":
+        return ray.data.ActorPoolStrategy(size=teacher.replicas)
+    return ray.data.ActorPoolStrategy(size=teacher.replicas, max_concurrent_calls_per_actor=VLLM_CALLS_PER_ACTOR,
+                                      max_tasks_in_flight_per_actor=VLLM_CALLS_PER_ACTOR,
+                                      enable_true_multi_threading=True)
+
+
 def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: PlacementGroup,
                     worker: type[TeacherWorker] = TeacherWorker) -> ray.data.Dataset:
     """Lazy dataset of rationale rows (``store.SCHEMA``) for the prompt rows, in blocks of one actor call.
@@ -155,7 +171,7 @@ def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: Pla
         fn_constructor_kwargs={"teacher": teacher},
         batch_size=size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=teacher.replicas),
+        compute=pool(teacher),
         num_gpus=teacher.num_gpus,
         num_cpus=teacher.num_cpus,
     )
