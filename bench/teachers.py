@@ -1,7 +1,7 @@
 """Teacher-stage benchmark: our engines against the bare libraries, same prompts, same tiny model.
 
     python bench/teachers.py [--questions 768] [--max-new-tokens 32] [--repeats 5] [--hf-repeats 7]
-                             [--no-vllm] [--no-hf] [--dataset DIR]
+                             [--large 4] [--large-repeats 3] [--no-vllm] [--no-hf] [--dataset DIR]
 
 Prompts: the teacher-forcing prompts (2 random in-context examples) of the built-in synthetic training
 questions; model: the tiny random-weight Llama ``teacher-a`` of ``tinyllm_ray.tiny``; greedy decoding.
@@ -16,7 +16,11 @@ repeat that a burst of other load hit);
   rationale post-processing, blocks streamed back to the driver) / tokens/s of one bare
   ``vllm.LLM.generate`` call over the same prompts in one process. Both exclude engine start-up and
   get one small warm-up call: the stage's clock runs from the moment its warmed-up replica is ready to
-  the arrival of its last block, the bare one around ``generate``. Target >= 0.9.
+  the arrival of its last block, the bare one around ``generate``. Target >= 0.95 (median).
+- ``vllm_vs_bare_large``: the same on ``--large`` times the questions (12 calls of 256 instead of 3), where the
+  calls after the first round show whether the engine's batch stays full from one call to the next.
+- ``two_replicas_vs_one``: our stage with two replicas (the cores shared out between them) / with one, on the
+  large workload. On a 2-core machine each replica gets one core.
 - ``hf_vs_naive`` (R2): tokens/s of our ``HFEngine`` (length-sorted batches, a static key/value cache
   sized to each batch) / a naive loop of fixed-order batches of the same size through transformers
   ``generate`` (its default dynamic cache), same model and prompts, in this process. Target >= 1.2.

@@ -14,7 +14,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 from tests.helpers import tiny_run_config
 from tinyllm_ray import pipeline
 from tinyllm_ray.config import from_dict
-from tinyllm_ray.student.train import FAIL_AT_STEP_ENV, FAIL_MARKER_ENV
+from tinyllm_ray.student.faults import FAIL_AT_STEP_ENV, FAIL_MARKER_ENV
 
 pytestmark = pytest.mark.ray
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinyllm_ray.student import train
+from tinyllm_ray.student import faults
 from tinyllm_ray.student.meter import SAMPLES_PER_CPU_SECOND, SAMPLES_PER_SECOND, ThroughputMeter
 
 
@@ -68,8 +68,18 @@ def test_meter_never_divides_by_zero() -> None:
 
 
 def test_fail_once_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(train.FAIL_AT_STEP_ENV, raising=False)
-    assert train.FailOnce.from_env() is None
-    monkeypatch.setenv(train.FAIL_AT_STEP_ENV, "3")
-    monkeypatch.setenv(train.FAIL_MARKER_ENV, "/tmp/marker")
-    assert train.FailOnce.from_env() == train.FailOnce(step=3, marker="/tmp/marker")
+    monkeypatch.delenv(faults.FAIL_AT_STEP_ENV, raising=False)
+    assert faults.FailOnce.from_env() is None
+    monkeypatch.setenv(faults.FAIL_AT_STEP_ENV, "3")
+    monkeypatch.setenv(faults.FAIL_MARKER_ENV, "/tmp/marker")
+    assert faults.FailOnce.from_env() == faults.FailOnce(step=3, marker="/tmp/marker")
+
+
+def test_the_injected_failure_hits_the_last_worker_once(tmp_path) -> None:
+    fail = faults.FailOnce(step=3, marker=str(tmp_path / "marker"))
+    fail.maybe_raise(2, rank=1, world=2)  # another step
+    fail.maybe_raise(3, rank=0, world=2)  # another worker
+    with pytest.raises(RuntimeError, match="injected worker failure at step 3"):
+        fail.maybe_raise(3, rank=1, world=2)
+    assert (tmp_path / "marker").read_text() == "failed once at step 3\n"
+    fail.maybe_raise(3, rank=1, world=2)  # the restarted group goes on

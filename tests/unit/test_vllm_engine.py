@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 pytest.importorskip("vllm")
 
-from tinyllm_ray.teachers import engines  # noqa: E402
+from tinyllm_ray.teachers import engines, feeder  # noqa: E402
 
 MAX_NEW = 5
 PROMPTS = [
@@ -79,13 +79,13 @@ def test_calls_from_several_threads_share_one_running_batch() -> None:
     from vllm import SamplingParams
 
     fake = FakeEngine()
-    feeder = engines.ContinuousFeeder(fake, SamplingParams(max_tokens=4))
+    feeding = feeder.ContinuousFeeder(fake, SamplingParams(max_tokens=4))
     first = [[1, i] for i in range(20)]
     second = [[2, i] for i in range(5)]
     with ThreadPoolExecutor(2) as pool:
-        a = pool.submit(feeder.submit, first)
+        a = pool.submit(feeding.submit, first)
         fake.step_seen.wait(5)  # the first call is decoding when the second arrives
-        b = pool.submit(feeder.submit, second)
+        b = pool.submit(feeding.submit, second)
         got_a, got_b = a.result(10), b.result(10)
     assert [o.outputs[0].text for o in got_a] == [f"1 {i}" for i in range(20)]  # each call's own, in order
     assert [o.outputs[0].text for o in got_b] == [f"2 {i}" for i in range(5)]
@@ -97,8 +97,8 @@ def test_a_refused_prompt_fails_its_call_only() -> None:
     from vllm import SamplingParams
 
     fake = FakeEngine()
-    feeder = engines.ContinuousFeeder(fake, SamplingParams(max_tokens=4))
+    feeding = feeder.ContinuousFeeder(fake, SamplingParams(max_tokens=4))
     with pytest.raises(ValueError, match="prompt refused"):
-        feeder.submit([[5, 1], [-1, 2]])
+        feeding.submit([[5, 1], [-1, 2]])
     assert fake.aborted == ["0-0", "0-1"] and fake.unfinished == []
-    assert [o.outputs[0].text for o in feeder.submit([[7, 7]])] == ["7 7"]  # the engine goes on
+    assert [o.outputs[0].text for o in feeding.submit([[7, 7]])] == ["7 7"]  # the engine goes on

@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +52,7 @@ from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import pad_id, train_device, use_bf16
 from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, STATE_FILE, STUDENT_ARM, Arm, as_numbers, cpu_copy, load_state
 from tinyllm_ray.student.batches import student_layout
+from tinyllm_ray.student.faults import FailOnce
 from tinyllm_ray.student.feed import epoch_batches, tokenized_dataset
 from tinyllm_ray.student.meter import ThroughputMeter
 from tinyllm_ray.student.model import MultiTask, load_student, prepare_kwargs, student_encoder, to_device, unwrap
@@ -62,25 +62,7 @@ from tinyllm_ray.student.scoring import Scorer
 log = logging.getLogger("tinyllm_ray.student")
 SCORE = "valid_accuracy"
 PLACEMENT_GROUP = "placement_group"  # the workers' placement group id, in reports when asked for
-# Testing only: ``TINYLLM_TEST_FAIL_AT_STEP=k`` with ``TINYLLM_TEST_FAIL_MARKER=FILE`` in the driver's
-# environment makes the last worker raise once after step k (the marker file records that it did, so the
-# restarted worker group goes on). Read by ``train_student``, never part of the run config.
-FAIL_AT_STEP_ENV, FAIL_MARKER_ENV = "TINYLLM_TEST_FAIL_AT_STEP", "TINYLLM_TEST_FAIL_MARKER"
 LOOP_CONFIG = "loop"  # the one key of ``train_loop_config``: a ``LoopConfig``
-
-
-@dataclasses.dataclass(frozen=True)
-class FailOnce:
-    """The testing hook's order (see ``FAIL_AT_STEP_ENV``): the last worker raises after ``step`` unless
-    ``marker`` exists, and writes ``marker`` first."""
-
-    step: int
-    marker: str
-
-    @classmethod
-    def from_env(cls) -> FailOnce | None:
-        step = os.environ.get(FAIL_AT_STEP_ENV)
-        return cls(int(step), os.environ[FAIL_MARKER_ENV]) if step else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,16 +277,6 @@ class TrainWorker:
                          checkpoint_dir_name=f"checkpoint_step{self.step:07d}",
                          checkpoint_upload_mode=upload_mode(self.device), delete_local_checkpoint_after_upload=True)
 
-    def maybe_fail(self) -> None:
-        """The testing hook (see ``FAIL_AT_STEP_ENV``)."""
-        if not self.fail or self.step != self.fail.step or self.rank != self.world - 1:
-            return
-        marker = Path(self.fail.marker)
-        if marker.exists():
-            return
-        marker.write_text(f"failed once at step {self.step}\n")
-        raise RuntimeError(f"injected worker failure at step {self.step} ({FAIL_AT_STEP_ENV}, testing only)")
-
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     worker = TrainWorker(loop_config[LOOP_CONFIG])
@@ -333,7 +305,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             worker.step += 1
             pending = 0
             worker.log_step(losses)
-            worker.maybe_fail()
+            if worker.fail:
+                worker.fail.maybe_raise(worker.step, worker.rank, worker.world)
             if plan.is_report(worker.step):
                 meter.stop()  # valid scoring and the checkpoint are not training time
                 worker.report(epoch, losses, meter.numbers())

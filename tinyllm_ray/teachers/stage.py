@@ -187,4 +187,9 @@ def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: Pla
     # out blocks; otherwise the first one up takes most of a small dataset. (A replica that fails to
     # load still fails the stage at once.)
     dataset.context.wait_for_min_actors_s = REPLICA_START_TIMEOUT_S
+    # Ray Data's per-operator resource reservation counts the actors' whole bundle as this operator's usage and,
+    # once its budget (the group's) is spent, lets one task at a time through after the first round (measured on
+    # Ray 2.60 with a placement group: 3 calls at once, then 1), so the engine's batch drained between calls again.
+    # The group already bounds what the stage uses, and this dataset has no other operator to share it with.
+    dataset.context.op_resource_reservation_enabled = False
     return dataset
