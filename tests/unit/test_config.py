@@ -565,3 +565,13 @@ def test_teacher_engine_defaults() -> None:
     teacher = check(base_raw()).teachers[0]
     assert (teacher.engine, teacher.shots_mode, teacher.chat_template) == ("hf", "random", "auto")
     assert teacher.max_model_len is None and teacher.enforce_eager is None
+
+
+def test_a_huge_malformed_override_is_quoted_short():
+    """Found by the fuzz test: an empty key with a 5,000-character value was echoed whole in the error."""
+    from tinyllm_ray.config.loading import apply_override
+
+    for assignment in ("=" + "9" * 5000, "x" * 5000):
+        with pytest.raises(ConfigError) as err:
+            apply_override({}, assignment)
+        assert len(str(err.value)) < 300

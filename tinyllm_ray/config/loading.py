@@ -114,11 +114,11 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
     """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML (``3``, ``true``, ``[1]``)."""
     if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        raise ConfigError(f"--set {clip(assignment)}: expected KEY=VALUE, e.g. train.epochs=3")
     key, _, text = assignment.partition("=")
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"--set {assignment!r}: malformed key {key!r}")
+        raise ConfigError(f"--set {clip(assignment)}: malformed key {clip(key)}")
     try:
         value = parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError as err:
