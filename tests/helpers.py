@@ -1,11 +1,23 @@
-"""Plain helpers the tests share (fixtures live in ``conftest.py``): the repository root and a small, fast run
-config built on the session's tiny models."""
+"""Plain helpers the tests share (fixtures live in ``conftest.py``): the repository root, a small, fast run
+config built on the session's tiny models, and the GPU check's module (``bench/gpu.py``)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def gpu_check() -> ModuleType:
+    """``bench/gpu.py`` as a module (``bench`` is not a package): its checks, and ``ProjectReads``."""
+    spec = importlib.util.spec_from_file_location("bench_gpu", REPO / "bench" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_run_config(models: Path, out_dir: Path, run_name: str, teachers: int = 2, **sections) -> dict:

@@ -272,8 +272,9 @@ def run(config: Config) -> dict[str, Any]:
     clock = Stopwatch()
     p = prepare(config)
     connect_ray(p.config)
-    p.config = resolve_replicas(p.config, nodes=cluster_nodes())  # ``replicas: auto``: the GPUs this cluster has
-    check_fits(p.config)  # an actor no node can ever host would wait forever: fail now, naming the key
+    nodes = cluster_nodes()  # read once: the live nodes and what an autoscaler may add (None: unknown)
+    p.config = resolve_replicas(p.config, nodes=nodes)  # ``replicas: auto``: the GPUs this cluster has
+    check_fits(p.config, nodes)  # an actor no node can ever host would wait forever: fail now, naming the key
     clock.lap("setup_s")
     teachers = run_teachers(p)
     clock.lap("generate_s")

@@ -176,8 +176,8 @@ def autoscaler_node_types(path: Path) -> list[NodeType] | None:
 
 def cluster_capacity(live: list[dict[str, float]], launchable: list[Any]) -> dict[str, float]:
     """CPUs and GPUs the cluster can grow to. ``live``: the resources of each live node; ``launchable``: the node
-    types a ``ray up`` autoscaler may add (``autoscaler_node_types``: ``resources`` and ``max_count`` each). The live nodes, or the live head plus every launchable type at its ``max_workers``, whichever is
-    larger: ``ray.cluster_resources()`` alone counts only the nodes up now, and on a cluster whose GPU workers
+    types a ``ray up`` autoscaler may add (``autoscaler_node_types``: ``resources`` and ``max_count`` each). The
+    live nodes, or the live head plus every launchable type at its ``max_workers``, whichever is larger: ``ray.cluster_resources()`` alone counts only the nodes up now, and on a cluster whose GPU workers
     are scaled down it would say one trial at a time."""
     head = [n for n in live if "node:__internal_head__" in n]
     out = {}

@@ -4,18 +4,16 @@ the FLAN-T5-base shape for the student and the ~1B Llama shape for the teacher e
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import gpu_check
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-_spec = importlib.util.spec_from_file_location("bench_gpu", Path(__file__).resolve().parents[2] / "bench" / "gpu.py")
-gpu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gpu)
+gpu = gpu_check()
 CUDA = torch.device("cuda")
 
 

@@ -4,7 +4,6 @@ loss weights; a baseline's selection on valid and its saved copy (no Ray)."""
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-import tinyllm_ray
+from tests.helpers import gpu_check
 from tests.unit.test_train_steps import rows, take
 from tinyllm_ray.student.arms import Arm, cpu_copy
 from tinyllm_ray.student.batches import collate
@@ -51,29 +50,7 @@ def test_each_arm_learns_from_its_own_weights_on_the_same_batch(tiny_models: Pat
     assert any(not torch.equal(p, q) for p, q in zip(tinyllm.model.parameters(), label_only.model.parameters()))
 
 
-class SyncCounter:
-    """Counts the project's reads of tensor values into Python (``item``, ``float``, ``bool``, ``int``,
-    ``tolist``, ``.cpu()``, ``.numpy()``) called from ``tinyllm_ray``'s own code: on a GPU each one waits for the
-    device. (transformers' own, e.g. its attention-mask check, are not ours to remove and are not counted.)"""
-
-    READS = ("item", "__float__", "__bool__", "__int__", "tolist", "cpu", "numpy")
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch):
-        self.calls: list[str] = []
-        package = str(Path(tinyllm_ray.__file__).parent)
-        for name in self.READS:
-            original = getattr(torch.Tensor, name)
-
-            def counted(tensor, *args, _name=name, _original=original, **kwargs):
-                caller = sys._getframe(1).f_code.co_filename
-                if caller.startswith(package):
-                    self.calls.append(_name)
-                return _original(tensor, *args, **kwargs)
-
-            monkeypatch.setattr(torch.Tensor, name, counted)
-
-
-def test_a_training_step_reads_nothing_back_from_the_device(tiny_models: Path, monkeypatch) -> None:
+def test_a_training_step_reads_nothing_back_from_the_device(tiny_models: Path) -> None:
     """Two accumulated micro-batches and an optimizer step of two arms (losses, per-task losses, clipping) make
     no device->host read; the losses are read once, together, when a step is logged (``task_losses``)."""
     student_dir = tiny_models / "student-t5"
@@ -81,15 +58,16 @@ def test_a_training_step_reads_nothing_back_from_the_device(tiny_models: Path, m
     batches = [collate(take(data, idx), TASKS, 0) for idx in ([0, 1, 2, 3], [4, 5, 6, 7])]
     arms = [arm(student_dir, "student", {"answer": 1.0, "reference": 0.5}),
             arm(student_dir, "label-only", {"answer": 1.0, "reference": 0.0})]
-    reads = SyncCounter(monkeypatch)
-    for micro, batch in enumerate(batches):
-        for a in arms:
-            a.backward(batch, window=2, sync=micro == 1, device=torch.device("cpu"), bf16=False)
-    losses = [a.optimizer_step(1.0) for a in arms]
-    assert reads.calls == []
+    with gpu_check().ProjectReads() as reads:
+        for micro, batch in enumerate(batches):
+            for a in arms:
+                a.backward(batch, window=2, sync=micro == 1, device=torch.device("cpu"), bf16=False)
+        losses = [a.optimizer_step(1.0) for a in arms]
+    assert reads.count == 0
     assert all(isinstance(loss, torch.Tensor) for loss in losses)
-    logged = arms[0].task_losses()
-    assert set(logged) == {"answer", "reference"} and reads.calls == ["tolist"]
+    with gpu_check().ProjectReads() as reads:
+        logged = arms[0].task_losses()
+    assert set(logged) == {"answer", "reference"} and reads.count == 1
 
 
 def test_a_baseline_keeps_its_best_on_valid_the_later_of_equals(tiny_models: Path) -> None:

@@ -17,7 +17,6 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tests.unit.test_train_steps import rows
-from tinyllm_ray.resources import NodeType, cluster_capacity
 from tinyllm_ray.student.arms import Arm
 from tinyllm_ray.student.batches import bucketed, collate
 from tinyllm_ray.student.feed import Collate
@@ -132,18 +131,24 @@ def test_collate_off_the_training_thread_gives_the_same_batches(tiny_models: Pat
     assert widths[0] < widths[-1]  # buckets of similar length: not all padded to the longest
 
 
-def test_the_sweep_counts_the_nodes_an_autoscaler_can_add() -> None:
+def test_the_sweep_counts_the_nodes_an_autoscaler_can_add(tmp_path: Path, monkeypatch) -> None:
     """A ``ray up`` cluster whose GPU workers are scaled down: the live head has no GPU, the autoscaler may add
-    four nodes of 8 GPUs. One GPU trial at a time would leave 31 GPUs idle; the sweep plans for 32."""
-    head = {"CPU": 8.0, "node:__internal_head__": 1.0}
-    gpu_type = NodeType("gpu (autoscaler, up to 4)", {"CPU": 96.0, "GPU": 8.0}, 4)
-    capacity = cluster_capacity([head], [gpu_type])
-    assert capacity == {"CPU": 8.0 + 4 * 96.0, "GPU": 32.0}
-    from tests.unit.test_sweep_space import make
+    four nodes of 8 GPUs. One GPU trial at a time would leave 31 GPUs idle; the sweep plans for 32, reading the
+    cluster as ``sweep.run`` does (``resources.capacity_now``: Ray's live nodes and the autoscaler's config)."""
+    import json
 
+    import ray
+
+    from tests.unit.test_sweep_space import make
+    from tinyllm_ray import resources
+
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    bootstrap.write_text(json.dumps({"available_node_types": {
+        "head": {"max_workers": 0, "resources": {"CPU": 8}},
+        "gpu": {"min_workers": 0, "max_workers": 4, "resources": {"CPU": 96, "GPU": 8}}}}))
+    monkeypatch.setattr(resources, "AUTOSCALER_CONFIG", bootstrap)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 8.0,
+                                                                              "node:__internal_head__": 1.0}}])
     gpu_sweep = make({"gamma": [1.0]}, use_gpu=True)
-    assert concurrent_trials(gpu_sweep, capacity) == 32
+    assert concurrent_trials(gpu_sweep, resources.capacity_now()) == 32
     assert concurrent_trials(gpu_sweep, {"CPU": 8.0, "GPU": 0.0}) == 1  # what the live nodes alone would give
-    # without an autoscaler, the live nodes (here two, GPUs up) are the capacity
-    live = [head, {"CPU": 96.0, "GPU": 8.0}]
-    assert cluster_capacity(live, []) == {"CPU": 104.0, "GPU": 8.0}

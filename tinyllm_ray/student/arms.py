@@ -45,7 +45,7 @@ class Arm:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     # The running loss of the step and the latest loss of each task stay tensors on the device: read as
-    # numbers only when a step is logged or reported (``losses``), not once per micro-batch and task.
+    # numbers only when a step is logged or reported (``as_numbers``), not once per micro-batch and task.
     step_loss: torch.Tensor | None = None
     last: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     best: tuple[float, int] | None = None  # (valid accuracy, step) of ``best_weights``

@@ -23,13 +23,7 @@ from tinyllm_ray.student.schedule import make_plan
 from tinyllm_ray.student.train import SCORE
 from tinyllm_ray.sweep.placement import ReclaimStoppedTrainRuns, reclaim_train_groups
 from tinyllm_ray.sweep.report import PLOT_FILE, best_trial, collect_trials, plot, sweep_report
-from tinyllm_ray.sweep.space import (
-    apply_point,
-    concurrent_trials,
-    format_point,
-    report_steps,
-    search_space,
-)
+from tinyllm_ray.sweep.space import apply_point, concurrent_trials, format_point, report_steps, search_space
 from tinyllm_ray.sweep.trial import TIME_ATTR, run_trial, sweep_tasks
 from tinyllm_ray.teachers.runner import rationales_key
 
