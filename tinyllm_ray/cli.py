@@ -1,6 +1,7 @@
 """The ``tinyllm`` command.
 
     tinyllm distill [--config PATH] [--set KEY=VALUE ...] [--output-dir DIR]   run the whole workflow
+    tinyllm distill ... --dry-run [--json] [--throughput NAME=TOKENS_PER_S]     the plan, nothing run
     tinyllm config PATH [--set KEY=VALUE ...]                                  print the resolved config as YAML
     tinyllm tiny-models DIR [--random-only]                                    build the tiny local models
     tinyllm data inspect --dataset NAME [--path DIR] [--format F]              counts, rejects, rationales
@@ -51,6 +52,13 @@ def add_distill_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("--output-dir", help="parent directory of the run directory (output.dir)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check everything, read the data and print the plan (stages cached, placement, tokens, "
+                             "GPU-hours) without loading a model or writing anything")
+    parser.add_argument("--json", action="store_true", help="--dry-run: print the plan as one JSON object")
+    parser.add_argument("--throughput", action="append", default=[], metavar="NAME=TOKENS_PER_S",
+                        help="--dry-run: a measured figure instead of the estimate: a teacher's generated tokens/s "
+                             "per replica, or student=trained tokens/s per GPU (repeatable)")
 
 
 def distill(args: argparse.Namespace) -> int:
@@ -68,6 +76,8 @@ def distill(args: argparse.Namespace) -> int:
     from tinyllm_ray.data.load import DataError
     from tinyllm_ray.stages import NotOursError
 
+    if args.dry_run:
+        return dry_run(config, args)
     try:
         pipeline.run(config)
     except (ConfigError, DataError, NotOursError) as err:
@@ -77,6 +87,32 @@ def distill(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def dry_run(config, args: argparse.Namespace) -> int:
+    """``distill --dry-run``: the plan on stdout (status 2 when the cluster can never run it), or one error."""
+    import json
+
+    from tinyllm_ray import plan
+    from tinyllm_ray.data.load import DataError
+    from tinyllm_ray.stages import NotOursError
+
+    try:
+        given = {}
+        for item in args.throughput:
+            name, sep, value = item.partition("=")
+            try:
+                given[name.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep or given[name.strip()] <= 0:
+                raise ConfigError(f"--throughput: expected NAME=TOKENS_PER_S with a positive number, got {item!r}")
+        planned = plan.make_plan(config, given)
+    except (ConfigError, DataError, NotOursError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(planned, default=str) if args.json else plan.format_plan(planned, str(args.config)))
+    return 2 if planned["does_not_fit"] else 0
 
 
 def show_config(args: argparse.Namespace) -> int:

@@ -90,10 +90,7 @@ class Prepared:
 def prepare(config: Config) -> Prepared:
     """Everything that can fail on bad input, done before Ray starts, and checked before anything is written:
     the config, the data, the run directory; then the tiny models a config may ask for, and the model paths."""
-    validate(config, check_paths=False)
-    data = load_data(config.data)
-    validate_against_data(config, len(data.splits["train"]))
-    where = runs.plan(config)
+    data, where = check(config)
     if config.tiny_models:
         from tinyllm_ray.tiny import build_tiny_models
 
@@ -115,6 +112,25 @@ def prepare(config: Config) -> Prepared:
         log.warning("%d rows rejected (reasons by split: %s); see %s", len(data.rejects), data.reject_counts(),
                     run_path / "rejects.jsonl")
     return Prepared(with_absolute_paths(config), run_path, data)
+
+
+def check(config: Config) -> tuple[LoadedData, runs.Plan]:
+    """The checks that need no model and write nothing: the config's own rules, the data (read and validated),
+    the config against the data, and the run directory it would use (``runs.plan``). ``prepare`` and the dry
+    run (``plan.py``) both start here."""
+    validate(config, check_paths=False)
+    data = load_data(config.data)
+    validate_against_data(config, len(data.splits["train"]))
+    return data, runs.plan(config)
+
+
+def student_key(config: Config) -> str:
+    """The student stage's key: the rationales it reads, the student, its training and the selection on valid."""
+    from tinyllm_ray.teachers import runner
+
+    c = config
+    selection = (c.eval.every_steps, c.eval.select_on, c.eval.max_valid)  # what picks the exported checkpoint
+    return stages.stage_key(runner.rationales_key(c), c.student, c.train, selection)
 
 
 def uses_trained_teachers(config: Config) -> bool:
@@ -196,11 +212,9 @@ def run_student(p: Prepared, baselines: Any = None) -> tuple[dict[str, Any], dic
     train in the same run as more arms. Returns the student's figures and, when baselines trained, the run's
     result for them (``train_student``'s)."""
     from tinyllm_ray.student.train import train_student
-    from tinyllm_ray.teachers import runner
 
     c = p.config
-    selection = (c.eval.every_steps, c.eval.select_on, c.eval.max_valid)  # what picks the exported checkpoint
-    key = stages.stage_key(runner.rationales_key(c), c.student, c.train, selection)
+    key = student_key(c)
     export_dir = p.run_dir / runs.EXPORT_DIR
     arms = baselines.arms() if baselines is not None else {}
     info = stages.finished(export_dir, key)

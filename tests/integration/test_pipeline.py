@@ -114,6 +114,32 @@ def test_same_config_again_reuses_finished_stages(first_run):
     assert again["baselines"] == report["baselines"]  # reused, not retrained (same seconds and scores)
 
 
+def test_the_plan_of_a_finished_run_reuses_every_stage_and_changes_nothing(first_run):
+    from tinyllm_ray import plan
+
+    config, report, run_dir = first_run
+    before = {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*")}
+    planned = plan.make_plan(config)
+    assert planned["resume"] is True
+    assert [t["reused"] for t in planned["teachers"]] == [True, True]
+    assert [sum(t["to_generate"].values()) for t in planned["teachers"]] == [0, 0]
+    assert planned["student"]["reused"] is True and planned["student"]["trainings"] == 0
+    assert planned["cluster"]["seen"] == "connected cluster"  # the session's Ray: its node, not a guess
+    assert {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*")} == before
+    # One teacher's store lost: only that teacher is planned again, its new tokens from max_new_tokens.
+    lost = run_dir / "rationales" / "teacher-b"
+    moved = run_dir.parent / "teacher-b-moved"
+    lost.rename(moved)
+    try:
+        planned = plan.make_plan(config)
+    finally:
+        moved.rename(lost)
+    a, b = planned["teachers"]
+    assert a["reused"] and not b["reused"]
+    assert b["to_generate"] == {"train": 48, "valid": 16, "test": 16}
+    assert planned["student"]["trainings"] == 0  # the student's export is still this config's
+
+
 @pytest.mark.slow  # ~45 s: a resumed Train run and the scoring; the rare path of a job stopped between exports
 def test_a_lost_baseline_export_comes_back_from_the_students_run(first_run):
     # As after a job stopped between the student's export and a baseline's: the student's finished run

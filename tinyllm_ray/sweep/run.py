@@ -23,7 +23,14 @@ from tinyllm_ray.student.schedule import make_plan
 from tinyllm_ray.student.train import SCORE
 from tinyllm_ray.sweep.placement import ReclaimStoppedTrainRuns, reclaim_train_groups
 from tinyllm_ray.sweep.report import PLOT_FILE, best_trial, collect_trials, plot, sweep_report
-from tinyllm_ray.sweep.space import apply_point, concurrent_trials, format_point, report_steps, search_space
+from tinyllm_ray.sweep.space import (
+    apply_point,
+    concurrent_trials,
+    format_point,
+    report_steps,
+    search_space,
+    trial_count,
+)
 from tinyllm_ray.sweep.trial import TIME_ATTR, run_trial, sweep_tasks
 from tinyllm_ray.teachers.runner import rationales_key
 
@@ -95,8 +102,7 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
         tuner = ray.tune.Tuner.restore(str(sweep_dir), trainable=trainable, resume_unfinished=True,
                                        resume_errored=True)
     else:
-        n = len(space["point"]["grid_search"]) * config.tune.num_samples if "point" in space else \
-            config.tune.num_samples
+        n = trial_count(config)
         log.info("tune: %d trials (%s search, scheduler %s), at most %d at once, %d evaluations each", n,
                  config.tune.search, config.tune.scheduler, limit, max_t)
         search_alg, max_concurrent = make_searcher(config, first, limit)

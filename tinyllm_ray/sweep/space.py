@@ -59,6 +59,13 @@ def grid_points(config: Config) -> list[dict[str, float]]:
     return [p for p in points if not _all_weights_zero(p)]
 
 
+def trial_count(config: Config) -> int:
+    """Trials the sweep starts (``grid``: every point, ``num_samples`` times; else ``num_samples``)."""
+    if config.tune.search == "grid":
+        return len(grid_points(config)) * config.tune.num_samples
+    return config.tune.num_samples
+
+
 def _tune_domain(values: Any) -> Any:
     if isinstance(values, RangeConfig):
         return (ray.tune.loguniform if values.log else ray.tune.uniform)(values.low, values.high)
