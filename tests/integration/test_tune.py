@@ -1,7 +1,7 @@
 """The loss-weight sweep on the session Ray (2 CPUs), trials one at a time:
 
 - a killed sweep driver resumes on resubmission: the trials that had finished are not rerun, the sweep
-  completes, the best checkpoint is exported and the report holds the sweep (default suite: 93 s on the idle
+  completes, the best checkpoint is exported and the report holds the sweep (marked slow, 93 s on the idle
   2-core machine);
 - ASHA with leave-one-teacher-out on live teachers (marked slow, 146 s: run it with ``-m slow``).
 """

@@ -1,5 +1,5 @@
 """Every shipped config loads, the paper presets hold the authors' settings, and ``extends`` merges presets the
-way the README says."""
+way docs/configuration.md says."""
 
 from __future__ import annotations
 

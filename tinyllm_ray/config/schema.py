@@ -204,7 +204,7 @@ class TrainConfig:
     """One GPU per Train worker."""
     shuffle: Literal["local", "global", "none"] = "local"
     """Per-epoch shuffle: ``local`` = Ray Data's local shuffle buffer (``shuffle_buffer`` rows, reseeded every
-    epoch; the faster one, see README Benchmarks), ``global`` = ``random_shuffle`` of the whole dataset every
+    epoch; the faster one, see docs/benchmarks.md), ``global`` = ``random_shuffle`` of the whole dataset every
     epoch (unseeded: a mid-epoch resume may then skip other rows than the ones trained on; its Ray Data tasks
     run during training, so leave CPUs free beside the Train workers), ``none``."""
     shuffle_buffer: Int = Field(default=10_000, ge=0)
@@ -336,7 +336,7 @@ class TuneConfig:
     with every teacher), to show what each teacher adds."""
     max_concurrent_trials: Int | None = Field(default=None, ge=1)
     """Trials at once; default: the cluster's CPUs (GPUs with ``train.use_gpu``) over what one trial takes
-    (its Train workers plus one CPU for its Ray Data tokenisation), at least 1."""
+    (its Train workers, plus one CPU for Ray Data's shuffle with ``train.shuffle: global``), at least 1."""
     seed: Int = 0
     """Seed of the ``random``/``optuna`` draws."""
 

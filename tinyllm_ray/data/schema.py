@@ -1,7 +1,7 @@
 """The one question record every dataset reader produces and every stage consumes.
 
 A ``Question`` is a multiple-choice item: the question text, an optional context (an abstract, a
-passage), 2 to 5 distinct choices, and the gold answer as the *text* of the right choice (the
+passage), 2 to 26 distinct choices, and the gold answer as the *text* of the right choice (the
 layout the TinyLLM authors use). ``reference_rationale`` is an optional human/generator rationale
 kept for benchmarks; teachers never see it.
 """

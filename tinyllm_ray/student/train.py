@@ -11,8 +11,8 @@ with AdamW, linear warm-up/decay, gradient clipping and gradient accumulation (`
 autocast on GPU, DDP or FSDP across workers (``ray.train.torch.prepare_model``). With ``compare: true`` the
 baselines (other loss weights) train in the same workers on the same micro-batches (``arms.py``).
 
-Every ``train.checkpoint_every`` steps (default: every epoch) rank 0 scores the valid split (``eval.select_on``)
-and a checkpoint (model, tokenizer, optimizer, scheduler, step) is reported with ``valid_accuracy`` and
+Every ``train.checkpoint_every`` steps (default: every epoch) every rank scores its share of the valid split
+(``eval.select_on``; the counts are summed across ranks) and a checkpoint (model, tokenizer, optimizer, scheduler, step) is reported with ``valid_accuracy`` and
 ``step``; Ray Train keeps the best ``train.keep_checkpoints`` by ``valid_accuracy`` plus the latest.
 ``eval.every_steps`` adds reports without a checkpoint. A restarted worker group (``FailureConfig``) or a
 resubmitted job resumes from the latest checkpoint: it skips the micro-batches the checkpointed steps

@@ -1,6 +1,6 @@
 """The sweep: Ray Tune over the loss weights (gamma, each alpha_i) and optionally the learning rate.
 
-    python jobs/distill.py --config configs/quickstart.yaml
+    python jobs/distill.py --config configs/quickstart-sweep.yaml
 
 Ray 2.60's Train V2 pattern: every Tune trial runs a driver function (``trial.run_trial``) that builds the
 student's ``TorchTrainer`` with the trial's weights (``student.train.train_student``) and fits it; a Train
