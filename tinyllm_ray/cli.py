@@ -5,6 +5,8 @@
     tinyllm config PATH [--set KEY=VALUE ...]                                  print the resolved config as YAML
     tinyllm tiny-models DIR [--random-only]                                    build the tiny local models
     tinyllm data inspect --dataset NAME [--path DIR] [--format F]              counts, rejects, rationales
+    tinyllm predict RUN_DIR|MODEL_DIR (--question Q --choices A B ... | --file F.jsonl) [--explain TEACHER]
+    tinyllm eval MODEL_DIR --config PATH [--split S ...] [--set KEY=VALUE ...]   score a student, both scorers
 
 Bad configs and bad data end with one clear ``error:`` message (exit status 2) before Ray starts; a stage
 that fails on Ray ends with one message naming the stage and its cause (exit status 1). Never a traceback.
@@ -44,6 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--path", help="directory or file; without it a hub dataset is loaded by name")
     inspect.add_argument("--format", choices=["official", "hub", "jsonl", "synthetic"], help="default: inferred")
     inspect.add_argument("--columns", help="jsonl column mapping, e.g. question=q,choices=opts,answer=label")
+    use = sub.add_parser("predict", help="answer questions with a trained student (one JSON line each)")
+    use.add_argument("path", type=Path, help="a run directory or a student's model directory")
+    use.add_argument("--question", help="one question (with --choices)")
+    use.add_argument("--choices", nargs="+", metavar="OPTION", help="its options")
+    use.add_argument("--file", help="JSONL of questions: {\"question\": ..., \"choices\": [...]} per line")
+    use.add_argument("--explain", metavar="TEACHER", help="also write a rationale in this teacher's style")
+    use.add_argument("--config", type=Path, help="the run config (default: the run directory's own)")
+    score = sub.add_parser("eval", help="score a trained student on a config's dataset with both scorers (JSON)")
+    score.add_argument("path", type=Path, help="a run directory or a student's model directory")
+    score.add_argument("--config", type=Path, required=True, help="run config naming the dataset (and its layout)")
+    score.add_argument("--split", action="append", choices=["train", "valid", "test"],
+                       help="split to score (repeatable; default: valid and test)")
+    score.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config value, e.g. --set data.path=DIR (repeatable)")
     return parser
 
 
@@ -115,6 +131,18 @@ def dry_run(config, args: argparse.Namespace) -> int:
     return 2 if planned["does_not_fit"] else 0
 
 
+def use_student(args: argparse.Namespace) -> int:
+    """``tinyllm predict`` / ``tinyllm eval`` (``use.py``): bad input is one ``error:`` line, exit status 2."""
+    from tinyllm_ray import use
+    from tinyllm_ray.data.load import DataError
+
+    try:
+        return use.predict(args) if args.command == "predict" else use.evaluate(args)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 def show_config(args: argparse.Namespace) -> int:
     """``tinyllm config``: the resolved config on stdout (it loads back as the same config), or one error line."""
     from tinyllm_ray.config import load_config, to_yaml
@@ -154,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         return data_inspect(args)
     if args.command == "config":
         return show_config(args)
+    if args.command in ("predict", "eval"):
+        return use_student(args)
     from tinyllm_ray.stages import NotOursError
     from tinyllm_ray.tiny import build_tiny_models
 

@@ -140,6 +140,33 @@ def test_the_plan_of_a_finished_run_reuses_every_stage_and_changes_nothing(first
     assert planned["student"]["trainings"] == 0  # the student's export is still this config's
 
 
+def test_predict_and_eval_give_the_runs_own_answers(first_run, tmp_path, capsys):
+    from tinyllm_ray import cli
+    from tinyllm_ray.data.load import load_data
+
+    config, report, run_dir = first_run
+    run_answers = {(r["split"], r["id"]): r for r in pq.read_table(run_dir / "predictions.parquet").to_pylist()}
+    splits = load_data(config.data).splits
+    # valid then test, as the run's evaluation batched them: the same batches give the same answers
+    asked = [("valid", q) for q in splits["valid"]] + [("test", q) for q in splits["test"]]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps({"id": q.id, "question": q.question, "choices": list(q.choices),
+                                             "context": q.context}) + "\n" for _, q in asked))
+    assert cli.main(["predict", str(run_dir), "--file", str(questions), "--explain", "teacher-a"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["id"] for line in lines] == [q.id for _, q in asked]
+    for (split, q), line in zip(asked, lines, strict=True):
+        assert line["index"] == run_answers[(split, q.id)]["rank_predicted"]
+        assert line["generated"] == run_answers[(split, q.id)]["generated"]
+        assert isinstance(line["explain_teacher-a"], str)
+
+    assert cli.main(["eval", str(run_dir / "student"), "--config", str(run_dir / "config.yaml")]) == 0
+    scored = json.loads(capsys.readouterr().out.splitlines()[-1])
+    for key in ("valid_accuracy", "test_accuracy", "valid_accuracy_rank", "test_accuracy_rank"):
+        assert scored[key] == report["student"][key], key
+    assert scored["questions"] == {"valid": 16, "test": 16}
+
+
 @pytest.mark.slow  # ~45 s: a resumed Train run and the scoring; the rare path of a job stopped between exports
 def test_a_lost_baseline_export_comes_back_from_the_students_run(first_run):
     # As after a job stopped between the student's export and a baseline's: the student's finished run

@@ -34,10 +34,10 @@ class Scorer:
         self.autocast = autocast
         self.pad_id = pad_id(encoder.tok)
 
-    def _sources(self, questions: Sequence[Question]) -> list[np.ndarray]:
+    def _sources(self, questions: Sequence[Question], task: str = ANSWER) -> list[np.ndarray]:
         if self.enc.layout == "one_encoder":
             return self.enc.sources([prompts.question_block(q) for q in questions])
-        return self.enc.sources([prompts.student_input(q, ANSWER) for q in questions])
+        return self.enc.sources([prompts.student_input(q, task) for q in questions])
 
     def _amp(self):
         return bf16_autocast(self.device, self.autocast)
@@ -70,9 +70,11 @@ class Scorer:
         return best
 
     @torch.inference_mode()
-    def generate(self, questions: Sequence[Question]) -> list[str]:
-        """Greedy answers, decoded without the prompt (or decoder marker) tokens."""
-        sources = self._sources(questions)
+    def generate(self, questions: Sequence[Question], task: str = ANSWER, max_new_tokens: int | None = None
+                 ) -> list[str]:
+        """Greedy answers (or, with a teacher's name as ``task``, rationales in that teacher's style), decoded
+        without the prompt (or decoder marker) tokens."""
+        sources = self._sources(questions, task)
         out: list[str] = []
         for start in range(0, len(sources), self.batch_size):
             src = sources[start : start + self.batch_size]
@@ -86,12 +88,12 @@ class Scorer:
             kwargs = {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device)}
             skip = width if left else 0
             if self.enc.layout == "one_encoder":
-                lead = [self.enc.decoder_start, *self.enc.marker(ANSWER).tolist()]
+                lead = [self.enc.decoder_start, *self.enc.marker(task).tolist()]
                 kwargs["decoder_input_ids"] = torch.tensor([lead] * len(src), device=self.device)
                 skip = len(lead)
             with self._amp():
-                generated = self.model.generate(**kwargs, max_new_tokens=self.max_answer_tokens, do_sample=False,
-                                                pad_token_id=self.pad_id)
+                generated = self.model.generate(**kwargs, max_new_tokens=max_new_tokens or self.max_answer_tokens,
+                                                do_sample=False, pad_token_id=self.pad_id)
             out += [self.enc.tok.decode(g[skip:], skip_special_tokens=True).strip() for g in generated]
         return out
 
