@@ -308,6 +308,11 @@ def run(config: Config) -> dict[str, Any]:
     report = build_report(c, p.run_dir, p.data, teachers, student, accuracy, architecture, clock.timings(),
                           baselines)
     write_report(p.run_dir, report)
+    from tinyllm_ray.share import export_rationales
+
+    rationales = {name: store.read_rationales(p.run_dir, name) for name in c.teacher_names()}
+    shared = export_rationales(p.run_dir, c, p.splits["train"], rationales, teachers)
+    log.info("rationales as a dataset (datasets.load_dataset reads it): %s", shared)
     print(console_summary(report), flush=True)
     return report
 

@@ -268,4 +268,6 @@ model = {auto}.from_pretrained("PATH/TO/THIS/DIR")
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (run_dir / "report.md").write_text(render_markdown(report))
-    (run_dir / "student" / "README.md").write_text(model_card(report))
+    from tinyllm_ray.share import model_card as with_hub_metadata
+
+    (run_dir / "student" / "README.md").write_text(with_hub_metadata(report, model_card(report)))

@@ -95,6 +95,15 @@ def test_run_dir_holds_rationales_student_and_predictions(first_run):
     assert all(0 <= p < 5 for p in predictions.column("rank_predicted").to_pylist())  # always names an option
     md = (run_dir / "report.md").read_text()
     assert "| teacher-a |" in md and "valid accuracy" in md
+    from huggingface_hub import ModelCard
+
+    results = ModelCard.load(run_dir / "student" / "README.md").data.eval_results
+    assert {(r.dataset_split, r.metric_name): r.metric_value for r in results}[
+        ("test", "accuracy (generate and match)")] == round(report["student"]["test_accuracy"], 4)
+    shared = pq.read_table(run_dir / "dataset" / "data").to_pydict()  # the rationales as a HF dataset
+    assert len(shared["id"]) == 48
+    for t in report["teachers"]:
+        assert sum(r is not None for r in shared[f"rationale_{t['name']}"]) == t["rationales"]
 
 
 def test_no_secret_in_anything_the_run_wrote(first_run):

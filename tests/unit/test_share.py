@@ -1,0 +1,51 @@
+"""What a run shares: the model card's hub metadata (model-index results) and the rationales as a Hugging Face
+dataset that ``datasets.load_dataset`` reads back."""
+
+from __future__ import annotations
+
+import pytest
+from huggingface_hub import DatasetCard, ModelCard
+
+from tinyllm_ray import share
+from tinyllm_ray.config import from_dict
+from tinyllm_ray.data.synthetic import generate
+
+
+def _report(model: str) -> dict:
+    student = {"model": model, "mode": "prefix", "architecture": "seq2seq", "loss_weights": {"answer": 1.0},
+               "steps": 3, "valid_accuracy": 0.5, "valid_accuracy_rank": 0.625, "test_accuracy": 0.25,
+               "test_accuracy_rank": None}
+    return {"run_name": "card", "student": student, "teachers": [], "dataset": {"name": "obqa", "train": 48}}
+
+
+@pytest.mark.parametrize(("model", "base"), [("google/flan-t5-base", "google/flan-t5-base"),
+                                             ("/models/student-t5", None)])
+def test_the_model_card_carries_its_results_for_the_hub(model, base):
+    card = ModelCard(share.model_card(_report(model), "# body\n"))
+    results = {(r.dataset_split, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert results == {("validation", "accuracy (generate and match)"): 0.5,
+                       ("validation", "accuracy (rank classification)"): 0.625,
+                       ("test", "accuracy (generate and match)"): 0.25}  # a missing score is left out
+    assert card.data.base_model == base  # a local path is no hub model
+    assert "tinyllm" in card.data.tags and card.text.strip() == "# body"
+
+
+def test_the_rationales_load_back_with_datasets(tmp_path):
+    from datasets import load_dataset
+
+    config = from_dict({"student": {"model": "s"}, "teachers": [{"name": "a", "model": "m", "shots": 1}]})
+    train = generate(6, 0, 0, seed=0)["train"]
+    rationales = {"a": {q.id: f"because {q.answer}" for q in train[:4]}, "precomputed": {train[5].id: "so"}}
+    teachers = [{"name": "a", "model": "m", "rationales": 4, "rejected": 2},
+                {"name": "precomputed", "model": "files", "rationales": 1, "rejected": 5}]
+    out = share.export_rationales(tmp_path, config, train, rationales, teachers)
+
+    rows = load_dataset(str(out), cache_dir=str(tmp_path / "cache"))["train"]
+    assert rows.num_rows == 6 and rows["id"] == [q.id for q in train]
+    assert rows["rationale_a"] == [f"because {q.answer}" for q in train[:4]] + [None, None]
+    assert rows["rationale_precomputed"] == [None] * 5 + ["so"]
+    assert [c[i] for c, i in zip(rows["choices"], rows["answer_index"], strict=True)] == [q.answer for q in train]
+    card = DatasetCard.load(out / "README.md")
+    assert card.data.configs[0]["data_files"][0]["split"] == "train"
+    assert "| a | `m` | 4 | 2 | engine=hf" in card.text and "precomputed (imported" in card.text
+    assert train[0].question in card.text  # the example prompt

@@ -1,0 +1,131 @@
+"""What a finished run hands to others: the student's model card with the hub's metadata, and the rationales as
+a Hugging Face dataset.
+
+- ``model_card(report)``: ``student/README.md`` through ``huggingface_hub``'s card API, with ``model-index``
+  evaluation results (valid and test accuracy with both scorers), base model and tags in its YAML header, so
+  uploading the student directory with the hub's own CLI (``hf upload <repo> runs/<name>/student``) gives a
+  proper model page.
+- ``export_rationales(...)``: ``<run>/dataset/``, the training questions with every teacher's accepted
+  rationale (Parquet, ``data/train-00000-of-00001.parquet``) and a dataset card (teachers, prompt template,
+  generation settings, acceptance) whose ``configs`` header lets ``datasets.load_dataset("<run>/dataset")`` (or
+  the hub, once uploaded) read it back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tinyllm_ray import prompts
+from tinyllm_ray.config import Config, is_local_model
+from tinyllm_ray.data.schema import Question
+
+DATASET_DIR = "dataset"
+TRAIN_FILE = "data/train-00000-of-00001.parquet"
+
+
+def model_card(report: dict[str, Any], body: str) -> str:
+    """The model card: ``body`` (markdown) under a YAML header the hub reads (``model-index`` results)."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    s, d = report["student"], report["dataset"]
+    results = []
+    for split, hub_split in (("valid", "validation"), ("test", "test")):
+        for suffix, scorer in (("", "generate and match"), ("_rank", "rank classification")):
+            value = s.get(f"{split}_accuracy{suffix}")
+            if value is not None:
+                results.append(EvalResult(task_type="multiple-choice", task_name="Multiple-choice QA",
+                                          dataset_type=d["name"], dataset_name=d["name"], dataset_split=hub_split,
+                                          metric_type="accuracy", metric_name=f"accuracy ({scorer})",
+                                          metric_value=round(float(value), 4)))
+    data = ModelCardData(
+        model_name=report["run_name"], library_name="transformers",
+        base_model=None if is_local_model(s["model"]) else s["model"],
+        pipeline_tag="text-generation" if s.get("architecture") == "causal" else "text2text-generation",
+        tags=["tinyllm", "distillation", "knowledge-distillation", "rationale-distillation"],
+        eval_results=results or None,
+    )
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+def export_rationales(run_dir: Path, config: Config, train: list[Question], rationales: dict[str, dict[str, str]],
+                      teachers: list[dict[str, Any]]) -> Path:
+    """Write ``<run>/dataset/`` (Parquet and its card) and return it; ``rationales``: teacher -> {id: text}."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = run_dir / DATASET_DIR
+    (out / TRAIN_FILE).parent.mkdir(parents=True, exist_ok=True)
+    columns: dict[str, Any] = {
+        "id": [q.id for q in train], "question": [q.question for q in train],
+        "context": [q.context for q in train], "choices": [list(q.choices) for q in train],
+        "answer": [q.answer for q in train], "answer_index": pa.array([q.answer_index for q in train], pa.int32()),
+    }
+    for name, by_id in rationales.items():
+        columns[f"rationale_{name}"] = pa.array([by_id.get(q.id) for q in train], pa.string())  # None: rejected
+    pq.write_table(pa.table(columns), out / TRAIN_FILE)
+    (out / "README.md").write_text(dataset_card(run_dir.name, config, train, teachers))
+    return out
+
+
+def dataset_card(run_name: str, config: Config, train: list[Question], teachers: list[dict[str, Any]]) -> str:
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    from tinyllm_ray.teachers.runner import GENERATION_FIELDS
+
+    data = DatasetCardData(
+        pretty_name=f"{run_name}: teacher rationales (tinyllm_ray)", task_categories=["question-answering"],
+        tags=["rationales", "chain-of-thought", "distillation", "tinyllm"],
+        size_categories=[_size_category(len(train))],
+        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": TRAIN_FILE}]}],
+    )
+    by_name = {t.name: t for t in config.teachers}
+    shots = config.teachers[0].shots if config.teachers else 2
+    example = prompts.teacher_prompt(train[0], train[1:1 + shots]).replace("```", "'''")
+    rows = []
+    for t in teachers:
+        settings = by_name.get(t["name"])
+        shown = (", ".join(f"{f}={getattr(settings, f)}" for f in GENERATION_FIELDS if f != "model")
+                 if settings else "precomputed (imported from the dataset's files)")
+        rows.append(f"| {t['name']} | `{t['model']}` | {t.get('rationales')} | {t.get('rejected')} | {shown} |")
+    body = f"""# {run_name}: teacher rationales
+
+Rationales written by {len(teachers)} teacher LLM(s) for the {len(train)} training questions of `{config.data.dataset}`,
+by tinyllm_ray (the TinyLLM method): each teacher saw the question, its options **and the gold answer**, with
+in-context examples, and was asked to explain why that answer is right. Column `rationale_<teacher>` holds the
+accepted rationale, or null where it was rejected (empty, too short, arguing for another option, prompt too long).
+
+## Teachers
+
+| teacher | model | accepted | rejected | generation settings |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+## Prompt
+
+Template `{prompts.TEACHER_TEMPLATE_VERSION}`. One prompt of this shape (each question gets its own examples,
+drawn by the teacher's `shots_mode`):
+
+```text
+{example}
+```
+
+## Columns
+
+`id`, `question`, `context`, `choices` (list), `answer` (the right choice's text), `answer_index`, and one
+`rationale_<teacher>` per teacher.
+
+```python
+from datasets import load_dataset
+rationales = load_dataset("PATH/TO/THIS/DIR")["train"]
+```
+"""
+    return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M" if n < 10_000_000 else "n>10M"
+
