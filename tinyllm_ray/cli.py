@@ -68,6 +68,11 @@ def add_distill_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("--output-dir", help="parent directory of the run directory (output.dir)")
+    parser.add_argument("--log-level", choices=["quiet", "info", "debug"], default="quiet",
+                        help="console: quiet (default: stage lines, progress, warnings), info (every log line of the "
+                             "project and the libraries, workers included), debug; <run>/logs/ has them all")
+    parser.add_argument("-v", "--verbose", action="store_const", const="info", dest="log_level",
+                        help="same as --log-level info")
     parser.add_argument("--dry-run", action="store_true",
                         help="check everything, read the data and print the plan (stages cached, placement, tokens, "
                              "GPU-hours) without loading a model or writing anything")
@@ -174,10 +179,16 @@ def data_inspect(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = _parser().parse_args(argv)
     if args.command == "distill":
-        return distill(args)
+        from tinyllm_ray import console
+
+        console.setup(args.log_level)
+        try:
+            return distill(args)
+        finally:
+            console.teardown()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.command == "data":
         return data_inspect(args)
     if args.command == "config":

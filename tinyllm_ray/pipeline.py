@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from tinyllm_ray import metrics, runs, stages
+from tinyllm_ray import console, metrics, runs, stages
 from tinyllm_ray.config import Config, ConfigError, validate, validate_against_data, with_absolute_paths
 from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import Question
@@ -35,6 +35,7 @@ from tinyllm_ray.teachers import store
 # they pull in torch, transformers and Ray Data (~8 s on 2 cores), and ``prepare`` rejects bad input first.
 
 log = logging.getLogger("tinyllm_ray")
+say = console.say
 
 
 class StageError(RuntimeError):
@@ -145,11 +146,15 @@ def connect_ray(config: Config) -> None:
     """Join a running cluster when there is one, else start a local Ray."""
     if ray.is_initialized():
         return
+    # Quiet console: the workers' output stays in Ray's logs (``<run>/logs/ray``), Ray's own INFO lines too.
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING} if console.quiet() else {}
     if config.ray.address:
-        ray.init(address=config.ray.address)
+        context = ray.init(address=config.ray.address, **quiet)
     else:
-        ray.init(num_cpus=config.ray.num_cpus) if config.ray.num_cpus else ray.init()
+        context = ray.init(num_cpus=config.ray.num_cpus, **quiet) if config.ray.num_cpus else ray.init(**quiet)
     log.info("Ray cluster resources: %s", ray.cluster_resources())
+    if getattr(context, "dashboard_url", None):
+        say(f"Ray dashboard: http://{context.dashboard_url}")
 
 
 def import_precomputed(p: Prepared) -> list[dict[str, Any]]:
@@ -285,25 +290,46 @@ def run(config: Config) -> dict[str, Any]:
     """The whole workflow; returns the report (also written to ``<run>/report.json``)."""
     clock = Stopwatch()
     p = prepare(config)
-    connect_ray(p.config)
+    console.attach_run_dir(p.run_dir)
+    say(f"run {p.run_dir}: {p.config.data.dataset}, " + ", ".join(f"{s} {len(qs):,}" for s, qs in p.splits.items())
+        + f" questions; full logs in {p.run_dir / 'logs'}")
+    with stage("starting or joining Ray", p.run_dir):
+        connect_ray(p.config)
+    console.link_ray_logs(p.run_dir)
+    console.serve_remote_progress()
+    console.quiet_libraries()
     nodes = cluster_nodes()  # read once: the live nodes and what an autoscaler may add (None: unknown)
     p.config = resolve_replicas(p.config, nodes=nodes)  # ``replicas: auto``: the GPUs this cluster has
     check_fits(p.config, nodes)  # an actor no node can ever host would wait forever: fail now, naming the key
     clock.lap("setup_s")
+    c = p.config
+    if c.teachers or p.data.precomputed:
+        say("teachers: " + ", ".join(f"{t.name} ({t.replicas} x {t.engine})" for t in c.teachers)
+            + (f"{', ' if c.teachers else ''}precomputed {', '.join(p.data.precomputed)}" if p.data.precomputed
+               else ""))
     teachers = run_teachers(p)
     clock.lap("generate_s")
-    planned = plan_baselines(p) if p.config.compare else None  # ``compare`` refuses a sweep (config checks)
-    if p.config.tune is None:
+    for t in teachers:
+        own = f", own valid accuracy {t['valid_accuracy']:.3f}" if t.get("valid_accuracy") is not None else ""
+        say(f"teacher {t['name']}: {t.get('rationales', 0):,} rationales, {t.get('rejected', 0):,} rejected{own}")
+    planned = plan_baselines(p) if c.compare else None  # ``compare`` refuses a sweep (config checks)
+    say(f"student: {c.student.model}" + (", sweep of the loss weights" if c.tune else "")
+        + (f", with {len(planned.to_train)} baseline(s) beside it" if planned is not None and planned.to_train
+           else ""))
+    if c.tune is None:
         student, trained = run_student(p, planned)  # the baselines train in the student's run
     else:
         student, trained = run_sweep(p), None
     clock.lap("train_s")
+    best = student.get("best_valid_accuracy")
+    say(f"student: {student['steps']} steps, best valid accuracy "
+        f"{'n/a' if best is None else f'{best:.3f}'} at step {student.get('best_step')} ({clock.laps['train_s']:.0f} s)")
+    say("evaluation: valid and test, both scorers")
     accuracy, scored = run_evaluation(p, planned.checkpoints(trained) if planned is not None else None)
     clock.lap("eval_s")
     baselines = finish_baselines(p, planned, trained, scored) if planned is not None else None
     from tinyllm_ray.student.model import is_encoder_decoder
 
-    c = p.config
     architecture = "seq2seq" if is_encoder_decoder(c.student.model, c.student.trust_remote_code) else "causal"
     report = build_report(c, p.run_dir, p.data, teachers, student, accuracy, architecture, clock.timings(),
                           baselines)
@@ -313,6 +339,8 @@ def run(config: Config) -> dict[str, Any]:
     rationales = {name: store.read_rationales(p.run_dir, name) for name in c.teacher_names()}
     shared = export_rationales(p.run_dir, c, p.splits["train"], rationales, teachers)
     log.info("rationales as a dataset (datasets.load_dataset reads it): %s", shared)
+    if console.board() is not None:
+        console.board().close()
     print(console_summary(report), flush=True)
     return report
 
