@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from transformers import AutoModelForCausalLM
 
-from tests.helpers import tiny_run_config
+from tests.helpers import REPO, tiny_run_config
 from tinyllm_ray import pipeline
 from tinyllm_ray.config import from_dict
 
@@ -22,14 +25,41 @@ SENTINEL = "hf_SENTINEL0123456789abcdefTOKEN"
 
 
 @pytest.fixture(scope="module")
-def first_run(ray_local, tiny_models, tmp_path_factory):
+def first_run_console(ray_local, tiny_models, tmp_path_factory):
+    """The run as a user starts it: ``python jobs/distill.py --config FILE`` in its own process, with its own
+    local Ray and the default (quiet) console; (config, report, run dir, console output)."""
     out = tmp_path_factory.mktemp("runs")
-    config = from_dict(tiny_run_config(tiny_models, out, "e2e", compare=True))
-    os.environ["HF_TOKEN"] = SENTINEL  # a hub token in the environment must never reach the run dir
-    try:
-        return config, pipeline.run(config), out / "e2e"
-    finally:
-        del os.environ["HF_TOKEN"]
+    raw = tiny_run_config(tiny_models, out, "e2e", compare=True, ray={"num_cpus": 2})
+    config_file = out / "e2e.yaml"
+    config_file.write_text(yaml.safe_dump(raw))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, not the session's
+    env["HF_TOKEN"] = SENTINEL  # a hub token in the environment must never reach the run dir
+    done = subprocess.run([sys.executable, str(REPO / "jobs" / "distill.py"), "--config", str(config_file)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    run_dir = out / "e2e"
+    return from_dict(raw), json.loads((run_dir / "report.json").read_text()), run_dir, done.stderr, done.stdout
+
+
+@pytest.fixture(scope="module")
+def first_run(first_run_console):
+    return first_run_console[:3]
+
+
+def test_the_default_console_is_short_with_stage_lines_and_the_full_logs_are_kept(first_run_console):
+    _, report, run_dir, logged, printed = first_run_console
+    console = logged + printed  # the log lines (stderr), then the result table (stdout)
+    lines = console.splitlines()
+    assert len(lines) <= 60, console
+    for stage_line in ("tinyllm_ray.console: run ", "tinyllm_ray.console: teachers: teacher-a",
+                       "tinyllm_ray.console: teacher teacher-b: ", "tinyllm_ray.console: student: ",
+                       "tinyllm_ray.console: evaluation: "):
+        assert stage_line in console, stage_line
+    assert "(pid=" not in console and "Execution plan" not in console  # no worker output, no Ray Data plans
+    assert printed.splitlines()[-1].startswith("student ") and "valid accuracy" in printed  # the result table
+    log = (run_dir / "logs" / "driver.log").read_text()
+    assert "Ray cluster resources" in log and "teachers: teacher-a" in log  # every driver line, in full
+    assert (run_dir / "logs" / "ray").is_symlink() and (run_dir / "logs" / "ray").is_dir()  # workers' output
 
 
 def test_report_has_every_stage(first_run):
