@@ -255,6 +255,11 @@ def quiet_libraries() -> None:
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
     ctx.print_on_execution_start = False
+    # Ray Data warns once, when it first runs, that its bars are off: spend that "once" here, since we turned
+    # them off on purpose (the board shows progress).
+    from ray.util.debug import log_once
+
+    log_once("ray_data_progress_manager_disabled")
     for name in ("ray.data", "ray.train", "ray.tune", "ray.air", "ray"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import hashlib
+import itertools
+import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ import pyarrow.compute as pc
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 
-from tinyllm_ray import prompts, stages
+from tinyllm_ray import console, prompts, stages
 from tinyllm_ray.config import Config, TeacherConfig
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers import shots, store
@@ -68,12 +71,38 @@ def rationales_key(config: Config) -> str:
 def stage_key(teacher: TeacherConfig, questions: Sequence[Question],
               answers: dict[str, Sequence[Question]] | None = None) -> str:
     """Identifies a complete teacher: its generation settings, every question it explains, and the questions
-    it answers itself (none when it is not evaluated: its key is then what it was before evaluation existed)."""
-    parts: list[Any] = [settings_key(teacher), [q.to_row() for q in questions]]
+    it answers itself (none when it is not evaluated: its key is then what it was before evaluation existed).
+
+    The same key as ``_hash(settings, [rows], [version, {split: [rows]}])``, whose JSON text is streamed into
+    the hash a chunk of rows at a time (``_row_list_json``) rather than built whole: a million questions' text
+    and row dicts at once took gigabytes."""
+    digest = hashlib.sha256()
+    write = lambda text: digest.update(text.encode())  # json.dumps writes ASCII
+    write(f"[{_json(settings_key(teacher))}, ")
+    _row_list_json(questions, write)
     if teacher.evaluate and any(answers.values() if answers else ()):
-        parts.append([prompts.ANSWER_TEMPLATE_VERSION,
-                      {split: [q.to_row() for q in qs] for split, qs in sorted(answers.items())}])
-    return _hash(*parts)
+        write(f", [{_json(prompts.ANSWER_TEMPLATE_VERSION)}, {{")
+        for i, (split, qs) in enumerate(sorted(answers.items())):
+            write(f"{', ' if i else ''}{_json(split)}: ")
+            _row_list_json(qs, write)
+        write("}]")
+    write("]")
+    return digest.hexdigest()[:24]
+
+
+def _json(value: Any) -> str:
+    """``value`` as ``stages.stage_key`` writes it into its JSON text."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _row_list_json(questions: Sequence[Question], write: Callable[[str], None], chunk: int = 4096) -> None:
+    """``_json([q.to_row() for q in questions])`` written in pieces: the JSON of a list is ``[`` + its items'
+    JSON joined by ``", "`` + ``]`` (json.dumps' default separators), so chunks of items join into the same text."""
+    write("[")
+    for start in range(0, len(questions), chunk):
+        text = _json([q.to_row() for q in questions[start:start + chunk]])
+        write(f"{', ' if start else ''}{text[1:-1]}")
+    write("]")
 
 
 def prompt_rows(variants: dict[str, list[str]], questions: Sequence[Question], role: str, settings: str) -> pa.Table:
@@ -88,18 +117,35 @@ def prompt_rows(variants: dict[str, list[str]], questions: Sequence[Question], r
     })
 
 
+VariantsOf = Callable[[Sequence[Question]], dict[str, list[str]]]
+# Questions whose prompts are built at once: the stage's input is built a chunk at a time, and only its pending
+# rows are kept, so a million questions' prompt texts never sit in the driver as Python strings all at once.
+PROMPT_CHUNK = 8192
+
+
 def train_variants(teacher: TeacherConfig, train: Sequence[Question],
                    explained: dict[str, tuple[Question, str]] | None = None) -> dict[str, list[str]]:
     """Every training question's prompt variants, with examples from the teacher's ``shots_mode``."""
+    return _train_variants_of(teacher, train, explained)(train)
+
+
+def _train_variants_of(teacher: TeacherConfig, train: Sequence[Question],
+                       explained: dict[str, tuple[Question, str]] | None = None) -> VariantsOf:
+    """``train_variants`` of any part of ``train`` (the same prompts the whole would give those questions)."""
     k = teacher.shots
     if teacher.shots_mode == "generated":
-        picked = shots.generated_shots(train, explained or {}, k, teacher.seed)
-        return {q.id: prompts.prompt_variants(q, *picked[q.id]) for q in train}
+        def generated(part: Sequence[Question]) -> dict[str, list[str]]:
+            picked = shots.generated_shots(part, explained or {}, k, teacher.seed)
+            return {q.id: prompts.prompt_variants(q, *picked[q.id]) for q in part}
+        return generated
     if teacher.shots_mode == "similar":
-        similar = shots.similar_shots(train, train, k)
-        return {q.id: prompts.prompt_variants(q, similar[q.id]) for q in train}
-    drawn = shots.random_shots(train, train, k, teacher.seed)
-    return {q.id: prompts.prompt_variants(q, drawn[q.id]) for q in train}
+        similar = shots.similar_shots(train, train, k)  # once: it ranks the whole pool
+        return lambda part: {q.id: prompts.prompt_variants(q, similar[q.id]) for q in part}
+
+    def drawn(part: Sequence[Question]) -> dict[str, list[str]]:
+        chosen = shots.random_shots(part, train, k, teacher.seed)
+        return {q.id: prompts.prompt_variants(q, chosen[q.id]) for q in part}
+    return drawn
 
 
 def answer_variants(teacher: TeacherConfig, questions: Sequence[Question], train: Sequence[Question],
@@ -107,16 +153,34 @@ def answer_variants(teacher: TeacherConfig, questions: Sequence[Question], train
                     ) -> dict[str, list[str]]:
     """The answering prompts of held-out questions: examples from the training split by the teacher's
     ``shots_mode``, each shown with the rationale the teacher wrote for it (``rationales``, by id) if any."""
+    return _answer_variants_of(teacher, questions, train, rationales, explained)(questions)
+
+
+def _answer_variants_of(teacher: TeacherConfig, questions: Sequence[Question], train: Sequence[Question],
+                        rationales: dict[str, str], explained: dict[str, tuple[Question, str]] | None = None
+                        ) -> VariantsOf:
+    """``answer_variants`` of any part of ``questions``."""
     k = teacher.shots
     if teacher.shots_mode == "generated":
-        picked = shots.generated_shots(questions, explained or {}, k, teacher.seed)
-        return {q.id: prompts.answer_variants(q, *picked[q.id]) for q in questions}
-    if teacher.shots_mode == "similar":
-        chosen = shots.similar_shots(questions, train, k)
-    else:
-        chosen = shots.random_shots(questions, train, k, teacher.seed)
-    return {q.id: prompts.answer_variants(q, chosen[q.id], [rationales.get(s.id, "") for s in chosen[q.id]])
-            for q in questions}
+        def generated(part: Sequence[Question]) -> dict[str, list[str]]:
+            picked = shots.generated_shots(part, explained or {}, k, teacher.seed)
+            return {q.id: prompts.answer_variants(q, *picked[q.id]) for q in part}
+        return generated
+    similar = shots.similar_shots(questions, train, k) if teacher.shots_mode == "similar" else None
+
+    def shown(part: Sequence[Question]) -> dict[str, list[str]]:
+        chosen = similar if similar is not None else shots.random_shots(part, train, k, teacher.seed)
+        return {q.id: prompts.answer_variants(q, chosen[q.id], [rationales.get(s.id, "") for s in chosen[q.id]])
+                for q in part}
+    return shown
+
+
+def _row_chunks(variants_of: VariantsOf, questions: Sequence[Question], role: str, settings: str,
+                chunk: int = PROMPT_CHUNK) -> Iterator[pa.Table]:
+    """``prompt_rows(variants_of(questions), questions, ...)``, a chunk of questions at a time."""
+    for start in range(0, len(questions), chunk):
+        part = questions[start:start + chunk]
+        yield prompt_rows(variants_of(part), part, role, settings)
 
 
 @contextlib.contextmanager
@@ -138,15 +202,32 @@ def reserved(teacher: TeacherConfig) -> Iterator[PlacementGroup]:
 
 def _generate(rows: pa.Table, teacher: TeacherConfig, group: PlacementGroup, run_dir: Path) -> int:
     """Run the stage over ``rows`` and store each finished block as it arrives; returns rows generated."""
-    done = 0
-    for block in rationale_stage(rows, teacher, group).iter_batches(batch_size=None, batch_format="pyarrow"):
-        store.append(run_dir, teacher.name, block)
-        done += block.num_rows
+    done = accepted = 0
+    board, task = console.board(), f"teacher {teacher.name}"
+    if board is not None:
+        board.start(task, rows.num_rows, "rows")
+    dataset = rationale_stage(rows, teacher, group)
+    del rows  # its blocks are in Ray's object store now: the driver's copy can go while the stage runs
+    try:
+        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            store.append(run_dir, teacher.name, block)
+            done += block.num_rows
+            accepted += block.num_rows - (pc.sum(pc.not_equal(block.column("reject_reason"), "")).as_py() or 0)
+            if board is not None:
+                board.update(task, done=done, extra=f"{accepted:,} accepted")
+    finally:
+        if board is not None:
+            board.finish(task)
     return done
 
 
-def _pending(rows: pa.Table, done: set[str]) -> pa.Table:
-    return rows.filter(pc.invert(pc.is_in(rows.column("key"), pa.array(sorted(done), pa.string()))))
+def _pending(rows: pa.Table, done: set[str] | pa.Array) -> pa.Table:
+    """The rows whose key is not in ``done`` (a set, or an Arrow array of the keys, made once for many calls)."""
+    if len(done) == 0:
+        return rows
+    if not isinstance(done, pa.Array):
+        done = pa.array(sorted(done), pa.string())
+    return rows.filter(pc.invert(pc.is_in(rows.column("key"), value_set=done)))
 
 
 def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path,
@@ -162,56 +243,63 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
     start = time.perf_counter()
     settings = settings_key(teacher)
     generated = 0
-    done = store.done_keys(run_dir, teacher.name)
+    done = store.stored_keys(run_dir, teacher.name)
     with contextlib.ExitStack() as stack:
         group: PlacementGroup | None = None
 
-        def run(rows: pa.Table, what: str) -> None:
+        def run(chunks: Iterable[pa.Table], what: str) -> set[str]:
+            """Generate the rows of ``chunks`` (prompt-row tables) not stored yet; returns every row's key."""
             nonlocal group, generated
-            pending = _pending(rows, done)
-            log.info("teacher %s: %s: %d to generate, %d stored", teacher.name, what, pending.num_rows,
-                     rows.num_rows - pending.num_rows)
-            if pending.num_rows:
+            keys: set[str] = set()
+            pending: list[pa.Table] = []
+            total = 0
+            for table in chunks:  # only the pending rows are kept (none of them on a resume of a full store)
+                keys.update(table.column("key").to_pylist())
+                total += table.num_rows
+                if (todo := _pending(table, done)).num_rows:
+                    pending.append(todo)
+            n = sum(t.num_rows for t in pending)
+            log.info("teacher %s: %s: %d to generate, %d stored", teacher.name, what, n, total - n)
+            if n:
                 if group is None:
                     group = stack.enter_context(reserved(teacher))
-                generated += _generate(pending, teacher, group, run_dir)
+                rows = [pa.concat_tables(pending)]
+                pending.clear()
+                generated += _generate(rows.pop(), teacher, group, run_dir)  # only _generate holds the rows
+            return keys
 
         explained = None
         keys: set[str] = set()
         if teacher.shots_mode == "generated" and teacher.shots:
             pool = shots.pool_questions(train, teacher.shot_pool, teacher.seed)
             pool_rows = prompt_rows({q.id: [prompts.teacher_prompt(q, [])] for q in pool}, pool, "shot", settings)
-            run(pool_rows, f"zero-shot rationales of {len(pool)} example questions")
+            pool_keys = run([pool_rows], f"zero-shot rationales of {len(pool)} example questions")
             table = store.stored(run_dir, teacher.name)  # one read for both
-            done = set(table.column("key").to_pylist())
-            explained = _explained(table, pool, set(pool_rows.column("key").to_pylist()))
+            done = pc.unique(table.column("key"))
+            explained = _explained(table, pool, pool_keys)
+            del table
             log.info("teacher %s: %d of %d example rationales accepted", teacher.name, len(explained), len(pool))
-            keys |= set(pool_rows.column("key").to_pylist())
-        rows = prompt_rows(train_variants(teacher, train, explained), train, "train", settings)
-        keys |= set(rows.column("key").to_pylist())
+            keys |= pool_keys
+        train_rows = _row_chunks(_train_variants_of(teacher, train, explained), train, "train", settings)
 
-        def answer_rows(own: dict[str, str]) -> pa.Table:
-            return pa.concat_tables([
-                prompt_rows(answer_variants(teacher, questions, train, own, explained), questions, split, settings)
-                for split, questions in answers.items()])
+        def answer_rows(own: dict[str, str]) -> Iterator[pa.Table]:
+            for split, questions in answers.items():
+                yield from _row_chunks(_answer_variants_of(teacher, questions, train, own, explained), questions,
+                                       split, settings)
 
         # One pass per engine start where the answers do not need this pass's rationales: a teacher loads its
         # model once per pass (a minute or more for a large one on GPUs). Answers show the teacher's own
         # rationales of random or similar examples, so with such examples they wait for the training pass.
         asked = ", ".join(f"{len(qs)} {split}" for split, qs in answers.items())
         if answers and (not teacher.shots or teacher.shots_mode == "generated"):
-            answer_table = answer_rows({})
-            run(pa.concat_tables([rows, answer_table]),
-                f"rationales of {len(train)} training questions and its own answers to {asked} questions")
+            keys |= run(itertools.chain(train_rows, answer_rows({})),
+                        f"rationales of {len(train)} training questions and its own answers to {asked} questions")
         else:
-            run(rows, f"rationales of {len(train)} training questions")
-            answer_table = None
+            train_keys = run(train_rows, f"rationales of {len(train)} training questions")
+            keys |= train_keys
             if answers:
-                own = _accepted(store.stored(run_dir, teacher.name), set(rows.column("key").to_pylist()))
-                answer_table = answer_rows(own)
-                run(answer_table, f"its own answers to {asked} questions")
-        if answer_table is not None:
-            keys |= set(answer_table.column("key").to_pylist())
+                own = _accepted(store.stored(run_dir, teacher.name, columns=_ACCEPTED_COLUMNS), train_keys)
+                keys |= run(answer_rows(own), f"its own answers to {asked} questions")
     extra = {"seconds": round(time.perf_counter() - start, 3), "generated_now": generated}
     if explained is not None:
         extra["example_rationales"] = len(explained)
@@ -225,17 +313,23 @@ def _scores(run_dir: Path, teacher: TeacherConfig, answers: dict[str, Sequence[Q
         return {"evaluated": False, "not_evaluated_because": "teachers[].evaluate is false"}
     if not answers:
         return {"evaluated": False, "not_evaluated_because": "no valid or test questions"}
-    scores = store.evaluation(store.read_table(run_dir, teacher.name), answers)
+    scores = store.evaluation(store.read_table(run_dir, teacher.name, store.EVALUATION_COLUMNS), answers)
     log.info("teacher %s: own accuracy %s", teacher.name,
              ", ".join(f"{s} {scores[f'{s}_accuracy']:.3f}" for s in answers))
     return {"evaluated": True, **scores}
 
 
+_ACCEPTED_COLUMNS = ("id", "key", "rationale", "reject_reason")
+
+
 def _accepted(table: pa.Table, keys: set[str]) -> dict[str, str]:
-    """The accepted rationales of the rows with ``keys``, by question id."""
-    return {i: text for i, key, text, reason in
-            zip(*(table.column(c).to_pylist() for c in ("id", "key", "rationale", "reject_reason")))
-            if key in keys and not reason}
+    """The accepted rationales of the rows with ``keys``, by question id (a later row of an id wins)."""
+    reason = table.column("reject_reason")
+    # Filtered in Arrow: only the accepted rows of these keys become Python strings.
+    keep = pc.and_(pc.is_in(table.column("key"), value_set=pa.array(list(keys), pa.string())),
+                   pc.fill_null(pc.equal(reason, ""), True))
+    rows = table.select(["id", "rationale"]).filter(keep)
+    return dict(zip(rows.column("id").to_pylist(), rows.column("rationale").to_pylist()))
 
 
 def _explained(table: pa.Table, pool: Sequence[Question], keys: set[str]) -> dict[str, tuple[Question, str]]:

@@ -21,6 +21,7 @@ import json
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,23 +63,32 @@ def finished(run_dir: Path, teacher: str, key: str) -> dict[str, Any] | None:
     return info if info is not None and (teacher_dir(run_dir, teacher) / COMPACTED).is_file() else None
 
 
-def stored(run_dir: Path, teacher: str) -> pa.Table:
-    """Every stored row of a teacher (any key). Files of another layout (older versions) are skipped."""
+def stored(run_dir: Path, teacher: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Every stored row of a teacher (any key); only ``columns`` of ``SCHEMA`` when given (the others are not
+    read). Files of another layout (older versions) are skipped."""
+    names = list(columns) if columns is not None else SCHEMA.names
+    wanted = pa.schema([SCHEMA.field(c) for c in names])
     tables = []
     for path in sorted(teacher_dir(run_dir, teacher).glob("*.parquet")):
         try:
-            table = pq.read_table(path)
+            have = set(pq.read_schema(path).names)
+            if not set(SCHEMA.names) <= have | _ADDED.keys():
+                continue
+            table = pq.read_table(path, columns=[c for c in names if c in have])  # the rest: _ADDED, filled in
         except (pa.ArrowInvalid, OSError) as err:  # a torn file from a crash; its rows are generated again
             log.warning("rationale store: skipping unreadable %s (%s)", path, err)
             continue
-        table = _with_added(table)
-        if set(SCHEMA.names) <= set(table.column_names):
-            tables.append(table.select(SCHEMA.names).cast(SCHEMA))
-    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        tables.append(_with_added(table, names).select(names).cast(wanted))
+    return pa.concat_tables(tables) if tables else wanted.empty_table()
+
+
+def stored_keys(run_dir: Path, teacher: str) -> pa.Array:
+    """The distinct keys of every stored row (``done_keys`` as an Arrow array: only the key column is read)."""
+    return pc.unique(stored(run_dir, teacher, ["key"]).column("key"))
 
 
 def done_keys(run_dir: Path, teacher: str) -> set[str]:
-    return set(stored(run_dir, teacher).column("key").to_pylist())
+    return set(stored_keys(run_dir, teacher).to_pylist())
 
 
 def append(run_dir: Path, teacher: str, table: pa.Table) -> None:
@@ -151,6 +161,9 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     }
 
 
+EVALUATION_COLUMNS = ("id", "role", "predicted", "reject_reason")  # what ``evaluation`` reads
+
+
 def evaluation(table: pa.Table, splits: dict[str, Any]) -> dict[str, Any]:
     """A teacher's own accuracy on each held-out split from its ``valid``/``test`` rows: ``<split>_accuracy``
     (share of the split's questions whose stored answer is the gold option; a question without a row, with a
@@ -169,15 +182,21 @@ def evaluation(table: pa.Table, splits: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_table(run_dir: Path, teacher: str) -> pa.Table:
-    """The compacted rows of a complete teacher (columns added since it was written are filled in)."""
-    return _with_added(pq.read_table(teacher_dir(run_dir, teacher) / COMPACTED))
+def read_table(run_dir: Path, teacher: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """The compacted rows of a complete teacher (columns added since it was written are filled in); only
+    ``columns`` when given (a million rows' rationale texts are not read to score a few thousand answers)."""
+    path = teacher_dir(run_dir, teacher) / COMPACTED
+    if columns is None:
+        return _with_added(pq.read_table(path))
+    have = set(pq.read_schema(path).names)
+    return _with_added(pq.read_table(path, columns=[c for c in columns if c in have]), columns).select(list(columns))
 
 
-def _with_added(table: pa.Table) -> pa.Table:
-    """``table`` with the columns added to ``SCHEMA`` since older stores were written, filled in."""
+def _with_added(table: pa.Table, columns: Sequence[str] | None = None) -> pa.Table:
+    """``table`` with the columns added to ``SCHEMA`` since older stores were written (those of ``columns`` when
+    given), filled in."""
     for name, value in _ADDED.items():
-        if name not in table.column_names:
+        if name not in table.column_names and (columns is None or name in columns):
             table = table.append_column(name, pa.array([value] * table.num_rows, SCHEMA.field(name).type))
     return table
 

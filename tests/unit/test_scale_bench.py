@@ -1,0 +1,136 @@
+"""``bench/scale.py --quick`` runs (so the scale benchmark does not rot), and the scale fixes keep every key the
+same: the streamed teacher stage key, ``Question.to_row``, chunked prompt rows, Arrow-filtered accepted rationales."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from tinyllm_ray import prompts, stages
+from tinyllm_ray.config import TeacherConfig
+from tinyllm_ray.data import synthetic
+from tinyllm_ray.data.schema import Question
+from tinyllm_ray.teachers import runner
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = {"read_official", "read_jsonl", "prompts", "teachers", "resume_scan", "compaction", "resume_all_done",
+          "student_ingest", "evaluation"}
+
+
+def _quick(*stages: str) -> dict:
+    args = ["--stages", ",".join(stages)] if stages else []
+    done = subprocess.run([sys.executable, "bench/scale.py", "--quick", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_quick_scale_bench_of_the_stages_without_ray() -> None:
+    result = _quick("read", "prompts")  # seconds: the data readers and prompt building only
+    assert set(result["stages"]) == {"read_official", "read_jsonl", "prompts"}
+    assert {(r["stage"], r["n"]) for r in result["table"]} == {(s, n) for s in result["stages"] for n in result["ns"]}
+    assert all(r["seconds"] > 0 and 0.05 < r["driver_gib"] < 8 for r in result["table"])
+
+
+@pytest.mark.slow  # ~3-5 min on 2 cores: every Ray Data actor pool starts processes that import torch
+@pytest.mark.ray  # the bench starts its own local Ray in a subprocess
+def test_quick_scale_bench_reports_every_stage() -> None:
+    result = _quick()
+    assert result["bench"] == "scale" and set(result["stages"]) == STAGES
+    ns = result["ns"]
+    assert len(ns) == 2 and {(r["stage"], r["n"]) for r in result["table"]} == {(s, n) for s in STAGES for n in ns}
+    for row in result["table"]:
+        assert row["seconds"] >= 0 and row["s_per_1k"] >= 0, row
+        if "driver_gib" in row:
+            assert 0.05 < row["driver_gib"] < 8, row
+    ratios = result["per_row_ratio_largest_vs_smallest"]
+    assert set(ratios) == STAGES and all(r is None or r > 0 for r in ratios.values())
+    assert all(0 < g < 8 for g in result["driver_peak_gib"].values())
+    assert all(s >= 0 for s in result["resume_all_done_s"].values()) and len(result["resume_all_done_s"]) == 2
+
+
+# -- the keys of existing stores stay byte-identical ---------------------------------------------------------
+
+def _old_row(q: Question) -> dict:
+    row = dataclasses.asdict(q)
+    row["choices"] = list(q.choices)
+    return row
+
+
+def _old_stage_key(teacher: TeacherConfig, questions, answers=None) -> str:
+    """``runner.stage_key`` as it was before it streamed its JSON into the hash."""
+    parts = [runner.settings_key(teacher), [_old_row(q) for q in questions]]
+    if teacher.evaluate and any(answers.values() if answers else ()):
+        parts.append([prompts.ANSWER_TEMPLATE_VERSION,
+                      {split: [_old_row(q) for q in qs] for split, qs in sorted(answers.items())}])
+    return stages.stage_key(*parts, digits=24)
+
+
+ODD = [Question('ü"x', "é\\n\u2028 q?", ("a", "b\u00e9"), "a", context="ctx 🙂", reference_rationale="r"),
+       Question("2", "plain", ("x", "y", "z"), "z")]
+
+
+def test_streamed_stage_key_equals_the_old_one() -> None:
+    splits = synthetic.generate(40, 6, 5, seed=2)
+    for evaluate in (True, False):
+        teacher = TeacherConfig(name="a", model="m", evaluate=evaluate)
+        for train in (splits["train"], splits["train"][:1], [], ODD):
+            for answers in (None, {}, {"valid": splits["valid"], "test": splits["test"]},
+                            {"test": [], "valid": ODD}):
+                assert runner.stage_key(teacher, train, answers) == _old_stage_key(teacher, train, answers)
+
+
+def test_row_list_json_in_chunks_is_the_whole_json() -> None:
+    questions = synthetic.generate(10, 2, 2, seed=1)["train"] + ODD
+    for chunk in (1, 3, 12, 100):
+        parts: list[str] = []
+        runner._row_list_json(questions, parts.append, chunk=chunk)
+        assert "".join(parts) == runner._json([_old_row(q) for q in questions])
+    parts = []
+    runner._row_list_json([], parts.append)
+    assert "".join(parts) == "[]"
+
+
+def test_to_row_is_asdict() -> None:
+    for q in ODD:
+        assert q.to_row() == _old_row(q) and list(q.to_row()) and set(q.to_row()) == set(_old_row(q))
+
+
+def test_chunked_prompt_rows_equal_the_whole() -> None:
+    splits = synthetic.generate(30, 5, 5, seed=4)
+    train, valid = splits["train"], splits["valid"]
+    own = {q.id: f"because {q.answer}" for q in train}
+    explained = {q.id: (q, f"why {q.id}") for q in train[:6]}
+    for mode in ("random", "similar", "generated"):
+        teacher = TeacherConfig(name="a", model="m", shots=2, shots_mode=mode)
+        whole = runner.prompt_rows(runner.train_variants(teacher, train, explained), train, "train", "s")
+        chunked = pa.concat_tables(runner._row_chunks(runner._train_variants_of(teacher, train, explained), train,
+                                                      "train", "s", chunk=7))
+        assert chunked.equals(whole)
+        whole = runner.prompt_rows(runner.answer_variants(teacher, valid, train, own, explained), valid, "valid", "s")
+        chunked = pa.concat_tables(runner._row_chunks(
+            runner._answer_variants_of(teacher, valid, train, own, explained), valid, "valid", "s", chunk=2))
+        assert chunked.equals(whole)
+
+
+def test_accepted_keeps_the_old_rule() -> None:
+    table = pa.table({"id": ["a", "b", "c", "a", "d"], "key": ["k1", "k2", "k3", "k4", "k5"],
+                      "rationale": ["r1", "r2", "r3", "r4", "r5"], "reject_reason": ["", "empty", None, "", ""]})
+    keys = {"k1", "k2", "k3", "k4"}
+    old = {i: t for i, k, t, r in zip(*(table.column(c).to_pylist() for c in ("id", "key", "rationale",
+                                                                             "reject_reason")))
+           if k in keys and not r}
+    assert runner._accepted(table, keys) == old == {"a": "r4", "c": "r3"}
+
+
+def test_pending_without_done_keys_is_every_row() -> None:
+    rows = pa.table({"key": ["a", "b", "c"]})
+    assert runner._pending(rows, set()).equals(rows)
+    assert runner._pending(rows, {"b"}).column("key").to_pylist() == ["a", "c"]
+    assert runner._pending(rows, pa.array(["a", "c"])).column("key").to_pylist() == ["b"]
