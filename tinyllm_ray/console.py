@@ -6,7 +6,8 @@ console shows:
 - the lines of the ``tinyllm_ray.console`` logger (``say``): a stage starting and ending, with its figures;
 - live progress (``board``): per teacher rows done / total, rows/s and ETA; training step / total, loss,
   samples/s and ETA; sweep trials done / running / stopped. On a terminal it is redrawn in place; elsewhere
-  (``ray job logs``, CI, a file) it is a plain line per task every ``PLAIN_EVERY_S`` seconds;
+  (``ray job logs``, CI, a file) it is a plain line per task every ``PLAIN_EVERY_S`` seconds (30; the
+  environment variable ``TINYLLM_PROGRESS_EVERY_S`` sets another);
 - every warning and error, from any library.
 
 ``-v`` (``--log-level info``) also shows every INFO line of the project and the libraries (Ray Data's plans,
@@ -33,7 +34,7 @@ from typing import Any, TextIO
 
 CONSOLE = "tinyllm_ray.console"
 LEVELS = ("quiet", "info", "debug")
-PLAIN_EVERY_S = 30.0
+PLAIN_EVERY_S = float(os.environ.get("TINYLLM_PROGRESS_EVERY_S", "30"))  # the tests set a few seconds
 ACTOR_NAME = "tinyllm-progress"
 _FORMAT = "%(asctime)s %(name)s: %(message)s"
 
@@ -100,8 +101,12 @@ class Board:
                 task.extra = extra
 
     def finish(self, name: str) -> None:
+        """The task is over: off the live area; without a terminal, its final state as one last plain line."""
         with self.lock:
-            self.tasks.pop(name, None)
+            task = self.tasks.pop(name, None)
+            if task is not None and not self.tty:
+                self.stream.write(f"{time.strftime('%H:%M:%S')} progress {task.line()}\n")
+                self.stream.flush()
             self._redraw()
 
     def write(self, text: str) -> None:
@@ -142,12 +147,10 @@ class Board:
         for text in remote["events"]:
             self.write(f"{time.strftime('%H:%M:%S')} {CONSOLE}: {text}")
         for name, fields in remote["tasks"].items():
-            if fields.get("finished"):
-                if name in self.tasks:
-                    self.finish(name)
-                continue
             self.update(name, done=fields.get("done"), total=fields.get("total"), extra=fields.get("extra"),
                         unit=fields.get("unit", "steps"))
+            if fields.get("finished"):
+                self.finish(name)
 
     def _redraw(self) -> None:
         if self.tty:
@@ -264,19 +267,22 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def attach_run_dir(run_dir: Path) -> Path:
-    """Every driver log record (INFO and up, whatever the console shows) also to ``<run>/logs/driver.log``."""
+def attach_run_dir(run_dir: Path) -> logging.Handler:
+    """Every driver log record (INFO and up, whatever the console shows) also to ``<run>/logs/driver.log``
+    (appended: a resumed run adds to it), until ``detach`` (the end of the run)."""
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
-    path = logs / "driver.log"
-    root = logging.getLogger()
-    if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path for h in root.handlers):
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler._tinyllm_run_log = True  # removed by ``teardown``
-        handler.setLevel(logging.INFO)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    return path
+    handler = logging.FileHandler(logs / "driver.log", encoding="utf-8")
+    handler._tinyllm_run_log = True  # removed by ``detach`` or ``teardown``
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def detach(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)
+    handler.close()
 
 
 def link_ray_logs(run_dir: Path) -> None:
@@ -326,6 +332,7 @@ def serve_remote_progress() -> None:
 
     actor = ray.remote(num_cpus=0)(ProgressActor).options(name=ACTOR_NAME, get_if_exists=True).remote()
     _board.pull = lambda: ray.get(actor.take.remote(), timeout=5)
+    _board._ensure_thread()  # polled from now on, even before the driver itself shows a task
 
 
 _remote: Any = None

@@ -290,7 +290,14 @@ def run(config: Config) -> dict[str, Any]:
     """The whole workflow; returns the report (also written to ``<run>/report.json``)."""
     clock = Stopwatch()
     p = prepare(config)
-    console.attach_run_dir(p.run_dir)
+    run_log = console.attach_run_dir(p.run_dir)
+    try:
+        return _run(p, clock)
+    finally:
+        console.detach(run_log)
+
+
+def _run(p: Prepared, clock: Stopwatch) -> dict[str, Any]:
     say(f"run {p.run_dir}: {p.config.data.dataset}, " + ", ".join(f"{s} {len(qs):,}" for s, qs in p.splits.items())
         + f" questions; full logs in {p.run_dir / 'logs'}")
     with stage("starting or joining Ray", p.run_dir):

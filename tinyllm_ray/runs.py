@@ -31,7 +31,7 @@ EXPORT_DIR = "student"
 ACCESS_MODES = {"owner": 0o700, "group-read": 0o750, "group-write": 0o770}
 
 # Settings that change where and how fast a run computes, not what: a resumed run may differ in them.
-_NOT_RESULT_SECTIONS = ("output", "ray")
+_NOT_RESULT_SECTIONS = ("output", "ray", "tracking")
 _NOT_RESULT_FIELDS = ("replicas", "num_cpus", "num_gpus", "cpus_per_worker", "log_every",
                       "gpu_memory_utilization", "max_concurrent_trials")
 

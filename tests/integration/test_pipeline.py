@@ -34,6 +34,7 @@ def first_run_console(ray_local, tiny_models, tmp_path_factory):
     config_file.write_text(yaml.safe_dump(raw))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, not the session's
     env["HF_TOKEN"] = SENTINEL  # a hub token in the environment must never reach the run dir
+    env["TINYLLM_PROGRESS_EVERY_S"] = "3"  # plain progress lines (no terminal here) often enough to see them
     done = subprocess.run([sys.executable, str(REPO / "jobs" / "distill.py"), "--config", str(config_file)],
                           env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
@@ -49,8 +50,12 @@ def first_run(first_run_console):
 def test_the_default_console_is_short_with_stage_lines_and_the_full_logs_are_kept(first_run_console):
     _, report, run_dir, logged, printed = first_run_console
     console = logged + printed  # the log lines (stderr), then the result table (stdout)
-    lines = console.splitlines()
-    assert len(lines) <= 60, console
+    lines = [line for line in console.splitlines() if " progress " not in line]
+    assert len(lines) <= 60, console  # (the progress lines are one per task every 3 s here, 30 s by default)
+    progress = [line for line in console.splitlines() if " progress " in line]
+    assert any(" progress teacher teacher-a: " in line and " rows (" in line for line in progress), console
+    steps = report["student"]["steps"]
+    assert any(f" progress student: {steps}/{steps} steps (100%)" in line for line in progress), console
     for stage_line in ("tinyllm_ray.console: run ", "tinyllm_ray.console: teachers: teacher-a",
                        "tinyllm_ray.console: teacher teacher-b: ", "tinyllm_ray.console: student: ",
                        "tinyllm_ray.console: evaluation: "):
@@ -134,6 +139,17 @@ def test_run_dir_holds_rationales_student_and_predictions(first_run):
     assert len(shared["id"]) == 48
     for t in report["teachers"]:
         assert sum(r is not None for r in shared[f"rationale_{t['name']}"]) == t["rationales"]
+
+
+def test_training_wrote_tensorboard_files_for_the_student_and_each_baseline(first_run):
+    from tinyllm_ray import tracking
+
+    _, report, run_dir = first_run
+    student = tracking.read_scalars(run_dir / "tensorboard" / "student")
+    assert {tracking.LOSS, tracking.LR, tracking.VALID_ACCURACY, tracking.task_loss("teacher-a")} <= set(student)
+    assert len(student[tracking.LOSS]) == report["student"]["steps"]  # log_every: 1
+    for name in report["baselines"]:
+        assert tracking.VALID_ACCURACY in tracking.read_scalars(run_dir / "tensorboard" / name)
 
 
 def test_no_secret_in_anything_the_run_wrote(first_run):

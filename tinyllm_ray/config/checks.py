@@ -139,6 +139,7 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
                       "(use ddp on CPU)")
     if config.tune is not None:
         errors += tune_errors(config)
+    errors += tracking_errors(config)
     if config.train.length_bucketing == 1:
         errors.append("train.length_bucketing: 1 batch per window sorts nothing; use 0 (off) or 2 or more")
     if errors:
@@ -190,6 +191,21 @@ def tune_errors(config: Config) -> list[str]:
             errors.append("tune.search: optuna is not installed (pip install optuna), or use grid or random")
     if t.search in ("random", "optuna") and t.gamma is None and not t.alpha and t.lr is None:
         errors.append(f"tune.search: {t.search} search needs a swept value (tune.gamma, tune.alpha or tune.lr)")
+    return errors
+
+
+def tracking_errors(config: Config) -> list[str]:
+    """The ``tracking`` section's rules: the packages it needs are installed (checked here, before Ray starts,
+    not in a Train worker minutes later)."""
+    import importlib.util
+
+    errors = []
+    if config.tracking.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        errors.append("tracking.tensorboard: tensorboardX is not installed (pip install tensorboardX), or set "
+                      "tracking.tensorboard: false")
+    if config.tracking.mlflow is not None and importlib.util.find_spec("mlflow") is None:
+        errors.append("tracking.mlflow: MLflow is not installed; pip install 'tinyllm-ray[tracking]' (or pip "
+                      "install mlflow-skinny), or remove tracking.mlflow")
     return errors
 
 

@@ -286,6 +286,36 @@ class RayConfig:
 
 
 @dataclass(config=_STRICT)
+class MlflowConfig:
+    """Where the student's training is recorded in MLflow (``pip install 'tinyllm-ray[tracking]'``): one MLflow
+    run per training run (per trial in a sweep) with its parameters (loss weights, lr, batch size, student
+    model, teachers, ...) and the same metrics as the TensorBoard files."""
+
+    tracking_uri: Str | None = None
+    """An MLflow tracking server (``http://host:5000``), a database (``sqlite:///mlflow.db``: needs the full
+    ``mlflow`` package) or a ``file://`` store; ``None``: the file store ``<run>/mlruns``. A multi-node run needs
+    a server, or a ``file://`` path on storage every node sees."""
+    experiment: Str = "tinyllm"
+    """The MLflow experiment (created when it does not exist)."""
+    run_name: Str | None = None
+    """The MLflow run's name; ``None``: the run directory's name (a sweep's trials: Tune's trial names)."""
+    tags: dict[Str, Str] = Field(default_factory=dict)
+    """Extra tags on every MLflow run."""
+
+
+@dataclass(config=_STRICT)
+class TrackingConfig:
+    """Experiment tracking of the student's training (scalars per logged step and per evaluation). Changing
+    it never retrains: a resumed run with other tracking settings reuses its finished stages."""
+
+    tensorboard: Bool = True
+    """Write TensorBoard event files under ``<run>/tensorboard/`` (a sweep's trials: under
+    ``<run>/tune/trials/<trial id>/tensorboard/``, beside Ray Tune's own in ``<run>/tune/sweep/``)."""
+    mlflow: MlflowConfig | None = None
+    """Also record the training in MLflow (``None``: off)."""
+
+
+@dataclass(config=_STRICT)
 class RangeConfig:
     """A continuous range of one swept value, sampled by ``random`` or ``optuna`` search."""
 
@@ -358,6 +388,8 @@ class Config:
     ``model`` is one of them."""
     tune: TuneConfig | None = None
     """A Ray Tune sweep of the loss weights instead of one training run (``None``: no sweep)."""
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    """Experiment tracking: TensorBoard event files (on by default) and optionally MLflow."""
     compare: Bool = False
     """Also train the baselines with the same budget and selection on valid: label-only fine-tuning and each
     teacher alone (distilling step-by-step); the report's comparison table puts them beside the teachers' own

@@ -25,6 +25,10 @@ mid-epoch at the last one (``epochs`` is then ignored).
 Rank 0 logs ``step | loss | per-task loss | samples/s | lr``. Reports also carry the loop's throughput:
 ``train_samples_per_second`` (all workers, wall clock) and ``train_samples_per_cpu_second`` (rank 0's
 questions per CPU-second of its process, a figure that other load on the machine does not move much).
+
+Rank 0 also records the same figures per logged step, and every arm's valid accuracy at each evaluation, in
+TensorBoard event files (``<run>/tensorboard/<arm>/``) and, with ``tracking.mlflow``, in an MLflow run
+(``tinyllm_ray/tracking.py``).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer
 
-from tinyllm_ray import metrics
+from tinyllm_ray import console, metrics, tracking
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import pad_id, train_device, use_bf16
@@ -76,6 +80,7 @@ class LoopConfig:
     arms: dict[str, dict[str, float]]  # the other arms' loss weights by name (``arms.py``)
     fail: FailOnce | None = None
     tag_placement_group: bool = False
+    tracking: tracking.Tracking | None = None  # where rank 0 records its scalars (None: nowhere)
 
 
 def upload_mode(device: torch.device) -> ray.train.CheckpointUploadMode:
@@ -112,8 +117,15 @@ class TrainWorker:
                          for name, weights in arm_weights.items()]
         if state and self.rank == 0:
             epoch, skip = self.plan.micro_done(self.step)
-            log.info("resumed from checkpoint: epoch %d, step %d (skipping the %d micro-batches of epoch %d "
-                     "that step %d had consumed)", epoch, self.step, skip, epoch, self.step)
+            # A console line on the driver as well (its quiet console shows no worker output).
+            console.remote_event(f"resumed from checkpoint: epoch {epoch}, step {self.step} (skipping the {skip} "
+                                 f"micro-batches of epoch {epoch} that step {self.step} had consumed)")
+        # Progress on the driver's console board: the student's own run only (a sweep shows its trials instead).
+        self.progress = "student" if self.rank == 0 and not loop.tag_placement_group else None
+        self.progress_at = 0.0
+        self.tracker = None
+        if self.rank == 0 and loop.tracking is not None:
+            self.tracker = tracking.TrainLogger(loop.tracking, [arm.name for arm in self.arms], self.step)
         self.meter = ThroughputMeter(self.world)  # its log window opens now, when the loop is about to start
 
     def _arm(self, name: str, weights: dict[str, float], ckpt: Path | None, state: dict[str, Any] | None) -> Arm:
@@ -227,6 +239,9 @@ class TrainWorker:
     def log_step(self, step_losses: dict[str, torch.Tensor]) -> None:
         """Rank 0's log line and gauges every ``train.log_every`` steps (the student's per-task losses, then
         each baseline's loss). The only place besides ``report`` where losses are read off the device."""
+        if self.progress and time.monotonic() - self.progress_at >= 1.0:  # the step count, at most once a second
+            self.progress_at = time.monotonic()
+            console.remote_update(self.progress, done=self.step, total=self.plan.total_steps, unit="steps")
         if self.rank != 0 or self.step % self.config.train.log_every:
             return
         student = self.arms[0]
@@ -237,9 +252,19 @@ class TrainWorker:
         others = "".join(f" | {a.name} {losses[a.name]:.4f}" for a in self.arms[1:])
         log.info("step %d | loss %.4f | %s | %.1f samples/s | lr %.2e%s",
                  self.step, losses[student.name], per_task, rate, student.scheduler.get_last_lr()[0], others)
+        if self.progress:
+            console.remote_update(self.progress, extra=f"loss {losses[student.name]:.4f} | {rate:.1f} samples/s")
         metrics.train_samples_per_second().set(rate)
         for task, value in last.items():
             metrics.train_loss().set(value, tags={"task": task})
+        if self.tracker is not None:
+            for arm in self.arms:
+                tasks = last if arm is student else arm.task_losses()
+                values = {tracking.LOSS: losses[arm.name], tracking.LR: arm.scheduler.get_last_lr()[0],
+                          **{tracking.task_loss(t): v for t, v in tasks.items()}}
+                if arm is student:
+                    values[tracking.SAMPLES_PER_SECOND] = rate
+                self.tracker.scalars(arm.name, self.step, values)
 
     def report(self, epoch: int, step_losses: dict[str, torch.Tensor], throughput: dict[str, float]) -> None:
         """Score valid for every arm and report to Ray Train: with a checkpoint at checkpoint steps (where the
@@ -260,6 +285,9 @@ class TrainWorker:
             log.info("valid accuracy (%s) %.4f after %d steps%s", self.config.eval.select_on, accuracy, self.step,
                      "".join(f" | {n} {v:.4f}" for n, v in scores.items()))
             metrics.eval_accuracy().set(accuracy, tags={"split": "valid", "scorer": self.config.eval.select_on})
+        if self.tracker is not None:
+            for name, value in {student.name: accuracy, **scores}.items():
+                self.tracker.scalars(name, self.step, {tracking.VALID_ACCURACY: value})
         if not self.plan.is_checkpoint(self.step):
             ray.train.report(result)
             return
@@ -280,6 +308,18 @@ class TrainWorker:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     worker = TrainWorker(loop_config[LOOP_CONFIG])
+    failed = True
+    try:
+        train_loop(worker)
+        failed = False
+    finally:
+        if worker.tracker is not None:
+            worker.tracker.close(failed)
+        if worker.progress:
+            console.remote_update(worker.progress, done=worker.step, finished=True)
+
+
+def train_loop(worker: TrainWorker) -> None:
     tc, plan, meter = worker.config.train, worker.plan, worker.meter
     shard = ray.train.get_dataset_shard("train")
     start_epoch, skip = plan.micro_done(worker.step)
@@ -322,7 +362,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def train_student(examples: pa.Table, config: Config, run_dir: Path,
                   valid: list[Question] | None = None, callbacks: list[Any] | None = None,
                   tokenized: ray.data.Dataset | None = None, tag_placement_group: bool = False,
-                  arms: dict[str, Config] | None = None) -> dict[str, Any]:
+                  arms: dict[str, Config] | None = None, track: tracking.Tracking | None = None) -> dict[str, Any]:
     """Fit the student; returns {"checkpoint": best on valid, "latest", "steps", "seconds", "metrics",
     "best_metrics", "arms"}. ``callbacks``: Ray Train ``UserCallback``s for the run (a Tune sweep passes its
     Train->Tune reporter). ``tokenized``: ``examples`` already through ``tokenized_dataset`` (a sweep
@@ -330,7 +370,8 @@ def train_student(examples: pa.Table, config: Config, run_dir: Path,
     ``tag_placement_group``: every report carries ``PLACEMENT_GROUP`` (the workers' group id), so that a
     sweep can free the group of a trial it stopped at once. ``arms``: more students to train beside this one
     on the same batches (``arms.py``), by name; their configs may differ from ``config`` only in the loss
-    weights. ``"arms"`` of the result: for each, {"checkpoint": its best on valid, "best_metrics"}."""
+    weights. ``"arms"`` of the result: for each, {"checkpoint": its best on valid, "best_metrics"}. ``track``:
+    where rank 0 records its scalars (default: ``tracking.for_run(config, run_dir)``, from ``config.tracking``)."""
     arms = dict(arms or {})
     for name, other in arms.items():
         if dataclasses.replace(other, train=config.train) != config or name == STUDENT_ARM:
@@ -346,7 +387,8 @@ def train_student(examples: pa.Table, config: Config, run_dir: Path,
     plan = make_plan(config, examples.num_rows)
     valid = list(valid or [])[: config.eval.max_valid]
     loop = LoopConfig(config, plan, valid, {name: a.task_weights() for name, a in arms.items()},
-                      FailOnce.from_env(), tag_placement_group)
+                      FailOnce.from_env(), tag_placement_group,
+                      track if track is not None else tracking.for_run(config, run_dir))
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={LOOP_CONFIG: loop},

@@ -1,5 +1,11 @@
 """Running the sweep: its stage key, ASHA and the search algorithm, and ``run_sweep``, which runs or resumes
-Tune and exports the best trial's checkpoint as the run's student."""
+Tune and exports the best trial's checkpoint as the run's student.
+
+Tracking: Ray Tune writes TensorBoard files of every trial's reports into ``<run>/tune/sweep/<trial dir>/``
+(its ``TBXLoggerCallback``); each trial's Train run adds its per-step scalars in
+``<run>/tune/trials/<trial id>/tensorboard/student/``; with ``tracking.mlflow`` Ray's ``MLflowLoggerCallback``
+opens an MLflow run per trial (``tracking.sweep_callbacks``). A resumed sweep keeps the callbacks it was started
+with (Tune restores them): MLflow turned on at the resume is then recorded by the trials' Train workers only."""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import pyarrow as pa
 import ray
 import ray.tune
 
-from tinyllm_ray import resources, runs, stages
+from tinyllm_ray import console, resources, runs, stages, tracking
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.stages import stage_key
@@ -67,6 +73,23 @@ def sweep_key(config: Config) -> str:
     return stage_key(rationales_key(c), c.student, c.train, selection, tune)
 
 
+class SweepProgress(ray.tune.Callback):
+    """The sweep's trials on the driver's console board (``console.py``): finished / total, running, failed."""
+
+    TASK = "sweep"
+
+    def __init__(self, total: int):
+        self.total = total
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        board = console.board()  # read each time: a restored sweep's callbacks were pickled without it
+        if board is None:
+            return
+        status = [t.status for t in trials]
+        board.update(self.TASK, done=status.count("TERMINATED"), total=max(self.total, len(trials)), unit="trials",
+                     extra=f"{status.count('RUNNING')} running, {status.count('ERROR')} failed")
+
+
 def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Question]) -> dict[str, Any]:
     """Run (or resume) the sweep and export its best checkpoint on valid to ``<run>/student``.
 
@@ -112,11 +135,15 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
             tune_config=ray.tune.TuneConfig(metric=SCORE, mode="max", scheduler=make_scheduler(config, max_t),
                                             search_alg=search_alg, num_samples=config.tune.num_samples,
                                             max_concurrent_trials=max_concurrent),
-            run_config=ray.tune.RunConfig(name="sweep", storage_path=str(run_dir / "tune"), verbose=1,
+            run_config=ray.tune.RunConfig(name="sweep", storage_path=str(run_dir / "tune"),
+                                          verbose=0 if console.quiet() else 1,  # quiet: the board shows trials
                                           failure_config=ray.tune.FailureConfig(max_failures=0),
-                                          callbacks=[ReclaimStoppedTrainRuns()]),
+                                          callbacks=[ReclaimStoppedTrainRuns(), SweepProgress(trial_count(config)),
+                                                     *tracking.sweep_callbacks(config, run_dir)]),
         )
     grid = tuner.fit()
+    if console.board() is not None:
+        console.board().finish(SweepProgress.TASK)
     time.sleep(1.0)  # let the last stopped trial's actors go first
     reclaim_train_groups()  # the sweep is over: nothing of it may hold CPUs the evaluation needs
     trials = collect_trials(grid, config, run_dir, max_t)

@@ -12,6 +12,7 @@ import ray
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from tinyllm_ray import tracking
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.student.batches import target_col
@@ -42,13 +43,17 @@ def trial_dir(run_dir: Path, trial_id: str) -> Path:
 
 def run_trial(params: dict[str, Any], *, config: Config, examples: pa.Table, tokenized: ray.data.Dataset,
               valid: list[Question], run_dir: str) -> None:
-    """The Tune driver function of one trial: fit the student's ``TorchTrainer`` with the trial's point."""
+    """The Tune driver function of one trial: fit the student's ``TorchTrainer`` with the trial's point. Its
+    training scalars go to ``<trial>/tensorboard/student/`` and, with ``tracking.mlflow``, to the trial's MLflow
+    run (``tracking.for_trial``)."""
     trial_config = apply_point(config, point_of(params))
     plan = make_plan(trial_config, examples.num_rows)
-    where = trial_dir(Path(run_dir), ray.tune.get_context().get_trial_id())
+    context = ray.tune.get_context()
+    where = trial_dir(Path(run_dir), context.get_trial_id())
     # RunConfig(storage_path=<trial>/train, name="student"): a restarted trial resumes its own Train run.
     train_student(examples, trial_config, where, valid=valid, callbacks=[TuneReporter(report_steps(plan))],
-                  tokenized=tokenized, tag_placement_group=True)
+                  tokenized=tokenized, tag_placement_group=True,
+                  track=tracking.for_trial(trial_config, Path(run_dir), where, context.get_trial_name()))
 
 
 def sweep_tasks(config: Config, examples: pa.Table) -> list[str]:
