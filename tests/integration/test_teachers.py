@@ -239,7 +239,8 @@ def test_a_killed_driver_resumes_without_regenerating_stored_rows(ray_local, tin
     raw["ray"] = {"address": ray_local.get_runtime_context().gcs_address}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
     driver = subprocess.Popen([sys.executable, str(REPO / "jobs" / "distill.py"), "--config", str(tmp_path / "run.yaml")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, runner.APPEND_SECONDS_ENV: "0"})  # a part per block: kill early
     directory = tmp_path / "runs" / "killed" / "rationales" / "teacher-a"
     deadline = time.monotonic() + 300
     while driver.poll() is None and not list(directory.glob("part-*.parquet")) and time.monotonic() < deadline:

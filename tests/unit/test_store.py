@@ -215,3 +215,40 @@ def test_a_store_written_before_answers_existed_reads_with_no_prediction(tmp_pat
     assert table.column("id").to_pylist() == ["a"] and table.column("predicted").to_pylist() == [-1]
     store.finish(tmp_path, T, "s", {"k-a"}, {})
     assert store.read_table(tmp_path, T).column("predicted").to_pylist() == [-1]
+
+
+def test_finished_blocks_are_stored_together_and_whatever_is_left_when_the_stage_fails(tmp_path, monkeypatch):
+    """``runner._generate``: a part file per ``APPEND_ROWS`` rows (not one per actor call: a million questions'
+    resume scan read tens of thousands of files), and the rows finished before a failure are kept."""
+    import pyarrow as pa
+
+    from tinyllm_ray.config import TeacherConfig
+    from tinyllm_ray.teachers import runner
+
+    def block(start: int, n: int) -> pa.Table:
+        return pa.table({name: pa.array([f"{name}{i}" if t == pa.string() else 1 for i in range(start, start + n)],
+                                        t) for name, t in zip(store.SCHEMA.names, store.SCHEMA.types)})
+
+    class Stage:
+        def __init__(self, fail_after: int | None):
+            self.fail_after = fail_after
+
+        def iter_batches(self, **_):
+            for i in range(10):  # ten actor calls of 32 rows
+                if i == self.fail_after:
+                    raise RuntimeError("a replica died")
+                yield block(32 * i, 32)
+
+    monkeypatch.setattr(runner, "APPEND_ROWS", 100)
+    monkeypatch.setenv(runner.APPEND_SECONDS_ENV, "3600")
+    teacher = TeacherConfig(name="t", model="m")
+    monkeypatch.setattr(runner, "rationale_stage", lambda rows, *_: Stage(None))
+    assert runner._generate(pa.table({"key": ["x"]}), teacher, None, tmp_path) == 320
+    parts = sorted(store.teacher_dir(tmp_path, "t").glob("part-*.parquet"))
+    assert len(parts) == 3  # 128 + 128 rows (a part once >= 100 are buffered), then the last 64 at the end
+    assert store.stored(tmp_path, "t").num_rows == 320
+
+    monkeypatch.setattr(runner, "rationale_stage", lambda rows, *_: Stage(5))
+    with pytest.raises(RuntimeError, match="a replica died"):
+        runner._generate(pa.table({"key": ["x"]}), teacher, None, tmp_path / "failed")
+    assert store.stored(tmp_path / "failed", "t").num_rows == 5 * 32  # nothing finished is lost

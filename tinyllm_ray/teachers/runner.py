@@ -27,6 +27,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,6 +52,12 @@ GENERATION_FIELDS = ("model", "engine", "dtype", "temperature", "top_p", "seed",
                      "chat_template", "min_rationale_words", "shots", "shots_mode", "shot_pool",
                      "trust_remote_code")
 WAIT_LOG_SECONDS = 30.0
+# Finished blocks are stored together, a part file per this many rows or seconds: one file per actor call (32
+# rows with the HF engine's defaults) made a million-question resume scan tens of thousands of files. A crash
+# loses at most these (plus the calls in flight).
+APPEND_ROWS = 4096
+APPEND_SECONDS = 10.0
+APPEND_SECONDS_ENV = "TINYLLM_TEST_APPEND_SECONDS"  # testing hook: 0 stores every block as it arrives
 
 
 def _hash(*parts: Any) -> str:
@@ -201,21 +208,37 @@ def reserved(teacher: TeacherConfig) -> Iterator[PlacementGroup]:
 
 
 def _generate(rows: pa.Table, teacher: TeacherConfig, group: PlacementGroup, run_dir: Path) -> int:
-    """Run the stage over ``rows`` and store each finished block as it arrives; returns rows generated."""
+    """Run the stage over ``rows`` and store the finished blocks as they arrive, a part file per ``APPEND_ROWS``
+    rows or ``APPEND_SECONDS`` seconds (whichever comes first, and whatever is left when the stage ends or
+    fails); returns rows generated."""
     done = accepted = 0
     board, task = console.board(), f"teacher {teacher.name}"
     if board is not None:
         board.start(task, rows.num_rows, "rows")
     dataset = rationale_stage(rows, teacher, group)
     del rows  # its blocks are in Ray's object store now: the driver's copy can go while the stage runs
+    buffered: list[pa.Table] = []
+    flushed = time.monotonic()
+    every_s = float(os.environ.get(APPEND_SECONDS_ENV, APPEND_SECONDS))
+
+    def flush() -> None:
+        nonlocal flushed
+        if buffered:
+            store.append(run_dir, teacher.name, pa.concat_tables(buffered))
+            buffered.clear()
+        flushed = time.monotonic()
+
     try:
         for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            store.append(run_dir, teacher.name, block)
+            buffered.append(block)
             done += block.num_rows
             accepted += block.num_rows - (pc.sum(pc.not_equal(block.column("reject_reason"), "")).as_py() or 0)
+            if sum(b.num_rows for b in buffered) >= APPEND_ROWS or time.monotonic() - flushed >= every_s:
+                flush()
             if board is not None:
                 board.update(task, done=done, extra=f"{accepted:,} accepted")
     finally:
+        flush()  # a failing stage keeps what it finished
         if board is not None:
             board.finish(task)
     return done
