@@ -180,12 +180,13 @@ def data_inspect(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "distill":
+    if args.command in ("distill", "predict", "eval"):
         from tinyllm_ray import console
 
-        console.setup(args.log_level)
+        # distill: stage lines and progress; predict/eval: the answers (or scores) on stdout, warnings on stderr
+        console.setup(args.log_level if args.command == "distill" else "quiet")
         try:
-            return distill(args)
+            return distill(args) if args.command == "distill" else use_student(args)
         finally:
             console.teardown()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -193,8 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         return data_inspect(args)
     if args.command == "config":
         return show_config(args)
-    if args.command in ("predict", "eval"):
-        return use_student(args)
     from tinyllm_ray.stages import NotOursError
     from tinyllm_ray.tiny import build_tiny_models
 

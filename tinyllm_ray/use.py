@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tinyllm_ray import console
 from tinyllm_ray.config import Config, ConfigError, from_dict, load_config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.inputs import DIRECTORY, FILE, clip, require_problem
@@ -127,6 +128,7 @@ def evaluate(args: Any) -> int:
         raise ConfigError(f"--split: dataset {config.data.dataset!r} has no {', '.join(missing)} questions here "
                           f"(it has: {', '.join(s for s, qs in data.splits.items() if qs)})")
     pipeline.connect_ray(config)
+    console.quiet_libraries()
     accuracy, _ = score({s: data.splits[s] for s in wanted}, str(model_dir), config)
     out = {"model": str(model_dir), "dataset": config.data.dataset,
            "questions": {s: len(data.splits[s]) for s in wanted},

@@ -212,7 +212,9 @@ def _generate(rows: pa.Table, teacher: TeacherConfig, group: PlacementGroup, run
     rows or ``APPEND_SECONDS`` seconds (whichever comes first, and whatever is left when the stage ends or
     fails); returns rows generated."""
     done = accepted = 0
-    board, task = console.board(), f"teacher {teacher.name}"
+    answering = set(pc.unique(rows.column("role")).to_pylist()) <= {"valid", "test"}  # only its own answers
+    board, task = console.board(), f"teacher {teacher.name}" + (" answering" if answering else "")
+    kept = "answers parsed" if answering else "accepted"
     if board is not None:
         board.start(task, rows.num_rows, "rows")
     dataset = rationale_stage(rows, teacher, group)
@@ -236,7 +238,7 @@ def _generate(rows: pa.Table, teacher: TeacherConfig, group: PlacementGroup, run
             if sum(b.num_rows for b in buffered) >= APPEND_ROWS or time.monotonic() - flushed >= every_s:
                 flush()
             if board is not None:
-                board.update(task, done=done, extra=f"{accepted:,} accepted")
+                board.update(task, done=done, extra=f"{accepted:,} {kept}")
     finally:
         flush()  # a failing stage keeps what it finished
         if board is not None:
