@@ -60,8 +60,9 @@ GOOD_ROWS = [{"id": f"g{i}", "question": f"What is {i} + 1?", "choices": [str(i)
              for i in range(8)]
 
 
-class ReachedRay(Exception):
-    """The input passed every check before Ray."""
+class ReachedRay(BaseException):
+    """The input passed every check before Ray (a BaseException: the pipeline turns any Exception raised while
+    starting Ray into one StageError line, and this one must reach the test)."""
 
 
 # A blocked open() waits for ever; real work never comes near this, even a generated ``data.n_train=44444``
