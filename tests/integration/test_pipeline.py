@@ -172,7 +172,7 @@ def test_same_config_again_reuses_finished_stages(first_run):
 def test_the_plan_of_a_finished_run_reuses_every_stage_and_changes_nothing(first_run):
     from tinyllm_ray import plan
 
-    config, report, run_dir = first_run
+    config, _, run_dir = first_run
     before = {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*")}
     planned = plan.make_plan(config)
     assert planned["resume"] is True

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
+from tinyllm_ray import stages
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data import synthetic
-from tinyllm_ray import stages
 from tinyllm_ray.teachers import engines, runner, store
 
 pytestmark = pytest.mark.ray

@@ -108,6 +108,9 @@ def test_a_measured_throughput_replaces_the_estimate(poisoned_models, tmp_path):
     assert s["gpu_hours"] == pytest.approx(s["trained_tokens"] / 1000.0 / 3600)
 
 
+IN_TURN = "in turn: starts when a teacher before it ends"
+
+
 def _teacher(name: str, gpus: float, replicas: int) -> TeacherConfig:
     return TeacherConfig(name=name, model="m", num_gpus=gpus, replicas=replicas)
 
@@ -115,8 +118,7 @@ def _teacher(name: str, gpus: float, replicas: int) -> TeacherConfig:
 @pytest.mark.parametrize(("nodes", "expected"), [
     ([NodeType("big", {"CPU": 64, "GPU": 8})], ["side by side: 2 on big", "side by side: 2 on big"]),
     ([NodeType("gpu", {"CPU": 16, "GPU": 4}, max_count=2)], ["side by side: 2 on gpu", "side by side: 2 on gpu"]),
-    ([NodeType("small", {"CPU": 16, "GPU": 4})], ["side by side: 2 on small", "in turn: starts when a teacher "
-                                                                              "before it ends"]),
+    ([NodeType("small", {"CPU": 16, "GPU": 4})], ["side by side: 2 on small", IN_TURN]),
     ([NodeType("tiny", {"CPU": 16, "GPU": 1})], ["does not fit on this cluster", "does not fit on this cluster"]),
 ])
 def test_teachers_are_placed_side_by_side_while_they_fit(nodes, expected):
