@@ -195,6 +195,10 @@ def run_teachers(p: Prepared) -> list[dict[str, Any]]:
     configured teacher also answers valid and test itself unless ``evaluate: false``."""
     from tinyllm_ray.teachers import runner
 
+    if p.config.teachers:  # what each teacher will read, for the user to check (docs/teachers.md)
+        (p.run_dir / "prompts").mkdir(exist_ok=True)
+        for t in p.config.teachers:
+            (p.run_dir / "prompts" / f"{t.name}.txt").write_text(runner.example_prompt(t, p.splits["train"]) + "\n")
     infos = import_precomputed(p)
     for teacher, result in runner.run_all(p.config.teachers, p.splits["train"], p.run_dir, held_out(p)):
         if isinstance(result, BaseException):

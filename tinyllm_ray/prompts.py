@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Sequence
@@ -32,6 +33,31 @@ ANSWER_INSTRUCTION = "The following are multiple-choice questions. Explain step 
 ANSWER_LEAD = "The answer is"
 # Changes whenever the answering prompt or its parsing changes: teachers' stored answers are then redone.
 ANSWER_TEMPLATE_VERSION = "answer-cot/1"
+
+ANSWER_LABEL = "Answer:"
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherText:
+    """The teacher prompts' own words, by default the constants above; a teacher's ``prompt`` config section
+    replaces any of them (``of``). Changing one changes the teacher's settings key: its rows are redone."""
+
+    instruction: str = TEACHER_INSTRUCTION
+    explain_request: str = EXPLAIN_REQUEST  # with ``{answer}``: the gold option, e.g. ``(b) 12``
+    rationale_lead: str = RATIONALE_LEAD
+    answer_label: str = ANSWER_LABEL
+    answer_instruction: str = ANSWER_INSTRUCTION
+
+    @classmethod
+    def of(cls, section: object | None) -> TeacherText:
+        """The text of a teacher's ``prompt`` section (``None`` fields keep the defaults)."""
+        if section is None:
+            return DEFAULT_TEXT
+        return cls(**{f.name: value for f in dataclasses.fields(cls)
+                      if (value := getattr(section, f.name, None)) is not None})
+
+
+DEFAULT_TEXT = TeacherText()
 
 ANSWER_TASK = "answer"
 ANSWER_PREFIX = "predict: "
@@ -56,21 +82,22 @@ def question_block(q: Question) -> str:
     return "\n".join(lines)
 
 
-def teacher_prompt(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = ()) -> str:
-    """The teacher-forcing chain-of-thought prompt for ``q``.
+def teacher_prompt(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = (),
+                   text: TeacherText = DEFAULT_TEXT) -> str:
+    """The teacher-forcing chain-of-thought prompt for ``q`` (in the words of ``text``).
 
     ``shots`` are solved examples (question, options, answer); where ``shot_rationales`` gives a
     rationale for a shot it is shown after the shot's answer, as a worked explanation.
     """
-    parts = [TEACHER_INSTRUCTION]
+    parts = [text.instruction]
     for i, shot in enumerate(shots):
-        block = f"{question_block(shot)}\nAnswer: {format_answer(shot)}"
+        block = f"{question_block(shot)}\n{text.answer_label} {format_answer(shot)}"
         if i < len(shot_rationales) and shot_rationales[i]:
-            block += f"\n{RATIONALE_LEAD} {shot_rationales[i]}"
+            block += f"\n{text.rationale_lead} {shot_rationales[i]}"
         parts.append(block)
     parts.append(
-        f"{question_block(q)}\nAnswer: {format_answer(q)}\n"
-        f"{EXPLAIN_REQUEST.format(answer=format_answer(q))}\n{RATIONALE_LEAD}"
+        f"{question_block(q)}\n{text.answer_label} {format_answer(q)}\n"
+        f"{text.explain_request.format(answer=format_answer(q))}\n{text.rationale_lead}"
     )
     return "\n\n".join(parts)
 
@@ -80,26 +107,28 @@ def conclusion(q: Question) -> str:
     return f"{ANSWER_LEAD} {format_answer(q)}."
 
 
-def answer_prompt(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = ()) -> str:
+def answer_prompt(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = (),
+                  text: TeacherText = DEFAULT_TEXT) -> str:
     """The prompt with which a teacher answers ``q`` itself (teacher evaluation): no gold answer for ``q``.
 
     Each shot shows its explanation where ``shot_rationales`` gives one, then its conclusion (unless the
     explanation already ends by naming the shot's answer); the prompt ends
     with ``q``'s options and ``Explanation:``, so the teacher reasons first and concludes last.
     """
-    parts = [ANSWER_INSTRUCTION]
+    parts = [text.answer_instruction]
     for i, shot in enumerate(shots):
         why = shot_rationales[i].strip() if i < len(shot_rationales) and shot_rationales[i] else ""
         if parse_answer(why, shot.choices)[1] != shot.answer_index:  # unless it already concludes for it
             why = f"{why} {conclusion(shot)}".strip()
-        parts.append(f"{question_block(shot)}\n{RATIONALE_LEAD} {why}")
-    parts.append(f"{question_block(q)}\n{RATIONALE_LEAD}")
+        parts.append(f"{question_block(shot)}\n{text.rationale_lead} {why}")
+    parts.append(f"{question_block(q)}\n{text.rationale_lead}")
     return "\n\n".join(parts)
 
 
-def answer_variants(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = ()) -> list[str]:
+def answer_variants(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = (),
+                    text: TeacherText = DEFAULT_TEXT) -> list[str]:
     """``answer_prompt`` with all ``shots``, then one fewer, ... down to none (as ``prompt_variants``)."""
-    return [answer_prompt(q, shots[:n], shot_rationales[:n]) for n in range(len(shots), -1, -1)]
+    return [answer_prompt(q, shots[:n], shot_rationales[:n], text) for n in range(len(shots), -1, -1)]
 
 
 def pick_shots(q: Question, pool: Sequence[Question], k: int, seed: int) -> list[Question]:
@@ -124,10 +153,11 @@ def answer_target(q: Question) -> str:
     return q.answer
 
 
-def prompt_variants(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = ()) -> list[str]:
+def prompt_variants(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = (),
+                    text: TeacherText = DEFAULT_TEXT) -> list[str]:
     """The prompt with all ``shots``, then with one fewer, ... down to none: a prompt too long for the
     teacher's context drops examples (the last, least relevant, first) before it is rejected."""
-    return [teacher_prompt(q, shots[:n], shot_rationales[:n]) for n in range(len(shots), -1, -1)]
+    return [teacher_prompt(q, shots[:n], shot_rationales[:n], text) for n in range(len(shots), -1, -1)]
 
 
 # The teacher may go on to invent the next question, or repeat the prompt's lead-in.
@@ -147,7 +177,8 @@ _ANSWER = re.compile(r"answer\s+(?:is|would be|should be|must be)\s*:?\s*", re.I
 
 
 def clean_rationale(
-    text: str, question: Question | None = None, prompt: str | None = None, min_words: int = 1
+    text: str, question: Question | None = None, prompt: str | None = None, min_words: int = 1,
+    lead: str = RATIONALE_LEAD,
 ) -> tuple[str, str | None]:
     """(rationale, reject reason or None) from a teacher's raw continuation.
 
@@ -158,8 +189,8 @@ def clean_rationale(
     text = text.strip()
     if prompt and text.startswith(prompt.strip()):  # some models repeat their input before answering
         text = text[len(prompt.strip()) :].strip()
-    if text.startswith(RATIONALE_LEAD):
-        text = text[len(RATIONALE_LEAD) :].strip()
+    if text.startswith(lead):
+        text = text[len(lead) :].strip()
     cut = _NEXT_QUESTION.search(text)
     if cut:
         text = text[: cut.start()].strip()

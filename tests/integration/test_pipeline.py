@@ -130,6 +130,10 @@ def test_run_dir_holds_rationales_student_and_predictions(first_run):
     assert all(0 <= p < 5 for p in predictions.column("rank_predicted").to_pylist())  # always names an option
     md = (run_dir / "report.md").read_text()
     assert "| teacher-a |" in md and "valid accuracy" in md
+    from tinyllm_ray import prompts
+
+    shown = (run_dir / "prompts" / "teacher-a.txt").read_text()  # what the teacher read for question 1
+    assert shown.startswith(prompts.TEACHER_INSTRUCTION) and shown.rstrip().endswith(prompts.RATIONALE_LEAD)
     from huggingface_hub import ModelCard
 
     results = ModelCard.load(run_dir / "student" / "README.md").data.eval_results

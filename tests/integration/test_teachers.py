@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
-from tinyllm_ray import stages
-from tinyllm_ray.config import TeacherConfig
+from tinyllm_ray import prompts, stages
+from tinyllm_ray.config import TeacherConfig, TeacherPromptConfig
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.teachers import engines, runner, store
 
@@ -71,6 +71,18 @@ def test_changed_settings_regenerate_only_that_teacher(ray_local, tiny_models, t
     assert again[0]["key"] == first[0]["key"] and again[1]["key"] != first[1]["key"]
     rows = _rows(tmp_path, "teacher-b")
     assert len(rows) == 24 and max(r["new_tokens"] for r in rows) <= 6  # stale rows compacted away
+
+    # A prompt in other words (teachers.N.prompt) is a changed setting too, and the words reach the engine.
+    before = {r["id"]: (r["shots_used"], r["prompt_tokens"]) for r in _rows(tmp_path, "teacher-a")}
+    a2 = dataclasses.replace(a, prompt=TeacherPromptConfig(
+        instruction=prompts.TEACHER_INSTRUCTION + " Read every option with care first."))
+    third = _ok(runner.run_all([a2, b2], train, tmp_path))
+    assert [r["generated_now"] for r in third] == [24, 0]
+    after = {r["id"]: (r["shots_used"], r["prompt_tokens"]) for r in _rows(tmp_path, "teacher-a")}
+    assert after.keys() == before.keys()
+    # the default's words and more: more tokens in every prompt that kept as many examples (some drop one to fit)
+    same_shots = [i for i in before if after[i][0] == before[i][0]]
+    assert len(same_shots) >= 12 and all(after[i][1] > before[i][1] for i in same_shots)
 
 
 def test_turning_evaluation_on_generates_only_the_teachers_own_answers(ray_local, tiny_models, tmp_path):

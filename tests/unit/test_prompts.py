@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tinyllm_ray import prompts
@@ -400,3 +402,40 @@ def test_parse_answer_returns_the_explanation_without_the_lead_or_a_following_qu
     explanation, index = prompts.parse_answer("Explanation: 2 + 2 = 4. The answer is 4.\nQ: what is 3 + 3?",
                                               ("4", "5"))
     assert (explanation, index) == ("2 + 2 = 4. The answer is 4.", 0)
+
+
+def test_a_teachers_own_words_replace_the_defaults_and_change_only_its_key():
+    from tinyllm_ray.config import TeacherConfig, TeacherPromptConfig
+    from tinyllm_ray.teachers import runner
+
+    q, shot = make_question(1), make_question(2)
+    words = TeacherPromptConfig(instruction="Clinical questions with their answers.", rationale_lead="Reasoning:",
+                                explain_request="Justify {answer} as a clinician would.", answer_label="Correct:")
+    text = prompts.TeacherText.of(words)
+    assert text.answer_instruction == prompts.ANSWER_INSTRUCTION  # a key left out keeps the default
+    prompt = prompts.teacher_prompt(q, [shot], ["the reason"], text)
+    assert prompt.startswith("Clinical questions with their answers.")
+    assert f"Correct: {prompts.format_answer(shot)}\nReasoning: the reason" in prompt
+    assert prompt.endswith(f"Justify {prompts.format_answer(q)} as a clinician would.\nReasoning:")
+    assert prompts.TEACHER_INSTRUCTION not in prompt and "Explanation:" not in prompt
+    assert prompts.clean_rationale("Reasoning: it adds up", lead="Reasoning:") == ("it adds up", None)
+
+    teacher = TeacherConfig(name="t", model="m")
+    same_words = TeacherPromptConfig(instruction=prompts.TEACHER_INSTRUCTION)
+    assert runner.settings_key(teacher) == runner.settings_key(
+        dataclasses.replace(teacher, prompt=same_words))  # the default text, written out: the same rows
+    assert runner.settings_key(teacher) != runner.settings_key(dataclasses.replace(teacher, prompt=words))
+
+
+@pytest.mark.parametrize(("request_text", "ok"), [("Why is {answer} right?", True), ("Why is it right?", False),
+                                                  ("Why is {answer} right for {name}?", False), ("{", False)])
+def test_the_explanation_request_must_name_the_answer(request_text, ok):
+    from tinyllm_ray.config import ConfigError, from_dict, validate
+
+    config = from_dict({"student": {"model": "s"}, "teachers": [
+        {"name": "t", "model": "m", "prompt": {"explain_request": request_text}}]})
+    if ok:
+        validate(config, check_paths=False)
+        return
+    with pytest.raises(ConfigError, match=r"teachers\.0\.prompt\.explain_request: must name the gold answer"):
+        validate(config, check_paths=False)

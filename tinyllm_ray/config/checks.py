@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm_ray.config.schema import Config, ConfigError, TeacherConfig
+from tinyllm_ray.inputs import clip
 
 
 def is_local_model(model: str) -> bool:
@@ -85,6 +86,21 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
         if names.count(name) > 1 and names.index(name) == i:
             errors.append(f"teachers.{i}.name: {name!r} is used by more than one teacher")
     errors += _teacher_engine_errors(config.teachers, check_paths)
+    for i, t in enumerate(config.teachers):
+        request = t.prompt.explain_request if t.prompt else None
+        if request is not None:
+            try:
+                request.format(answer="(a) x")
+                ok = "{answer}" in request
+            except (KeyError, IndexError, ValueError):
+                ok = False
+            if not ok:
+                errors.append(f"teachers.{i}.prompt.explain_request: must name the gold answer as {{answer}} and "
+                              f"have no other {{...}} field, got {clip(request)}")
+        for field in ("instruction", "rationale_lead", "answer_label", "answer_instruction"):
+            value = getattr(t.prompt, field, None) if t.prompt else None
+            if value is not None and not value.strip():
+                errors.append(f"teachers.{i}.prompt.{field}: empty; leave the key out to keep the default text")
     imported = [n for n in config.teacher_names() if n not in names]
     for i, name in enumerate(names):
         if name in imported:

@@ -85,6 +85,27 @@ class DataConfig:
 
 
 @dataclass(config=_STRICT)
+class TeacherPromptConfig:
+    """A teacher's prompt in other words (each key left out keeps the default text of ``prompts.py``). Any
+    change is part of the teacher's generation settings: its rationales and answers are generated again."""
+
+    instruction: Str | None = None
+    """First line of the rationale prompt; default "The following are multiple-choice questions with their
+    correct answers."."""
+    explain_request: Str | None = None
+    """The request after the gold answer, with ``{answer}`` where the answer goes (e.g. ``(b) 12``); default
+    "Explain step by step why {answer} is the correct answer."."""
+    rationale_lead: Str | None = None
+    """The line the teacher continues (and that leads each example's rationale); default "Explanation:"."""
+    answer_label: Str | None = None
+    """The label before each example's and the question's gold answer; default "Answer:"."""
+    answer_instruction: Str | None = None
+    """First line of the prompt with which the teacher answers valid and test questions itself (it must still
+    conclude with "The answer is ..." to be scored); default "The following are multiple-choice questions.
+    Explain step by step, then give the answer."."""
+
+
+@dataclass(config=_STRICT)
 class TeacherConfig:
     """One teacher LLM: where it lives, how it runs, how it samples."""
 
@@ -150,6 +171,9 @@ class TeacherConfig:
     """``vllm``: skip graph capture/compilation (faster start, slower decoding); default: on CPU only."""
     trust_remote_code: Bool = False
     """Allow the model repo's own Python code (off unless you trust the model)."""
+    prompt: TeacherPromptConfig | None = None
+    """The prompt's own words (instruction, explanation request, leads), for domains that need others; see
+    ``TeacherPromptConfig``. ``<run>/prompts/<teacher>.txt`` shows one resolved prompt."""
     evaluate: Bool = True
     """Also let the teacher answer the valid and test questions by itself (few-shot chain of thought without
     the gold answer, same examples mode), so the report shows its own accuracy beside the student's."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -65,7 +66,19 @@ def _hash(*parts: Any) -> str:
 
 
 def settings_key(teacher: TeacherConfig) -> str:
-    return _hash(prompts.TEACHER_TEMPLATE_VERSION, {f: getattr(teacher, f) for f in GENERATION_FIELDS})
+    settings: dict[str, Any] = {f: getattr(teacher, f) for f in GENERATION_FIELDS}
+    text = prompts.TeacherText.of(teacher.prompt)
+    if text != prompts.DEFAULT_TEXT:  # only then, so the keys of stores written with the default text stay
+        settings["prompt"] = dataclasses.asdict(text)
+    return _hash(prompts.TEACHER_TEMPLATE_VERSION, settings)
+
+
+def example_prompt(teacher: TeacherConfig, train: Sequence[Question]) -> str:
+    """The prompt the teacher gets for the first training question, as it will see it (examples included;
+    with ``generated`` examples, which exist only once the teacher wrote them, the zero-shot prompt)."""
+    if teacher.shots_mode == "generated" and teacher.shots:
+        return prompts.teacher_prompt(train[0], [], text=prompts.TeacherText.of(teacher.prompt))
+    return _train_variants_of(teacher, train)(train[:1])[train[0].id][0]
 
 
 def rationales_key(config: Config) -> str:
@@ -139,19 +152,19 @@ def train_variants(teacher: TeacherConfig, train: Sequence[Question],
 def _train_variants_of(teacher: TeacherConfig, train: Sequence[Question],
                        explained: dict[str, tuple[Question, str]] | None = None) -> VariantsOf:
     """``train_variants`` of any part of ``train`` (the same prompts the whole would give those questions)."""
-    k = teacher.shots
+    k, text = teacher.shots, prompts.TeacherText.of(teacher.prompt)
     if teacher.shots_mode == "generated":
         def generated(part: Sequence[Question]) -> dict[str, list[str]]:
             picked = shots.generated_shots(part, explained or {}, k, teacher.seed)
-            return {q.id: prompts.prompt_variants(q, *picked[q.id]) for q in part}
+            return {q.id: prompts.prompt_variants(q, *picked[q.id], text=text) for q in part}
         return generated
     if teacher.shots_mode == "similar":
         similar = shots.similar_shots(train, train, k)  # once: it ranks the whole pool
-        return lambda part: {q.id: prompts.prompt_variants(q, similar[q.id]) for q in part}
+        return lambda part: {q.id: prompts.prompt_variants(q, similar[q.id], text=text) for q in part}
 
     def drawn(part: Sequence[Question]) -> dict[str, list[str]]:
         chosen = shots.random_shots(part, train, k, teacher.seed)
-        return {q.id: prompts.prompt_variants(q, chosen[q.id]) for q in part}
+        return {q.id: prompts.prompt_variants(q, chosen[q.id], text=text) for q in part}
     return drawn
 
 
@@ -167,18 +180,18 @@ def _answer_variants_of(teacher: TeacherConfig, questions: Sequence[Question], t
                         rationales: dict[str, str], explained: dict[str, tuple[Question, str]] | None = None
                         ) -> VariantsOf:
     """``answer_variants`` of any part of ``questions``."""
-    k = teacher.shots
+    k, text = teacher.shots, prompts.TeacherText.of(teacher.prompt)
     if teacher.shots_mode == "generated":
         def generated(part: Sequence[Question]) -> dict[str, list[str]]:
             picked = shots.generated_shots(part, explained or {}, k, teacher.seed)
-            return {q.id: prompts.answer_variants(q, *picked[q.id]) for q in part}
+            return {q.id: prompts.answer_variants(q, *picked[q.id], text=text) for q in part}
         return generated
     similar = shots.similar_shots(questions, train, k) if teacher.shots_mode == "similar" else None
 
     def shown(part: Sequence[Question]) -> dict[str, list[str]]:
         chosen = similar if similar is not None else shots.random_shots(part, train, k, teacher.seed)
-        return {q.id: prompts.answer_variants(q, chosen[q.id], [rationales.get(s.id, "") for s in chosen[q.id]])
-                for q in part}
+        return {q.id: prompts.answer_variants(q, chosen[q.id], [rationales.get(s.id, "") for s in chosen[q.id]],
+                                              text) for q in part}
     return shown
 
 
@@ -297,7 +310,9 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
         keys: set[str] = set()
         if teacher.shots_mode == "generated" and teacher.shots:
             pool = shots.pool_questions(train, teacher.shot_pool, teacher.seed)
-            pool_rows = prompt_rows({q.id: [prompts.teacher_prompt(q, [])] for q in pool}, pool, "shot", settings)
+            zero_shot = prompts.TeacherText.of(teacher.prompt)
+            pool_rows = prompt_rows({q.id: [prompts.teacher_prompt(q, [], text=zero_shot)] for q in pool}, pool,
+                                    "shot", settings)
             pool_keys = run([pool_rows], f"zero-shot rationales of {len(pool)} example questions")
             table = store.stored(run_dir, teacher.name)  # one read for both
             done = pc.unique(table.column("key"))

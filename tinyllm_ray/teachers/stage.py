@@ -92,6 +92,11 @@ class TeacherWorker:
         self.node = context.get_node_id()
         self.gpus = ",".join(str(g) for g in ray.get_gpu_ids())
 
+    @property
+    def lead(self) -> str:
+        """The line the teacher continues (its ``prompt.rationale_lead``), stripped if it echoes it."""
+        return prompts.TeacherText.of(self.teacher.prompt).rationale_lead
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         start = time.perf_counter()
         n = len(batch["id"])
@@ -117,7 +122,8 @@ class TeacherWorker:
                     reason = None if predicted is not None else "no_answer"
                 else:
                     prompt = str(variants[i][chosen[i]])
-                    text, reason = prompts.clean_rationale(g.text, question, prompt, self.teacher.min_rationale_words)
+                    text, reason = prompts.clean_rationale(g.text, question, prompt, self.teacher.min_rationale_words,
+                                                           self.lead)
                 raw, p_tokens, n_tokens = g.text, g.prompt_tokens, g.new_tokens
                 used = len(variants[i]) - 1 - chosen[i]
             if answering:
