@@ -171,7 +171,8 @@ def _prompt_chars(t: TeacherConfig, train: list[Question], answers: dict[str, li
     if not any(pending.values()):
         return 0
     shown = round(new_per_row * estimate.CHARS_PER_TOKEN)
-    fixed = len(prompts.TEACHER_INSTRUCTION) + len(prompts.EXPLAIN_REQUEST) + 40
+    text = prompts.TeacherText.of(t.prompt)
+    fixed = len(text.instruction) + len(text.explain_request) + len(text.rationale_lead) + 30
     total = 0
     for role, n in pending.items():
         questions = train if role in ("train", "examples") else answers[role]
