@@ -24,6 +24,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from tinyllm_ray import estimate, pipeline, prompts, runs, stages
 from tinyllm_ray.config import Config, ConfigError, TeacherConfig, validate, with_absolute_paths
 from tinyllm_ray.data.schema import Question
@@ -36,8 +38,6 @@ from tinyllm_ray.resources import (
     resolve_replicas,
 )
 from tinyllm_ray.student.schedule import make_plan as schedule
-
-log = logging.getLogger("tinyllm_ray")
 
 
 def make_plan(config: Config, throughput: dict[str, float] | None = None) -> dict[str, Any]:
@@ -136,7 +136,7 @@ def _teacher(t: TeacherConfig, train: list[Question], held_out: dict[str, list[Q
     rows = {"train": len(train), **{s: len(qs) for s, qs in answers.items()}}
     if t.shots_mode == "generated" and t.shots:
         rows["examples"] = min(t.shot_pool, len(train))
-    stored = store.stored(run_dir, t.name) if run_dir else None
+    stored = store.stored(run_dir, t.name, ["key", "new_tokens"]) if run_dir else None  # not the texts
     complete = bool(run_dir and store.finished(run_dir, t.name, runner.stage_key(t, train, answers)))
     new_per_row, new_from = float(t.max_new_tokens), "max_new_tokens (an upper bound)"
     if stored is not None and stored.num_rows:
@@ -146,7 +146,7 @@ def _teacher(t: TeacherConfig, train: list[Question], held_out: dict[str, list[Q
     if not complete and stored is not None and stored.num_rows and not (t.shots_mode == "generated" and t.shots):
         # The training pass's prompts do not depend on generated text here: count its stored rows exactly.
         keys = runner.prompt_rows(runner.train_variants(t, train), train, "train", runner.settings_key(t))
-        pending["train"] = len(runner._pending(keys, set(stored.column("key").to_pylist())))
+        pending["train"] = len(runner._pending(keys, pc.unique(stored.column("key"))))
     prompt_chars = _prompt_chars(t, train, answers, pending, new_per_row)
     new_tokens = round(sum(pending.values()) * new_per_row)
     params, size_from = estimate.model_params(t.model, t.trust_remote_code)

@@ -233,22 +233,24 @@ def _generate(rows: pa.Table, teacher: TeacherConfig, group: PlacementGroup, run
     dataset = rationale_stage(rows, teacher, group)
     del rows  # its blocks are in Ray's object store now: the driver's copy can go while the stage runs
     buffered: list[pa.Table] = []
+    buffered_rows = 0
     flushed = time.monotonic()
     every_s = float(os.environ.get(APPEND_SECONDS_ENV, APPEND_SECONDS))
 
     def flush() -> None:
-        nonlocal flushed
+        nonlocal flushed, buffered_rows
         if buffered:
             store.append(run_dir, teacher.name, pa.concat_tables(buffered))
             buffered.clear()
-        flushed = time.monotonic()
+        flushed, buffered_rows = time.monotonic(), 0
 
     try:
         for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             buffered.append(block)
+            buffered_rows += block.num_rows
             done += block.num_rows
             accepted += block.num_rows - (pc.sum(pc.not_equal(block.column("reject_reason"), "")).as_py() or 0)
-            if sum(b.num_rows for b in buffered) >= APPEND_ROWS or time.monotonic() - flushed >= every_s:
+            if buffered_rows >= APPEND_ROWS or time.monotonic() - flushed >= every_s:
                 flush()
             if board is not None:
                 board.update(task, done=done, extra=f"{accepted:,} {kept}")
