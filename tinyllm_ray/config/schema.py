@@ -65,6 +65,16 @@ class DataConfig:
     run logs the commit it got, with the ``--set data.revision=...`` that pins it."""
     columns: dict[Str, Str] = Field(default_factory=dict)
     """``jsonl`` only: source column of ``question``, ``choices``, ``answer`` (text, letter or index), ``id``, ``context``."""
+    task: Literal["choice", "open"] | None = None
+    """``choice`` (multiple choice, the paper's datasets) or ``open`` (no options; the answer is a short text or a
+    number: GSM8K, SVAMP, your own question/answer pairs). Default: ``open`` when the training questions have no
+    choices (the ``gsm8k``/``svamp`` readers, a ``jsonl`` mapping without ``choices``), else ``choice``. Rows of the
+    other kind are rejected with their reason."""
+    scorer: Literal["exact", "numeric"] | None = None
+    """Open tasks: how an answer is compared with the gold one: ``exact`` (normalised exact match: case,
+    whitespace, punctuation and articles ignored) or ``numeric`` (the final number of the answer, thousands
+    separators and trailing units tolerated). Default: ``numeric`` when every gold training answer is a number,
+    else ``exact``. Multiple-choice tasks always match options."""
     rationales: Literal["teachers", "precomputed"] = "teachers"
     """``precomputed``: import the authors' rationales (``official`` format) as teachers ``flan-t5-xl`` and
     ``llama-2-chat`` (``synthetic``: the generator's reference rationales as teacher ``reference``) instead

@@ -2,8 +2,9 @@
 
 A ``Question`` is a multiple-choice item: the question text, an optional context (an abstract, a
 passage), 2 to 26 distinct choices, and the gold answer as the *text* of the right choice (the
-layout the TinyLLM authors use). ``reference_rationale`` is an optional human/generator rationale
-kept for benchmarks; teachers never see it.
+layout the TinyLLM authors use). An *open-answer* question (``data.task: open``: GSM8K, SVAMP, short-answer
+QA) has no choices at all and its gold answer is a short text or a number. ``reference_rationale`` is an
+optional human/generator rationale kept for benchmarks; teachers never see it.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 LETTERS = string.ascii_lowercase
-
+TASKS = ("choice", "open")
+"""``choice``: multiple choice (the paper's six datasets); ``open``: no options, a short text or number answer."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Question:
-    """One multiple-choice question."""
+    """One question: multiple choice, or open (no ``choices``)."""
 
     id: str
     question: str
@@ -31,6 +33,10 @@ class Question:
     answer: str
     context: str = ""
     reference_rationale: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return not self.choices
 
     @property
     def answer_index(self) -> int:
@@ -58,7 +64,8 @@ class Question:
 
 
 def problems(q: Question) -> list[str]:
-    """Why ``q`` is not a usable question (empty list when it is)."""
+    """Why ``q`` is not a usable question (empty list when it is). A question without choices is an open one
+    (its answer must be some text); whether the dataset's task wants it is ``task_problem``'s to say."""
     found = []
     for name, text in (("id", q.id), ("question", q.question), ("context", q.context), ("answer", q.answer),
                        *(("a choice", c) for c in q.choices)):
@@ -71,6 +78,10 @@ def problems(q: Question) -> list[str]:
         found.append("empty id")
     if not q.question.strip():
         found.append("empty question")
+    if q.is_open:
+        if not q.answer.strip():
+            found.append("empty answer")
+        return found
     if len(q.choices) < 2:
         found.append(f"{len(q.choices)} choice(s); at least 2 needed")
     if len(q.choices) > len(LETTERS):
@@ -85,6 +96,15 @@ def problems(q: Question) -> list[str]:
     elif q.choices.count(q.answer) > 1:
         found.append(f"the answer appears {q.choices.count(q.answer)} times among the choices")
     return found
+
+
+def task_problem(q: Question, task: str) -> str:
+    """Why ``q`` does not belong to a dataset of ``task`` (``""`` when it does)."""
+    if task == "choice" and q.is_open:
+        return "0 choice(s); at least 2 needed (data.task is choice)"
+    if task == "open" and not q.is_open:
+        return f"{len(q.choices)} choices but data.task is open"
+    return ""
 
 
 def arrow_schema() -> pa.Schema:
