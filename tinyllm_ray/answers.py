@@ -89,6 +89,12 @@ def correct(said: str, gold: str, scorer: str) -> bool:
     raise ValueError(f"unknown open-answer scorer {scorer!r} (known: {EXACT}, {NUMERIC})")
 
 
+def agrees(said: str, gold: str) -> bool:
+    """Whether ``said`` states ``gold`` by either scorer (the prompts' check that a worked example already
+    concludes with its answer)."""
+    return correct(said, gold, EXACT) or (is_number(gold) and correct(said, gold, NUMERIC))
+
+
 def infer_scorer(golds: Iterable[str]) -> str:
     """``numeric`` when every gold answer is a number (and there is one), else ``exact``."""
     seen = False

@@ -5,7 +5,7 @@
     tinyllm config PATH [--set KEY=VALUE ...]                                  print the resolved config as YAML
     tinyllm tiny-models DIR [--random-only]                                    build the tiny local models
     tinyllm data inspect --dataset NAME [--path DIR] [--format F]              counts, rejects, rationales
-    tinyllm predict RUN_DIR|MODEL_DIR (--question Q --choices A B ... | --file F.jsonl) [--explain TEACHER]
+    tinyllm predict RUN_DIR|MODEL_DIR (--question Q [--choices A B ...] | --file F.jsonl) [--explain TEACHER]
     tinyllm eval MODEL_DIR --config PATH [--split S ...] [--set KEY=VALUE ...]   score a student, both scorers
 
 Bad configs and bad data end with one clear ``error:`` message (exit status 2) before Ray starts; a stage
@@ -48,9 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--columns", help="jsonl column mapping, e.g. question=q,choices=opts,answer=label")
     use = sub.add_parser("predict", help="answer questions with a trained student (one JSON line each)")
     use.add_argument("path", type=Path, help="a run directory or a student's model directory")
-    use.add_argument("--question", help="one question (with --choices)")
+    use.add_argument("--question", help="one question (with --choices, or without for an open-answer student)")
     use.add_argument("--choices", nargs="+", metavar="OPTION", help="its options")
-    use.add_argument("--file", help="JSONL of questions: {\"question\": ..., \"choices\": [...]} per line")
+    use.add_argument("--file", help="JSONL of questions: {\"question\": ..., \"choices\": [...]} per line "
+                     "(choices left out: open questions)")
     use.add_argument("--explain", metavar="TEACHER", help="also write a rationale in this teacher's style")
     use.add_argument("--config", type=Path, help="the run config (default: the run directory's own)")
     score = sub.add_parser("eval", help="score a trained student on a config's dataset with both scorers (JSON)")

@@ -112,7 +112,20 @@ def prepare(config: Config) -> Prepared:
     if data.rejects:
         log.warning("%d rows rejected (reasons by split: %s); see %s", len(data.rejects), data.reject_counts(),
                     run_path / "rejects.jsonl")
-    return Prepared(with_absolute_paths(config), run_path, data)
+    return Prepared(with_absolute_paths(resolve_task(config, data)), run_path, data)
+
+
+def resolve_task(config: Config, data: LoadedData) -> Config:
+    """The config with what the data decided: ``data.task`` (and, for open tasks, ``data.scorer``) as loaded,
+    and, since open questions have no options to rank, checkpoints selected by generate-and-match. Stage keys
+    see a multiple-choice run's config unchanged (``DataConfig.KEY_OMITTED``)."""
+    resolved = dataclasses.replace(config.data, task=data.task, scorer=data.scorer if data.task == "open" else None)
+    config = dataclasses.replace(config, data=resolved)
+    if data.task == "open" and config.eval.select_on == "rank":
+        log.info("open-answer task: checkpoints are selected on valid by generate-and-match (%s); rank "
+                 "classification needs options", data.scorer)
+        config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, select_on="generate"))
+    return config
 
 
 def check(config: Config) -> tuple[LoadedData, runs.Plan]:
@@ -200,7 +213,8 @@ def run_teachers(p: Prepared) -> list[dict[str, Any]]:
         for t in p.config.teachers:
             (p.run_dir / "prompts" / f"{t.name}.txt").write_text(runner.example_prompt(t, p.splits["train"]) + "\n")
     infos = import_precomputed(p)
-    for teacher, result in runner.run_all(p.config.teachers, p.splits["train"], p.run_dir, held_out(p)):
+    for teacher, result in runner.run_all(p.config.teachers, p.splits["train"], p.run_dir, held_out(p),
+                                          p.data.scorer):
         if isinstance(result, BaseException):
             with stage(f"teacher {teacher.name!r} ({teacher.model})", p.run_dir):
                 raise result

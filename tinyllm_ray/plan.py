@@ -52,7 +52,7 @@ def make_plan(config: Config, throughput: dict[str, float] | None = None) -> dic
     to_build = _tiny_models_to_build(config)
     if not to_build:
         validate(config)  # model paths (tiny models still to build are made at the start of the run)
-    c = with_absolute_paths(config)
+    c = with_absolute_paths(pipeline.resolve_task(config, data))
     live, launchable, seen = _cluster(c)
     nodes = live + launchable
     capacity = cluster_capacity([n.resources for n in live], launchable)
@@ -69,7 +69,8 @@ def make_plan(config: Config, throughput: dict[str, float] | None = None) -> dic
     place(c.teachers, teachers, nodes)
     plan = {
         "run_dir": str(where.path), "resume": where.resume,
-        "data": {"dataset": c.data.dataset, **{s: len(qs) for s, qs in splits.items()},
+        "data": {"dataset": c.data.dataset, "task": data.task, "scorer": data.scorer,
+                 **{s: len(qs) for s, qs in splits.items()},
                  "rejected": len(data.rejects)},
         "tiny_models_to_build": to_build,
         "cluster": {"seen": seen, "nodes": [_node(n) for n in nodes]},
@@ -272,12 +273,17 @@ def _total(plan: dict[str, Any]) -> dict[str, Any]:
     return {"gpu_hours": sum(known) if known else None, "complete": len(known) == len(parts)}
 
 
+def task_words(task: str, scorer: str) -> str:
+    return "multiple choice" if task == "choice" else f"open answers, scored by {scorer} match"
+
+
 def format_plan(plan: dict[str, Any], config_path: str = "") -> str:
     """The plan as a few lines for the console."""
     d, s = plan["data"], plan["student"]
     lines = [f"Plan{f' of {config_path}' if config_path else ''} (dry run: no model loaded, nothing written)",
              f"run dir      {plan['run_dir']} ({'resumes: finished stages are reused' if plan['resume'] else 'new'})",
-             f"data         {d['dataset']}: " + ", ".join(f"{k} {d[k]:,}" for k in ("train", "valid", "test") if k in d)
+             f"data         {d['dataset']} ({task_words(d['task'], d['scorer'])}): "
+             + ", ".join(f"{k} {d[k]:,}" for k in ("train", "valid", "test") if k in d)
              + f"; {d['rejected']:,} rows rejected"]
     if plan["tiny_models_to_build"]:
         lines.append(f"tiny models  {len(plan['tiny_models_to_build'])} to build first (seconds)")

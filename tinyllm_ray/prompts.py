@@ -12,15 +12,21 @@
   conclusion to an option with the student's matcher (``match_choice``).
 - ``clean_rationale`` turns raw teacher output into a rationale or a reject reason;
   ``match_choice`` maps the student's generated answer to one of the options.
+- Open-answer questions (no options) get the same prompts without the ``Options:`` line, the gold answer
+  written as itself, and the multiple-choice wording of the default instructions replaced
+  (``TeacherText.for_question``); ``parse_open_answer`` reads a teacher's own conclusion, and
+  ``answers.correct`` judges it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 from collections.abc import Sequence
 
+from tinyllm_ray import answers
 from tinyllm_ray.data.schema import LETTERS, Question
 
 TEACHER_TEMPLATE_VERSION = "teacher-forcing-cot/1"
@@ -35,6 +41,9 @@ ANSWER_LEAD = "The answer is"
 ANSWER_TEMPLATE_VERSION = "answer-cot/1"
 
 ANSWER_LABEL = "Answer:"
+# The default instructions of open-answer questions (no options): the words above without "multiple-choice".
+OPEN_INSTRUCTION = "The following are questions with their correct answers."
+OPEN_ANSWER_INSTRUCTION = "The following are questions. Explain step by step, then give the answer."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +57,11 @@ class TeacherText:
     answer_label: str = ANSWER_LABEL
     answer_instruction: str = ANSWER_INSTRUCTION
 
+    def for_question(self, q: Question) -> TeacherText:
+        """The words for ``q``: an open question gets the open default instructions where these are the
+        multiple-choice defaults (a user's own instruction is kept as written)."""
+        return _opened(self) if q.is_open else self
+
     @classmethod
     def of(cls, section: object | None) -> TeacherText:
         """The text of a teacher's ``prompt`` section (``None`` fields keep the defaults)."""
@@ -58,6 +72,14 @@ class TeacherText:
 
 
 DEFAULT_TEXT = TeacherText()
+
+
+@functools.lru_cache(maxsize=64)
+def _opened(text: TeacherText) -> TeacherText:
+    return dataclasses.replace(
+        text, instruction=OPEN_INSTRUCTION if text.instruction == TEACHER_INSTRUCTION else text.instruction,
+        answer_instruction=(OPEN_ANSWER_INSTRUCTION if text.answer_instruction == ANSWER_INSTRUCTION
+                            else text.answer_instruction))
 
 ANSWER_TASK = "answer"
 ANSWER_PREFIX = "predict: "
@@ -72,13 +94,16 @@ def format_options(choices: Sequence[str]) -> str:
 
 
 def format_answer(q: Question) -> str:
-    return f"({q.answer_letter}) {q.answer}"
+    """``(b) 12`` for a multiple-choice question, the answer itself for an open one."""
+    return q.answer if q.is_open else f"({q.answer_letter}) {q.answer}"
 
 
 def question_block(q: Question) -> str:
-    """Context (if any), question and options: what every prompt shows of a question."""
+    """Context (if any), question and options (if any): what every prompt shows of a question."""
     lines = [f"Context: {q.context}"] if q.context else []
-    lines += [f"Q: {q.question}", f"Options: {format_options(q.choices)}"]
+    lines.append(f"Q: {q.question}")
+    if not q.is_open:
+        lines.append(f"Options: {format_options(q.choices)}")
     return "\n".join(lines)
 
 
@@ -89,6 +114,7 @@ def teacher_prompt(q: Question, shots: Sequence[Question], shot_rationales: Sequ
     ``shots`` are solved examples (question, options, answer); where ``shot_rationales`` gives a
     rationale for a shot it is shown after the shot's answer, as a worked explanation.
     """
+    text = text.for_question(q)
     parts = [text.instruction]
     for i, shot in enumerate(shots):
         block = f"{question_block(shot)}\n{text.answer_label} {format_answer(shot)}"
@@ -115,14 +141,24 @@ def answer_prompt(q: Question, shots: Sequence[Question], shot_rationales: Seque
     explanation already ends by naming the shot's answer); the prompt ends
     with ``q``'s options and ``Explanation:``, so the teacher reasons first and concludes last.
     """
+    text = text.for_question(q)
     parts = [text.answer_instruction]
     for i, shot in enumerate(shots):
         why = shot_rationales[i].strip() if i < len(shot_rationales) and shot_rationales[i] else ""
-        if parse_answer(why, shot.choices)[1] != shot.answer_index:  # unless it already concludes for it
+        if not _concludes_for(why, shot):  # unless it already concludes for the shot's answer
             why = f"{why} {conclusion(shot)}".strip()
         parts.append(f"{question_block(shot)}\n{text.rationale_lead} {why}")
     parts.append(f"{question_block(q)}\n{text.rationale_lead}")
     return "\n\n".join(parts)
+
+
+def _concludes_for(text: str, q: Question) -> bool:
+    """Whether ``text`` ends by naming ``q``'s gold answer (its option, or for an open question the same text
+    or number)."""
+    if not q.is_open:
+        return parse_answer(text, q.choices)[1] == q.answer_index
+    said = parse_open_answer(text)[1]
+    return said is not None and answers.agrees(said, q.answer)
 
 
 def answer_variants(q: Question, shots: Sequence[Question], shot_rationales: Sequence[str] = (),
@@ -169,7 +205,7 @@ _CONCLUSION = re.compile(
     re.IGNORECASE,
 )
 
-REJECT_REASONS = ("empty", "too_short", "argues_other_option", "prompt_too_long")
+REJECT_REASONS = ("empty", "too_short", "argues_other_option", "argues_other_answer", "prompt_too_long")
 # Teacher evaluation rows: the answer named no option (or there was no conclusion), or the prompt did not fit.
 ANSWER_REJECT_REASONS = ("no_answer", "prompt_too_long")
 # The conclusion of an answering teacher: the text after the last "answer is" up to the end of its sentence.
@@ -198,7 +234,10 @@ def clean_rationale(
         return "", "empty"
     if len(text.split()) < min_words:
         return text, "too_short"
-    if question is not None and _argues_other_option(text, question):
+    if question is not None and question.is_open:
+        if _argues_other_answer(text, question):
+            return text, "argues_other_answer"
+    elif question is not None and _argues_other_option(text, question):
         return text, "argues_other_option"
     return text, None
 
@@ -210,6 +249,14 @@ def parse_answer(text: str, choices: Sequence[str]) -> tuple[str, int | None]:
     the *last* ``... answer is X`` conclusion, X mapped with ``match_choice`` (a letter, the option text, or
     the single best word overlap). No conclusion, or one naming no option, gives None: it counts as wrong.
     """
+    text, said = parse_open_answer(text)
+    return text, match_choice(said, choices) if said else None
+
+
+def parse_open_answer(text: str) -> tuple[str, str | None]:
+    """(explanation, what its last ``... answer is X`` conclusion says, or None): the text is cut at a
+    following question, X runs to the end of its sentence. ``parse_answer`` maps X to an option; an open
+    question's X is judged by ``answers.correct``."""
     text = text.strip()
     if text.startswith(RATIONALE_LEAD):
         text = text[len(RATIONALE_LEAD) :].strip()
@@ -222,7 +269,24 @@ def parse_answer(text: str, choices: Sequence[str]) -> tuple[str, int | None]:
     said = text[found[-1].end() :].split("\n", 1)[0]
     # The sentence ends at ". " or a final "."; a decimal point ("3.5") is not an end.
     said = re.split(r"\.(?:\s|$)", said, maxsplit=1)[0].strip().strip("*").strip()
-    return text, match_choice(said, choices) if said else None
+    return text, said or None
+
+
+# Which open answers the rationale filter can judge: a number is compared by value; a free text answer is not
+# (a conclusion such as "the answer is Paris, the capital of France" would be a false reject), so no rationale
+# of a text answer is rejected as arguing for another one.
+OPEN_FILTER = "argues_other_answer: a rationale whose last conclusion states another number than a numeric gold " \
+              "answer; off for text answers (their conclusions cannot be compared reliably)"
+
+
+def _argues_other_answer(text: str, q: Question) -> bool:
+    """True when ``q``'s gold answer is a number and the rationale's last ``... answer is X`` names another."""
+    gold = answers.final_number(q.answer) if answers.is_number(q.answer) else None
+    if gold is None:
+        return False
+    said = parse_open_answer(text)[1]
+    number = answers.final_number(said) if said else None
+    return number is not None and not answers.same_number(number, gold)
 
 
 def _argues_other_option(text: str, q: Question) -> bool:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinyllm_ray import compare
+from tinyllm_ray import answers, compare, prompts
 
 if TYPE_CHECKING:
     from tinyllm_ray.config import Config
@@ -43,6 +43,9 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
             "unlabelled": data.unlabelled,
             "hub_commits": [f for f in data.files if f.startswith("hf://")],  # loaded by hub name: what was served
             "test_from_valid": data.test_from_valid,
+            "task": data.task,
+            "scorer": data.scorer,
+            "scorer_means": answers.SCORERS[data.scorer],
         },
         "teachers": [{k: t.get(k) for k in TEACHER_FIELDS} for t in teachers],
         "student": {
@@ -50,7 +53,7 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
             "loss_weights": config.task_weights(),
             "valid_accuracy": accuracy["valid"],
             "test_accuracy": accuracy.get("test"),
-            "valid_accuracy_rank": accuracy["rank_valid"],
+            "valid_accuracy_rank": accuracy.get("rank_valid"),
             "test_accuracy_rank": accuracy.get("rank_test"),
             "steps": student["steps"],
             "seconds": student["seconds"],
@@ -59,6 +62,7 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
             "exported_step": student.get("best_step"),
             "selected_on": f"valid accuracy ({config.eval.select_on}) during training",
             "samples_per_second": student.get("final_metrics", {}).get("train_samples_per_second"),
+            **({"rank_skipped": RANK_SKIPPED} if data.task == "open" else {}),
         },
         "timings": timings,
     }
@@ -69,6 +73,11 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
         report["baselines"] = {name: {k: b.get(k) for k in BASELINE_FIELDS} for name, b in baselines.items()}
     report["comparison"] = compare.rows(report)
     return report
+
+
+# Why an open-answer run has no rank-classification accuracy, and how its rationales are filtered.
+RANK_SKIPPED = "open-answer task: rank classification needs options to rank, so only generated answers are scored"
+OPEN_FILTERS = prompts.OPEN_FILTER
 
 
 BASELINE_FIELDS = ("loss_weights", "valid_accuracy", "test_accuracy", "valid_accuracy_rank", "test_accuracy_rank",
@@ -101,8 +110,10 @@ def dataset_lines(d: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     held = " (held out of train)" if d.get("valid_from_train") else ""
     halved = " (half of the labelled valid split)" if d.get("test_from_valid") else ""
+    task = ("open-answer" if d.get("task") == "open" else "multiple-choice")
     lines.append(f"Dataset **{d['name']}**: {d['train']} train, {d['valid']} valid{held}, {d['test']} test{halved} "
-                 f"questions.")
+                 f"{task} questions" + (f"; answers scored by {d.get('scorer_means')}." if d.get("task") == "open"
+                                        else "."))
     if d.get("unlabelled"):
         lines.append("Published without answers, so left out of training and scoring: "
                      + ", ".join(f"the {s} split ({n} rows)" for s, n in d["unlabelled"].items()) + ".")
@@ -129,9 +140,15 @@ def render_markdown(report: dict[str, Any]) -> str:
               ", ".join(f"{k} {v}" for k, v in (x.get("unparsed") or {}).items()) or "-"]
              for x in report["teachers"]],
         )
-        lines += ["", "A teacher's own accuracy: it answers the valid and test questions by itself (few-shot chain "
-                  "of thought without the gold answer) and its conclusion is matched to an option like the "
-                  "student's; an answer that names no option (*unparsed*) counts as wrong."]
+        if d.get("task") == "open":
+            lines += ["", "A teacher's own accuracy: it answers the valid and test questions by itself (few-shot "
+                      f"chain of thought without the gold answer) and its conclusion is scored by "
+                      f"{d.get('scorer_means')}, like the student's answers; an answer without a conclusion "
+                      "(*unparsed*) counts as wrong.", "", f"Rationale filter: {OPEN_FILTERS}."]
+        else:
+            lines += ["", "A teacher's own accuracy: it answers the valid and test questions by itself (few-shot "
+                      "chain of thought without the gold answer) and its conclusion is matched to an option like "
+                      "the student's; an answer that names no option (*unparsed*) counts as wrong."]
         notes = {x["not_evaluated_because"] for x in report["teachers"] if x.get("not_evaluated_because")}
         lines += [f"Not evaluated: {n}." for n in sorted(notes)]
     else:
@@ -151,9 +168,14 @@ def render_markdown(report: dict[str, Any]) -> str:
           s["valid_accuracy"], s["test_accuracy"], s["valid_accuracy_rank"], s["test_accuracy_rank"], s["steps"],
           s.get("exported_step"), s["seconds"]]],
     )
-    lines += ["", "Accuracy: the student generates its answer and it is matched to an option (the paper's "
-              "scorer); *rank*: the option the student finds most likely. The exported student is the checkpoint "
-              "with the best valid accuracy during training."]
+    if s.get("rank_skipped"):
+        lines += ["", f"Accuracy: the student generates its answer, scored by {d.get('scorer_means')}; *rank*: "
+                  f"n/a ({s['rank_skipped']}). The exported student is the checkpoint with the best valid "
+                  "accuracy during training."]
+    else:
+        lines += ["", "Accuracy: the student generates its answer and it is matched to an option (the paper's "
+                  "scorer); *rank*: the option the student finds most likely. The exported student is the "
+                  "checkpoint with the best valid accuracy during training."]
     if report.get("tune"):
         lines += ["", *tune_markdown(report["tune"])]
     lines += ["", "## Timings (seconds)", ""]
@@ -202,6 +224,8 @@ def console_summary(report: dict[str, Any]) -> str:
         weights = ", ".join(f"{k}={v:g}" for k, v in tune["best"]["point"].items())
         lines.append(f"sweep: {len(tune['trials'])} trials, {tune['evaluations_total']} evaluations; "
                      f"best on valid: trial {tune['best']['trial_id']} ({weights})")
+    if report["dataset"].get("task") == "open":
+        lines.append(f"open answers scored by {report['dataset'].get('scorer_means')}; no rank classification")
     lines.append(f"student {report['student']['model']}; total {report['timings']['total_s']:.1f}s; "
                  f"report: {report['run_dir']}/report.md")
     return "\n".join(lines)
@@ -237,6 +261,10 @@ print(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_token
         how = "The task prefix `predict:` leads the input."
         code = """prompt = "predict: Q: <question>\\nOptions: (a) <option> (b) <option>"
 print(tokenizer.decode(model.generate(**tokenizer(prompt, return_tensors="pt"))[0], skip_special_tokens=True))"""
+    scored = "generate and match"
+    if d.get("task") == "open":  # no options line, nothing to rank
+        code = code.replace("\\nOptions: (a) <option> (b) <option>", "")
+        scored = f"generated, {d.get('scorer')} match"
     exported = f"; exported: the checkpoint of step {s['exported_step']}, best on valid" if s.get("exported_step") else ""
     return f"""# {report['run_name']}: a TinyLLM student
 
@@ -247,7 +275,7 @@ Distilled with tinyllm_ray from several teachers' rationales (the TinyLLM method
 - Loss weights: {weights} (answer task `predict:`, one `explain_<teacher>:` task per teacher)
 - Data: {d['name']}, {d['train']} training questions; {s['steps']} optimizer steps{exported}
 
-| split | accuracy (generate and match) | accuracy (rank classification) |
+| split | accuracy ({scored}) | accuracy (rank classification) |
 |---|---|---|
 | valid | {_fmt(s['valid_accuracy'])} | {_fmt(s['valid_accuracy_rank'])} |
 | test | {_fmt(s['test_accuracy'])} | {_fmt(s['test_accuracy_rank'])} |

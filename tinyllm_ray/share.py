@@ -30,11 +30,15 @@ def model_card(report: dict[str, Any], body: str) -> str:
 
     s, d = report["student"], report["dataset"]
     results = []
+    open_task = d.get("task") == "open"
+    task_type, task_name = ("question-answering", "Open-answer QA") if open_task else ("multiple-choice",
+                                                                                      "Multiple-choice QA")
+    generated = f"{d.get('scorer')} match" if open_task else "generate and match"
     for split, hub_split in (("valid", "validation"), ("test", "test")):
-        for suffix, scorer in (("", "generate and match"), ("_rank", "rank classification")):
+        for suffix, scorer in (("", generated), ("_rank", "rank classification")):
             value = s.get(f"{split}_accuracy{suffix}")
             if value is not None:
-                results.append(EvalResult(task_type="multiple-choice", task_name="Multiple-choice QA",
+                results.append(EvalResult(task_type=task_type, task_name=task_name,
                                           dataset_type=d["name"], dataset_name=d["name"], dataset_split=hub_split,
                                           metric_type="accuracy", metric_name=f"accuracy ({scorer})",
                                           metric_value=round(float(value), 4)))

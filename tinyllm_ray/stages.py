@@ -29,9 +29,19 @@ class NotOursError(RuntimeError):
 
 def stage_key(*parts: Any, digits: int = 16) -> str:
     """A stable hash of config parts (dataclasses or plain data), to key cached stages."""
-    plain = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts]
+    plain = [_key_dict(p) if dataclasses.is_dataclass(p) else p for p in parts]
     blob = json.dumps(plain, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:digits]
+
+
+def _key_dict(part: Any) -> dict[str, Any]:
+    """A config section as keys see it: the fields its class lists in ``KEY_OMITTED`` are left out while they
+    hold one of the listed values (keys added later, whose default must not change the keys of stored stages)."""
+    plain = dataclasses.asdict(part)
+    for name, values in getattr(type(part), "KEY_OMITTED", {}).items():
+        if name in plain and plain[name] in values:
+            del plain[name]
+    return plain
 
 
 def read_marker(directory: Path, name: str = MARKER) -> dict[str, Any] | None:

@@ -1,11 +1,12 @@
 """Using a trained student from the command line: ``tinyllm predict`` and ``tinyllm eval``.
 
-    tinyllm predict RUN_DIR|MODEL_DIR --question "..." --choices "a" "b" "c" [--explain TEACHER]
-    tinyllm predict RUN_DIR|MODEL_DIR --file questions.jsonl            # {"question", "choices"[, "id", "context"]}
+    tinyllm predict RUN_DIR|MODEL_DIR --question "..." [--choices "a" "b" "c"] [--explain TEACHER]
+    tinyllm predict RUN_DIR|MODEL_DIR --file questions.jsonl            # {"question"[, "choices", "id", "context"]}
     tinyllm eval MODEL_DIR --config X [--split valid --split test]      # both scorers, as the run's evaluation
 
-``predict`` prints one JSON object per question: the option the student ranks most likely (rank
-classification always names one), its generated answer, and with ``--explain`` the rationale it writes for
+``predict`` prints one JSON object per question: its generated answer and, for a question with options, the
+option the student ranks most likely (rank classification always names one); a question without options is
+an open one (a student of an open-answer task); with ``--explain`` the rationale it writes for
 the teacher's task prefix (it was trained to write each teacher's rationales). The student is read the way
 its run trained it: a run directory gives its ``config.yaml`` (input layout, token limits, teacher names); a
 model directory inside a run directory (``<run>/student``, ``<run>/compare/<name>/student``) finds it too;
@@ -52,23 +53,20 @@ def resolve(path: Path, config_file: Path | None) -> tuple[Path, Config]:
 
 def read_questions(args: Any) -> list[Question]:
     """The questions of ``--question/--choices`` or of ``--file`` (JSONL), each checked with a clear message."""
+    from tinyllm_ray.data.records import DataError, read_records
+
     if bool(args.question) == bool(args.file):
-        raise ConfigError("give either --question with --choices, or --file")
+        raise ConfigError("give either --question (with --choices for a multiple-choice question), or --file")
     if args.question:
         return [_question({"question": args.question, "choices": args.choices or []}, "--question/--choices")]
     path = Path(args.file)
     if problem := require_problem(path, FILE):
         raise ConfigError(f"--file: {path} {problem}")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{path}:{n}: not JSON ({err.msg})") from None
-            out.append(_question(row, f"{path}:{n}", str(n)))
+    try:  # the datasets' reader: JSON Lines (or a JSON array, Parquet), every line's limits checked
+        out = [_question(row, f"{path}:{number}", number)  # a question without an id: its line (row) number
+               for where, row in read_records(path) for number in [where.rpartition(" ")[2]]]
+    except DataError as err:
+        raise ConfigError(f"--file: {err}") from None
     if not out:
         raise ConfigError(f"--file: {path} holds no questions")
     return out
@@ -76,17 +74,19 @@ def read_questions(args: Any) -> list[Question]:
 
 def _question(row: Any, where: str, default_id: str = "1") -> Question:
     if not isinstance(row, dict):
-        raise ConfigError(f"{where}: expected an object with question and choices, got {clip(row)}")
-    question, choices = row.get("question"), row.get("choices")
+        raise ConfigError(f"{where}: expected an object with a question (and choices), got {clip(row)}")
+    question, choices = row.get("question"), row.get("choices") or []
     if not isinstance(question, str) or not question.strip():
         raise ConfigError(f"{where}: question must be a non-empty string, got {clip(question)}")
-    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
-        raise ConfigError(f"{where}: choices must be a list of at least 2 non-empty strings, got {clip(choices)}")
+    if choices and (not isinstance(choices, list) or len(choices) < 2
+                    or not all(isinstance(c, str) and c.strip() for c in choices)):
+        raise ConfigError(f"{where}: choices must be a list of at least 2 non-empty strings (or left out for an "
+                          f"open question), got {clip(choices)}")
     if len(set(choices)) != len(choices):
         raise ConfigError(f"{where}: choices repeat an option: {clip(choices)}")
     # The answer field is required by Question but unused here: the student sees only the question and options.
-    return Question(id=str(row.get("id", default_id)), question=question, choices=tuple(choices), answer=choices[0],
-                    context=str(row.get("context") or ""))
+    return Question(id=str(row.get("id", default_id)), question=question, choices=tuple(choices),
+                    answer=choices[0] if choices else "?", context=str(row.get("context") or ""))
 
 
 def predict(args: Any) -> int:
@@ -102,12 +102,16 @@ def predict(args: Any) -> int:
                           f"not {args.explain!r}")
     transformers.utils.logging.disable_progress_bar()
     scorer = load_scorer(str(model_dir), config, config.eval.batch_size)
-    ranked = scorer.rank(questions)
+    with_options = [q for q in questions if not q.is_open]
+    ranked = dict(zip((q.id for q in with_options), scorer.rank(with_options) if with_options else []))
     generated = scorer.generate(questions)
     explained = (scorer.generate(questions, args.explain, config.student.max_target_tokens)
                  if args.explain else [None] * len(questions))
-    for q, pick, text, why in zip(questions, ranked, generated, explained, strict=True):
-        out = {"id": q.id, "choice": q.choices[pick], "index": pick, "generated": text}
+    for q, text, why in zip(questions, generated, explained, strict=True):
+        out: dict[str, Any] = {"id": q.id}
+        if not q.is_open:
+            out.update(choice=q.choices[ranked[q.id]], index=ranked[q.id])
+        out["generated"] = text
         if why is not None:
             out[f"explain_{args.explain}"] = why
         print(json.dumps(out, ensure_ascii=False), flush=True)
@@ -122,6 +126,7 @@ def evaluate(args: Any) -> int:
     model_dir, _ = resolve(Path(args.path), None)
     config = load_config(args.config, [*args.overrides, f"student.model={model_dir}"], check_paths=False)
     data = load_data(config.data, require_train=False)
+    config = pipeline.resolve_task(config, data)
     wanted = args.split or [s for s in ("valid", "test") if data.splits.get(s)]
     missing = [s for s in wanted if not data.splits.get(s)]
     if missing:
@@ -130,9 +135,9 @@ def evaluate(args: Any) -> int:
     pipeline.connect_ray(config)
     console.quiet_libraries()
     accuracy, _ = score({s: data.splits[s] for s in wanted}, str(model_dir), config)
-    out = {"model": str(model_dir), "dataset": config.data.dataset,
+    out = {"model": str(model_dir), "dataset": config.data.dataset, "scorer": data.scorer,
            "questions": {s: len(data.splits[s]) for s in wanted},
            **{f"{s}_accuracy": accuracy[s] for s in wanted},  # generate-and-match, the paper's scorer
-           **{f"{s}_accuracy_rank": accuracy[f"rank_{s}"] for s in wanted}}
+           **{f"{s}_accuracy_rank": accuracy[f"rank_{s}"] for s in wanted if f"rank_{s}" in accuracy}}
     print(json.dumps(out), file=sys.stdout, flush=True)
     return 0

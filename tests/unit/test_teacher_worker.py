@@ -80,3 +80,37 @@ def test_a_rationale_row_concluding_for_another_option_is_still_rejected(worker)
     worker.engine = ScriptedEngine({prompt: " 12 + 3 = 20, so the answer is 20."})
     out = worker(batch(["train"], [prompt]))
     assert out["reject_reason"] == ["argues_other_option"] and out["predicted"] == [-1]
+
+
+def open_batch(roles: list[str], prompts: list[str], answer: str = "15") -> dict[str, np.ndarray]:
+    out = batch(roles, prompts)
+    out["choices"] = np.array([[] for _ in roles] + [["x"]], dtype=object)[:-1]  # an object array of empty lists
+    out["answer"] = np.array([answer] * len(roles))
+    return out
+
+
+def test_open_answers_keep_what_the_teacher_concluded_and_are_judged_by_the_scorer(worker) -> None:
+    worker.scorer = "numeric"
+    prompts = ["p" * 10, "p" * 11, "p" * 12]
+    worker.engine = ScriptedEngine({
+        prompts[0]: " 12 + 3 = 15. The answer is 15 apples.",
+        prompts[1]: " 12 + 4 = 16. So the answer is 16.",
+        prompts[2]: " Hard to say.",
+    })
+    out = worker(open_batch(["valid", "test", "valid"], prompts))
+    assert out["said"] == ["15 apples", "16", ""]
+    assert out["predicted"] == [-1, -1, -1]  # no options to name
+    assert out["reject_reason"] == ["", "", "no_answer"]
+    outcomes = sorted((t["split"], t["outcome"]) for t in worker.answers.tags)
+    assert outcomes == [("test", "wrong"), ("valid", "correct"), ("valid", "no_answer")]
+
+
+def test_an_open_rationale_concluding_for_another_number_is_rejected_and_a_text_answer_is_not(worker) -> None:
+    prompts = ["p" * 10, "p" * 11]
+    worker.engine = ScriptedEngine({prompts[0]: " 12 + 4 = 16, so the answer is 16.",
+                                    prompts[1]: " 12 + 3 = 15, so the answer is 15."})
+    out = worker(open_batch(["train", "train"], prompts))
+    assert out["reject_reason"] == ["argues_other_answer", ""]
+    worker.engine = ScriptedEngine({prompts[0]: " Paris is in France, so the answer is Paris, the capital."})
+    out = worker(open_batch(["train"], prompts[:1], answer="Lyon"))
+    assert out["reject_reason"] == [""]  # a text answer's conclusion is not compared (docs: the report says so)

@@ -25,17 +25,19 @@ def test_predict_prints_one_option_per_question(tiny_models, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["--question", "Q?"], "choices must be a list of at least 2"),
+    (["--question", "Q?", "--choices", "a"], "choices must be a list of at least 2"),
     (["--question", "Q?", "--choices", "a", "a"], "choices repeat an option"),
-    ([], "give either --question with --choices, or --file"),
+    ([], "give either --question (with --choices for a multiple-choice question), or --file"),
     (["--question", "Q?", "--choices", "a", "b", "--explain", "teacher-a"], "learned the rationales of no teacher"),
     (["--file", "{tmp}/missing.jsonl"], "missing.jsonl does not exist"),
-    (["--file", "{tmp}/bad.jsonl"], "bad.jsonl:2: not JSON"),
-    (["--file", "{tmp}/list.jsonl"], "list.jsonl:1: expected an object"),
+    (["--file", "{tmp}/bad.jsonl"], "bad.jsonl: line 2 is not valid JSON"),
+    (["--file", "{tmp}/deep.jsonl"], "deep.jsonl: line 2:"),  # nested beyond Python's recursion limit
+    (["--file", "{tmp}/list.jsonl"], "list.jsonl:0: expected an object"),
 ])
 def test_predict_refuses_bad_input_in_one_line(tiny_models, tmp_path, capsys, args, says):
     (tmp_path / "bad.jsonl").write_text('{"question": "Q", "choices": ["a", "b"]}\n{"question": \n')
     (tmp_path / "list.jsonl").write_text('["Q", "a", "b"]\n')
+    (tmp_path / "deep.jsonl").write_text('{"question": "Q", "choices": ["a", "b"]}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert cli.main(["predict", str(tiny_models / "student-t5"), *args]) == 2
     err = capsys.readouterr().err

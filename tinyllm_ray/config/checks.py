@@ -110,6 +110,9 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
                       f"not {config.data.format!r}")
     if config.data.columns and config.data.format not in (None, "jsonl"):
         errors.append("data.columns: a column mapping is for the jsonl format")
+    if config.data.scorer and config.data.task == "choice":
+        errors.append(f"data.scorer: {config.data.scorer!r} scores open answers; data.task is choice (its answers "
+                      f"are matched to the options)")
     names = config.teacher_names()
     for key, weight in config.train.alpha.items():
         if not names:

@@ -9,7 +9,7 @@ span fields in ``checks.py``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, Strict
 from pydantic.dataclasses import dataclass
@@ -51,6 +51,9 @@ SYNTHETIC_MAX = 100_000
 class DataConfig:
     """Which questions to distil on."""
 
+    # Stage keys leave these out at these values: multiple-choice runs keep the keys they had before open tasks.
+    KEY_OMITTED: ClassVar[dict[str, tuple[Any, ...]]] = {"task": (None, "choice"), "scorer": (None,)}
+
     dataset: Str = "synthetic"
     """``synthetic`` (built in), a paper dataset (``obqa``, ``arc_easy``, ``piqa``, ...), or any name with a path."""
     format: Literal["synthetic", "official", "hub", "jsonl"] | None = None
@@ -67,7 +70,7 @@ class DataConfig:
     """``jsonl`` only: source column of ``question``, ``choices``, ``answer`` (text, letter or index), ``id``, ``context``."""
     task: Literal["choice", "open"] | None = None
     """``choice`` (multiple choice, the paper's datasets) or ``open`` (no options; the answer is a short text or a
-    number: GSM8K, SVAMP, your own question/answer pairs). Default: ``open`` when the training questions have no
+    number: GSM8K, SVAMP, your own question/answer pairs). Default: ``open`` when most training questions have no
     choices (the ``gsm8k``/``svamp`` readers, a ``jsonl`` mapping without ``choices``), else ``choice``. Rows of the
     other kind are rejected with their reason."""
     scorer: Literal["exact", "numeric"] | None = None

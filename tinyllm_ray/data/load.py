@@ -23,10 +23,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from tinyllm_ray import answers
 from tinyllm_ray.config import SYNTHETIC_TEACHERS, ConfigError, DataConfig, precomputed_teachers
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.data.records import DIRECTORY, FILE, NO_LABEL, DataError, Row, require
-from tinyllm_ray.data.schema import Question
+from tinyllm_ray.data.schema import Question, task_problem
 
 SPLITS = ("train", "valid", "test")
 __all__ = ["DataError", "LoadedData", "load_data", "infer_format", "FORMATS"]
@@ -55,6 +56,10 @@ class LoadedData:
     """Splits published without answers, left out: split -> rows."""
     test_from_valid: bool = False
     """The test split was unlabelled, so valid was divided into valid and test."""
+    task: str = "choice"
+    """``choice`` or ``open`` (``data.task``, or what the training questions are)."""
+    scorer: str = answers.CHOICE
+    """How answers are judged: ``choice`` for multiple choice, ``exact`` or ``numeric`` for open tasks."""
 
     def reject_counts(self) -> dict[str, dict[str, int]]:
         counts: dict[str, Counter] = {s: Counter() for s in self.rows_read}
@@ -65,7 +70,8 @@ class LoadedData:
 
 def _synthetic(data: DataConfig) -> Source:
     splits = synthetic.generate(data.n_train, data.n_valid, data.n_test, seed=data.seed,
-                                min_choices=data.min_choices, max_choices=data.max_choices)
+                                min_choices=data.min_choices, max_choices=data.max_choices,
+                                task=data.task or "choice")
     # The generator's reference rationales: the one precomputed teacher of this dataset.
     (teacher,) = SYNTHETIC_TEACHERS
     rationales = {teacher: {s: [(q.reference_rationale, "" if q.reference_rationale else "empty") for q in qs]
@@ -153,10 +159,12 @@ def load_data(data: DataConfig, source: Source | None = None, require_train: boo
     kept_index: dict[str, list[int]] = {}
     rejects: list[dict[str, str]] = []
     unlabelled = {split: len(rows) for split, rows in source.rows.items() if is_unlabelled(rows)}
+    task = data.task or infer_task(source)
     for split in SPLITS:
         splits[split], kept_index[split] = [], []
         for i, row in enumerate([] if split in unlabelled else source.rows.get(split, [])):
-            reason = row.reason if row.question is None else ("duplicate id" if row.question.id in seen else "")
+            reason = row.reason if row.question is None else (
+                "duplicate id" if row.question.id in seen else task_problem(row.question, task))
             if reason:
                 if data.strict:
                     raise DataError(f"{row.where}: {reason} (data.strict is on)")
@@ -187,8 +195,19 @@ def load_data(data: DataConfig, source: Source | None = None, require_train: boo
         if not splits[split]:
             del splits[split]
     rows_read = {s: len(source.rows[s]) for s in SPLITS if s in source.rows}
+    scorer = answers.CHOICE if task == "choice" else (data.scorer or answers.infer_scorer(
+        q.answer for q in splits["train"]))
     return LoadedData(splits, rows_read, rejects, valid_from_train, precomputed, source.files, unlabelled,
-                      test_from_valid)
+                      test_from_valid, task, scorer)
+
+
+def infer_task(source: Source) -> str:
+    """``open`` when most training questions read (every split's, without a train split) have no choices, else
+    ``choice`` (the paper's task, and the one of a dataset with no usable row at all); the rows of the other
+    kind are then rejected, each with its reason."""
+    rows = source.rows.get("train") or [row for rows in source.rows.values() for row in rows]
+    kinds = [row.question.is_open for row in rows if row.question is not None]
+    return "open" if 2 * sum(kinds) > len(kinds) else "choice"
 
 
 def _draw(questions: list[Question], k: int, seed: int) -> tuple[list[Question], list[Question]]:
@@ -219,7 +238,8 @@ def inspect(data: DataConfig) -> dict:
     source = read_source(data)
     loaded = load_data(data, source, require_train=False, hold_out_valid=False)
     reasons = loaded.reject_counts()
-    out: dict = {"dataset": data.dataset, "format": infer_format(data), "splits": {}}
+    out: dict = {"dataset": data.dataset, "format": infer_format(data), "task": loaded.task,
+                 "scorer": loaded.scorer, "splits": {}}
     for split, rows in loaded.rows_read.items():
         choices = Counter(len(q.choices) for q in loaded.splits.get(split, []))
         out["splits"][split] = {"rows": rows, "rejected": sum(reasons[split].values()),

@@ -6,6 +6,10 @@ both in ``scoring.py``, for seq2seq, causal and one-encoder students):
 - rank classification: the student scores every option as the answer target (summed token
   log-likelihood) and the most likely option is its prediction; it always names an option.
 
+An open-answer task (``data.task: open``) is scored by generating only: ``answers.correct`` judges each answer
+by the data's scorer (normalised exact match or numeric equality); rank classification needs options, so its
+columns hold -1/false and no ``rank_<split>`` accuracy is returned.
+
 ``evaluate(splits, model_dir, config)`` scores several splits in one pass (one model load per actor)
 and returns the accuracy per split and one prediction row per question (``split, id, generated,
 predicted, correct, rank_predicted, rank_correct``), which the pipeline stores as Parquet in the run
@@ -23,7 +27,7 @@ import ray.data
 import transformers
 from transformers import AutoTokenizer
 
-from tinyllm_ray import prompts
+from tinyllm_ray import answers, prompts
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question, to_table
 from tinyllm_ray.devices import device_for, use_bf16
@@ -50,6 +54,7 @@ class StudentPredictor:
         transformers.utils.logging.disable_progress_bar()
         self.scorers = {name: load_scorer(d, config, config.eval.batch_size, config.eval.num_gpus)
                         for name, d in model_dirs.items()}
+        self.judged_by = config.data.scorer if config.data.task == "open" else answers.CHOICE
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         keys = list(batch)
@@ -58,12 +63,19 @@ class StudentPredictor:
                                                      "rank_predicted", "rank_correct")}
         for name, scorer in self.scorers.items():
             generated = scorer.generate(questions)
-            predicted = [prompts.match_choice(text, q.choices) for text, q in zip(generated, questions)]
-            ranked = scorer.rank(questions)
             out["model"] += [name] * len(questions)
             out["split"] += list(batch["split"])
             out["id"] += [q.id for q in questions]
             out["generated"] += generated
+            if self.judged_by != answers.CHOICE:  # open answers: judged as text or number, nothing to rank
+                out["predicted"] += [-1] * len(questions)
+                out["correct"] += [answers.correct(text, q.answer, self.judged_by)
+                                   for text, q in zip(generated, questions)]
+                out["rank_predicted"] += [-1] * len(questions)
+                out["rank_correct"] += [False] * len(questions)
+                continue
+            predicted = [prompts.match_choice(text, q.choices) for text, q in zip(generated, questions)]
+            ranked = scorer.rank(questions)
             out["predicted"] += [-1 if p is None else p for p in predicted]
             out["correct"] += [p == q.answer_index for p, q in zip(predicted, questions)]
             out["rank_predicted"] += ranked
@@ -101,7 +113,8 @@ def evaluate_models(splits: dict[str, list[Question]], model_dirs: dict[str, str
         accuracy = {}
         for name in splits:
             rows = table.filter(pc.equal(table.column("split"), name))
-            for scorer, column in (("", "correct"), ("rank_", "rank_correct")):
+            ranked = config.data.task != "open"
+            for scorer, column in (("", "correct"), ("rank_", "rank_correct"))[: 2 if ranked else 1]:
                 correct = rows.column(column).to_pylist()
                 accuracy[f"{scorer}{name}"] = sum(correct) / len(correct) if correct else 0.0
         out[model] = (accuracy, table)

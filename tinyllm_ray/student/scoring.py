@@ -6,6 +6,9 @@
 - ``Scorer.rank``: rank classification, the index of the option whose tokens the student finds most likely
   (summed log-likelihood), through the same forward as training (``model.task_logits``).
 
+An open-answer question (no options) is scored by generating only: ``answers.correct`` judges the generated
+text against the gold answer (normalised exact match or numeric equality); there is nothing to rank.
+
 Used inside training (rank 0 scores valid to pick checkpoints) and by the evaluation stage (``evaluate.py``).
 """
 
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from tinyllm_ray import prompts
+from tinyllm_ray import answers, prompts
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import bf16_autocast, pad_id
 from tinyllm_ray.student.batches import QUESTION, Encoder, collate
@@ -97,16 +100,20 @@ class Scorer:
             out += [self.enc.tok.decode(g[skip:], skip_special_tokens=True).strip() for g in generated]
         return out
 
-    def correct(self, questions: Sequence[Question], scorer: str) -> int:
-        """How many of ``questions`` ``rank`` or ``generate`` (generate-and-match) answers right."""
+    def correct(self, questions: Sequence[Question], scorer: str, judged_by: str = answers.CHOICE) -> int:
+        """How many of ``questions`` ``rank`` or ``generate`` (generate-and-match) answers right; open questions
+        (``judged_by`` ``exact`` or ``numeric``) are always generated and judged by ``answers.correct``."""
         if not questions:
             return 0
+        if judged_by != answers.CHOICE:
+            return sum(answers.correct(text, q.answer, judged_by)
+                       for text, q in zip(self.generate(questions), questions))
         if scorer == "rank":
             picked = self.rank(questions)
         else:
             picked = [prompts.match_choice(text, q.choices) for text, q in zip(self.generate(questions), questions)]
         return sum(p == q.answer_index for p, q in zip(picked, questions))
 
-    def accuracy(self, questions: Sequence[Question], scorer: str) -> float:
+    def accuracy(self, questions: Sequence[Question], scorer: str, judged_by: str = answers.CHOICE) -> float:
         """Share of questions answered right by ``rank`` or ``generate`` (generate-and-match)."""
-        return self.correct(questions, scorer) / len(questions) if questions else 0.0
+        return self.correct(questions, scorer, judged_by) / len(questions) if questions else 0.0

@@ -50,7 +50,7 @@ import torch
 import transformers
 from transformers import AutoTokenizer
 
-from tinyllm_ray import console, metrics, tracking
+from tinyllm_ray import answers, console, metrics, tracking
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import pad_id, train_device, use_bf16
@@ -228,7 +228,7 @@ class TrainWorker:
         with gather:
             scorer = Scorer(unwrap(arm.model), self.encoder, c.eval.batch_size, c.student.max_answer_tokens,
                             self.device, self.bf16)
-            right = scorer.correct(share, c.eval.select_on)
+            right = scorer.correct(share, c.eval.select_on, c.data.scorer or answers.CHOICE)
         arm.model.train()
         counts = torch.tensor([right, len(share)], dtype=torch.float64, device=self.device)
         if self.world > 1:

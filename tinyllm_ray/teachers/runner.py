@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 
+from tinyllm_ray import answers as open_answers
 from tinyllm_ray import console, prompts, stages
 from tinyllm_ray.config import Config, TeacherConfig
 from tinyllm_ray.data.schema import Question
@@ -220,7 +221,8 @@ def reserved(teacher: TeacherConfig) -> Iterator[PlacementGroup]:
         remove_placement_group(group)
 
 
-def _generate(rows: pa.Table, teacher: TeacherConfig, group: PlacementGroup, run_dir: Path) -> int:
+def _generate(rows: pa.Table, teacher: TeacherConfig, group: PlacementGroup, run_dir: Path,
+              scorer: str = open_answers.CHOICE) -> int:
     """Run the stage over ``rows`` and store the finished blocks as they arrive, a part file per ``APPEND_ROWS``
     rows or ``APPEND_SECONDS`` seconds (whichever comes first, and whatever is left when the stage ends or
     fails); returns rows generated."""
@@ -230,7 +232,7 @@ def _generate(rows: pa.Table, teacher: TeacherConfig, group: PlacementGroup, run
     kept = "answers parsed" if answering else "accepted"
     if board is not None:
         board.start(task, rows.num_rows, "rows")
-    dataset = rationale_stage(rows, teacher, group)
+    dataset = rationale_stage(rows, teacher, group, scorer=scorer)
     del rows  # its blocks are in Ray's object store now: the driver's copy can go while the stage runs
     buffered: list[pa.Table] = []
     buffered_rows = 0
@@ -271,15 +273,17 @@ def _pending(rows: pa.Table, done: set[str] | pa.Array) -> pa.Table:
 
 
 def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path,
-                answers: dict[str, Sequence[Question]] | None = None) -> dict[str, Any]:
+                answers: dict[str, Sequence[Question]] | None = None, scorer: str = open_answers.CHOICE
+                ) -> dict[str, Any]:
     """Generate (or reuse) one teacher's rationales for ``train`` and, when it is evaluated, its own answers to
-    the ``answers`` splits (``{"valid": [...], "test": [...]}``); returns the stage figures."""
+    the ``answers`` splits (``{"valid": [...], "test": [...]}``, judged by ``scorer``); returns the stage
+    figures."""
     answers = {s: qs for s, qs in (answers or {}).items() if qs} if teacher.evaluate else {}
     key = stage_key(teacher, train, answers)
     info = store.finished(run_dir, teacher.name, key)
     if info:
         log.info("teacher %s: reusing %d stored rationales", teacher.name, info["rationales"])
-        return {**info, **_scores(run_dir, teacher, answers), "generated_now": 0}
+        return {**info, **_scores(run_dir, teacher, answers, scorer), "generated_now": 0}
     start = time.perf_counter()
     settings = settings_key(teacher)
     generated = 0
@@ -305,7 +309,7 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
                     group = stack.enter_context(reserved(teacher))
                 rows = [pa.concat_tables(pending)]
                 pending.clear()
-                generated += _generate(rows.pop(), teacher, group, run_dir)  # only _generate holds the rows
+                generated += _generate(rows.pop(), teacher, group, run_dir, scorer)  # only _generate holds the rows
             return keys
 
         explained = None
@@ -346,16 +350,17 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
     if explained is not None:
         extra["example_rationales"] = len(explained)
     info = store.finish(run_dir, teacher.name, key, keys, extra)
-    return {**info, **_scores(run_dir, teacher, answers)}
+    return {**info, **_scores(run_dir, teacher, answers, scorer)}
 
 
-def _scores(run_dir: Path, teacher: TeacherConfig, answers: dict[str, Sequence[Question]]) -> dict[str, Any]:
+def _scores(run_dir: Path, teacher: TeacherConfig, answers: dict[str, Sequence[Question]],
+            scorer: str = open_answers.CHOICE) -> dict[str, Any]:
     """The teacher's own accuracy per split (``store.evaluation``), or why there is none."""
     if not teacher.evaluate:
         return {"evaluated": False, "not_evaluated_because": "teachers[].evaluate is false"}
     if not answers:
         return {"evaluated": False, "not_evaluated_because": "no valid or test questions"}
-    scores = store.evaluation(store.read_table(run_dir, teacher.name, store.EVALUATION_COLUMNS), answers)
+    scores = store.evaluation(store.read_table(run_dir, teacher.name, store.EVALUATION_COLUMNS), answers, scorer)
     log.info("teacher %s: own accuracy %s", teacher.name,
              ", ".join(f"{s} {scores[f'{s}_accuracy']:.3f}" for s in answers))
     return {"evaluated": True, **scores}
@@ -385,10 +390,11 @@ def _explained(table: pa.Table, pool: Sequence[Question], keys: set[str]) -> dic
 
 
 def run_all(teachers: Sequence[TeacherConfig], train: Sequence[Question], run_dir: Path,
-            answers: dict[str, Sequence[Question]] | None = None
+            answers: dict[str, Sequence[Question]] | None = None, scorer: str = open_answers.CHOICE
             ) -> list[tuple[TeacherConfig, dict[str, Any] | BaseException]]:
     """Every teacher, side by side where the cluster has room; one teacher's failure does not stop the
-    others (their rows are stored). ``answers``: the held-out splits evaluated teachers answer themselves.
+    others (their rows are stored). ``answers``: the held-out splits evaluated teachers answer themselves,
+    judged by ``scorer`` (``choice``, or ``exact``/``numeric`` for open answers).
     Returns each teacher's figures or its exception, in config order."""
     if not teachers:
         return []
@@ -397,7 +403,7 @@ def run_all(teachers: Sequence[TeacherConfig], train: Sequence[Question], run_di
 
     def one(teacher: TeacherConfig) -> None:
         try:
-            result: dict[str, Any] | BaseException = run_teacher(teacher, train, run_dir, answers)
+            result: dict[str, Any] | BaseException = run_teacher(teacher, train, run_dir, answers, scorer)
         except Exception as err:  # noqa: BLE001 -- reported per teacher by the caller
             log.debug("teacher %s failed", teacher.name, exc_info=True)
             result = err

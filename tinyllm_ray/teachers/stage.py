@@ -14,7 +14,8 @@ vLLM batch). Output rows follow ``store.SCHEMA``.
 
 Rows of role ``train`` or ``shot`` are rationales (``prompts.clean_rationale``); rows of role ``valid`` or
 ``test`` are the teacher's own answers (``prompts.parse_answer``): ``predicted`` is the option it named, -1
-when it named none (``no_answer``).
+when it named none (``no_answer``); ``said`` is what its conclusion says (for an open question, the answer that
+``answers.correct`` judges later: the scorer only tags the dashboard's counts here).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import ray.data
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from tinyllm_ray import answers as open_answers
 from tinyllm_ray import metrics, prompts
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data.schema import Question
@@ -85,8 +87,10 @@ def fit_prompts(
 class TeacherWorker:
     """Ray Data UDF: one teacher model per actor; prompt rows in, cleaned rationale rows out."""
 
-    def __init__(self, teacher: TeacherConfig):
-        self.teacher = teacher
+    scorer = open_answers.CHOICE
+
+    def __init__(self, teacher: TeacherConfig, scorer: str = open_answers.CHOICE):
+        self.teacher, self.scorer = teacher, scorer
         self.engine = make_engine(teacher)
         context = ray.get_runtime_context()
         self.node = context.get_node_id()
@@ -106,19 +110,24 @@ class TeacherWorker:
         generations = dict(zip(submit, self.engine.generate_ids([prompt_ids[i] for i in submit]))) if submit else {}
 
         out: dict[str, list] = {name: [] for name in ("rationale", "reject_reason", "raw", "prompt_tokens",
-                                                      "new_tokens", "shots_used", "predicted")}
+                                                      "new_tokens", "shots_used", "predicted", "said")}
         answers: Counter[tuple[str, str]] = Counter()
         for i in range(n):
             question = Question(id=str(batch["id"][i]), question="", choices=tuple(str(c) for c in batch["choices"][i]),
                                 answer=str(batch["answer"][i]))
             answering = str(batch["role"][i]) in ANSWER_ROLES
             predicted: int | None = None
+            said: str | None = None
             if i not in generations:
                 text, reason, raw, used, p_tokens, n_tokens = "", "prompt_too_long", "", 0, tried[i], 0
             else:
                 g = generations[i]
-                if answering:  # the teacher answered by itself: which option did it name?
-                    text, predicted = prompts.parse_answer(g.text, question.choices)
+                if answering and question.is_open:  # the teacher answered by itself: what does it conclude?
+                    text, said = prompts.parse_open_answer(g.text)
+                    reason = None if said is not None else "no_answer"
+                elif answering:  # which option did it name?
+                    text, said = prompts.parse_open_answer(g.text)
+                    predicted = prompts.match_choice(said, question.choices) if said else None
                     reason = None if predicted is not None else "no_answer"
                 else:
                     prompt = str(variants[i][chosen[i]])
@@ -127,9 +136,11 @@ class TeacherWorker:
                 raw, p_tokens, n_tokens = g.text, g.prompt_tokens, g.new_tokens
                 used = len(variants[i]) - 1 - chosen[i]
             if answering:
-                outcome = reason or ("correct" if predicted == question.answer_index else "wrong")
+                right = (open_answers.correct(said or "", question.answer, self.scorer) if question.is_open
+                         else predicted == question.answer_index)
+                outcome = reason or ("correct" if right else "wrong")
                 answers[(str(batch["role"][i]), outcome)] += 1
-            row = (text, reason or "", raw, p_tokens, n_tokens, used, -1 if predicted is None else predicted)
+            row = (text, reason or "", raw, p_tokens, n_tokens, used, -1 if predicted is None else predicted, said or "")
             for name, value in zip(out, row):
                 out[name].append(value)
 
@@ -163,9 +174,11 @@ def pool(teacher: TeacherConfig) -> ray.data.ActorPoolStrategy:
 
 
 def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: PlacementGroup,
-                    worker: type[TeacherWorker] = TeacherWorker) -> ray.data.Dataset:
+                    worker: type[TeacherWorker] = TeacherWorker, scorer: str = open_answers.CHOICE
+                    ) -> ray.data.Dataset:
     """Lazy dataset of rationale rows (``store.SCHEMA``) for the prompt rows, in blocks of one actor call.
-    ``worker`` may be a subclass of ``TeacherWorker`` (the benchmark's adds timings)."""
+    ``worker`` may be a subclass of ``TeacherWorker`` (the benchmark's adds timings); ``scorer``: the data's
+    (``choice``, or ``exact``/``numeric`` for open answers)."""
     size = rows_per_call(teacher)
     # Blocks of one call's rows: every actor of the pool gets work and a lost block is small. from_blocks
     # puts the blocks (slices of ``rows``, no copy here) in the object store from this process, as from_items
@@ -175,7 +188,7 @@ def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: Pla
                                    or [rows])
     dataset = dataset.map_batches(
         worker,
-        fn_constructor_kwargs={"teacher": teacher},
+        fn_constructor_kwargs={"teacher": teacher, **({"scorer": scorer} if scorer != open_answers.CHOICE else {})},
         batch_size=size,
         batch_format="numpy",
         compute=pool(teacher),

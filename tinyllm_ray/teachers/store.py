@@ -9,10 +9,10 @@ into one ``rationales.parquet`` (rows of stale keys dropped, one row per key) an
 ``_stage.json`` marker (the stage key and figures) last: the marker means "complete".
 
 Columns: ``id, teacher, role, key, rationale, reject_reason, raw, prompt_tokens, new_tokens, shots_used, node,
-gpus`` (the Ray node and GPU ids of the actor that wrote the row), ``predicted``. Role ``train`` rows are the
-rationales the student learns from, ``shot`` rows the zero-shot rationales of a ``generated``-mode example
-pool, ``valid``/``test`` rows the teacher's own answers to held-out questions (``rationale`` its explanation,
-``predicted`` the option it named or -1); ``evaluation`` scores those.
+gpus`` (the Ray node and GPU ids of the actor that wrote the row), ``predicted``, ``said``. Role ``train`` rows
+are the rationales the student learns from, ``shot`` rows the zero-shot rationales of a ``generated``-mode
+example pool, ``valid``/``test`` rows the teacher's own answers to held-out questions (``rationale`` its
+explanation, ``said`` its conclusion, ``predicted`` the option that names or -1); ``evaluation`` scores those.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tinyllm_ray import stages
+from tinyllm_ray import answers, stages
 
 log = logging.getLogger("tinyllm_ray.store")
 
@@ -48,9 +48,10 @@ SCHEMA = pa.schema([
     ("node", pa.string()),
     ("gpus", pa.string()),
     ("predicted", pa.int64()),
+    ("said", pa.string()),
 ])
 # Columns a store written before they existed lacks, and their value there.
-_ADDED = {"predicted": -1}
+_ADDED = {"predicted": -1, "said": ""}
 
 
 def teacher_dir(run_dir: Path, teacher: str) -> Path:
@@ -135,6 +136,7 @@ def import_rationales(table: pa.Table, run_dir: Path, teacher: str, key: str) ->
         "role": pa.array(["train"] * n), "key": pa.array([f"{key}:{i}" for i in table.column("id").to_pylist()]),
         "raw": table.column("rationale"), "shots_used": pa.array([0] * n, pa.int64()),
         "node": pa.array([""] * n), "gpus": pa.array([""] * n), "predicted": pa.array([-1] * n, pa.int64()),
+        "said": pa.array([""] * n),
     }
     for name, column in defaults.items():
         if name not in table.column_names:
@@ -161,20 +163,25 @@ def summarize(table: pa.Table) -> dict[str, Any]:
     }
 
 
-EVALUATION_COLUMNS = ("id", "role", "predicted", "reject_reason")  # what ``evaluation`` reads
+EVALUATION_COLUMNS = ("id", "role", "predicted", "reject_reason", "said")  # what ``evaluation`` reads
 
 
-def evaluation(table: pa.Table, splits: dict[str, Any]) -> dict[str, Any]:
+def evaluation(table: pa.Table, splits: dict[str, Any], scorer: str = answers.CHOICE) -> dict[str, Any]:
     """A teacher's own accuracy on each held-out split from its ``valid``/``test`` rows: ``<split>_accuracy``
-    (share of the split's questions whose stored answer is the gold option; a question without a row, with a
-    prompt too long or an answer naming no option counts as wrong), ``unparsed`` (answers naming no option)
-    and ``too_long`` (prompts that did not fit), by split. ``splits``: split name -> its questions."""
+    (share of the split's questions whose stored answer is the gold option, or for open questions whose
+    conclusion is the gold answer by ``scorer``; a question without a row, with a prompt too long or an answer
+    naming no option counts as wrong), ``unparsed`` (answers naming no option, or no conclusion) and
+    ``too_long`` (prompts that did not fit), by split. ``splits``: split name -> its questions."""
     out: dict[str, Any] = {"unparsed": {}, "too_long": {}}
     for split, questions in splits.items():
         rows = table.filter(pc.equal(table.column("role"), split))
-        answer = {i: (p, r) for i, p, r in zip(*(rows.column(c).to_pylist() for c in ("id", "predicted",
-                                                                                       "reject_reason")))}
-        right = sum(answer.get(q.id, (-1, ""))[0] == q.answer_index for q in questions)
+        answer = {i: (p, r, said) for i, p, r, said in zip(*(rows.column(c).to_pylist()
+                                                              for c in ("id", "predicted", "reject_reason", "said")))}
+        if scorer == answers.CHOICE:
+            right = sum(answer.get(q.id, (-1, "", ""))[0] == q.answer_index for q in questions)
+        else:
+            right = sum(q.id in answer and not answer[q.id][1] and answers.correct(answer[q.id][2], q.answer, scorer)
+                        for q in questions)
         out[f"{split}_accuracy"] = round(right / len(questions), 4) if questions else None
         reasons = Counter(answer[q.id][1] for q in questions if q.id in answer)
         out["unparsed"][split] = reasons.get("no_answer", 0)
