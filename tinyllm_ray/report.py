@@ -110,10 +110,10 @@ def dataset_lines(d: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     held = " (held out of train)" if d.get("valid_from_train") else ""
     halved = " (half of the labelled valid split)" if d.get("test_from_valid") else ""
-    task = ("open-answer" if d.get("task") == "open" else "multiple-choice")
-    lines.append(f"Dataset **{d['name']}**: {d['train']} train, {d['valid']} valid{held}, {d['test']} test{halved} "
-                 f"{task} questions" + (f"; answers scored by {d.get('scorer_means')}." if d.get("task") == "open"
-                                        else "."))
+    scored = f" open-answer questions; answers scored by {d.get('scorer_means')}." if d.get("task") == "open" else \
+        " questions."
+    lines.append(f"Dataset **{d['name']}**: {d['train']} train, {d['valid']} valid{held}, {d['test']} test{halved}"
+                 + scored)
     if d.get("unlabelled"):
         lines.append("Published without answers, so left out of training and scoring: "
                      + ", ".join(f"the {s} split ({n} rows)" for s, n in d["unlabelled"].items()) + ".")

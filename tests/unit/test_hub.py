@@ -49,6 +49,8 @@ def test_registry_names_hub_ids_and_configs():
         "piqa": ("ybisk/piqa", None),
         "pubmedqa": ("qiaojin/PubMedQA", "pqa_labeled"),
         "bioasq": (None, None),
+        "gsm8k": ("openai/gsm8k", "main"),
+        "svamp": ("ChilleD/SVAMP", None),
     }
     assert all(name == schema.name for name, schema in HUB_SCHEMAS.items())
     # Script-only main branches: ``datasets`` >= 4 loads only their auto-converted Parquet branch.
@@ -455,7 +457,7 @@ def test_read_mapped_rejects_bad_mappings_and_paths(tmp_path):
     path = write(tmp_path / "q.jsonl", [{}])
     with pytest.raises(DataError, match="columns: unknown key 'rationale'"):
         read_mapped(path, {**MAPPING, "rationale": "r"})
-    with pytest.raises(DataError, match="columns: 'choices', 'answer' must be given"):
+    with pytest.raises(DataError, match="columns: 'answer' must be given"):  # without 'choices': open questions
         read_mapped(path, {"question": "q"})
     with pytest.raises(DataError, match=r"absent\.jsonl does not exist$"):
         read_mapped(tmp_path / "absent.jsonl", MAPPING)

@@ -67,7 +67,8 @@ class DataConfig:
     Default: the reader's own (``refs/convert/parquet`` for PIQA and RiddleSense, else the main branch), and the
     run logs the commit it got, with the ``--set data.revision=...`` that pins it."""
     columns: dict[Str, Str] = Field(default_factory=dict)
-    """``jsonl`` only: source column of ``question``, ``choices``, ``answer`` (text, letter or index), ``id``, ``context``."""
+    """``jsonl`` only: source column of ``question``, ``choices``, ``answer`` (text, letter or index), ``id``, ``context``;
+    without ``choices`` the questions are open ones (the answer column holds the answer text or number)."""
     task: Literal["choice", "open"] | None = None
     """``choice`` (multiple choice, the paper's datasets) or ``open`` (no options; the answer is a short text or a
     number: GSM8K, SVAMP, your own question/answer pairs). Default: ``open`` when most training questions have no

@@ -1,12 +1,16 @@
-"""Readers for Hugging Face hub datasets (OBQA, ARC, PIQA, RiddleSense, CommonsenseQA, PubMedQA, BioASQ) and
-for any JSON/JSON Lines/Parquet file with a column mapping.
+"""Readers for Hugging Face hub datasets (multiple choice: OBQA, ARC, PIQA, RiddleSense, CommonsenseQA,
+PubMedQA, BioASQ; open answer: GSM8K, SVAMP) and for any JSON/JSON Lines/Parquet file with a column mapping.
 
 ``HUB_SCHEMAS`` maps a dataset name to its hub copy and to the normalizer of its schema family, which turns
 one record as published on the dataset card into a ``Question`` (or raises ``RowError`` with the reject
-reason). ``read_hub`` reads a dataset either from local split files (``train.jsonl``, ``obqa_valid.json``,
-``data/test-00000-of-00001.parquet``...) or, without a path, with ``datasets.load_dataset``. ``read_mapped``
-reads files whose columns are named in a mapping. Both return ``{"train"|"valid"|"test": [Row, ...]}``
-with only the splits that exist; ``load.py`` decides what to do with the rejected rows.
+reason). The open-answer schemas give questions without choices whose answer is the gold number as text:
+GSM8K's from the final ``#### <number>`` line of its worked solution (thousands separators removed), SVAMP's
+from its ``Answer`` float (``5.0`` -> ``"5"``). ``read_hub`` reads a dataset either from local split files
+(``train.jsonl``, ``obqa_valid.json``, ``data/test-00000-of-00001.parquet``, GSM8K's
+``main/train-00000-of-00001.parquet``...) or, without a path, with ``datasets.load_dataset``. ``read_mapped``
+reads files whose columns are named in a mapping (without a ``choices`` column: open questions). Both return
+``{"train"|"valid"|"test": [Row, ...]}`` with only the splits that exist; ``load.py`` decides what to do with
+the rejected rows.
 """
 
 from __future__ import annotations
@@ -114,6 +118,52 @@ def _strings(value: Any, what: str) -> list[str]:
     return [str(v).strip() for v in value]
 
 
+_PLAIN_NUMBER = re.compile(r"[-\u2212]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?")
+"""A number as a gold answer is written: optional minus, digits (thousands separators only between groups of
+three), optional decimals (ASCII digits). No plus sign, unit or exponent around it."""
+
+
+def plain_number(text: str) -> str | None:
+    """``text`` as a bare number with its thousands separators removed (``"1,234"`` -> ``"1234"``, ``"-3.5"``
+    kept), or None when it is not one number written plainly (``"3,4"``, ``"$5"``, ``"5 apples"``, ``""``)."""
+    text = text.strip()
+    if not _PLAIN_NUMBER.fullmatch(text):
+        return None
+    return text.replace(",", "").replace("\u2212", "-")
+
+
+def _drop_zero_decimals(text: str) -> str:
+    """``"5.0"`` -> ``"5"``, ``"2.50"`` -> ``"2.5"``; ``text`` is a plain number without separators."""
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def number_text(value: Any, what: str) -> str:
+    """A gold number as answer text: an int as is, a float without a trailing ``.0`` (``5.0`` -> ``"5"``,
+    ``2.5`` -> ``"2.5"``), a numeric string likewise (``"1,234.0"`` -> ``"1234"``); ``RowError`` naming ``what``
+    for a bool, NaN, an infinity or anything that is not a number."""
+    if isinstance(value, bool):
+        raise RowError(f"{what} is {clip(value)}, not a number")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if special := non_finite(value):
+            raise RowError(f"{what} is {special}, not a number")
+        if value.is_integer():
+            return str(int(value))
+        text = repr(value)
+        return _drop_zero_decimals(f"{value:.20f}") if "e" in text else text  # 1e-05 -> 0.00001
+    if isinstance(value, str):
+        if (number := plain_number(value)) is None:
+            raise RowError(f"{what} is {clip(value.strip())}, not a number")
+        return _drop_zero_decimals(number)
+    raise RowError(f"{what} is a {type(value).__name__}, not a number")
+
+
+def _first_key(record: dict[str, Any], *keys: str) -> str | None:
+    """The first of ``keys`` that ``record`` holds with a value (not None)."""
+    return next((key for key in keys if record.get(key) is not None), None)
+
+
 def _passages(value: Any, what: str) -> str:
     """Context text from a string, or a list of strings / ``{"text": ...}`` dicts joined with spaces."""
     if value is None:
@@ -205,6 +255,53 @@ def _yes_no(record: dict[str, Any], where: str, *, name: str) -> Question:
                     reference_rationale=ideal.strip() if isinstance(ideal, str) else "")
 
 
+_CALCULATOR = re.compile(r"<<[^<>]*>>")
+"""GSM8K's calculator annotations in its worked solutions: ``48/2 = <<48/2=24>>24`` -> ``48/2 = 24``."""
+
+
+def _gsm8k(record: dict[str, Any], where: str, *, name: str) -> Question:
+    """GSM8K: ``question``, ``answer`` = the worked solution (with ``<<...>>`` calculator annotations), then a
+    last line ``#### <number>``. The gold answer is that number without thousands separators (``#### 1,234``
+    -> ``"1234"``; a minus and decimals kept); the solution before it, annotations removed, is the reference
+    rationale (its lines kept). The published copy has no ids: they are derived from the row's position (a copy
+    with an ``id`` column keeps its own)."""
+    question = text_field(record, "question")
+    worked, mark, final = text_field(record, "answer").rpartition("####")
+    if not mark:
+        raise RowError("no '####' answer line")
+    answer = plain_number(final)
+    if answer is None:
+        raise RowError(f"the '####' answer {clip(final.strip())} is not a number")
+    lines = (line.strip() for line in _CALCULATOR.sub("", worked).splitlines())
+    return Question(id=_record_id(record, "id", name, where), question=question, choices=(), answer=answer,
+                    reference_rationale="\n".join(line for line in lines if line))
+
+
+def _svamp(record: dict[str, Any], where: str, *, name: str) -> Question:
+    """SVAMP: ``ID``, ``Body``, ``Question``, ``Equation``, ``Answer`` (a float), ``Type`` (lower-case keys as
+    some copies have them are accepted too). The question is ``Body`` and ``Question`` joined with a space (else
+    ``question_concat``); the gold answer is the number without a trailing ``.0`` (``5.0`` -> ``"5"``); the
+    reference rationale is ``"<Equation> = <answer>"`` (empty without an equation)."""
+    body, asked = _first_key(record, "Body", "body"), _first_key(record, "Question", "question")
+    if body and asked:
+        question = f"{text_field(record, body)} {text_field(record, asked)}"
+    elif "question_concat" in record:
+        question = text_field(record, "question_concat")
+    else:
+        raise RowError("missing 'Body' and 'Question' (or 'question_concat')")
+    key = _first_key(record, "Answer", "answer")
+    if key is None:
+        raise RowError(NO_LABEL if "Answer" in record or "answer" in record else "missing 'Answer'")
+    raw = record[key]
+    if isinstance(raw, str) and not raw.strip():
+        raise RowError(NO_LABEL)
+    answer = number_text(raw, repr(key))
+    equation = record.get(_first_key(record, "Equation", "equation") or "Equation")
+    rationale = f"{equation.strip()} = {answer}" if isinstance(equation, str) and equation.strip() else ""
+    return Question(id=_record_id(record, _first_key(record, "ID", "id"), name, where), question=question,
+                    choices=(), answer=answer, reference_rationale=rationale)
+
+
 def _schema(name: str, hub_id: str | None, hub_config: str | None, family: Callable[..., Question],
             revision: str | None = None, split_files: tuple[tuple[str, str], ...] = (),
             **options: Any) -> tuple[str, HubSchema]:
@@ -230,6 +327,9 @@ HUB_SCHEMAS: dict[str, HubSchema] = dict([
     _schema("piqa", "ybisk/piqa", None, _two_solutions, "refs/convert/parquet"),
     _schema("pubmedqa", "qiaojin/PubMedQA", "pqa_labeled", _pubmedqa),
     _schema("bioasq", None, None, _yes_no, split_files=BIOASQ_FILES),
+    # Open answer (no choices). GSM8K's snapshot keeps its configs apart: main/train-00000-of-00001.parquet.
+    _schema("gsm8k", "openai/gsm8k", "main", _gsm8k),
+    _schema("svamp", "ChilleD/SVAMP", None, _svamp),
 ])
 
 
@@ -380,8 +480,8 @@ def _commit(hub_id: str, revision: str | None) -> str | None:
 
 # -- generic files with a column mapping ---------------------------------------------------------------------
 
-MAPPED_KEYS = {"question": True, "choices": True, "answer": True, "id": False, "context": False}
-"""Column mapping keys of ``read_mapped`` -> whether required."""
+MAPPED_KEYS = {"question": True, "choices": False, "answer": True, "id": False, "context": False}
+"""Column mapping keys of ``read_mapped`` -> whether required; without ``choices`` the rows are open questions."""
 
 
 def _mapped_answer(raw: Any, choices: Sequence[str], column: str) -> str:
@@ -403,14 +503,30 @@ def _mapped_answer(raw: Any, choices: Sequence[str], column: str) -> str:
     raise RowError(f"{column!r} value {clip(raw)} is neither a choice, a letter nor a 0-based index")
 
 
+def _open_answer(raw: Any, column: str) -> str:
+    """The answer of an open question: text as is (stripped), a number as text (``18`` -> ``"18"``, ``2.5`` ->
+    ``"2.5"``, ``18.0`` -> ``"18"``); a bool, NaN, an infinity or a list is rejected."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise RowError(NO_LABEL)
+    if isinstance(raw, str):
+        return raw.strip()
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return number_text(raw, repr(column))
+    raise RowError(f"{column!r} value {clip(raw)} is neither text nor a number")
+
+
 def _mapped(record: dict[str, Any], where: str, *, columns: dict[str, str]) -> Question:
     question = text_field(record, columns["question"])
-    if columns["choices"] not in record:
-        raise RowError(f"missing {columns['choices']!r}")
-    choices = tuple(_strings(record[columns["choices"]], repr(columns["choices"])))
+    choices: tuple[str, ...] = ()
+    if "choices" in columns:
+        if columns["choices"] not in record:
+            raise RowError(f"missing {columns['choices']!r}")
+        choices = tuple(_strings(record[columns["choices"]], repr(columns["choices"])))
     if columns["answer"] not in record:
         raise RowError(f"missing {columns['answer']!r}")
-    answer = _mapped_answer(record[columns["answer"]], choices, columns["answer"])
+    raw = record[columns["answer"]]
+    answer = (_mapped_answer(raw, choices, columns["answer"]) if "choices" in columns
+              else _open_answer(raw, columns["answer"]))
     context = _passages(record.get(columns["context"]), repr(columns["context"])) if "context" in columns else ""
     return Question(id=_record_id(record, columns.get("id"), "", where), question=question, choices=choices,
                     answer=answer, context=context)
@@ -418,7 +534,9 @@ def _mapped(record: dict[str, Any], where: str, *, columns: dict[str, str]) -> Q
 
 def read_mapped(path: Path, columns: dict[str, str]) -> dict[str, list[Row]]:
     """Rows by split from a JSON/JSON Lines/Parquet file (the train split) or a directory of split files,
-    whose columns are named by ``columns`` (keys ``question``, ``choices``, ``answer``, optional ``id``, ``context``).
+    whose columns are named by ``columns`` (keys ``question``, ``answer``, optional ``choices``, ``id``,
+    ``context``). With ``choices`` the answer is an option's text, letter or 0-based index; without it every
+    row is an open question whose answer is the text (or number) in the answer column.
     """
     for key in columns:
         if key not in MAPPED_KEYS:

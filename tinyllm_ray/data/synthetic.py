@@ -6,6 +6,11 @@ shopping change — each with plausible distractors and a step-by-step ``referen
 ends by naming the answer. Output is deterministic for a seed, and no question text is repeated
 across (or within) splits, so test questions never leak into train. ``family_of`` tells a question's family
 from its text; ``generate_families`` draws from chosen families only (the trained tiny teachers' data).
+
+``task="open"`` gives the open-answer variant (``data.task: open``): for a seed, the very questions of the
+multiple-choice one (same ids, texts, answers and rationales: the options are still drawn, so the random
+stream is the same) with no options. The answers are short: a number (``12``), a name (``Ann``), a weekday
+(``Monday``) or a dollar amount (``$3``).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import dataclasses
 import random
 from collections.abc import Callable, Collection, Sequence
 
-from tinyllm_ray.data.schema import Question
+from tinyllm_ray.data.schema import TASKS, Question
 
 SPLITS = ("train", "valid", "test")
 MAX_ATTEMPTS = 1000  # per item, before giving up on finding an unseen question text
@@ -184,7 +189,9 @@ FAMILIES: dict[str, Callable[[random.Random, int], _Draft]] = {
 
 
 def _check_args(n_train: int, n_valid: int, n_test: int, seed: int,
-                min_choices: int, max_choices: int) -> None:
+                min_choices: int, max_choices: int, task: str = "choice") -> None:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     named = {"n_train": n_train, "n_valid": n_valid, "n_test": n_test, "seed": seed,
              "min_choices": min_choices, "max_choices": max_choices}
     for key, value in named.items():
@@ -201,10 +208,17 @@ def _check_args(n_train: int, n_valid: int, n_test: int, seed: int,
         raise ValueError(f"min_choices ({min_choices}) must be <= max_choices ({max_choices})")
 
 
+def _question(qid: str, draft: _Draft, choices: list[str], task: str) -> Question:
+    """The question of ``draft`` with its laid-out ``choices``, or with none for the ``open`` task."""
+    return Question(id=qid, question=draft.question, choices=tuple(choices) if task == "choice" else (),
+                    answer=draft.answer, reference_rationale=draft.rationale)
+
+
 def generate(n_train: int, n_valid: int, n_test: int, seed: int = 0,
-             min_choices: int = 2, max_choices: int = 5) -> dict[str, list[Question]]:
-    """Generate the three splits; every question text is unique across all of them."""
-    _check_args(n_train, n_valid, n_test, seed, min_choices, max_choices)
+             min_choices: int = 2, max_choices: int = 5, task: str = "choice") -> dict[str, list[Question]]:
+    """Generate the three splits; every question text is unique across all of them. ``task="open"``: the same
+    questions without options (the options are drawn all the same, so nothing else changes)."""
+    _check_args(n_train, n_valid, n_test, seed, min_choices, max_choices, task)
     rng = random.Random(seed)
     families = list(FAMILIES.values())
     seen: set[str] = set()
@@ -224,9 +238,7 @@ def generate(n_train: int, n_valid: int, n_test: int, seed: int = 0,
             choices = list(draft.distractors)
             rng.shuffle(choices)
             choices.insert(rng.randrange(k), draft.answer)
-            items.append(Question(id=f"synth-{split}-{i:05d}", question=draft.question,
-                                  choices=tuple(choices), answer=draft.answer,
-                                  reference_rationale=draft.rationale))
+            items.append(_question(f"synth-{split}-{i:05d}", draft, choices, task))
         out[split] = items
     return out
 
@@ -247,11 +259,13 @@ def family_of(question: Question | str) -> str:
 
 
 def generate_families(n: int, families: Sequence[str], seed: int = 0, min_choices: int = 2, max_choices: int = 5,
-                      exclude: Collection[str] = (), prefix: str = "synth-fam") -> list[Question]:
+                      exclude: Collection[str] = (), prefix: str = "synth-fam",
+                      task: str = "choice") -> list[Question]:
     """``n`` questions drawn from ``families`` only (uniformly per question), laid out as ``generate`` does; no
     question text is repeated or in ``exclude``. Deterministic for a seed; ``generate``'s output is unchanged.
-    RuntimeError when the families run out of unseen texts (``days`` has about 400 in all)."""
-    _check_args(n, 0, 0, seed, min_choices, max_choices)
+    ``task="open"``: the same questions without options. RuntimeError when the families run out of unseen
+    texts (``days`` has about 400 in all)."""
+    _check_args(n, 0, 0, seed, min_choices, max_choices, task)
     unknown = [f for f in families if f not in FAMILIES]
     if unknown or not families:
         raise ValueError(f"families must be a non-empty list of {sorted(FAMILIES)}, got {list(families)!r}")
@@ -272,6 +286,5 @@ def generate_families(n: int, families: Sequence[str], seed: int = 0, min_choice
         choices = list(draft.distractors)
         rng.shuffle(choices)
         choices.insert(rng.randrange(k), draft.answer)
-        items.append(Question(id=f"{prefix}-{i:05d}", question=draft.question, choices=tuple(choices),
-                              answer=draft.answer, reference_rationale=draft.rationale))
+        items.append(_question(f"{prefix}-{i:05d}", draft, choices, task))
     return items
