@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from tinyllm_ray import console, metrics, runs, stages
+from tinyllm_ray import console, metrics, prompts, runs, stages
 from tinyllm_ray.config import Config, ConfigError, validate, validate_against_data, with_absolute_paths
 from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import Question
@@ -227,7 +227,7 @@ def training_examples(p: Prepared) -> pa.Table:
     from tinyllm_ray.student.batches import example_table
 
     rationales = {name: store.read_rationales(p.run_dir, name) for name in p.config.teacher_names()}
-    return example_table(p.splits["train"], rationales)
+    return example_table(p.splits["train"], rationales, prompts.StudentText.of(p.config.student))
 
 
 def run_student(p: Prepared, baselines: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -84,6 +84,27 @@ def _opened(text: TeacherText) -> TeacherText:
 ANSWER_TASK = "answer"
 ANSWER_PREFIX = "predict: "
 RATIONALE_PREFIX = "explain_{teacher}: "
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentText:
+    """The student's task prefixes (``student.answer_prefix`` / ``student.rationale_prefix``), by default the
+    constants above."""
+
+    answer_prefix: str = ANSWER_PREFIX
+    rationale_prefix: str = RATIONALE_PREFIX  # with ``{teacher}``
+
+    @classmethod
+    def of(cls, student: object) -> StudentText:
+        return cls(answer_prefix=getattr(student, "answer_prefix", ANSWER_PREFIX),
+                   rationale_prefix=getattr(student, "rationale_prefix", RATIONALE_PREFIX))
+
+    def prefix(self, task: str) -> str:
+        """``predict: `` for the answer task, ``explain_<teacher>: `` for a teacher's rationale task."""
+        return self.answer_prefix if task == ANSWER_TASK else self.rationale_prefix.format(teacher=task)
+
+
+STUDENT_TEXT = StudentText()
 # A causal (decoder-only) student reads its input, this, then writes its target.
 CAUSAL_SEPARATOR = "\n"
 
@@ -179,10 +200,9 @@ def pick_shots(q: Question, pool: Sequence[Question], k: int, seed: int) -> list
     return [p for p in drawn if p.id != q.id][:k]
 
 
-def student_input(q: Question, task: str) -> str:
-    """Student encoder input for ``task`` (``answer`` or a teacher name)."""
-    prefix = ANSWER_PREFIX if task == ANSWER_TASK else RATIONALE_PREFIX.format(teacher=task)
-    return prefix + question_block(q)
+def student_input(q: Question, task: str, text: StudentText = STUDENT_TEXT) -> str:
+    """Student encoder input for ``task`` (``answer`` or a teacher name): its prefix, then the question."""
+    return text.prefix(task) + question_block(q)
 
 
 def answer_target(q: Question) -> str:

@@ -62,6 +62,8 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
             "exported_step": student.get("best_step"),
             "selected_on": f"valid accuracy ({config.eval.select_on}) during training",
             "samples_per_second": student.get("final_metrics", {}).get("train_samples_per_second"),
+            "answer_prefix": config.student.answer_prefix,
+            "rationale_prefix": config.student.rationale_prefix,
             **({"rank_skipped": RANK_SKIPPED} if data.task == "open" else {}),
         },
         "timings": timings,
@@ -265,6 +267,11 @@ print(tokenizer.decode(model.generate(**tokenizer(prompt, return_tensors="pt"))[
     if d.get("task") == "open":  # no options line, nothing to rank
         code = code.replace("\\nOptions: (a) <option> (b) <option>", "")
         scored = f"generated, {d.get('scorer')} match"
+    prefix = s.get("answer_prefix", prompts.ANSWER_PREFIX)
+    if prefix != prompts.ANSWER_PREFIX:  # the student's own task prefix (student.answer_prefix)
+        how, code = how.replace("`predict:`", f"`{prefix.strip()}`"), code.replace('"predict:', json.dumps(
+            prefix.strip())[:-1]).replace('"predict: ', json.dumps(prefix)[:-1])
+    explain = s.get("rationale_prefix", prompts.RATIONALE_PREFIX).format(teacher="<teacher>").strip()
     exported = f"; exported: the checkpoint of step {s['exported_step']}, best on valid" if s.get("exported_step") else ""
     return f"""# {report['run_name']}: a TinyLLM student
 
@@ -272,7 +279,7 @@ Distilled with tinyllm_ray from several teachers' rationales (the TinyLLM method
 
 - Base model: `{s['model']}`
 - Teachers: {teachers}
-- Loss weights: {weights} (answer task `predict:`, one `explain_<teacher>:` task per teacher)
+- Loss weights: {weights} (answer task `{prefix.strip()}`, one `{explain}` task per teacher)
 - Data: {d['name']}, {d['train']} training questions; {s['steps']} optimizer steps{exported}
 
 | split | accuracy ({scored}) | accuracy (rank classification) |

@@ -63,7 +63,7 @@ def export_rationales(run_dir: Path, config: Config, train: list[Question], rati
     columns: dict[str, Any] = {
         "id": [q.id for q in train], "question": [q.question for q in train],
         "context": [q.context for q in train], "choices": [list(q.choices) for q in train],
-        "answer": [q.answer for q in train], "answer_index": pa.array([q.answer_index for q in train], pa.int32()),
+        "answer": [q.answer for q in train], "answer_index": pa.array([None if q.is_open else q.answer_index for q in train], pa.int32()),
     }
     for name, by_id in rationales.items():
         columns[f"rationale_{name}"] = pa.array([by_id.get(q.id) for q in train], pa.string())  # None: rejected
@@ -92,12 +92,15 @@ def dataset_card(run_name: str, config: Config, train: list[Question], teachers:
         shown = (", ".join(f"{f}={getattr(settings, f)}" for f in GENERATION_FIELDS if f != "model")
                  if settings else "precomputed (imported from the dataset's files)")
         rows.append(f"| {t['name']} | `{t['model']}` | {t.get('rationales')} | {t.get('rejected')} | {shown} |")
+    opened = bool(train) and train[0].is_open
+    saw, other = ("the question **and the gold answer**", "another answer") if opened else \
+        ("the question, its options **and the gold answer**", "another option")
     body = f"""# {run_name}: teacher rationales
 
 Rationales written by {len(teachers)} teacher LLM(s) for the {len(train)} training questions of `{config.data.dataset}`,
-by tinyllm_ray (the TinyLLM method): each teacher saw the question, its options **and the gold answer**, with
+by tinyllm_ray (the TinyLLM method): each teacher saw {saw}, with
 in-context examples, and was asked to explain why that answer is right. Column `rationale_<teacher>` holds the
-accepted rationale, or null where it was rejected (empty, too short, arguing for another option, prompt too long).
+accepted rationale, or null where it was rejected (empty, too short, arguing for {other}, prompt too long).
 
 ## Teachers
 
@@ -116,8 +119,9 @@ drawn by the teacher's `shots_mode`):
 
 ## Columns
 
-`id`, `question`, `context`, `choices` (list), `answer` (the right choice's text), `answer_index`, and one
-`rationale_<teacher>` per teacher.
+`id`, `question`, `context`, `choices` (list; empty for open-answer questions), `answer` (the right choice's
+text, or the open answer), `answer_index` (null for open-answer questions), and one `rationale_<teacher>` per
+teacher.
 
 ```python
 from datasets import load_dataset

@@ -15,8 +15,9 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from tests.helpers import REPO, tiny_run_config
-from tinyllm_ray import pipeline
+from tinyllm_ray import answers, pipeline
 from tinyllm_ray.config import from_dict
+from tinyllm_ray.data.load import load_data
 
 pytestmark = pytest.mark.ray
 
@@ -317,6 +318,37 @@ def test_precomputed_rationales_train_a_causal_student_without_any_teacher(ray_l
     assert by_id["train-5"] == "5 mod 2 is 1."  # aligned across the rejected row 3
     rejects = (tmp_path / "runs" / "precomputed" / "rejects.jsonl").read_text().splitlines()
     assert [json.loads(r)["where"] for r in rejects] == ["toy_train.json:line 4"]
+
+
+def test_an_open_answer_run_of_the_built_in_dataset_goes_end_to_end(ray_local, tiny_models, tmp_path):
+    """``data.task: open``: questions without options through teachers (rationales and their own answers),
+    the student (changed task prefixes), both evaluations and the report, which names the scorer; every
+    accuracy is recomputed here from what the run stored."""
+    raw = tiny_run_config(tiny_models, tmp_path / "runs", "open", teachers=1,
+                          data={"task": "open", "n_train": 24, "n_valid": 8, "n_test": 8},
+                          student={"answer_prefix": "answer: ", "rationale_prefix": "why_{teacher}: "})
+    raw["train"]["alpha"] = {"teacher-a": 1.0}
+    report = pipeline.run(from_dict(raw))
+    run_dir = tmp_path / "runs" / "open"
+    d, s = report["dataset"], report["student"]
+    assert (d["task"], d["scorer"]) == ("open", "exact")  # numbers, names and days: not all numbers
+    assert s["valid_accuracy_rank"] is None and s["test_accuracy_rank"] is None and "rank" in s["rank_skipped"]
+    assert "answers scored by normalised exact match" in (run_dir / "report.md").read_text()
+    shown = (run_dir / "prompts" / "teacher-a.txt").read_text()
+    assert "Options:" not in shown and shown.startswith("The following are questions with their correct answers.")
+    questions = {q.id: q for q in load_data(from_dict(raw).data).splits["test"]}
+    stored = pq.read_table(run_dir / "rationales" / "teacher-a").to_pylist()
+    own = [r for r in stored if r["role"] == "test"]
+    assert len(own) == len(questions) == 8
+    right = sum(not r["reject_reason"] and answers.correct(r["said"], questions[r["id"]].answer, "exact") for r in own)
+    assert report["teachers"][0]["test_accuracy"] == right / len(own)
+    predictions = [r for r in pq.read_table(run_dir / "predictions.parquet").to_pylist() if r["split"] == "test"]
+    assert all(r["rank_predicted"] == -1 for r in predictions)
+    assert [r["correct"] for r in predictions] == [answers.correct(r["generated"], questions[r["id"]].answer, "exact")
+                                                   for r in predictions]
+    assert s["test_accuracy"] == sum(r["correct"] for r in predictions) / len(predictions)
+    card = (run_dir / "student" / "README.md").read_text()
+    assert 'prompt = "answer: Q: <question>"' in card and "type: question-answering" in card
 
 
 @pytest.mark.slow  # ~80 s: reads the whole real dataset (only where ../shared is, never in CI)

@@ -45,7 +45,7 @@ def test_dry_run_loads_no_model_and_writes_nothing_but_the_plan(poisoned_models,
 
     assert _tree(tmp_path) == before  # no run dir, no rejects file, no model file touched
     assert not runs.exists()
-    assert planned["resume"] is False and planned["data"] == {"dataset": "synthetic", "train": 48, "valid": 16,
+    assert planned["resume"] is False and planned["data"] == {"dataset": "synthetic", "task": "choice", "scorer": "choice", "train": 48, "valid": 16,
                                                               "test": 16, "rejected": 0}
     a, b = planned["teachers"]
     assert a["to_generate"] == {"train": 48, "valid": 16, "test": 16} and not a["reused"]

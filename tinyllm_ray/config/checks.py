@@ -101,6 +101,7 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
             value = getattr(t.prompt, field, None) if t.prompt else None
             if value is not None and not value.strip():
                 errors.append(f"teachers.{i}.prompt.{field}: empty; leave the key out to keep the default text")
+    errors += _student_prefix_errors(config)
     imported = [n for n in config.teacher_names() if n not in names]
     for i, name in enumerate(names):
         if name in imported:
@@ -239,3 +240,22 @@ def validate_against_data(config: Config, n_train: int, source: str = "config") 
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
 
 
+
+
+def _student_prefix_errors(config: Config) -> list[str]:
+    """The student's task prefixes: the answer's not empty, the rationales' with ``{teacher}`` (one prefix per
+    teacher) and no other field, all of them different (a shared prefix would make two tasks one)."""
+    s = config.student
+    errors = []
+    if not s.answer_prefix.strip():
+        errors.append("student.answer_prefix: empty; leave the key out to keep the default 'predict: '")
+    try:
+        ok = "{teacher}" in s.rationale_prefix and bool(s.rationale_prefix.format(teacher="t").strip())
+    except (KeyError, IndexError, ValueError):
+        ok = False
+    if not ok:
+        errors.append(f"student.rationale_prefix: must name the teacher as {{teacher}} and have no other {{...}} "
+                      f"field, got {clip(s.rationale_prefix)}")
+    elif s.answer_prefix in {s.rationale_prefix.format(teacher=n) for n in config.teacher_names()}:
+        errors.append(f"student.answer_prefix: {clip(s.answer_prefix)} is also a teacher's rationale prefix")
+    return errors

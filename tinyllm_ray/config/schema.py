@@ -214,6 +214,16 @@ class StudentConfig:
     """Tokens generated when the student answers at evaluation."""
     trust_remote_code: Bool = False
     """Allow the model repo's own Python code."""
+    answer_prefix: Str = "predict: "
+    """The task prefix before a question whose answer the student learns and gives (one-encoder mode: its
+    decoder marker). Changing it retrains the student; ``tinyllm predict`` reads it from the run's config."""
+    rationale_prefix: Str = "explain_{teacher}: "
+    """The task prefix before a question whose teacher's rationale the student learns, with ``{teacher}`` where
+    the teacher's name goes (each teacher needs its own prefix)."""
+
+    # Stage keys leave the prefixes out at their defaults: students trained before they were settable keep their keys.
+    KEY_OMITTED: ClassVar[dict[str, tuple[Any, ...]]] = {"answer_prefix": ("predict: ",),
+                                                         "rationale_prefix": ("explain_{teacher}: ",)}
 
 
 @dataclass(config=_STRICT)

@@ -57,9 +57,9 @@ def target_col(task: str) -> str:
     return f"target__{task}"
 
 
-def task_marker(task: str) -> str:
+def task_marker(task: str, text: prompts.StudentText = prompts.STUDENT_TEXT) -> str:
     """The task prefix: ``predict: `` or ``explain_<teacher>: `` (decoder side in the one-encoder layout)."""
-    return prompts.ANSWER_PREFIX if task == prompts.ANSWER_TASK else prompts.RATIONALE_PREFIX.format(teacher=task)
+    return text.prefix(task)
 
 
 def layout_of(encoder_decoder: bool, mode: str) -> str:
@@ -70,16 +70,17 @@ def layout_of(encoder_decoder: bool, mode: str) -> str:
     return "one_encoder" if mode == "one_encoder" else "seq2seq"
 
 
-def example_table(questions: Sequence[Question], rationales: dict[str, dict[str, str]]) -> pa.Table:
+def example_table(questions: Sequence[Question], rationales: dict[str, dict[str, str]],
+                  text: prompts.StudentText = prompts.STUDENT_TEXT) -> pa.Table:
     """Text rows: ``id``, the bare question block, plus input/target per task; ``rationales`` maps teacher ->
-    {question id: text}."""
+    {question id: text}; ``text``: the task prefixes."""
     import pyarrow as pa  # here: the GPU check (bench/gpu.py) imports this module where pyarrow may be absent
 
     tasks = [prompts.ANSWER_TASK, *rationales]
     columns: dict[str, list[str]] = {"id": [q.id for q in questions],
                                      input_col(QUESTION): [prompts.question_block(q) for q in questions]}
     for task in tasks:
-        columns[input_col(task)] = [prompts.student_input(q, task) for q in questions]
+        columns[input_col(task)] = [prompts.student_input(q, task, text) for q in questions]
     columns[target_col(prompts.ANSWER_TASK)] = [prompts.answer_target(q) for q in questions]
     for teacher, by_id in rationales.items():
         columns[target_col(teacher)] = [by_id.get(q.id, "") for q in questions]
@@ -90,12 +91,13 @@ class Encoder:
     """Token ids of one layout: inputs, targets, and (ids, labels, decoder ids) per task row."""
 
     def __init__(self, tokenizer: Any, layout: str, max_input_tokens: int, max_target_tokens: int,
-                 decoder_start_token_id: int | None = None):
+                 decoder_start_token_id: int | None = None, text: prompts.StudentText = prompts.STUDENT_TEXT):
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}")
         self.tok, self.layout = tokenizer, layout
         self.max_input, self.max_target = max_input_tokens, max_target_tokens
         self.decoder_start = decoder_start_token_id
+        self.text = text  # the task prefixes
         if layout == "one_encoder" and decoder_start_token_id is None:
             raise ValueError("the one-encoder layout needs the model's decoder_start_token_id")
 
@@ -119,7 +121,8 @@ class Encoder:
         return [x if str(t) else np.zeros(0, np.int32) for x, t in zip(out, texts)]
 
     def marker(self, task: str) -> np.ndarray:
-        return np.asarray(self.tok(task_marker(task).strip(), add_special_tokens=False)["input_ids"], np.int32)
+        return np.asarray(self.tok(task_marker(task, self.text).strip(), add_special_tokens=False)["input_ids"],
+                          np.int32)
 
     def rows(self, task: str, sources: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> dict[str, list]:
         """``ids`` / ``labels`` (and ``dec`` for one-encoder) for one task; a row without target gets empty labels."""
@@ -142,12 +145,13 @@ class Tokenize:
     """Ray Data UDF: text rows -> the token-list columns of ``layout`` (see the module docstring)."""
 
     def __init__(self, model: str, tasks: list[str], max_input_tokens: int, max_target_tokens: int,
-                 trust_remote_code: bool = False, layout: str = "seq2seq"):
+                 trust_remote_code: bool = False, layout: str = "seq2seq",
+                 text: prompts.StudentText = prompts.STUDENT_TEXT):
         tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
         start = None
         if layout == "one_encoder":
             start = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).decoder_start_token_id
-        self.encoder = Encoder(tokenizer, layout, max_input_tokens, max_target_tokens, start)
+        self.encoder = Encoder(tokenizer, layout, max_input_tokens, max_target_tokens, start, text)
         self.tasks = tasks
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -164,19 +168,21 @@ class Tokenize:
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer_udf(model: str, tasks: tuple[str, ...], max_input_tokens: int, max_target_tokens: int,
-                   trust_remote_code: bool, layout: str, changed: tuple[int, ...]) -> Tokenize:
-    return Tokenize(model, list(tasks), max_input_tokens, max_target_tokens, trust_remote_code, layout)
+                   trust_remote_code: bool, layout: str, changed: tuple[int, ...],
+                   text: prompts.StudentText = prompts.STUDENT_TEXT) -> Tokenize:
+    return Tokenize(model, list(tasks), max_input_tokens, max_target_tokens, trust_remote_code, layout, text)
 
 
 def tokenize(batch: dict[str, np.ndarray], model: str, tasks: Sequence[str], max_input_tokens: int,
-             max_target_tokens: int, trust_remote_code: bool = False, layout: str = "seq2seq") -> dict[str, Any]:
+             max_target_tokens: int, trust_remote_code: bool = False, layout: str = "seq2seq",
+             text: prompts.StudentText = prompts.STUDENT_TEXT) -> dict[str, Any]:
     """``Tokenize`` as a Ray Data task function. Tasks, not an actor pool: Ray reuses its task worker processes,
     which keep the tokenizer (cached here) and the imports of the previous runs, where an actor is a new process
     that imports transformers again (seconds, every training run); and tasks spread over the whole cluster."""
     # A model dir rebuilt in place (same path, new files) must not reuse the cached tokenizer.
     changed = tuple(p.stat().st_mtime_ns for p in sorted(Path(model).glob("*token*"))) if Path(model).is_dir() else ()
     udf = _tokenizer_udf(model, tuple(tasks), max_input_tokens, max_target_tokens, trust_remote_code, layout,
-                         changed)
+                         changed, text)
     return udf(batch)
 
 

@@ -17,6 +17,7 @@ import ray.data
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
+from tinyllm_ray import prompts
 from tinyllm_ray.config import Config
 from tinyllm_ray.student.batches import bucketed, collate, tokenize
 
@@ -75,7 +76,7 @@ def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str], layo
             tokenize,
             fn_kwargs={"model": s.model, "tasks": tasks, "max_input_tokens": s.max_input_tokens,
                        "max_target_tokens": s.max_target_tokens, "trust_remote_code": s.trust_remote_code,
-                       "layout": layout},
+                       "layout": layout, "text": prompts.StudentText.of(s)},
             batch_size=256,
             batch_format="numpy",
         )

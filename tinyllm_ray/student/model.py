@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
+from tinyllm_ray import prompts
 from tinyllm_ray.config import Config
 from tinyllm_ray.devices import is_encoder_decoder  # the rule lives there; the pipeline imports it from here
 from tinyllm_ray.student.batches import QUESTION, Encoder, layout_of
@@ -62,7 +63,7 @@ def student_encoder(model: torch.nn.Module, tokenizer: Any, config: Config) -> E
     s = config.student
     layout = layout_of(is_encoder_decoder(model), config.train.mode)
     return Encoder(tokenizer, layout, s.max_input_tokens, s.max_target_tokens,
-                   getattr(model.config, "decoder_start_token_id", None))
+                   getattr(model.config, "decoder_start_token_id", None), prompts.StudentText.of(s))
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

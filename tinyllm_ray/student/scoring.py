@@ -40,7 +40,7 @@ class Scorer:
     def _sources(self, questions: Sequence[Question], task: str = ANSWER) -> list[np.ndarray]:
         if self.enc.layout == "one_encoder":
             return self.enc.sources([prompts.question_block(q) for q in questions])
-        return self.enc.sources([prompts.student_input(q, task) for q in questions])
+        return self.enc.sources([prompts.student_input(q, task, self.enc.text) for q in questions])
 
     def _amp(self):
         return bf16_autocast(self.device, self.autocast)

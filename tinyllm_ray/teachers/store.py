@@ -175,8 +175,9 @@ def evaluation(table: pa.Table, splits: dict[str, Any], scorer: str = answers.CH
     out: dict[str, Any] = {"unparsed": {}, "too_long": {}}
     for split, questions in splits.items():
         rows = table.filter(pc.equal(table.column("role"), split))
-        answer = {i: (p, r, said) for i, p, r, said in zip(*(rows.column(c).to_pylist()
-                                                              for c in ("id", "predicted", "reject_reason", "said")))}
+        said = rows.column("said").to_pylist() if scorer != answers.CHOICE else [""] * rows.num_rows
+        answer = {i: (p, r, text) for i, p, r, text in zip(*(rows.column(c).to_pylist()
+                                                             for c in ("id", "predicted", "reject_reason")), said)}
         if scorer == answers.CHOICE:
             right = sum(answer.get(q.id, (-1, "", ""))[0] == q.answer_index for q in questions)
         else:
