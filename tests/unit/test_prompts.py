@@ -439,3 +439,28 @@ def test_the_explanation_request_must_name_the_answer(request_text, ok):
         return
     with pytest.raises(ConfigError, match=r"teachers\.0\.prompt\.explain_request: must name the gold answer"):
         validate(config, check_paths=False)
+
+
+def test_a_prompt_template_file_gives_the_teachers_words(tmp_path, monkeypatch):
+    """``teachers[i].prompt: file.yaml``: the file's keys, read relative to the config that names it (or to the
+    working directory from ``--set``); a missing or non-mapping file is one error naming the key."""
+    from tinyllm_ray.config import ConfigError, load_config
+
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "math.yaml").write_text("instruction: Math word problems with their answers.\n"
+                                                    "rationale_lead: 'Solution:'\n")
+    (tmp_path / "list.yaml").write_text("- instruction\n")
+    (tmp_path / "run.yaml").write_text("student: {model: s}\nteachers:\n"
+                                       "  - {name: t, model: m, prompt: prompts/math.yaml}\n  - {name: u, model: m}\n")
+    config = load_config(tmp_path / "run.yaml", check_paths=False)
+    words = config.teachers[0].prompt
+    assert (words.instruction, words.rationale_lead, words.explain_request) == (
+        "Math word problems with their answers.", "Solution:", None)
+    assert config.teachers[1].prompt is None
+    monkeypatch.chdir(tmp_path / "prompts")
+    again = load_config(tmp_path / "run.yaml", ["teachers.1.prompt=math.yaml"], check_paths=False)
+    assert again.teachers[1].prompt == words
+    with pytest.raises(ConfigError, match=r"teachers\.1\.prompt: template file not found: .*nope\.yaml"):
+        load_config(tmp_path / "run.yaml", ["teachers.1.prompt=nope.yaml"], check_paths=False)
+    with pytest.raises(ConfigError, match=r"teachers\.1\.prompt: template file .*list\.yaml must hold a mapping"):
+        load_config(tmp_path / "run.yaml", [f"teachers.1.prompt={tmp_path / 'list.yaml'}"], check_paths=False)

@@ -179,6 +179,7 @@ def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     raw = read_yaml_file(path, "config file", f" (extended by {chain[-1]})" if chain else "") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    inline_prompt_files(raw, path.parent, str(path))
     base = raw.pop("extends", None)
     if base is None:
         return raw
@@ -188,6 +189,24 @@ def read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if parent in chain or parent == path.resolve():
         raise ConfigError(f"{path}: extends: {base} extends itself (cycle)")
     return _merge(read_yaml(parent, (*chain, path.resolve())), raw)
+
+
+def inline_prompt_files(raw: dict[str, Any], base_dir: Path, where: str) -> None:
+    """Replace each ``teachers[i].prompt`` given as a file name (a YAML template: a mapping of the same keys,
+    relative to ``base_dir``, the directory of the config that names it) by that file's mapping, in place; the
+    run directory's saved config then holds the words themselves."""
+    teachers = raw.get("teachers")
+    if not isinstance(teachers, list):
+        return
+    for i, teacher in enumerate(teachers):
+        if not isinstance(teacher, dict) or not isinstance(teacher.get("prompt"), str):
+            continue
+        file = base_dir / Path(teacher["prompt"]).expanduser()
+        words = read_yaml_file(file, f"teachers.{i}.prompt: template file", f" (named in {where})")
+        if not isinstance(words, dict):
+            raise ConfigError(f"teachers.{i}.prompt: template file {file} must hold a mapping of prompt keys "
+                              f"(instruction, explain_request, ...), got {type(words).__name__}")
+        teacher["prompt"] = words
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -218,6 +237,7 @@ def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths:
     raw = _unshared(raw)  # YAML aliases share one object: an override of one must not change the others
     for assignment in overrides:
         apply_override(raw, assignment)
+    inline_prompt_files(raw, Path.cwd(), "--set")  # a template named on the command line: relative to here
     config = from_dict(raw, source=str(path))
     validate(config, source=str(path), check_paths=check_paths)
     return config

@@ -193,7 +193,8 @@ class TeacherConfig:
     """Allow the model repo's own Python code (off unless you trust the model)."""
     prompt: TeacherPromptConfig | None = None
     """The prompt's own words (instruction, explanation request, leads), for domains that need others; see
-    ``TeacherPromptConfig``. ``<run>/prompts/<teacher>.txt`` shows one resolved prompt."""
+    ``TeacherPromptConfig``. Either the keys themselves or the name of a YAML template file holding them
+    (relative to the config file). ``<run>/prompts/<teacher>.txt`` shows one resolved prompt."""
     evaluate: Bool = True
     """Also let the teacher answer the valid and test questions by itself (few-shot chain of thought without
     the gold answer, same examples mode), so the report shows its own accuracy beside the student's."""
