@@ -116,12 +116,13 @@ def prepare(config: Config) -> Prepared:
 
 
 def resolve_task(config: Config, data: LoadedData) -> Config:
-    """The config with what the data decided: ``data.task`` (and, for open tasks, ``data.scorer``) as loaded,
-    and, since open questions have no options to rank, checkpoints selected by generate-and-match. Stage keys
-    see a multiple-choice run's config unchanged (``DataConfig.KEY_OMITTED``)."""
-    resolved = dataclasses.replace(config.data, task=data.task, scorer=data.scorer if data.task == "open" else None)
-    config = dataclasses.replace(config, data=resolved)
-    if data.task == "open" and config.eval.select_on == "rank":
+    """The config with what the data decided for an open-answer task: ``data.task: open``, ``data.scorer`` as
+    loaded and, since open questions have no options to rank, checkpoints selected by generate-and-match. A
+    multiple-choice run's config is returned as it is (``task`` left unset means ``choice``)."""
+    if data.task != "open":
+        return config
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data, task="open", scorer=data.scorer))
+    if config.eval.select_on == "rank":
         log.info("open-answer task: checkpoints are selected on valid by generate-and-match (%s); rank "
                  "classification needs options", data.scorer)
         config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, select_on="generate"))

@@ -46,6 +46,7 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
             "task": data.task,
             "scorer": data.scorer,
             "scorer_means": answers.SCORERS[data.scorer],
+            **({"rationale_filter": prompts.OPEN_FILTER} if data.task == "open" else {}),
         },
         "teachers": [{k: t.get(k) for k in TEACHER_FIELDS} for t in teachers],
         "student": {

@@ -290,6 +290,7 @@ def _precomputed_config(models: Path, data_dir: Path, out: Path, **data) -> dict
     return raw
 
 
+@pytest.mark.slow  # ~58 s; the open-answer run above trains a causal student with accumulation by default
 def test_precomputed_rationales_train_a_causal_student_without_any_teacher(ray_local, tiny_models, tmp_path):
     """The authors' layout with their rationales and no teacher, read by a causal student (a tiny Llama) that
     trains with gradient accumulation and length bucketing, selects on valid by generation and exports."""
@@ -328,12 +329,19 @@ def test_an_open_answer_run_of_the_built_in_dataset_goes_end_to_end(ray_local, t
                           data={"task": "open", "n_train": 24, "n_valid": 8, "n_test": 8},
                           student={"answer_prefix": "answer: ", "rationale_prefix": "why_{teacher}: "})
     raw["train"]["alpha"] = {"teacher-a": 1.0}
+    raw["teachers"][0].update(shots=0, max_new_tokens=8)  # zero-shot: rationales and answers in one engine pass
+    # A causal student (a tiny Llama) with gradient accumulation and length bucketing: the default suite's causal
+    # end-to-end run (the precomputed one below is marked slow).
+    raw["student"].update(model=str(tiny_models / "teacher-a"), max_answer_tokens=4)
+    raw["train"].update(batch_size=4, grad_accum_steps=2, length_bucketing=2)
     report = pipeline.run(from_dict(raw))
     run_dir = tmp_path / "runs" / "open"
     d, s = report["dataset"], report["student"]
+    assert s["architecture"] == "causal" and s["steps"] == 3  # 24 questions: 6 micro-batches of 4, 2 per step
     assert (d["task"], d["scorer"]) == ("open", "exact")  # numbers, names and days: not all numbers
     assert s["valid_accuracy_rank"] is None and s["test_accuracy_rank"] is None and "rank" in s["rank_skipped"]
     assert "answers scored by normalised exact match" in (run_dir / "report.md").read_text()
+    assert "off for text answers" in d["rationale_filter"]
     shown = (run_dir / "prompts" / "teacher-a.txt").read_text()
     assert "Options:" not in shown and shown.startswith("The following are questions with their correct answers.")
     questions = {q.id: q for q in load_data(from_dict(raw).data).splits["test"]}
@@ -348,7 +356,7 @@ def test_an_open_answer_run_of_the_built_in_dataset_goes_end_to_end(ray_local, t
                                                    for r in predictions]
     assert s["test_accuracy"] == sum(r["correct"] for r in predictions) / len(predictions)
     card = (run_dir / "student" / "README.md").read_text()
-    assert 'prompt = "answer: Q: <question>"' in card and "type: question-answering" in card
+    assert 'prompt = "answer: Q: <question>\\n"' in card and "type: question-answering" in card
 
 
 @pytest.mark.slow  # ~80 s: reads the whole real dataset (only where ../shared is, never in CI)
