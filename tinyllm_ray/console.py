@@ -205,6 +205,7 @@ class _ConsoleHandler(logging.Handler):
 
 _board: Board | None = None
 _level = "info"
+_saved_root_level: int | None = None  # the root logger's level before ``setup``
 
 
 def board() -> Board | None:
@@ -218,7 +219,7 @@ def quiet() -> bool:
 
 def setup(level: str = "quiet", stream: TextIO | None = None) -> Board:
     """Console logging for a run at ``level`` (``LEVELS``); returns the progress board."""
-    global _board, _level
+    global _board, _level, _saved_root_level
     if level not in LEVELS:
         raise ValueError(f"log level {level!r}: use one of {', '.join(LEVELS)}")
     teardown()
@@ -226,6 +227,7 @@ def setup(level: str = "quiet", stream: TextIO | None = None) -> Board:
     _level = level
     _board = Board(stream, tty=stream.isatty() and os.environ.get("TERM") != "dumb")
     root = logging.getLogger()
+    _saved_root_level = root.level  # teardown puts it back
     root.addHandler(_ConsoleHandler(_board, level))
     root.setLevel(logging.DEBUG if level == "debug" else logging.INFO)
     logging.captureWarnings(True)  # Python warnings become log records: shown from WARNING up, and in the file
@@ -236,9 +238,14 @@ def setup(level: str = "quiet", stream: TextIO | None = None) -> Board:
 
 
 def teardown() -> None:
-    """Back to no console handling (the process goes on: tests, a notebook): handlers removed, board closed."""
-    global _board, _level
+    """Back to no console handling (the process goes on: tests, a notebook): handlers removed, board closed, the
+    root logger's level and Python's warnings as they were before ``setup``."""
+    global _board, _level, _saved_root_level
     root = logging.getLogger()
+    if _saved_root_level is not None:
+        root.setLevel(_saved_root_level)
+        logging.captureWarnings(False)
+        _saved_root_level = None
     for handler in list(root.handlers):
         if isinstance(handler, _ConsoleHandler) or getattr(handler, "_tinyllm_run_log", False):
             root.removeHandler(handler)

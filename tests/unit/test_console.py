@@ -103,3 +103,19 @@ def test_a_failing_progress_source_never_stops_the_display(stream):
     board.render()
     assert "teacher-a: 0/4 rows" in stream.getvalue()
     board.close()
+
+
+def test_teardown_puts_the_root_loggers_level_and_warnings_back(stream):
+    import warnings
+
+    root, shown = logging.getLogger(), warnings.showwarning
+    before = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        console.setup("debug", stream)
+        assert root.level == logging.DEBUG and warnings.showwarning is not shown  # warnings become log records
+        console.teardown()
+        assert root.level == logging.ERROR and warnings.showwarning is shown
+    finally:
+        console.teardown()
+        root.setLevel(before)
