@@ -13,7 +13,7 @@ from tinyllm_ray.data.load import load_data
 from tinyllm_ray.data.records import NO_LABEL, Row
 from tinyllm_ray.data.schema import Question, problems
 
-from .test_hub import by_where, write
+from .test_hub import by_where, fake_hub, write  # noqa: F401 -- fake_hub: a fixture
 
 SOLUTION = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
             "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
@@ -89,25 +89,8 @@ def test_gsm8k_load_data_counts_rejects_and_infers_an_open_numeric_task(tmp_path
     assert all(q.is_open for split in loaded.splits.values() for q in split)
 
 
-@pytest.fixture
-def hub(monkeypatch):
-    """``datasets.load_dataset`` replaced: it records its call and returns in-memory splits (nothing downloaded;
-    the tests run with HF_HUB_OFFLINE, so no commit is asked for either)."""
-    import datasets
-
-    calls: list[tuple[tuple, dict]] = []
-    splits: dict[str, list[dict]] = {}
-
-    def load_dataset(*args, **kwargs):
-        calls.append((args, kwargs))
-        return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
-
-    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-    return calls, splits
-
-
-def test_gsm8k_by_hub_name_loads_the_main_config(hub):
-    calls, splits = hub
+def test_gsm8k_by_hub_name_loads_the_main_config(fake_hub):
+    calls, splits = fake_hub
     splits.update(train=[gsm8k("Q?", SOLUTION), gsm8k("R?", "none")], test=[gsm8k("T?", "#### 0")])
     rows = read_hub("gsm8k", None)
     assert calls == [(("openai/gsm8k", "main"), {})]
