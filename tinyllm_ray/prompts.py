@@ -81,6 +81,7 @@ def _opened(text: TeacherText) -> TeacherText:
         answer_instruction=(OPEN_ANSWER_INSTRUCTION if text.answer_instruction == ANSWER_INSTRUCTION
                             else text.answer_instruction))
 
+
 ANSWER_TASK = "answer"
 ANSWER_PREFIX = "predict: "
 RATIONALE_PREFIX = "explain_{teacher}: "
@@ -105,6 +106,7 @@ class StudentText:
 
 
 STUDENT_TEXT = StudentText()
+
 # A causal (decoder-only) student reads its input, this, then writes its target.
 CAUSAL_SEPARATOR = "\n"
 
