@@ -14,16 +14,17 @@ What it times, per N (training questions) and per stage, on this machine:
   appends, the resume scan and compaction. The engine (``InstantEngine``, plugged in through a ``TeacherWorker``
   subclass) answers every prompt at once, so only the project's overhead is timed.
   ``resume_scan`` (``store.done_keys`` over the stored parts, before compaction) and ``compaction``
-  (``store.finish``) are timed inside it; ``resume_all_done``: ``run_all`` again, which must skip everything.
+  (``store.finish``, with its own driver peak) are timed inside it; ``resume_all_done``: ``run_all`` again, which must skip everything.
 - ``teachers_hf``: the same with the real tiny HF teacher (``tinyllm_ray.tiny``), only for N <= ``--hf-engine-max``;
 - ``student_ingest``: what the student's training reads: ``store.read_rationales`` per teacher,
-  ``batches.example_table``, ``feed.tokenized_dataset`` (a tiny BPE tokenizer), Ray Data's
+  ``batches.example_table`` (as ``pipeline.training_examples`` calls it), ``feed.tokenized_dataset`` (a tiny BPE tokenizer), Ray Data's
   ``streaming_split`` into 2 shards, and one epoch of collated micro-batches per shard (``feed.epoch_batches``, local
   shuffle buffer) read in two threads, as two Train workers would;
 - ``evaluation``: ``evaluate.evaluate_models`` over N questions with a scorer that answers at once.
 
-Figures: seconds per 1k rows, and the peak memory of the driver (RSS, sampled every 50 ms by a thread with psutil)
-and of the Ray worker processes (``ray::*`` processes under this driver: their RSS summed, and the largest one),
+Figures: seconds per 1k rows, and the peak memory of the driver (RSS, sampled every 50 ms by a thread with psutil;
+``driver_rise_gib``: the peak over the driver's RSS when the stage began, what the stage itself added) and of the
+Ray worker processes (``ray::*`` processes under this driver: their RSS summed, and the largest one),
 per stage. Each N runs in a subprocess of its own (a fresh local Ray), so its peaks are its own.
 
 The last line of stdout is one JSON object: ``per_row_ratio_1m_vs_10k`` (s/row at 1M over s/row at 10k, per stage;
@@ -67,6 +68,7 @@ class Peaks:
 
         self.psutil, self.me, self.every = psutil, psutil.Process(), every_s
         self.driver = self.workers = self.worker_max = 0
+        self.start = self.me.memory_info().rss  # the driver's RSS when the stage began
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="peaks")
@@ -99,13 +101,20 @@ class Peaks:
     def reset(self) -> None:
         with self.lock:
             self.driver = self.workers = self.worker_max = 0
+            self.start = self.me.memory_info().rss
         self.sample()
 
     def read(self) -> dict[str, float]:
+        """The peaks since ``reset``; ``driver_rise_gib``: the driver's peak over its RSS at ``reset`` (what the stage
+        itself added: RSS rarely falls back, so a stage's peak also carries what the stages before it left)."""
         self.sample()
         with self.lock:
-            return {"driver_gib": round(self.driver / GIB, 3), "workers_gib": round(self.workers / GIB, 3),
-                    "worker_max_gib": round(self.worker_max / GIB, 3)}
+            return {"driver_gib": round(self.driver / GIB, 3), "driver_rise_gib": round((self.driver - self.start) / GIB, 3),
+                    "workers_gib": round(self.workers / GIB, 3), "worker_max_gib": round(self.worker_max / GIB, 3)}
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 # -- synthetic data of OBQA's shape ----------------------------------------------------------------------------
@@ -185,7 +194,11 @@ def instant_predictor() -> type:
 
     class InstantPredictor(StudentPredictor):
         def __init__(self, model_dirs: dict[str, str], config: Any):
+            from tinyllm_ray import answers
+
             self.scorers = {name: InstantScorer() for name in model_dirs}
+            # as StudentPredictor sets it (multiple choice: the bench's questions have options)
+            self.judged_by = config.data.scorer if config.data.task == "open" else answers.CHOICE
 
     return InstantPredictor
 
@@ -271,13 +284,21 @@ def run_one(n: int, stages: set[str], hf_max: int, tokenizer_dir: Path, peaks: P
     run_dir = root / "run"
     if "teachers" in stages:
         timed: dict[str, float] = {"resume_scan": 0.0, "compaction": 0.0}
+        compaction_peak = {"driver_gib": 0.0, "driver_rise_gib": 0.0}
         finish = store.finish
 
         def timed_finish(run_dir: Path, teacher: str, *args: Any, **kw: Any) -> Any:
             start = time.perf_counter()
             store.done_keys(run_dir, teacher)  # the resume scan over the stored parts, as a restart would
             middle = time.perf_counter()
-            out = finish(run_dir, teacher, *args, **kw)
+            own = Peaks(0.02)  # the driver during this compaction (the teachers' may overlap: their max is kept)
+            try:
+                out = finish(run_dir, teacher, *args, **kw)
+            finally:
+                seen = own.read()
+                own.close()
+            for k, value in compaction_peak.items():
+                compaction_peak[k] = max(value, seen[k])
             timed["resume_scan"] += middle - start
             timed["compaction"] += time.perf_counter() - middle
             return out
@@ -292,8 +313,8 @@ def run_one(n: int, stages: set[str], hf_max: int, tokenizer_dir: Path, peaks: P
                 if isinstance(result, BaseException):
                     raise result
                 assert result["generated_now"] == n + answered, (teacher.name, result)
-            for name in ("resume_scan", "compaction"):
-                bench.record(name, rows_done, timed[name])
+            bench.record("resume_scan", rows_done, timed["resume_scan"])
+            bench.record("compaction", rows_done, timed["compaction"], **compaction_peak)
             with bench.stage("resume_all_done", rows_done):
                 again = runner.run_all(teachers, train, run_dir, held_out)
             assert all(not isinstance(r, BaseException) and r["generated_now"] == 0 for _, r in again), again
@@ -337,12 +358,12 @@ def _ingest(bench: Bench, train: list[Any], run_dir: Path, tokenizer_dir: Path, 
     tasks = [prompts.ANSWER_TASK, *names]
     n = len(train)
     with bench.stage("student_ingest", n):
-        if stored:
+        if stored:  # as pipeline.training_examples builds them
             rationales = {name: store.read_rationales(run_dir, name) for name in names}
         else:
             rationales = {name: {q.id: "First, look at the question. Then check each option." for q in train}
                           for name in names}
-        examples = example_table(train, rationales)
+        examples = example_table(train, rationales, task_inputs=False)
         del rationales
         dataset = tokenized_dataset(examples, config, tasks, "seq2seq")
         del examples
@@ -404,8 +425,8 @@ def summary(rows: list[dict[str, Any]], ns: list[int]) -> dict[str, Any]:
     done = by.get(("resume_all_done", 1_000_000))
     out["resume_all_done_s_1m"] = done["seconds"] if done else None
     out["resume_all_done_s"] = {str(r["n"]): r["seconds"] for r in rows if r["stage"] == "resume_all_done"}
-    out["table"] = [{k: r[k] for k in ("stage", "n", "s_per_1k", "seconds", "driver_gib", "workers_gib",
-                                       "worker_max_gib") if k in r} for r in rows]
+    out["table"] = [{k: r[k] for k in ("stage", "n", "s_per_1k", "seconds", "driver_gib", "driver_rise_gib",
+                                       "workers_gib", "worker_max_gib") if k in r} for r in rows]
     return out
 
 
@@ -439,10 +460,11 @@ def main() -> None:
                 raise SystemExit(f"scale bench failed at N={group} (exit {done.returncode})")
             rows += json.loads(done.stdout.strip().splitlines()[-1])["rows"]
     table = summary(rows, ns)
-    print(f"{'stage':<18}{'N':>9}{'s/1k rows':>11}{'seconds':>10}{'driver GiB':>12}{'workers GiB':>13}")
+    print(f"{'stage':<18}{'N':>9}{'s/1k rows':>11}{'seconds':>10}{'driver GiB':>12}{'its rise':>10}"
+          f"{'workers GiB':>13}")
     for r in table["table"]:
         print(f"{r['stage']:<18}{r['n']:>9}{r['s_per_1k']:>11}{r['seconds']:>10}{r.get('driver_gib', ''):>12}"
-              f"{r.get('workers_gib', ''):>13}")
+              f"{r.get('driver_rise_gib', ''):>10}{r.get('workers_gib', ''):>13}")
     print(json.dumps(table), flush=True)
 
 

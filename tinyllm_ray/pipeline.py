@@ -224,11 +224,12 @@ def run_teachers(p: Prepared) -> list[dict[str, Any]]:
 
 
 def training_examples(p: Prepared) -> pa.Table:
-    """The training questions with every teacher's accepted rationales (``student.batches.example_table``)."""
+    """The training questions with every teacher's accepted rationales (``student.batches.example_table``): joined
+    by id in Arrow, and the question block held once (``Tokenize`` adds each task's prefix)."""
     from tinyllm_ray.student.batches import example_table
 
     rationales = {name: store.read_rationales(p.run_dir, name) for name in p.config.teacher_names()}
-    return example_table(p.splits["train"], rationales, prompts.StudentText.of(p.config.student))
+    return example_table(p.splits["train"], rationales, prompts.StudentText.of(p.config.student), task_inputs=False)
 
 
 def run_student(p: Prepared, baselines: Any = None) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -13,6 +13,7 @@ a Hugging Face dataset.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,22 +53,34 @@ def model_card(report: dict[str, Any], body: str) -> str:
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
 
 
-def export_rationales(run_dir: Path, config: Config, train: list[Question], rationales: dict[str, dict[str, str]],
+# Training questions written at once (a row group of the exported file): only their Python lists are built together.
+EXPORT_CHUNK = 65_536
+
+
+def export_rationales(run_dir: Path, config: Config, train: list[Question], rationales: Mapping[str, Mapping[str, str]],
                       teachers: list[dict[str, Any]]) -> Path:
-    """Write ``<run>/dataset/`` (Parquet and its card) and return it; ``rationales``: teacher -> {id: text}."""
+    """Write ``<run>/dataset/`` (Parquet and its card) and return it; ``rationales``: teacher -> {id: text} (a
+    ``store.Rationales`` is joined by id in Arrow). Written a chunk of questions at a time."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from tinyllm_ray.teachers.store import rationale_of
+
     out = run_dir / DATASET_DIR
     (out / TRAIN_FILE).parent.mkdir(parents=True, exist_ok=True)
-    columns: dict[str, Any] = {
-        "id": [q.id for q in train], "question": [q.question for q in train],
-        "context": [q.context for q in train], "choices": [list(q.choices) for q in train],
-        "answer": [q.answer for q in train], "answer_index": pa.array([None if q.is_open else q.answer_index for q in train], pa.int32()),
-    }
-    for name, by_id in rationales.items():
-        columns[f"rationale_{name}"] = pa.array([by_id.get(q.id) for q in train], pa.string())  # None: rejected
-    pq.write_table(pa.table(columns), out / TRAIN_FILE)
+    schema = pa.schema([("id", pa.string()), ("question", pa.string()), ("context", pa.string()),
+                        ("choices", pa.list_(pa.string())), ("answer", pa.string()), ("answer_index", pa.int32()),
+                        *((f"rationale_{name}", pa.string()) for name in rationales)])
+    ids = pa.array([q.id for q in train], pa.string())
+    by_teacher = [rationale_of(ids, by_id) for by_id in rationales.values()]  # null: rejected
+    with pq.ParquetWriter(out / TRAIN_FILE, schema) as writer:
+        for start in range(0, max(len(train), 1), EXPORT_CHUNK):
+            part = train[start:start + EXPORT_CHUNK]
+            columns = [ids[start:start + len(part)], [q.question for q in part], [q.context for q in part],
+                       [list(q.choices) for q in part], [q.answer for q in part],
+                       [None if q.is_open else q.answer_index for q in part],
+                       *(column[start:start + len(part)] for column in by_teacher)]
+            writer.write_table(pa.table(columns, schema=schema))
     (out / "README.md").write_text(dataset_card(run_dir.name, config, train, teachers))
     return out
 

@@ -346,3 +346,51 @@ def test_bucketing_groups_rows_of_similar_length(tokenized: dict[str, Any]) -> N
     for b in batches:  # each batch is a run of neighbours in length order
         mine = sorted(row_lengths(b))
         assert any(ranked[i : i + len(mine)] == mine for i in range(len(ranked)))
+
+
+# --- the student's rows in Arrow (issue #17): rationales joined by id, the question block held once -------------
+
+
+def test_example_table_joins_arrow_rationales_like_the_dicts(table: Any, questions: list[Question],
+                                                             rationales: dict[str, dict[str, str]]) -> None:
+    import pyarrow as pa
+
+    from tinyllm_ray.teachers.store import Rationales
+
+    held = {t: Rationales(pa.table({"id": pa.array(list(r), pa.string()), "rationale": pa.array(list(r.values()),
+                                                                                               pa.string())}))
+            for t, r in rationales.items()}
+    assert example_table(questions, held).equals(table)
+    mine = prompts.StudentText(answer_prefix="a: ", rationale_prefix="why_{teacher}: ")
+    custom = example_table(questions, rationales, mine)
+    assert custom.column(input_col("teacher-a")).to_pylist() == [prompts.student_input(q, "teacher-a", mine)
+                                                                 for q in questions]
+
+
+def test_example_table_in_chunks_equals_one_chunk(monkeypatch: pytest.MonkeyPatch, table: Any,
+                                                  questions: list[Question],
+                                                  rationales: dict[str, dict[str, str]]) -> None:
+    from tinyllm_ray.student import batches
+
+    monkeypatch.setattr(batches, "EXAMPLE_CHUNK", 2)
+    assert example_table(questions, rationales).equals(table)
+    assert example_table([], rationales).num_rows == 0
+
+
+@pytest.mark.parametrize("layout", ["seq2seq", "causal", "one_encoder"])
+def test_rows_without_task_inputs_tokenize_to_the_same_ids(layout: str, student_dir: Path, causal_dir: Path,
+                                                           table: Any, questions: list[Question],
+                                                           rationales: dict[str, dict[str, str]]) -> None:
+    mine = prompts.StudentText(answer_prefix="a: ", rationale_prefix="why_{teacher}: ")
+    lean = example_table(questions, rationales, mine, task_inputs=False)
+    assert set(lean.column_names) == {"id", input_col("question")} | {target_col(t) for t in TASKS}
+    full = example_table(questions, rationales, mine)
+    model = str(causal_dir if layout == "causal" else student_dir)
+    udf = Tokenize(model, TASKS, max_input_tokens=200, max_target_tokens=MAX_TARGET, layout=layout, text=mine)
+    got, want = udf(numpy_batch(lean)), udf(numpy_batch(full))
+    assert set(got) == set(want)
+    for key in want:
+        assert [list(x) for x in got[key]] == [list(x) for x in want[key]], key
+    if layout == "seq2seq":  # the prefix of ``text`` is what Tokenize put in front of the block
+        other = Tokenize(model, TASKS, max_input_tokens=200, max_target_tokens=MAX_TARGET, layout=layout)
+        assert [list(x) for x in other(numpy_batch(lean))["ids__answer"]] != [list(x) for x in got["ids__answer"]]

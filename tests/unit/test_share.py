@@ -49,3 +49,28 @@ def test_the_rationales_load_back_with_datasets(tmp_path):
     assert card.data.configs[0]["data_files"][0]["split"] == "train"
     assert "| a | `m` | 4 | 2 | engine=hf" in card.text and "precomputed (imported" in card.text
     assert train[0].question in card.text  # the example prompt
+
+
+def test_the_export_joins_arrow_rationales_in_chunks_like_the_dicts(tmp_path, monkeypatch):
+    """Issue #17: the export joins a ``store.Rationales`` table by id in Arrow and writes a chunk of questions at a
+    time; the file reads the same as one written from dicts, open-answer questions (no choices) included."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tinyllm_ray.data.schema import Question
+    from tinyllm_ray.teachers.store import Rationales
+
+    config = from_dict({"student": {"model": "s"}, "teachers": [{"name": "a", "model": "m", "shots": 1}]})
+    train = generate(5, 0, 0, seed=1)["train"] + [Question("open-1", "How many?", (), "7")]
+    by_id = {q.id: f"because {q.answer}" for q in train[1:]}
+    teachers = [{"name": "a", "model": "m", "rationales": 5, "rejected": 1}]
+    whole = pq.read_table(share.export_rationales(tmp_path / "dicts", config, train, {"a": by_id}, teachers)
+                          / share.TRAIN_FILE)
+    monkeypatch.setattr(share, "EXPORT_CHUNK", 2)
+    held = Rationales(pa.table({"id": list(by_id), "rationale": list(by_id.values())}))
+    chunked = pq.read_table(share.export_rationales(tmp_path / "arrow", config, train, {"a": held}, teachers)
+                            / share.TRAIN_FILE)
+    assert chunked.equals(whole)
+    assert chunked.column("rationale_a").to_pylist() == [None] + [by_id[q.id] for q in train[1:]]
+    assert chunked.column("choices")[5].as_py() == [] and chunked.column("answer_index")[5].as_py() is None
+    assert chunked.schema.field("choices").type == pa.list_(pa.string())

@@ -252,3 +252,67 @@ def test_finished_blocks_are_stored_together_and_whatever_is_left_when_the_stage
     with pytest.raises(RuntimeError, match="a replica died"):
         runner._generate(pa.table({"key": ["x"], "role": ["train"]}), teacher, None, tmp_path / "failed")
     assert store.stored(tmp_path / "failed", "t").num_rows == 5 * 32  # nothing finished is lost
+
+
+# --- streamed compaction and Arrow rationales (issue #17: the driver's memory at a million questions) ------------
+
+
+def _old_compaction(table: pa.Table, wanted: set[str]) -> pa.Table:
+    """What ``finish`` wrote before it streamed: the first stored row of each wanted key, in stored order."""
+    first: dict[str, int] = {}
+    for i, k in enumerate(table.column("key").to_pylist()):
+        if k in wanted:
+            first.setdefault(k, i)
+    return table.take(sorted(first.values()))
+
+
+def test_streamed_compaction_keeps_the_rows_and_order_of_the_whole_table_one(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(store, "COMPACT_ROWS", 2)  # several writes, and row groups cut across parts
+    store.append(tmp_path, T, rows(["a", "b", "c"], reasons=["", "too_short", ""]))
+    store.finish(tmp_path, T, "s0", {"k-a", "k-b", "k-c"}, {})  # a compacted file the next finish reads too
+    store.append(tmp_path, T, rows(["d", "b", "e"], text="again"))  # b again: parts sort before the compacted file
+    store.append(tmp_path, T, rows(["old"], keys=["stale"]))
+    store.append(tmp_path, T, rows(["v1", "v2"], role="valid", keys=["v-1", "v-2"], reasons=["", "no_answer"]))
+    wanted = {"k-a", "k-b", "k-c", "k-d", "k-e", "v-2"}
+    expected = _old_compaction(store.stored(tmp_path, T), wanted)
+    info = store.finish(tmp_path, T, "s1", wanted, {"seconds": 2.0})
+    compacted = pq.read_table(store.teacher_dir(tmp_path, T) / store.COMPACTED)
+    assert compacted.schema == store.SCHEMA
+    assert compacted.equals(expected)
+    assert info == {"key": "s1", "seconds": 2.0, **store.summarize(expected)}
+    by_id = dict(zip(compacted.column("id").to_pylist(), compacted.column("rationale").to_pylist()))
+    assert by_id["b"] == "again b" and info["rejected_by_reason"] == {} and info["rows"] == 5
+
+
+def test_finish_reads_no_whole_file_beyond_its_key_column(tmp_path: Path, monkeypatch) -> None:
+    for start in range(0, 6, 2):
+        store.append(tmp_path, T, rows([f"q{start}", f"q{start + 1}"]))
+    whole_reads: list[list[str]] = []
+    read_table = pq.read_table
+
+    def spy(path, *args, columns=None, **kw):
+        whole_reads.append(list(columns) if columns is not None else ["<every column>"])
+        return read_table(path, *args, columns=columns, **kw)
+
+    monkeypatch.setattr(store.pq, "read_table", spy)
+    store.finish(tmp_path, T, "s", {f"k-q{i}" for i in range(6)}, {})
+    assert whole_reads and all(columns == ["key"] for columns in whole_reads)
+    assert sorted(store.read_table(tmp_path, T).column("id").to_pylist()) == sorted(f"q{i}" for i in range(6))
+
+
+def test_accepted_rationales_in_arrow_and_as_a_mapping(tmp_path: Path) -> None:
+    directory = store.teacher_dir(tmp_path, T)
+    directory.mkdir(parents=True)
+    table = rows(["a", "b", "a", "c"], keys=["k1", "k2", "k3", "k4"], reasons=["", None, "", "empty"])
+    table = table.set_column(4, "rationale", pa.array(["first a", "b", "last a", "no"]))
+    pq.write_table(store._with_added(table).cast(store.SCHEMA), directory / store.COMPACTED)
+    accepted = store.accepted_rationales(tmp_path, T)
+    assert accepted.column_names == ["id", "rationale"]
+    by_id = dict(zip(accepted.column("id").to_pylist(), accepted.column("rationale").to_pylist()))
+    assert by_id == {"a": "last a", "b": "b"}  # a later row of an id wins (as a dict would); a null reason is none
+    mapping = store.read_rationales(tmp_path, T)
+    assert mapping == {"a": "last a", "b": "b"} and len(mapping) == 2 and mapping["a"] == "last a"
+    assert mapping.get("c") is None and set(mapping) == {"a", "b"}
+    ids = pa.array(["c", "b", "a", "zz"])
+    assert store.rationale_of(ids, mapping).to_pylist() == [None, "b", "last a", None]
+    assert store.rationale_of(ids, {"a": "x"}).to_pylist() == [None, None, "x", None]  # a plain dict too

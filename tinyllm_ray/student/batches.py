@@ -4,7 +4,7 @@ One training row per question. For each task (``answer`` and one per teacher) it
 (task prefix + question + options) and the target (the answer text, or that teacher's rationale, empty
 when the teacher has none for this question):
 
-- ``example_table`` builds the text rows (driver side, pyarrow);
+- ``example_table`` builds the text rows (driver side, in Arrow: the teachers' rationales joined by id);
 - ``Tokenize`` turns them into token lists (tokenisation never runs in the training loop), through
   ``Encoder``, which the evaluation uses too; ``tokenize`` is its Ray Data ``map_batches`` task function;
 - ``collate`` pads each task's rows dynamically (to the longest in the batch) for one forward per task,
@@ -28,7 +28,7 @@ Three layouts (``layout_of``):
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,21 +70,39 @@ def layout_of(encoder_decoder: bool, mode: str) -> str:
     return "one_encoder" if mode == "one_encoder" else "seq2seq"
 
 
-def example_table(questions: Sequence[Question], rationales: dict[str, dict[str, str]],
-                  text: prompts.StudentText = prompts.STUDENT_TEXT) -> pa.Table:
+# Questions whose question blocks are built at once: the Python strings of one chunk only, then Arrow.
+EXAMPLE_CHUNK = 65_536
+
+
+def example_table(questions: Sequence[Question], rationales: Mapping[str, Mapping[str, str]],
+                  text: prompts.StudentText = prompts.STUDENT_TEXT, task_inputs: bool = True) -> pa.Table:
     """Text rows: ``id``, the bare question block, plus input/target per task; ``rationales`` maps teacher ->
-    {question id: text}; ``text``: the task prefixes."""
+    {question id: text} (a ``store.Rationales`` is joined in Arrow); ``text``: the task prefixes.
+
+    ``task_inputs=False`` leaves out the input per task (prefix + question block, the block again for every
+    task): ``Tokenize`` then prefixes the question block itself, and the driver and the object store hold the
+    block once (what ``pipeline.training_examples`` gives the student)."""
     import pyarrow as pa  # here: the GPU check (bench/gpu.py) imports this module where pyarrow may be absent
+    import pyarrow.compute as pc
+
+    from tinyllm_ray.teachers.store import rationale_of
 
     tasks = [prompts.ANSWER_TASK, *rationales]
-    columns: dict[str, list[str]] = {"id": [q.id for q in questions],
-                                     input_col(QUESTION): [prompts.question_block(q) for q in questions]}
-    for task in tasks:
-        columns[input_col(task)] = [prompts.student_input(q, task, text) for q in questions]
-    columns[target_col(prompts.ANSWER_TASK)] = [prompts.answer_target(q) for q in questions]
-    for teacher, by_id in rationales.items():
-        columns[target_col(teacher)] = [by_id.get(q.id, "") for q in questions]
-    return pa.table(columns)
+    ids = pa.array([q.id for q in questions], pa.string())
+    targets = {teacher: pc.fill_null(rationale_of(ids, by_id), "") for teacher, by_id in rationales.items()}
+    parts = []
+    for start in range(0, max(len(questions), 1), EXAMPLE_CHUNK):
+        part = questions[start:start + EXAMPLE_CHUNK]
+        block = pa.array([prompts.question_block(q) for q in part], pa.string())
+        columns = {"id": ids[start:start + len(part)], input_col(QUESTION): block}
+        if task_inputs:  # prefix + block in Arrow (what ``prompts.student_input`` writes)
+            for task in tasks:
+                columns[input_col(task)] = pc.binary_join_element_wise(text.prefix(task), block, "")
+        columns[target_col(prompts.ANSWER_TASK)] = pa.array([prompts.answer_target(q) for q in part], pa.string())
+        for teacher, column in targets.items():
+            columns[target_col(teacher)] = column[start:start + len(part)]
+        parts.append(pa.table(columns))
+    return pa.concat_tables(parts)  # zero-copy: the chunks are not combined (a copy of the whole table)
 
 
 class Encoder:
@@ -154,13 +172,21 @@ class Tokenize:
         self.encoder = Encoder(tokenizer, layout, max_input_tokens, max_target_tokens, start, text)
         self.tasks = tasks
 
+    def inputs(self, batch: dict[str, np.ndarray], task: str) -> Sequence[str]:
+        """The task's inputs: its ``input__<task>`` column, or (rows of ``example_table(..., task_inputs=False)``)
+        the task prefix of ``text`` + the question block."""
+        if input_col(task) in batch:
+            return batch[input_col(task)]
+        prefix = self.encoder.text.prefix(task)
+        return [prefix + str(block) for block in batch[input_col(QUESTION)]]
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         out: dict[str, Any] = {"id": batch["id"]}
         enc = self.encoder
         if enc.layout == "one_encoder":
             out[f"ids__{QUESTION}"] = enc.sources(batch[input_col(QUESTION)])
         for task in self.tasks:
-            sources = None if enc.layout == "one_encoder" else enc.sources(batch[input_col(task)])
+            sources = None if enc.layout == "one_encoder" else enc.sources(self.inputs(batch, task))
             for key, values in enc.rows(task, sources or [], enc.targets(batch[target_col(task)])).items():
                 out[f"{key}__{task}"] = values
         return out

@@ -21,10 +21,11 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -68,19 +69,37 @@ def stored(run_dir: Path, teacher: str, columns: Sequence[str] | None = None) ->
     """Every stored row of a teacher (any key); only ``columns`` of ``SCHEMA`` when given (the others are not
     read). Files of another layout (older versions) are skipped."""
     names = list(columns) if columns is not None else SCHEMA.names
-    wanted = pa.schema([SCHEMA.field(c) for c in names])
-    tables = []
-    for path in sorted(teacher_dir(run_dir, teacher).glob("*.parquet")):
-        try:
-            have = set(pq.read_schema(path).names)
-            if not set(SCHEMA.names) <= have | _ADDED.keys():
-                continue
-            table = pq.read_table(path, columns=[c for c in names if c in have])  # the rest: _ADDED, filled in
-        except (pa.ArrowInvalid, OSError) as err:  # a torn file from a crash; its rows are generated again
-            log.warning("rationale store: skipping unreadable %s (%s)", path, err)
-            continue
-        tables.append(_with_added(table, names).select(names).cast(wanted))
-    return pa.concat_tables(tables) if tables else wanted.empty_table()
+    tables = [t for path in _files(run_dir, teacher) if (t := _read(path, names)) is not None]
+    return pa.concat_tables(tables) if tables else _schema(names).empty_table()
+
+
+def _files(run_dir: Path, teacher: str) -> list[Path]:
+    """The stored files in the order their rows count (the compacted file sorts after the parts)."""
+    return sorted(teacher_dir(run_dir, teacher).glob("*.parquet"))
+
+
+def _schema(names: Sequence[str]) -> pa.Schema:
+    return pa.schema([SCHEMA.field(c) for c in names])
+
+
+def _read(path: Path, names: Sequence[str], row_group: int | None = None) -> pa.Table | None:
+    """``names`` of one stored file (or of one of its row groups) in ``SCHEMA``'s types, columns added since it
+    was written filled in; None for a file of another layout or a torn one."""
+    try:
+        have = set(pq.read_schema(path).names)
+        if not set(SCHEMA.names) <= have | _ADDED.keys():
+            return None
+        read = [c for c in names if c in have]  # the rest: _ADDED, filled in
+        if row_group is None:
+            table = pq.read_table(path, columns=read)
+        else:
+            table = pq.ParquetFile(path).read_row_group(row_group, columns=read)
+    except (pa.ArrowInvalid, OSError) as err:  # a torn file from a crash; its rows are generated again
+        if row_group is not None:  # ``finish`` chose rows of this file from its keys: skipping it would lose them
+            raise
+        log.warning("rationale store: skipping unreadable %s (%s)", path, err)
+        return None
+    return _with_added(table, names).select(list(names)).cast(_schema(names))
 
 
 def stored_keys(run_dir: Path, teacher: str) -> pa.Array:
@@ -102,28 +121,64 @@ def append(run_dir: Path, teacher: str, table: pa.Table) -> None:
     tmp.rename(directory / name)
 
 
+# Rows the compaction holds (every column) before it writes them out as one row group of the compacted file.
+COMPACT_ROWS = 65_536
+_SUMMARY_COLUMNS = ["role", "reject_reason", "new_tokens"]  # what ``summarize`` reads
+
+
 def finish(run_dir: Path, teacher: str, key: str, row_keys: set[str], extra: dict[str, Any]) -> dict[str, Any]:
-    """Compact a complete teacher into one file (one row per wanted key), then write the marker."""
+    """Compact a complete teacher into one file (one row per wanted key: its first stored row, in stored order),
+    then write the marker.
+
+    Streamed: only the key column of every stored row is held to choose the rows; the chosen rows are then
+    copied row group by row group (``COMPACT_ROWS`` at most at once), so a million rows' texts are never in
+    memory together. Hand-written rather than a ``pyarrow.dataset`` over the directory: the store's files may be
+    torn (skipped) or of an older layout (columns filled in), which one dataset scan would reject."""
     directory = teacher_dir(run_dir, teacher)
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / stages.MARKER
     marker.unlink(missing_ok=True)
-    table = stored(run_dir, teacher)
-    keys = table.column("key").to_pylist()
-    first: dict[str, int] = {}
-    for i, k in enumerate(keys):
-        if k in row_keys:
-            first.setdefault(k, i)
-    missing = row_keys - first.keys()
+    files, key_columns = [], []
+    for path in _files(run_dir, teacher):
+        if (table := _read(path, ["key"])) is not None:
+            files.append(path)
+            key_columns.append(table.column("key"))
+    keys = pa.chunked_array(key_columns, pa.string())
+    wanted = pa.array(sorted(row_keys), pa.string())
+    first = pc.index_in(wanted, value_set=keys)  # the first stored row of each wanted key (null: none stored)
+    missing = first.null_count
     if missing:
-        raise RuntimeError(f"rationale store of {teacher!r}: {len(missing)} rows missing after generation")
-    table = table.take(sorted(first.values()))
+        raise RuntimeError(f"rationale store of {teacher!r}: {missing} rows missing after generation")
+    chosen = np.sort(first.to_numpy(zero_copy_only=False))
+    del key_columns, keys, wanted, first
     tmp = directory / f".{COMPACTED}.tmp"
-    pq.write_table(table, tmp)
+    summary: list[pa.Table] = []
+    held: list[pa.Table] = []
+    with pq.ParquetWriter(tmp, SCHEMA) as writer:
+        def write() -> None:
+            if held:
+                writer.write_table(pa.concat_tables(held))
+                held.clear()
+
+        offset = 0
+        for path in files:
+            groups = pq.ParquetFile(path).metadata
+            for g in range(groups.num_row_groups):
+                rows = groups.row_group(g).num_rows
+                lo, hi = np.searchsorted(chosen, [offset, offset + rows])
+                if hi > lo:
+                    part = _read(path, SCHEMA.names, row_group=g).take(pa.array(chosen[lo:hi] - offset))
+                    held.append(part)
+                    summary.append(part.select(_SUMMARY_COLUMNS))
+                    if sum(t.num_rows for t in held) >= COMPACT_ROWS:
+                        write()
+                offset += rows
+        write()
     old = [p for p in directory.glob("*.parquet") if p.name != COMPACTED]
     tmp.rename(directory / COMPACTED)
     for path in old:
         path.unlink()
+    table = pa.concat_tables(summary) if summary else _schema(_SUMMARY_COLUMNS).empty_table()
     info = {"key": key, **extra, **summarize(table)}
     marker.write_text(json.dumps(info, indent=2))
     return info
@@ -149,15 +204,19 @@ def import_rationales(table: pa.Table, run_dir: Path, teacher: str, key: str) ->
 
 
 def summarize(table: pa.Table) -> dict[str, Any]:
-    """Figures of the training rows (role ``train``): counts, rejects by reason, acceptance rate, tokens."""
+    """Figures of the training rows (role ``train``): counts, rejects by reason, acceptance rate, tokens.
+    ``table`` needs ``role``, ``reject_reason`` and ``new_tokens``."""
     train = table.filter(pc.equal(table.column("role"), "train"))
-    reasons = Counter(r for r in train.column("reject_reason").to_pylist() if r)
+    reason = train.column("reject_reason")
+    given = reason.filter(pc.fill_null(pc.not_equal(reason, ""), False))
+    # value_counts lists the reasons in the order they first occur, as the Counter it replaced did.
+    reasons = {str(r["values"]): int(r["counts"]) for r in pc.value_counts(given).to_pylist()} if len(given) else {}
     rejected = sum(reasons.values())
     return {
         "rows": train.num_rows,
         "rationales": train.num_rows - rejected,
         "rejected": rejected,
-        "rejected_by_reason": dict(reasons),
+        "rejected_by_reason": reasons,
         "acceptance_rate": round((train.num_rows - rejected) / train.num_rows, 4) if train.num_rows else None,
         "tokens_generated": int(pc.sum(table.column("new_tokens")).as_py() or 0),
     }
@@ -209,13 +268,59 @@ def _with_added(table: pa.Table, columns: Sequence[str] | None = None) -> pa.Tab
     return table
 
 
-def read_rationales(run_dir: Path, teacher: str) -> dict[str, str]:
-    """Accepted training rationales of one teacher, by question id."""
-    table = read_table(run_dir, teacher)
-    return {
-        i: text
-        for i, role, text, reason in zip(
-            *(table.column(c).to_pylist() for c in ("id", "role", "rationale", "reject_reason"))
-        )
-        if role == "train" and not reason
-    }
+RATIONALE_COLUMNS = ("id", "role", "rationale", "reject_reason")  # what ``accepted_rationales`` reads
+
+
+def accepted_rationales(run_dir: Path, teacher: str) -> pa.Table:
+    """Accepted training rationales of one teacher: ``id, rationale``, one row per question id (a later row of an
+    id wins, as in a dict). Read and filtered in Arrow: no raw texts, no Python strings."""
+    table = read_table(run_dir, teacher, RATIONALE_COLUMNS)
+    keep = pc.and_(pc.equal(table.column("role"), "train"),
+                   pc.fill_null(pc.equal(table.column("reject_reason"), ""), True))
+    table = table.filter(keep).select(["id", "rationale"])
+    ids = table.column("id")
+    if len(pc.unique(ids)) < table.num_rows:
+        # ``index_in`` finds an id's first row: over the ids reversed that is its last row.
+        last = pc.index_in(pc.unique(ids), value_set=ids[::-1]).to_numpy()
+        table = table.take(pa.array(np.sort(table.num_rows - 1 - last)))
+    return table
+
+
+class Rationales(Mapping[str, str]):
+    """A teacher's accepted rationales by question id, held as the Arrow table ``table`` (``id, rationale``, one
+    row per id) and read as a mapping. Hand-written because a million-row ``dict`` of Python strings costs a few
+    hundred bytes a row in the driver: the student's rows and the exported dataset join ``table`` in Arrow
+    (``rationale_of``); a ``dict`` is built only if an entry is looked up one by one."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self._by_id: dict[str, str] | None = None
+
+    def _lookup(self) -> dict[str, str]:
+        if self._by_id is None:
+            self._by_id = dict(zip(self.table.column("id").to_pylist(), self.table.column("rationale").to_pylist()))
+        return self._by_id
+
+    def __getitem__(self, question_id: str) -> str:
+        return self._lookup()[question_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table.column("id").to_pylist())
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+
+def read_rationales(run_dir: Path, teacher: str) -> Rationales:
+    """Accepted training rationales of one teacher, by question id (a mapping over ``accepted_rationales``)."""
+    return Rationales(accepted_rationales(run_dir, teacher))
+
+
+def rationale_of(ids: pa.Array | pa.ChunkedArray, by_id: Mapping[str, str]) -> pa.Array:
+    """``by_id.get(i)`` for every id of ``ids``, null where there is none, joined in Arrow (``pc.index_in``);
+    ``by_id``: a ``Rationales`` (its table is used as it is) or any mapping of id to text."""
+    table = getattr(by_id, "table", None)
+    if table is None:
+        table = pa.table({"id": pa.array(list(by_id.keys()), pa.string()),
+                          "rationale": pa.array(list(by_id.values()), pa.string())})
+    return table.column("rationale").take(pc.index_in(ids, value_set=table.column("id"))).combine_chunks()
