@@ -89,6 +89,14 @@ def correct(said: str, gold: str, scorer: str) -> bool:
     raise ValueError(f"unknown open-answer scorer {scorer!r} (known: {EXACT}, {NUMERIC})")
 
 
+def scorer_of(data: object) -> str:
+    """How a run's answers are judged, from its resolved ``data`` config section: its ``scorer`` for an open
+    task, ``choice`` (options matched) otherwise."""
+    if getattr(data, "task", None) != "open":
+        return CHOICE
+    return getattr(data, "scorer", None) or CHOICE
+
+
 def agrees(said: str, gold: str) -> bool:
     """Whether ``said`` states ``gold`` by either scorer (the prompts' check that a worked example already
     concludes with its answer)."""

@@ -78,9 +78,8 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
     return report
 
 
-# Why an open-answer run has no rank-classification accuracy, and how its rationales are filtered.
+# Why an open-answer run has no rank-classification accuracy.
 RANK_SKIPPED = "open-answer task: rank classification needs options to rank, so only generated answers are scored"
-OPEN_FILTERS = prompts.OPEN_FILTER
 
 
 BASELINE_FIELDS = ("loss_weights", "valid_accuracy", "test_accuracy", "valid_accuracy_rank", "test_accuracy_rank",
@@ -147,7 +146,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["", "A teacher's own accuracy: it answers the valid and test questions by itself (few-shot "
                       f"chain of thought without the gold answer) and its conclusion is scored by "
                       f"{d.get('scorer_means')}, like the student's answers; an answer without a conclusion "
-                      "(*unparsed*) counts as wrong.", "", f"Rationale filter: {OPEN_FILTERS}."]
+                      "(*unparsed*) counts as wrong.", "", f"Rationale filter: {d.get('rationale_filter')}."]
         else:
             lines += ["", "A teacher's own accuracy: it answers the valid and test questions by itself (few-shot "
                       "chain of thought without the gold answer) and its conclusion is matched to an option like "
@@ -270,8 +269,8 @@ print(tokenizer.decode(model.generate(**tokenizer(prompt, return_tensors="pt"))[
         scored = f"generated, {d.get('scorer')} match"
     prefix = s.get("answer_prefix", prompts.ANSWER_PREFIX)
     if prefix != prompts.ANSWER_PREFIX:  # the student's own task prefix (student.answer_prefix)
-        how, code = how.replace("`predict:`", f"`{prefix.strip()}`"), code.replace('"predict:', json.dumps(
-            prefix.strip())[:-1]).replace('"predict: ', json.dumps(prefix)[:-1])
+        how = how.replace("`predict:`", f"`{prefix.strip()}`")  # the prompt's lead, then the one-encoder marker
+        code = code.replace('"predict: ', json.dumps(prefix)[:-1]).replace('"predict:"', json.dumps(prefix.strip()))
     explain = s.get("rationale_prefix", prompts.RATIONALE_PREFIX).format(teacher="<teacher>").strip()
     exported = f"; exported: the checkpoint of step {s['exported_step']}, best on valid" if s.get("exported_step") else ""
     return f"""# {report['run_name']}: a TinyLLM student

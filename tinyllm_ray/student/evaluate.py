@@ -54,7 +54,7 @@ class StudentPredictor:
         transformers.utils.logging.disable_progress_bar()
         self.scorers = {name: load_scorer(d, config, config.eval.batch_size, config.eval.num_gpus)
                         for name, d in model_dirs.items()}
-        self.judged_by = config.data.scorer if config.data.task == "open" else answers.CHOICE
+        self.judged_by = answers.scorer_of(config.data)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         keys = list(batch)
@@ -113,7 +113,7 @@ def evaluate_models(splits: dict[str, list[Question]], model_dirs: dict[str, str
         accuracy = {}
         for name in splits:
             rows = table.filter(pc.equal(table.column("split"), name))
-            ranked = config.data.task != "open"
+            ranked = answers.scorer_of(config.data) == answers.CHOICE  # open answers: nothing to rank
             for scorer, column in (("", "correct"), ("rank_", "rank_correct"))[: 2 if ranked else 1]:
                 correct = rows.column(column).to_pylist()
                 accuracy[f"{scorer}{name}"] = sum(correct) / len(correct) if correct else 0.0

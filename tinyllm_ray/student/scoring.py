@@ -113,7 +113,3 @@ class Scorer:
         else:
             picked = [prompts.match_choice(text, q.choices) for text, q in zip(self.generate(questions), questions)]
         return sum(p == q.answer_index for p, q in zip(picked, questions))
-
-    def accuracy(self, questions: Sequence[Question], scorer: str, judged_by: str = answers.CHOICE) -> float:
-        """Share of questions answered right by ``rank`` or ``generate`` (generate-and-match)."""
-        return self.correct(questions, scorer, judged_by) / len(questions) if questions else 0.0

@@ -228,7 +228,7 @@ class TrainWorker:
         with gather:
             scorer = Scorer(unwrap(arm.model), self.encoder, c.eval.batch_size, c.student.max_answer_tokens,
                             self.device, self.bf16)
-            right = scorer.correct(share, c.eval.select_on, c.data.scorer if c.data.task == "open" else answers.CHOICE)
+            right = scorer.correct(share, c.eval.select_on, answers.scorer_of(c.data))
         arm.model.train()
         counts = torch.tensor([right, len(share)], dtype=torch.float64, device=self.device)
         if self.world > 1:

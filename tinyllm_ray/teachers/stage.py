@@ -122,13 +122,11 @@ class TeacherWorker:
                 text, reason, raw, used, p_tokens, n_tokens = "", "prompt_too_long", "", 0, tried[i], 0
             else:
                 g = generations[i]
-                if answering and question.is_open:  # the teacher answered by itself: what does it conclude?
+                if answering:  # the teacher answered by itself: what does it conclude (and which option is that)?
                     text, said = prompts.parse_open_answer(g.text)
-                    reason = None if said is not None else "no_answer"
-                elif answering:  # which option did it name?
-                    text, said = prompts.parse_open_answer(g.text)
-                    predicted = prompts.match_choice(said, question.choices) if said else None
-                    reason = None if predicted is not None else "no_answer"
+                    if said and not question.is_open:
+                        predicted = prompts.match_choice(said, question.choices)
+                    reason = None if (said if question.is_open else predicted) is not None else "no_answer"
                 else:
                     prompt = str(variants[i][chosen[i]])
                     text, reason = prompts.clean_rationale(g.text, question, prompt, self.teacher.min_rationale_words,
