@@ -28,6 +28,7 @@ Checks (each printed with ``ok`` or ``FAILED``; the exit status is 1 when one fa
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -84,12 +85,13 @@ def task_batch(batch: int, input_tokens: int, vocab: int, device: torch.device, 
     return out
 
 
-def step_flops(model: torch.nn.Module, batch: int, input_tokens: int) -> float:
-    """Model FLOPs of one training step (forward + backward = 6 x parameters x tokens; attention scores left out)."""
+def step_flops(model: torch.nn.Module, batch: int, input_tokens: int, encoder_passes: int = len(TASKS)) -> float:
+    """Model FLOPs of one training step (forward + backward = 6 x parameters x tokens; attention scores left out);
+    the encoder runs once per task (``train.mode: prefix``) or once per step (``one_encoder``)."""
     embed = model.shared.weight.numel()
     encoder = sum(p.numel() for p in model.encoder.parameters()) - embed
     decoder = sum(p.numel() for p in model.decoder.parameters()) - embed + model.lm_head.weight.numel()
-    return sum(6.0 * batch * (encoder * input_tokens + decoder * TARGET_TOKENS[t]) for t in TASKS)
+    return 6.0 * batch * (encoder * input_tokens * encoder_passes + decoder * sum(TARGET_TOKENS.values()))
 
 
 class ProjectReads:
@@ -135,8 +137,8 @@ def all_syncs(device: torch.device, fn: Any) -> int | None:
     return sum("synchroniz" in str(w.message) for w in seen)
 
 
-def make_arm(module: torch.nn.Module) -> Arm:
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+def make_arm(module: torch.nn.Module, fused: bool = False) -> Arm:
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     return Arm("student", dict.fromkeys(TASKS, 1.0), module, optimizer, scheduler)
 
@@ -152,10 +154,10 @@ def sync(device: torch.device) -> None:
 
 
 def student_step(shape: str, device: torch.device, batch: int, input_tokens: int, steps: int,
-                 peak_tflops: float | None) -> dict[str, Any]:
+                 peak_tflops: float | None, fused: bool = False) -> dict[str, Any]:
     torch.manual_seed(0)
     model = t5_model(shape, 32128 if device.type == "cuda" else 512).to(device)
-    arm = make_arm(MultiTask(model, "seq2seq", list(TASKS)).to(device))
+    arm = make_arm(MultiTask(model, "seq2seq", list(TASKS)).to(device), fused)
     data = task_batch(batch, input_tokens, model.config.vocab_size, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -181,6 +183,84 @@ def student_step(shape: str, device: torch.device, batch: int, input_tokens: int
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1), "batch": batch,
         "mfu": round(flops / seconds / (peak_tflops * 1e12), 3) if peak_tflops else None,
     }
+
+
+# The sweep's variants: (name, layout, batch, fused AdamW, torch.compile). ``prefix`` is ``train.mode: prefix``
+# (one encoder pass per task, the default), ``one_encoder`` is ``train.mode: one_encoder``.
+SWEEP = (("prefix b16", "seq2seq", 16, False, False), ("prefix b32", "seq2seq", 32, False, False),
+         ("prefix b48", "seq2seq", 48, False, False), ("prefix b32 fused", "seq2seq", 32, True, False),
+         ("one_encoder b32", "one_encoder", 32, False, False), ("one_encoder b64", "one_encoder", 64, False, False),
+         ("prefix b32 compiled", "seq2seq", 32, False, True))
+QUICK_SWEEP = (("prefix b2", "seq2seq", 2, False, False), ("prefix b2 fused", "seq2seq", 2, True, False),
+               ("one_encoder b2", "one_encoder", 2, False, False))
+
+
+def one_encoder_batch(batch: int, input_tokens: int, vocab: int, device: torch.device) -> dict[str, Any]:
+    """``task_batch`` in the one-encoder layout: the question encoded once, each task decoded from it."""
+    from tinyllm_ray.student.batches import QUESTION
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, vocab, (batch, input_tokens), generator=g)
+    out: dict[str, Any] = {"rows": batch, QUESTION: {"input_ids": ids.to(device),
+                                                     "attention_mask": torch.ones_like(ids).to(device)}}
+    for task in TASKS:
+        labels = torch.randint(4, vocab, (batch, TARGET_TOKENS[task]), generator=g)
+        out[task] = {"rows": torch.arange(batch, device=device), "labels": labels.to(device),
+                     "decoder_input_ids": torch.cat([torch.zeros_like(labels[:, :1]), labels[:, :-1]], 1).to(device)}
+    return out
+
+
+def free(device: torch.device) -> None:
+    """Release what an earlier check held (optimizer/scheduler cycles need the collector) before the next one."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def sweep_row(shape: str, device: torch.device, layout: str, batch: int, fused: bool, compiled: bool,
+              input_tokens: int, steps: int, peak_tflops: float | None) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = t5_model(shape, 32128 if device.type == "cuda" else 512).to(device)
+    module = MultiTask(model, layout, list(TASKS)).to(device)
+    if compiled:
+        module.model = torch.compile(model)
+    arm = make_arm(module, fused)
+    make = one_encoder_batch if layout == "one_encoder" else task_batch
+    data = make(batch, input_tokens, model.config.vocab_size, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(2 if compiled else 1):  # warm-up (kernels, allocator, the compiled graphs)
+        train_step(arm, data, device)
+    sync(device)
+    warm_s = time.perf_counter() - start
+    start = time.perf_counter()
+    losses = [train_step(arm, data, device) for _ in range(steps)]
+    sync(device)
+    seconds = (time.perf_counter() - start) / steps
+    flops = step_flops(model, batch, input_tokens, encoder_passes=1 if layout == "one_encoder" else len(TASKS))
+    return {"ok": all(math.isfinite(v) for v in torch.stack(losses).tolist()), "ms_per_step": round(1000 * seconds, 1),
+            "samples_per_s": round(batch / seconds, 1), "warmup_s": round(warm_s, 1),
+            "mfu": round(flops / seconds / (peak_tflops * 1e12), 3) if peak_tflops else None,
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None}
+
+
+def mfu_sweep(shape: str, device: torch.device, variants: tuple, input_tokens: int, steps: int,
+              peak_tflops: float | None) -> dict[str, Any]:
+    """The student's step time and MFU per variant (layout, batch, fused AdamW, torch.compile): which settings
+    reach the MFU target on this GPU. A variant that runs out of memory is reported as such; the others run."""
+    rows = {}
+    for name, layout, batch, fused, compiled in variants:
+        free(device)
+        try:
+            rows[name] = sweep_row(shape, device, layout, batch, fused, compiled, input_tokens, steps, peak_tflops)
+        except torch.OutOfMemoryError:
+            rows[name] = {"ok": True, "out_of_memory": True}
+        except Exception as err:  # noqa: BLE001 (one variant failing, e.g. compile, does not hide the others)
+            rows[name] = {"ok": False, "error": f"{type(err).__name__}: {err}"[:300]}
+        print(f"  {name}: {json.dumps(rows[name])}", flush=True)
+    free(device)
+    return {"ok": all(r["ok"] for r in rows.values()), "shape": shape, "input_tokens": input_tokens, "rows": rows}
 
 
 def fsdp_step(shape: str, device: torch.device, batch: int, input_tokens: int) -> dict[str, Any]:
@@ -313,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                                else "cpu", "torch": torch.__version__, "checks": {}}
 
     def record(name: str, fn: Any) -> None:
+        free(device)
         start = time.perf_counter()
         try:
             figures = fn()
@@ -332,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     record("resume", lambda: resume(device))
     record("hf_engine", lambda: hf_engine("tiny-llama" if quick else "llama-1b", device, 16 if quick else 64,
                                           8 if quick else 64))
+    record("mfu_sweep", lambda: mfu_sweep(students[0], device, QUICK_SWEEP if quick else SWEEP, input_tokens,
+                                          2 if quick else 5, peak(device, args.peak_tflops)))
     results["ok"] = all(results["checks"].values())
     line = json.dumps(results)
     if args.json:

@@ -5,19 +5,20 @@
 # machine lacks them and that folder is there (make it where PyPI is reachable: bash bench/gpu_check.sh --wheels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PY=${PYTHON:-$(command -v python || command -v python3)}
 if [[ "${1:-}" == "--wheels" ]]; then
   for py in 3.10 3.11 3.12 3.13; do
-    pip download -q -d .gpu_wheels --only-binary=:all: --python-version "$py" --platform manylinux2014_x86_64 \
+    "$PY" -m pip download -q -d .gpu_wheels --only-binary=:all: --python-version "$py" --platform manylinux2014_x86_64 \
       pydantic pytest
   done
   exit 0
 fi
-if ! python -c "import pydantic, pytest" 2>/dev/null; then
+if ! "$PY" -c "import pydantic, pytest" 2>/dev/null; then
   [[ -d .gpu_wheels ]] || { echo "pydantic or pytest missing and no .gpu_wheels/ (see the header)"; exit 2; }
-  pip install -q --no-index --find-links .gpu_wheels pydantic pytest
+  "$PY" -m pip install -q --no-index --find-links .gpu_wheels pydantic pytest
 fi
-python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
 status=0
-python -m pytest tests/gpu -m gpu -q -p no:cacheprovider -o addopts="" -rA || status=$?
-python bench/gpu.py ${OUT:+--json "$OUT/gpu.json"} || status=$?
+"$PY" -m pytest tests/gpu -m gpu -q -p no:cacheprovider -o addopts="" -rA || status=$?
+"$PY" bench/gpu.py ${OUT:+--json "$OUT/gpu.json"} || status=$?
 exit $status

@@ -12,7 +12,8 @@ published figure (``docs/capacity.md`` cites them):
   prompt token at ``PREFILL_UTILISATION`` (compute-bound).
 - **The ``hf`` engine**: ``HF_SLOWDOWN`` times slower than vLLM (vLLM's launch post measured 14-24x higher
   throughput than transformers' ``generate``; the low end, since this project's HF engine batches).
-- **Student training**: 6 x params FLOPs per trained token at ``TRAIN_MFU`` (the MFU ``bench/gpu.py`` checks).
+- **Student training**: 6 x params FLOPs per trained token at ``TRAIN_MFU``, the model FLOPs utilisation
+  ``bench/gpu.py`` measured for FLAN-T5-base and -large shapes on one H200 (0.04-0.07, docs/gpu.md).
 
 These are planning figures (the ratio of two runs' estimates means more than either alone); the README's
 benchmarks and ``bench/gpu.py`` give measured ones.
@@ -26,7 +27,7 @@ from pathlib import Path
 PEAK_FLOPS = 989e12  # H100 SXM, dense bf16 (NVIDIA's datasheet: 1,979 TFLOPS with sparsity)
 DECODE_UTILISATION = 0.2
 PREFILL_UTILISATION = 0.5
-TRAIN_MFU = 0.3
+TRAIN_MFU = 0.05  # measured (bench/gpu.py, H200, 2026-12-04): 0.042-0.066 eager; the target is 0.3
 HF_SLOWDOWN = 14.0
 CHARS_PER_TOKEN = 4.0  # English text in a BPE/SentencePiece vocabulary: about 4 characters per token
 

@@ -28,7 +28,10 @@ def test_the_gpu_check_runs_on_the_cpu_without_ray_or_pyarrow() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["checks"] == {"student_step[tiny-t5]": True, "fsdp": True, "scoring": True, "resume": True,
-                                "hf_engine": True}
+                                "hf_engine": True, "mfu_sweep": True}
+    sweep = result["mfu_sweep"]["rows"]
+    assert list(sweep) == ["prefix b2", "prefix b2 fused", "one_encoder b2"]
+    assert all(r["ms_per_step"] > 0 for r in sweep.values()), sweep
     step = result["student_step[tiny-t5]"]
     assert step["project_syncs"] == 0 and step["ms_per_step"] > 0
     assert result["scoring"]["rank_same"] == result["scoring"]["questions"] == 16
