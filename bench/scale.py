@@ -23,7 +23,8 @@ What it times, per N (training questions) and per stage, on this machine:
 - ``evaluation``: ``evaluate.evaluate_models`` over N questions with a scorer that answers at once.
 
 Figures: seconds per 1k rows, and the peak memory of the driver (RSS, sampled every 50 ms by a thread with psutil;
-``driver_rise_gib``: the peak over the driver's RSS when the stage began, what the stage itself added) and of the
+``driver_rise_gib``: the peak over the driver's RSS when the stage began, what the stage itself added;
+``driver_private_gib``: the peak of its RSS less its shared pages, i.e. without the object store's) and of the
 Ray worker processes (``ray::*`` processes under this driver: their RSS summed, and the largest one),
 per stage. Each N runs in a subprocess of its own (a fresh local Ray), so its peaks are its own.
 
@@ -67,7 +68,7 @@ class Peaks:
         import psutil
 
         self.psutil, self.me, self.every = psutil, psutil.Process(), every_s
-        self.driver = self.workers = self.worker_max = 0
+        self.driver = self.workers = self.worker_max = self.private = 0
         self.start = self.me.memory_info().rss  # the driver's RSS when the stage began
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -75,7 +76,10 @@ class Peaks:
         self.thread.start()
 
     def sample(self) -> None:
-        driver = self.me.memory_info().rss
+        info = self.me.memory_info()
+        # RSS counts the pages of Ray's object store (shared memory) that the driver touched, e.g. by ``ray.put``:
+        # those are the object store's memory, bounded by its own size and spilled to disk past it.
+        driver, private = info.rss, info.rss - info.shared
         total = largest = 0
         try:
             children = self.me.children(recursive=True)
@@ -92,6 +96,7 @@ class Peaks:
             largest = max(largest, rss)
         with self.lock:
             self.driver, self.workers = max(self.driver, driver), max(self.workers, total)
+            self.private = max(self.private, private)
             self.worker_max = max(self.worker_max, largest)
 
     def _run(self) -> None:
@@ -100,7 +105,7 @@ class Peaks:
 
     def reset(self) -> None:
         with self.lock:
-            self.driver = self.workers = self.worker_max = 0
+            self.driver = self.workers = self.worker_max = self.private = 0
             self.start = self.me.memory_info().rss
         self.sample()
 
@@ -110,6 +115,7 @@ class Peaks:
         self.sample()
         with self.lock:
             return {"driver_gib": round(self.driver / GIB, 3), "driver_rise_gib": round((self.driver - self.start) / GIB, 3),
+                    "driver_private_gib": round(self.private / GIB, 3),
                     "workers_gib": round(self.workers / GIB, 3), "worker_max_gib": round(self.worker_max / GIB, 3)}
 
     def close(self) -> None:
@@ -284,7 +290,7 @@ def run_one(n: int, stages: set[str], hf_max: int, tokenizer_dir: Path, peaks: P
     run_dir = root / "run"
     if "teachers" in stages:
         timed: dict[str, float] = {"resume_scan": 0.0, "compaction": 0.0}
-        compaction_peak = {"driver_gib": 0.0, "driver_rise_gib": 0.0}
+        compaction_peak = {"driver_gib": 0.0, "driver_rise_gib": 0.0, "driver_private_gib": 0.0}
         finish = store.finish
 
         def timed_finish(run_dir: Path, teacher: str, *args: Any, **kw: Any) -> Any:
@@ -425,8 +431,11 @@ def summary(rows: list[dict[str, Any]], ns: list[int]) -> dict[str, Any]:
     done = by.get(("resume_all_done", 1_000_000))
     out["resume_all_done_s_1m"] = done["seconds"] if done else None
     out["resume_all_done_s"] = {str(r["n"]): r["seconds"] for r in rows if r["stage"] == "resume_all_done"}
+    out["driver_private_peak_gib"] = {str(n): max((r["driver_private_gib"] for r in rows
+                                                   if r["n"] == n and "driver_private_gib" in r), default=None)
+                                      for n in ns}
     out["table"] = [{k: r[k] for k in ("stage", "n", "s_per_1k", "seconds", "driver_gib", "driver_rise_gib",
-                                       "workers_gib", "worker_max_gib") if k in r} for r in rows]
+                                       "driver_private_gib", "workers_gib", "worker_max_gib") if k in r} for r in rows]
     return out
 
 
@@ -461,10 +470,10 @@ def main() -> None:
             rows += json.loads(done.stdout.strip().splitlines()[-1])["rows"]
     table = summary(rows, ns)
     print(f"{'stage':<18}{'N':>9}{'s/1k rows':>11}{'seconds':>10}{'driver GiB':>12}{'its rise':>10}"
-          f"{'workers GiB':>13}")
+          f"{'private':>10}{'workers GiB':>13}")
     for r in table["table"]:
         print(f"{r['stage']:<18}{r['n']:>9}{r['s_per_1k']:>11}{r['seconds']:>10}{r.get('driver_gib', ''):>12}"
-              f"{r.get('driver_rise_gib', ''):>10}{r.get('workers_gib', ''):>13}")
+              f"{r.get('driver_rise_gib', ''):>10}{r.get('driver_private_gib', ''):>10}{r.get('workers_gib', ''):>13}")
     print(json.dumps(table), flush=True)
 
 

@@ -114,3 +114,40 @@ def test_an_open_rationale_concluding_for_another_number_is_rejected_and_a_text_
     worker.engine = ScriptedEngine({prompts[0]: " Paris is in France, so the answer is Paris, the capital."})
     out = worker(open_batch(["train"], prompts[:1], answer="Lyon"))
     assert out["reject_reason"] == [""]  # a text answer's conclusion is not compared (docs: the report says so)
+
+
+def test_prompt_blocks_put_full_calls_across_chunks_and_keep_every_row_in_order(ray_local):
+    """Chunks of 5, 7 and 2 rows with calls of 4: blocks of 4, 4, 4 and the last 2, every row once and in order,
+    and nothing of a chunk held by the driver but its left-over rows (copied)."""
+    import pyarrow as pa
+    import ray
+
+    blocks = stage.PromptBlocks(4)
+    start = 0
+    for n, role in ((5, "train"), (7, "train"), (2, "valid")):
+        blocks.add(pa.table({"key": [f"k{i}" for i in range(start, start + n)], "role": [role] * n}))
+        start += n
+        assert blocks.tail is None or blocks.tail.num_rows < 4
+    blocks.add(pa.table({"key": pa.array([], pa.string()), "role": pa.array([], pa.string())}))
+    assert blocks.num_rows == 14 and blocks.roles == {"train", "valid"}
+    dataset = blocks.dataset()
+    assert [b.num_rows for b in ray.get(blocks.refs)] == [4, 4, 4, 2]
+    assert [r["key"] for r in dataset.take_all()] == [f"k{i}" for i in range(14)]
+
+
+def test_prompt_blocks_copy_the_rows_they_leave_over(ray_local):
+    """The left-over rows wait for the next chunk as a copy: a slice would keep the whole chunk's buffers."""
+    import pyarrow as pa
+
+    chunk = pa.table({"key": [f"key-{i:06d}" for i in range(10_001)], "role": ["train"] * 10_001})
+    blocks = stage.PromptBlocks(4)
+    blocks.add(chunk)
+    assert blocks.tail.num_rows == 1
+    assert blocks.tail.get_total_buffer_size() * 100 < chunk.get_total_buffer_size()
+
+
+def test_prompt_blocks_without_rows_give_an_empty_dataset_of_the_schema(ray_local):
+    import pyarrow as pa
+
+    schema = pa.schema([("key", pa.string()), ("role", pa.string())])
+    assert stage.PromptBlocks(4).dataset(schema).count() == 0

@@ -45,7 +45,7 @@ from tinyllm_ray import console, prompts, stages
 from tinyllm_ray.config import Config, TeacherConfig
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers import shots, store
-from tinyllm_ray.teachers.stage import rationale_stage
+from tinyllm_ray.teachers.stage import PromptBlocks, rationale_stage, rows_per_call
 
 log = logging.getLogger("tinyllm_ray.teachers")
 
@@ -221,13 +221,14 @@ def reserved(teacher: TeacherConfig) -> Iterator[PlacementGroup]:
         remove_placement_group(group)
 
 
-def _generate(rows: pa.Table, teacher: TeacherConfig, group: PlacementGroup, run_dir: Path,
+def _generate(rows: pa.Table | PromptBlocks, teacher: TeacherConfig, group: PlacementGroup, run_dir: Path,
               scorer: str = open_answers.CHOICE) -> int:
     """Run the stage over ``rows`` and store the finished blocks as they arrive, a part file per ``APPEND_ROWS``
     rows or ``APPEND_SECONDS`` seconds (whichever comes first, and whatever is left when the stage ends or
     fails); returns rows generated."""
     done = accepted = 0
-    answering = set(pc.unique(rows.column("role")).to_pylist()) <= {"valid", "test"}  # only its own answers
+    roles = rows.roles if isinstance(rows, PromptBlocks) else set(pc.unique(rows.column("role")).to_pylist())
+    answering = roles <= {"valid", "test"}  # only its own answers
     board, task = console.board(), f"teacher {teacher.name}" + (" answering" if answering else "")
     kept = "answers parsed" if answering else "accepted"
     if board is not None:
@@ -291,29 +292,28 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
     with contextlib.ExitStack() as stack:
         group: PlacementGroup | None = None
 
-        def run(chunks: Iterable[pa.Table], what: str) -> set[str]:
-            """Generate the rows of ``chunks`` (prompt-row tables) not stored yet; returns every row's key."""
+        def run(chunks: Iterable[pa.Table], what: str) -> list[pa.ChunkedArray]:
+            """Generate the rows of ``chunks`` (prompt-row tables) not stored yet; returns every row's key (the
+            key columns, in Arrow). Each chunk's pending rows go to the object store as it is built
+            (``PromptBlocks``): the driver never holds a teacher's whole prompt table."""
             nonlocal group, generated
-            keys: set[str] = set()
-            pending: list[pa.Table] = []
+            keys: list[pa.ChunkedArray] = []
+            pending = PromptBlocks(rows_per_call(teacher))
             total = 0
-            for table in chunks:  # only the pending rows are kept (none of them on a resume of a full store)
-                keys.update(table.column("key").to_pylist())
+            for table in chunks:  # nothing is put on a resume of a full store
+                keys.append(table.column("key"))
                 total += table.num_rows
-                if (todo := _pending(table, done)).num_rows:
-                    pending.append(todo)
-            n = sum(t.num_rows for t in pending)
+                pending.add(_pending(table, done))
+            n = pending.num_rows
             log.info("teacher %s: %s: %d to generate, %d stored", teacher.name, what, n, total - n)
             if n:
                 if group is None:
                     group = stack.enter_context(reserved(teacher))
-                rows = [pa.concat_tables(pending)]
-                pending.clear()
-                generated += _generate(rows.pop(), teacher, group, run_dir, scorer)  # only _generate holds the rows
+                generated += _generate(pending, teacher, group, run_dir, scorer)
             return keys
 
         explained = None
-        keys: set[str] = set()
+        keys: list[pa.ChunkedArray] = []
         if teacher.shots_mode == "generated" and teacher.shots:
             pool = shots.pool_questions(train, teacher.shot_pool, teacher.seed)
             zero_shot = prompts.TeacherText.of(teacher.prompt)
@@ -325,7 +325,7 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
             explained = _explained(table, pool, pool_keys)
             del table
             log.info("teacher %s: %d of %d example rationales accepted", teacher.name, len(explained), len(pool))
-            keys |= pool_keys
+            keys += pool_keys
         train_rows = _row_chunks(_train_variants_of(teacher, train, explained), train, "train", settings)
 
         def answer_rows(own: dict[str, str]) -> Iterator[pa.Table]:
@@ -338,18 +338,18 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
         # rationales of random or similar examples, so with such examples they wait for the training pass.
         asked = ", ".join(f"{len(qs)} {split}" for split, qs in answers.items())
         if answers and (not teacher.shots or teacher.shots_mode == "generated"):
-            keys |= run(itertools.chain(train_rows, answer_rows({})),
+            keys += run(itertools.chain(train_rows, answer_rows({})),
                         f"rationales of {len(train)} training questions and its own answers to {asked} questions")
         else:
             train_keys = run(train_rows, f"rationales of {len(train)} training questions")
-            keys |= train_keys
+            keys += train_keys
             if answers:
                 own = _accepted(store.stored(run_dir, teacher.name, columns=_ACCEPTED_COLUMNS), train_keys)
-                keys |= run(answer_rows(own), f"its own answers to {asked} questions")
+                keys += run(answer_rows(own), f"its own answers to {asked} questions")
     extra = {"seconds": round(time.perf_counter() - start, 3), "generated_now": generated}
     if explained is not None:
         extra["example_rationales"] = len(explained)
-    info = store.finish(run_dir, teacher.name, key, keys, extra)
+    info = store.finish(run_dir, teacher.name, key, _key_array(keys), extra)
     return {**info, **_scores(run_dir, teacher, answers, scorer)}
 
 
@@ -369,22 +369,30 @@ def _scores(run_dir: Path, teacher: TeacherConfig, answers: dict[str, Sequence[Q
 _ACCEPTED_COLUMNS = ("id", "key", "rationale", "reject_reason")
 
 
-def _accepted(table: pa.Table, keys: set[str]) -> dict[str, str]:
-    """The accepted rationales of the rows with ``keys``, by question id (a later row of an id wins)."""
+def _key_array(columns: Sequence[pa.ChunkedArray]) -> pa.ChunkedArray:
+    """Key columns as one Arrow array of strings (a million keys as Python strings would be ~150 MB)."""
+    return pa.chunked_array([c for column in columns for c in column.chunks], pa.string())
+
+
+def _accepted(table: pa.Table, keys: Sequence[pa.ChunkedArray]) -> dict[str, str]:
+    """The accepted rationales of the rows with ``keys`` (key columns), by question id (a later row of an id
+    wins)."""
     reason = table.column("reject_reason")
     # Filtered in Arrow: only the accepted rows of these keys become Python strings.
-    keep = pc.and_(pc.is_in(table.column("key"), value_set=pa.array(list(keys), pa.string())),
+    keep = pc.and_(pc.is_in(table.column("key"), value_set=pc.unique(_key_array(keys))),
                    pc.fill_null(pc.equal(reason, ""), True))
     rows = table.select(["id", "rationale"]).filter(keep)
     return dict(zip(rows.column("id").to_pylist(), rows.column("rationale").to_pylist()))
 
 
-def _explained(table: pa.Table, pool: Sequence[Question], keys: set[str]) -> dict[str, tuple[Question, str]]:
+def _explained(table: pa.Table, pool: Sequence[Question], keys: Sequence[pa.ChunkedArray]
+               ) -> dict[str, tuple[Question, str]]:
     """The accepted zero-shot rationales of the example pool (rows of ``table`` with ``keys``), by question id."""
     by_id = {q.id: q for q in pool}
+    wanted = set(_key_array(keys).to_pylist())  # the pool's keys: a few dozen
     out = {}
     for i, key, text, reason in zip(*(table.column(c).to_pylist() for c in ("id", "key", "rationale", "reject_reason"))):
-        if key in keys and not reason and i in by_id:
+        if key in wanted and not reason and i in by_id:
             out[i] = (by_id[i], text)
     return {q.id: out[q.id] for q in pool if q.id in out}  # pool order: deterministic example choice
 

@@ -28,8 +28,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.data
+from ray.data._internal.logical.interfaces import LogicalPlan
+from ray.data._internal.logical.operators.from_operators import FromBlocks
+from ray.data._internal.stats import DatasetStats
+from ray.data.block import BlockMetadataWithSchema
+from ray.data.context import DataContext
+from ray.data.dataset import MaterializedDataset
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -171,19 +178,67 @@ def pool(teacher: TeacherConfig) -> ray.data.ActorPoolStrategy:
                                       enable_true_multi_threading=True)
 
 
-def rationale_stage(rows: pa.Table, teacher: TeacherConfig, placement_group: PlacementGroup,
+class PromptBlocks:
+    """The stage's input, put into Ray's object store a call's rows at a time while the prompt rows are built, so
+    the driver holds the chunk of prompts being built, never a teacher's whole table (at a million questions that
+    table is gigabytes). ``add`` each chunk of prompt rows, then ``dataset()`` once.
+
+    Blocks of one call's rows: every actor of the pool gets work and a lost block is small; the rows a chunk
+    leaves over (fewer than a call's) wait for the next chunk, so calls stay full."""
+
+    def __init__(self, size: int):
+        self.size, self.num_rows, self.roles = size, 0, set()
+        self.refs: list[ray.ObjectRef] = []
+        self.metadata: list[BlockMetadataWithSchema] = []
+        self.tail: pa.Table | None = None
+
+    def add(self, rows: pa.Table) -> None:
+        if not rows.num_rows:
+            return
+        self.num_rows += rows.num_rows
+        self.roles.update(pc.unique(rows.column("role")).to_pylist())
+        if self.tail is not None:
+            rows = pa.concat_tables([self.tail, rows])
+        full = rows.num_rows - rows.num_rows % self.size
+        for start in range(0, full, self.size):
+            self._put(rows.slice(start, self.size))
+        # The left-over rows, copied (``take``): a slice would keep the whole chunk's buffers alive in the driver.
+        self.tail = rows.take(np.arange(full, rows.num_rows)) if full < rows.num_rows else None
+
+    def _put(self, block: pa.Table) -> None:
+        self.refs.append(ray.put(block))
+        self.metadata.append(BlockMetadataWithSchema.from_block(block))
+
+    def dataset(self, schema: pa.Schema | None = None) -> ray.data.Dataset:
+        """A dataset of the blocks put so far (``schema``: of the empty table when no row was added).
+
+        ``ray.data.from_blocks``'s own steps (Ray is pinned to 2.60.x), split so each block is put in the object
+        store when it is built rather than all at the end. from_blocks rather than from_arrow/from_arrow_refs:
+        those run tasks that need a CPU, and while the teachers' placement groups hold every CPU of a small
+        cluster such tasks would never start."""
+        if self.tail is not None:
+            self._put(self.tail)
+            self.tail = None
+        if not self.refs:
+            self._put((schema or pa.schema([("role", pa.string())])).empty_table())
+        context = DataContext.get_current().copy()
+        stats = DatasetStats(metadata={"FromBlocks": self.metadata}, parent=None)
+        return MaterializedDataset(LogicalPlan(FromBlocks(self.refs, self.metadata), context), context, stats)
+
+
+def rationale_stage(rows: pa.Table | PromptBlocks, teacher: TeacherConfig, placement_group: PlacementGroup,
                     worker: type[TeacherWorker] = TeacherWorker, scorer: str = open_answers.CHOICE
                     ) -> ray.data.Dataset:
-    """Lazy dataset of rationale rows (``store.SCHEMA``) for the prompt rows, in blocks of one actor call.
-    ``worker`` may be a subclass of ``TeacherWorker`` (the benchmark's adds timings); ``scorer``: the data's
-    (``choice``, or ``exact``/``numeric`` for open answers)."""
+    """Lazy dataset of rationale rows (``store.SCHEMA``) for the prompt rows (a table, or ``PromptBlocks`` already
+    in the object store), in blocks of one actor call. ``worker`` may be a subclass of ``TeacherWorker`` (the
+    benchmark's adds timings); ``scorer``: the data's (``choice``, or ``exact``/``numeric`` for open answers)."""
     size = rows_per_call(teacher)
-    # Blocks of one call's rows: every actor of the pool gets work and a lost block is small. from_blocks
-    # puts the blocks (slices of ``rows``, no copy here) in the object store from this process, as from_items
-    # did from a Python dict per row (gigabytes at a million rows); from_arrow would run tasks that need a CPU,
-    # and while the teachers' placement groups hold every CPU of a small cluster those tasks would never start.
-    dataset = ray.data.from_blocks([rows.slice(start, size) for start in range(0, rows.num_rows, size)]
-                                   or [rows])
+    if isinstance(rows, pa.Table):
+        table, rows = rows, PromptBlocks(size)
+        rows.add(table)
+        dataset = rows.dataset(table.schema)
+    else:
+        dataset = rows.dataset()
     dataset = dataset.map_batches(
         worker,
         fn_constructor_kwargs={"teacher": teacher, **({"scorer": scorer} if scorer != open_answers.CHOICE else {})},

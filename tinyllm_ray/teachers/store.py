@@ -21,7 +21,7 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +126,10 @@ COMPACT_ROWS = 65_536
 _SUMMARY_COLUMNS = ["role", "reject_reason", "new_tokens"]  # what ``summarize`` reads
 
 
-def finish(run_dir: Path, teacher: str, key: str, row_keys: set[str], extra: dict[str, Any]) -> dict[str, Any]:
-    """Compact a complete teacher into one file (one row per wanted key: its first stored row, in stored order),
-    then write the marker.
+def finish(run_dir: Path, teacher: str, key: str, row_keys: Collection[str] | pa.Array | pa.ChunkedArray,
+           extra: dict[str, Any]) -> dict[str, Any]:
+    """Compact a complete teacher into one file (one row per wanted key in ``row_keys``, Python strings or an Arrow
+    array: its first stored row, in stored order), then write the marker.
 
     Streamed: only the key column of every stored row is held to choose the rows; the chosen rows are then
     copied row group by row group (``COMPACT_ROWS`` at most at once), so a million rows' texts are never in
@@ -144,7 +145,8 @@ def finish(run_dir: Path, teacher: str, key: str, row_keys: set[str], extra: dic
             files.append(path)
             key_columns.append(table.column("key"))
     keys = pa.chunked_array(key_columns, pa.string())
-    wanted = pa.array(sorted(row_keys), pa.string())
+    wanted = pc.unique(row_keys if isinstance(row_keys, (pa.Array, pa.ChunkedArray))
+                       else pa.array(list(row_keys), pa.string()))
     first = pc.index_in(wanted, value_set=keys)  # the first stored row of each wanted key (null: none stored)
     missing = first.null_count
     if missing:
@@ -200,7 +202,7 @@ def import_rationales(table: pa.Table, run_dir: Path, teacher: str, key: str) ->
     for path in directory.glob("*.parquet"):  # an earlier import of other files
         path.unlink()
     append(run_dir, teacher, table)
-    return finish(run_dir, teacher, key, set(table.column("key").to_pylist()), {"seconds": 0.0})
+    return finish(run_dir, teacher, key, table.column("key"), {"seconds": 0.0})
 
 
 def summarize(table: pa.Table) -> dict[str, Any]:
