@@ -139,8 +139,8 @@ def prompt_rows(variants: dict[str, list[str]], questions: Sequence[Question], r
 
 
 VariantsOf = Callable[[Sequence[Question]], dict[str, list[str]]]
-# Questions whose prompts are built at once: the stage's input is built a chunk at a time, and only its pending
-# rows are kept, so a million questions' prompt texts never sit in the driver as Python strings all at once.
+# Questions whose prompts are built at once: the stage's input is built a chunk at a time and each chunk's pending
+# rows go to Ray's object store (``PromptBlocks``), so a million questions' prompts never sit in the driver.
 PROMPT_CHUNK = 8192
 
 
