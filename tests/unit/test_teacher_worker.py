@@ -151,3 +151,19 @@ def test_prompt_blocks_without_rows_give_an_empty_dataset_of_the_schema(ray_loca
 
     schema = pa.schema([("key", pa.string()), ("role", pa.string())])
     assert stage.PromptBlocks(4).dataset(schema).count() == 0
+
+
+def test_the_stage_input_stats_do_not_grow_with_its_blocks(ray_local):
+    """Ray Data sends a dataset's stats to its stats actor every few seconds while the driver iterates; with the
+    input's per-block metadata in them (as ``from_blocks`` puts it) that message grew with the blocks, and at a
+    million questions serialising it stalled the driver. The stats the iterator sends stay the same size."""
+    import pyarrow as pa
+    from ray import cloudpickle
+
+    def stats_bytes(rows: int) -> int:
+        blocks = stage.PromptBlocks(1)
+        blocks.add(pa.table({"key": [str(i) for i in range(rows)], "role": ["train"] * rows}))
+        return len(cloudpickle.dumps(blocks.dataset()._in_stats))  # the stats the iteration starts from
+
+    few, many = stats_bytes(5), stats_bytes(2_000)
+    assert many < 2 * few, (few, many)
