@@ -86,6 +86,20 @@ def test_streamed_stage_key_equals_the_old_one() -> None:
                 assert runner.stage_key(teacher, train, answers) == _old_stage_key(teacher, train, answers)
 
 
+def test_every_teachers_key_in_one_pass_is_its_own_stage_key() -> None:
+    """``run_all`` hashes the questions once for all its teachers: each key is the one ``stage_key`` gives alone,
+    evaluated or not, whatever its settings."""
+    splits = synthetic.generate(30, 4, 4, seed=3)
+    teachers = [TeacherConfig(name="a", model="m"), TeacherConfig(name="b", model="m", evaluate=False),
+                TeacherConfig(name="c", model="n", shots=0, max_new_tokens=9)]
+    for answers in (None, {"valid": splits["valid"], "test": splits["test"]}):
+        keys = runner.stage_keys(teachers, splits["train"], answers)
+        assert keys == {t.name: runner.stage_key(t, splits["train"], answers if t.evaluate else {})
+                        for t in teachers}
+        assert keys == {t.name: _old_stage_key(t, splits["train"], answers if t.evaluate else {}) for t in teachers}
+        assert len(set(keys.values())) == (3 if answers else 2)  # a and b differ only in answering
+
+
 def test_row_list_json_in_chunks_is_the_whole_json() -> None:
     questions = synthetic.generate(10, 2, 2, seed=1)["train"] + ODD
     for chunk in (1, 3, 12, 100):

@@ -97,18 +97,36 @@ def stage_key(teacher: TeacherConfig, questions: Sequence[Question],
     The same key as ``_hash(settings, [rows], [version, {split: [rows]}])``, whose JSON text is streamed into
     the hash a chunk of rows at a time (``_row_list_json``) rather than built whole: a million questions' text
     and row dicts at once took gigabytes."""
-    digest = hashlib.sha256()
-    write = lambda text: digest.update(text.encode())  # json.dumps writes ASCII
-    write(f"[{_json(settings_key(teacher))}, ")
-    _row_list_json(questions, write)
-    if teacher.evaluate and any(answers.values() if answers else ()):
+    return stage_keys([teacher], questions, answers)[teacher.name]
+
+
+def stage_keys(teachers: Sequence[TeacherConfig], questions: Sequence[Question],
+               answers: dict[str, Sequence[Question]] | None = None) -> dict[str, str]:
+    """``stage_key`` of every teacher (by name) in one pass: the questions' JSON is written once and fed to each
+    teacher's hash (at a million questions a pass takes ~6 s, and a re-run of finished teachers is mostly this)."""
+    digests = {t.name: hashlib.sha256() for t in teachers}
+
+    def writer(names: Sequence[str]) -> Callable[[str], None]:
+        def write(text: str) -> None:
+            data = text.encode()  # json.dumps writes ASCII
+            for name in names:
+                digests[name].update(data)
+        return write
+
+    for t in teachers:
+        writer([t.name])(f"[{_json(settings_key(t))}, ")
+    everyone = writer(list(digests))
+    _row_list_json(questions, everyone)
+    evaluated = [t.name for t in teachers if t.evaluate and any(answers.values() if answers else ())]
+    if evaluated:
+        write = writer(evaluated)
         write(f", [{_json(prompts.ANSWER_TEMPLATE_VERSION)}, {{")
         for i, (split, qs) in enumerate(sorted(answers.items())):
             write(f"{', ' if i else ''}{_json(split)}: ")
             _row_list_json(qs, write)
         write("}]")
-    write("]")
-    return digest.hexdigest()[:24]
+    everyone("]")
+    return {name: digest.hexdigest()[:24] for name, digest in digests.items()}
 
 
 def _json(value: Any) -> str:
@@ -274,13 +292,13 @@ def _pending(rows: pa.Table, done: set[str] | pa.Array) -> pa.Table:
 
 
 def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path,
-                answers: dict[str, Sequence[Question]] | None = None, scorer: str = open_answers.CHOICE
-                ) -> dict[str, Any]:
+                answers: dict[str, Sequence[Question]] | None = None, scorer: str = open_answers.CHOICE,
+                key: str | None = None) -> dict[str, Any]:
     """Generate (or reuse) one teacher's rationales for ``train`` and, when it is evaluated, its own answers to
     the ``answers`` splits (``{"valid": [...], "test": [...]}``, judged by ``scorer``); returns the stage
-    figures."""
+    figures. ``key``: its ``stage_key`` when the caller has it (``run_all`` makes every teacher's in one pass)."""
     answers = {s: qs for s, qs in (answers or {}).items() if qs} if teacher.evaluate else {}
-    key = stage_key(teacher, train, answers)
+    key = key or stage_key(teacher, train, answers)
     info = store.finished(run_dir, teacher.name, key)
     if info:
         log.info("teacher %s: reusing %d stored rationales", teacher.name, info["rationales"])
@@ -408,10 +426,12 @@ def run_all(teachers: Sequence[TeacherConfig], train: Sequence[Question], run_di
         return []
     results: dict[str, dict[str, Any] | BaseException] = {}
     lock = threading.Lock()
+    keys = stage_keys(teachers, train, {s: qs for s, qs in (answers or {}).items() if qs})
 
     def one(teacher: TeacherConfig) -> None:
         try:
-            result: dict[str, Any] | BaseException = run_teacher(teacher, train, run_dir, answers, scorer)
+            result: dict[str, Any] | BaseException = run_teacher(teacher, train, run_dir, answers, scorer,
+                                                                 keys[teacher.name])
         except Exception as err:  # noqa: BLE001 -- reported per teacher by the caller
             log.debug("teacher %s failed", teacher.name, exc_info=True)
             result = err
