@@ -65,7 +65,13 @@ def make_plan(config: Config, throughput: dict[str, float] | None = None) -> dic
     run_dir = where.path if where.resume else None
     splits = data.splits
     held_out = {s: splits[s] for s in ("valid", "test") if splits.get(s)}
-    teachers = [_teacher(t, splits["train"], held_out, run_dir, throughput.get(t.name)) for t in c.teachers]
+    keys = None
+    if run_dir:  # every teacher's stage key in one pass over the questions (seconds per pass at 1M)
+        from tinyllm_ray.teachers import runner
+
+        keys = runner.stage_keys(c.teachers, splits["train"], held_out)
+    teachers = [_teacher(t, splits["train"], held_out, run_dir, throughput.get(t.name), keys and keys[t.name])
+                for t in c.teachers]
     place(c.teachers, teachers, nodes)
     plan = {
         "run_dir": str(where.path), "resume": where.resume,
@@ -129,8 +135,9 @@ def _node(n: NodeType) -> dict[str, Any]:
 
 
 def _teacher(t: TeacherConfig, train: list[Question], held_out: dict[str, list[Question]], run_dir: Path | None,
-             given: float | None) -> dict[str, Any]:
-    """One teacher's rows, tokens and hours; rows a finished (or partly stored) stage holds are not counted."""
+             given: float | None, key: str | None = None) -> dict[str, Any]:
+    """One teacher's rows, tokens and hours; rows a finished (or partly stored) stage holds are not counted.
+    ``key``: its stage key, when the caller made every teacher's at once (``runner.stage_keys``)."""
     from tinyllm_ray.teachers import runner, store
 
     answers = held_out if t.evaluate else {}
@@ -138,7 +145,7 @@ def _teacher(t: TeacherConfig, train: list[Question], held_out: dict[str, list[Q
     if t.shots_mode == "generated" and t.shots:
         rows["examples"] = min(t.shot_pool, len(train))
     stored = store.stored(run_dir, t.name, ["key", "new_tokens"]) if run_dir else None  # not the texts
-    complete = bool(run_dir and store.finished(run_dir, t.name, runner.stage_key(t, train, answers)))
+    complete = bool(run_dir and store.finished(run_dir, t.name, key or runner.stage_key(t, train, answers)))
     new_per_row, new_from = float(t.max_new_tokens), "max_new_tokens (an upper bound)"
     if stored is not None and stored.num_rows:
         new_per_row = statistics.fmean(stored.column("new_tokens").to_pylist())
