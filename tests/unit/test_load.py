@@ -396,3 +396,26 @@ def test_one_training_question_and_no_valid_split_is_an_error():
     two = Source({"train": [Row(f"m:{i}", Question(f"a{i}", "q?", ("y", "n"), "y")) for i in range(2)]})
     loaded = load_data(DataConfig(dataset="x", valid_fraction=0.9), two)
     assert len(loaded.splits["train"]) == 1 and len(loaded.splits["valid"]) == 1
+
+
+def test_reading_pauses_the_cycle_collector_and_resumes_it_even_on_an_error(monkeypatch):
+    """Reading makes millions of objects and no cycles: the collector's full passes made the cost per question grow
+    with the dataset, so it is off while ``load_data`` reads and on again after, also when the data is refused."""
+    import gc
+
+    from tinyllm_ray.data import load
+
+    seen: list[bool] = []
+    real = load.read_source
+
+    def reading(data):
+        seen.append(gc.isenabled())
+        return real(data)
+
+    monkeypatch.setattr(load, "read_source", reading)
+    assert gc.isenabled()
+    load_data(DataConfig(dataset="synthetic", n_train=8, n_valid=2, n_test=2))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(DataError):
+        load_data(cfg(), source=source(train=[]))
+    assert gc.isenabled()

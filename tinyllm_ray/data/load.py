@@ -17,7 +17,9 @@ official``) give their very split.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -150,9 +152,29 @@ def read_source(data: DataConfig) -> Source:
     return FORMATS[infer_format(data)](data)
 
 
+@contextlib.contextmanager
+def _no_cycle_collection():
+    """Python's cycle collector paused while a dataset is read. Reading makes a few objects per question and no
+    reference cycles, and each full collection on the way traverses every object made so far, so the cost per
+    question grew with the dataset (``load_data`` of OBQA-shaped questions: 15.4 us each at 20k and 19.6 at 400k
+    with it on, 17.5 and 15.4 with it off). Objects are still freed as their counts drop; it resumes after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def load_data(data: DataConfig, source: Source | None = None, require_train: bool = True,
               hold_out_valid: bool = True) -> LoadedData:
     """Questions per split, rejects with reasons, and the precomputed rationales of the training questions."""
+    with _no_cycle_collection():
+        return _load_data(data, source, require_train, hold_out_valid)
+
+
+def _load_data(data: DataConfig, source: Source | None, require_train: bool, hold_out_valid: bool) -> LoadedData:
     source = source or read_source(data)
     seen: set[str] = set()
     splits: dict[str, list[Question]] = {}
