@@ -154,10 +154,10 @@ def sync(device: torch.device) -> None:
 
 
 def student_step(shape: str, device: torch.device, batch: int, input_tokens: int, steps: int,
-                 peak_tflops: float | None, fused: bool = False) -> dict[str, Any]:
+                 peak_tflops: float | None) -> dict[str, Any]:
     torch.manual_seed(0)
     model = t5_model(shape, 32128 if device.type == "cuda" else 512).to(device)
-    arm = make_arm(MultiTask(model, "seq2seq", list(TASKS)).to(device), fused)
+    arm = make_arm(MultiTask(model, "seq2seq", list(TASKS)).to(device))
     data = task_batch(batch, input_tokens, model.config.vocab_size, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

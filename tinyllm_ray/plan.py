@@ -70,8 +70,8 @@ def make_plan(config: Config, throughput: dict[str, float] | None = None) -> dic
         from tinyllm_ray.teachers import runner
 
         keys = runner.stage_keys(c.teachers, splits["train"], held_out)
-    teachers = [_teacher(t, splits["train"], held_out, run_dir, throughput.get(t.name), keys and keys[t.name])
-                for t in c.teachers]
+    teachers = [_teacher(t, splits["train"], held_out, run_dir, throughput.get(t.name),
+                         keys[t.name] if keys else None) for t in c.teachers]
     place(c.teachers, teachers, nodes)
     plan = {
         "run_dir": str(where.path), "resume": where.resume,
