@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import math
 import os
 import sys
@@ -42,10 +43,11 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
 import torch
 
 from tinyllm_ray.student.arms import STATE_FILE, Arm, load_state
-from tinyllm_ray.student.model import MultiTask, block_classes, prepare_kwargs
+from tinyllm_ray.student.model import MultiTask, block_classes, prepare_kwargs, to_device
 
 T5_SHAPES = {
     "flan-t5-base": {"d_model": 768, "d_ff": 2048, "d_kv": 64, "num_heads": 12, "num_layers": 12},
@@ -185,14 +187,28 @@ def student_step(shape: str, device: torch.device, batch: int, input_tokens: int
     }
 
 
-# The sweep's variants: (name, layout, batch, fused AdamW, torch.compile). ``prefix`` is ``train.mode: prefix``
-# (one encoder pass per task, the default), ``one_encoder`` is ``train.mode: one_encoder``.
-SWEEP = (("prefix b16", "seq2seq", 16, False, False), ("prefix b32", "seq2seq", 32, False, False),
-         ("prefix b48", "seq2seq", 48, False, False), ("prefix b32 fused", "seq2seq", 32, True, False),
-         ("one_encoder b32", "one_encoder", 32, False, False), ("one_encoder b64", "one_encoder", 64, False, False),
-         ("prefix b32 compiled", "seq2seq", 32, False, True))
-QUICK_SWEEP = (("prefix b2", "seq2seq", 2, False, False), ("prefix b2 fused", "seq2seq", 2, True, False),
-               ("one_encoder b2", "one_encoder", 2, False, False))
+# The sweep's variants: (name, layout, batch, fused AdamW, compile). ``prefix`` is ``train.mode: prefix`` (one
+# encoder pass per task, the default), ``one_encoder`` is ``train.mode: one_encoder``. ``compile``: None (eager),
+# ``inductor`` (``torch.compile``: fused kernels), ``cudagraphs`` (dynamo's CUDA-graph backend: the same kernels as
+# eager, replayed as one graph per pass, so the host launches nothing per kernel) or ``reduce-overhead`` (both).
+SWEEP = (("prefix b32", "seq2seq", 32, False, None), ("prefix b32 cudagraphs", "seq2seq", 32, False, "cudagraphs"),
+         ("one_encoder b64", "one_encoder", 64, False, None),
+         ("one_encoder b64 cudagraphs", "one_encoder", 64, False, "cudagraphs"),
+         ("prefix b64 cudagraphs", "seq2seq", 64, False, "cudagraphs"),
+         ("prefix b32 reduce-overhead", "seq2seq", 32, False, "reduce-overhead"),
+         ("prefix b16", "seq2seq", 16, False, None), ("prefix b48", "seq2seq", 48, False, None),
+         ("prefix b32 fused", "seq2seq", 32, True, None), ("one_encoder b32", "one_encoder", 32, False, None),
+         ("prefix b32 inductor", "seq2seq", 32, False, "inductor"))
+QUICK_SWEEP = (("prefix b2", "seq2seq", 2, False, None), ("prefix b2 fused", "seq2seq", 2, True, None),
+               ("one_encoder b2", "one_encoder", 2, False, None))
+
+
+def compiled(model: torch.nn.Module, how: str | None) -> torch.nn.Module:
+    if how is None:
+        return model
+    if how == "cudagraphs":
+        return torch.compile(model, backend="cudagraphs")
+    return torch.compile(model, mode=None if how == "inductor" else how)
 
 
 def one_encoder_batch(batch: int, input_tokens: int, vocab: int, device: torch.device) -> dict[str, Any]:
@@ -217,20 +233,19 @@ def free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def sweep_row(shape: str, device: torch.device, layout: str, batch: int, fused: bool, compiled: bool,
+def sweep_row(shape: str, device: torch.device, layout: str, batch: int, fused: bool, compile_as: str | None,
               input_tokens: int, steps: int, peak_tflops: float | None) -> dict[str, Any]:
     torch.manual_seed(0)
     model = t5_model(shape, 32128 if device.type == "cuda" else 512).to(device)
     module = MultiTask(model, layout, list(TASKS)).to(device)
-    if compiled:
-        module.model = torch.compile(model)
+    module.model = compiled(model, compile_as)
     arm = make_arm(module, fused)
     make = one_encoder_batch if layout == "one_encoder" else task_batch
     data = make(batch, input_tokens, model.config.vocab_size, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for _ in range(2 if compiled else 1):  # warm-up (kernels, allocator, the compiled graphs)
+    for _ in range(3 if compile_as else 1):  # warm-up (kernels, allocator, the compiled graphs)
         train_step(arm, data, device)
     sync(device)
     warm_s = time.perf_counter() - start
@@ -246,21 +261,164 @@ def sweep_row(shape: str, device: torch.device, layout: str, batch: int, fused: 
 
 
 def mfu_sweep(shape: str, device: torch.device, variants: tuple, input_tokens: int, steps: int,
-              peak_tflops: float | None) -> dict[str, Any]:
-    """The student's step time and MFU per variant (layout, batch, fused AdamW, torch.compile): which settings
-    reach the MFU target on this GPU. A variant that runs out of memory is reported as such; the others run."""
+              peak_tflops: float | None, until: float = math.inf) -> dict[str, Any]:
+    """The student's step time and MFU per variant (layout, batch, fused AdamW, compile): which settings reach the
+    MFU target on this GPU. A variant that runs out of memory is reported as such; the others run. Variants not
+    started by ``until`` (a ``time.monotonic()``: the device time left) are reported as skipped."""
     rows = {}
-    for name, layout, batch, fused, compiled in variants:
+    for name, layout, batch, fused, compile_as in variants:
         free(device)
+        if time.monotonic() > until:
+            rows[name] = {"ok": True, "skipped": "out of time"}
+            continue
         try:
-            rows[name] = sweep_row(shape, device, layout, batch, fused, compiled, input_tokens, steps, peak_tflops)
+            rows[name] = sweep_row(shape, device, layout, batch, fused, compile_as, input_tokens, steps, peak_tflops)
         except torch.OutOfMemoryError:
             rows[name] = {"ok": True, "out_of_memory": True}
         except Exception as err:  # noqa: BLE001 (one variant failing, e.g. compile, does not hide the others)
             rows[name] = {"ok": False, "error": f"{type(err).__name__}: {err}"[:300]}
         print(f"  {name}: {json.dumps(rows[name])}", flush=True)
+        if compile_as:
+            torch._dynamo.reset()  # the next variant compiles its own model, not a recompile of this one
     free(device)
     return {"ok": all(r["ok"] for r in rows.values()), "shape": shape, "input_tokens": input_tokens, "rows": rows}
+
+
+def profile_step(shape: str, device: torch.device, batch: int, input_tokens: int,
+                 peak_tflops: float | None) -> dict[str, Any]:
+    """Where an eager step's time goes (torch.profiler over 2 steps after a warm-up): kernels launched per step,
+    the host's time per launch, the device's busy time per step (the sum of the kernels' times: one stream) and
+    the MFU the step would reach if the host kept the device busy; the host-side ops that cost most."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = t5_model(shape, 32128 if device.type == "cuda" else 512).to(device)
+    arm = make_arm(MultiTask(model, "seq2seq", list(TASKS)).to(device))
+    data = task_batch(batch, input_tokens, model.config.vocab_size, device)
+    train_step(arm, data, device)
+    sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    steps = 2
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            train_step(arm, data, device)
+        sync(device)
+    wall = (time.perf_counter() - start) / steps
+    events = prof.key_averages()
+    launches = [e for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC",
+                                               "cuLaunchKernelEx")]
+    n_launch = sum(e.count for e in launches) / steps
+    launch_us = sum(e.self_cpu_time_total for e in launches) / max(1, sum(e.count for e in launches))
+    kernels = [e for e in events if getattr(e, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.self_device_time_total for e in kernels) / steps / 1e6  # seconds
+    flops = step_flops(model, batch, input_tokens)
+    top = sorted((e for e in events if e.device_type == torch.autograd.DeviceType.CPU),
+                 key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
+    ops = sum(e.count for e in events if e.key.startswith("aten::")) / steps
+    slowest = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:12]
+    return {"ok": True, "ms_per_step": round(1000 * wall, 1), "aten_ops_per_step": round(ops),
+            "launches_per_step": round(n_launch),
+            "host_us_per_launch": round(launch_us, 1), "device_busy_ms_per_step": round(1000 * busy, 1),
+            "mfu": round(flops / wall / (peak_tflops * 1e12), 3) if peak_tflops else None,
+            "mfu_device_bound": round(flops / busy / (peak_tflops * 1e12), 3) if peak_tflops and busy else None,
+            "host_top_ms_per_step": {e.key[:60]: round(e.self_cpu_time_total / steps / 1000, 1) for e in top},
+            "device_top_ms_per_step": {e.key[:90]: [round(e.self_device_time_total / steps / 1000, 1),
+                                                    round(e.count / steps)] for e in slowest}}
+
+
+def ragged_rows(n: int, batch: int, vocab: int, seed: int = 0) -> dict[str, list]:
+    """``batches.Tokenize``-style rows (seq2seq layout) of random tokens with ragged lengths in two of
+    ``COMPILE_PAD_MULTIPLE``'s buckets: the rows of even batches (of ``batch`` rows) long (inputs of 70-120
+    tokens, targets of 70-100), of odd batches short (10-60, 3-60); every 4th row has no rationale from
+    ``teacher-b`` (a teacher that wrote none)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {"id": [f"q{i}" for i in range(n)]}
+    long = [(i // batch) % 2 == 0 for i in range(n)]
+    for task in TASKS:
+        out[f"ids__{task}"] = [rng.integers(4, vocab, rng.integers(70, 121) if x else rng.integers(10, 61))
+                               for x in long]
+        out[f"labels__{task}"] = [rng.integers(4, vocab, rng.integers(70, 101) if x else rng.integers(3, 61))
+                                  for x in long]
+    out["labels__teacher-b"] = [np.zeros(0, np.int64) if i % 4 == 3 else v
+                                for i, v in enumerate(out["labels__teacher-b"])]
+    return out
+
+
+class Recompiles(logging.Handler):
+    """Why torch compiled again (its ``recompiles`` log records) while it is open: printed in the check's figures,
+    so a GPU run says what a CPU run could not show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+        torch._logging.set_logs(recompiles=True)
+        self.logger = logging.getLogger("torch._dynamo")
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "triggered by" in (message := record.getMessage()):
+            self.seen.append(" ".join(message.split())[:400])
+
+    def close(self) -> None:
+        self.logger.removeHandler(self)
+        torch._logging.set_logs()
+        super().close()
+
+
+def compiled_student(shape: str, device: torch.device, mode: str, batch: int, steps: int,
+                     backend: str | None = None) -> dict[str, Any]:
+    """``train.compile`` as training runs it: ``MultiTask(..., compile=mode)`` on batches ``feed.Collate`` pads to
+    fixed shapes (``feed.padding``), against the same student eager on plainly padded batches, each with its own
+    AdamW from the same weights. Ragged lengths over two length buckets, a short last batch, a task with missing
+    rows: the losses agree step by step (bf16 on a GPU: within 2%), and torch compiles at most two graphs
+    (the first shape, then one shape-generic graph) however many shapes the batches have. ``backend``: torch's
+    backend instead of inductor (``eager`` on the CPU path: the same capture and guards, no codegen)."""
+    from types import SimpleNamespace
+
+    import torch._dynamo.utils
+
+    from tinyllm_ray.student.batches import collate, padding
+
+    multiple, rows = padding(SimpleNamespace(compile=mode, pad_multiple=0, batch_size=batch))
+    vocab = 32128 if device.type == "cuda" else 512
+    data = ragged_rows(batch * (steps - 1) + batch // 2 + 1, batch, vocab)
+    parts = [{k: v[i:i + batch] for k, v in data.items()} for i in range(0, len(data["id"]), batch)]
+    runs = {}
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    reasons = Recompiles()
+    for compiled_run in (False, True):
+        torch.manual_seed(0)
+        module = MultiTask(t5_model(shape, vocab), "seq2seq", list(TASKS)).to(device)
+        if compiled_run:
+            module = MultiTask(module.model, "seq2seq", list(TASKS), mode)
+            if backend:  # the same function, compiled by another backend
+                module._compiled = torch.compile(module._losses, backend=backend)
+        arm = make_arm(module)
+        graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        losses, seconds = [], []
+        for part in parts:
+            collated = collate(part, TASKS, 0, "seq2seq", multiple, rows) if compiled_run else collate(part, TASKS, 0)
+            start = time.perf_counter()
+            losses.append(train_step(arm, to_device(collated, device), device))
+            sync(device)
+            seconds.append(time.perf_counter() - start)
+        runs[compiled_run] = {"losses": torch.stack(losses).tolist(),  # the median step: compiling ones left out
+                              "ms_per_step": round(1000 * float(np.median(seconds)), 1),
+                              "compile_s": round(sum(seconds) - len(seconds) * float(np.median(seconds)), 1),
+                              "graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before}
+    reasons.close()
+    eager, comp = runs[False], runs[True]
+    tolerance = 2e-2 if device.type == "cuda" else 1e-4
+    worst = max(abs(a - b) / abs(a) for a, b in zip(eager["losses"], comp["losses"]))
+    shapes = {tuple(collate(p, TASKS, 0)["teacher-a"]["input_ids"].shape) for p in parts}
+    return {"ok": worst <= tolerance and 0 < comp["graphs"] <= 2 and eager["graphs"] == 0, "mode": mode,
+            "backend": backend or "inductor", "steps": len(parts), "plain_shapes": len(shapes),
+            "graphs": comp["graphs"], "worst_relative_loss_gap": round(worst, 5),
+            "ms_per_step_eager": eager["ms_per_step"], "ms_per_step_compiled": comp["ms_per_step"],
+            "compile_s": comp["compile_s"], "eager_graphs": eager["graphs"], "recompile_reasons": reasons.seen[:4],
+            "graph_breaks": {k[:200]: v for k, v in list(torch._dynamo.utils.counters["graph_break"].items())[:4]}}
 
 
 def fsdp_step(shape: str, device: torch.device, batch: int, input_tokens: int) -> dict[str, Any]:
@@ -383,7 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny shapes and few steps (the CPU path of the tests)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, for the MFU")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON object here")
+    ap.add_argument("--checks", default=None, help="comma-separated: run only these (e.g. profile,mfu_sweep)")
+    ap.add_argument("--variants", default=None, help="comma-separated: only these of the sweep's variants")
+    ap.add_argument("--budget-s", type=float, default=math.inf,
+                    help="start no sweep variant after this many seconds (a lent machine's time is counted)")
     args = ap.parse_args(argv)
+    until = time.monotonic() + args.budget_s
     device = torch.device(args.device)
     quick = args.quick
     students = ["tiny-t5"] if quick else ["flan-t5-base", "flan-t5-large"]
@@ -393,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
                                else "cpu", "torch": torch.__version__, "checks": {}}
 
     def record(name: str, fn: Any) -> None:
+        if args.checks and name.split("[")[0] not in args.checks.split(","):
+            return
         free(device)
         start = time.perf_counter()
         try:
@@ -408,13 +573,19 @@ def main(argv: list[str] | None = None) -> int:
         record(f"student_step[{shape}]", lambda s=shape: student_step(s, device, batch[s], input_tokens,
                                                                       3 if quick else 10, peak(device,
                                                                                                args.peak_tflops)))
+    record("compiled_student", lambda: compiled_student("tiny-t5", device,
+                                                        "default" if quick else "reduce-overhead", 4 if quick else 16, 5 if quick else 8,
+                                                        "eager" if quick else None))
     record("fsdp", lambda: fsdp_step(students[0], device, batch[students[0]], input_tokens))
     record("scoring", lambda: scoring(device, 16 if quick else 64))
     record("resume", lambda: resume(device))
     record("hf_engine", lambda: hf_engine("tiny-llama" if quick else "llama-1b", device, 16 if quick else 64,
                                           8 if quick else 64))
-    record("mfu_sweep", lambda: mfu_sweep(students[0], device, QUICK_SWEEP if quick else SWEEP, input_tokens,
-                                          2 if quick else 5, peak(device, args.peak_tflops)))
+    record("profile", lambda: profile_step(students[0], device, batch[students[0]], input_tokens,
+                                           peak(device, args.peak_tflops)))
+    variants = [v for v in (QUICK_SWEEP if quick else SWEEP) if not args.variants or v[0] in args.variants.split(",")]
+    record("mfu_sweep", lambda: mfu_sweep(students[0], device, tuple(variants), input_tokens,
+                                          2 if quick else 5, peak(device, args.peak_tflops), until))
     results["ok"] = all(results["checks"].values())
     line = json.dumps(results)
     if args.json:

@@ -245,6 +245,37 @@ def test_collate_drops_rows_without_target(tokenized: dict[str, Any], tokenizer:
     assert out["rows"] == len(questions)
 
 
+@pytest.mark.parametrize("layout", ["seq2seq", "one_encoder"])
+def test_fixed_shape_padding_fills_rows_and_rounds_lengths_without_changing_the_loss(
+        student_dir: Path, table: Any, tokenizer: Any, layout: str) -> None:
+    from tinyllm_ray.student.model import MultiTask, load_student
+
+    out = Tokenize(str(student_dir), TASKS, max_input_tokens=MAX_INPUT, max_target_tokens=MAX_TARGET,
+                   layout=layout)(numpy_batch(table))
+    plain = collate(out, TASKS, tokenizer.pad_token_id, layout)
+    fixed = collate(out, TASKS, tokenizer.pad_token_id, layout, multiple=16, rows=8)
+    assert fixed["rows"] == plain["rows"] == 5  # the real questions, for the throughput meter
+    assert fixed["teacher-b"] is None  # a task without any target stays absent
+    for task in ["answer", "teacher-a"]:
+        labels = fixed[task]["labels"]
+        assert labels.shape[0] == 8 and labels.shape[1] % 16 == 0  # rows filled, lengths rounded up
+        real = plain[task]["labels"].shape[0]
+        assert (labels[real:] == IGNORE).all()  # filler rows carry no target
+        width = plain[task]["labels"].shape[1]
+        assert torch.equal(labels[:real, :width], plain[task]["labels"]) and (labels[:real, width:] == IGNORE).all()
+    if layout == "one_encoder":
+        assert fixed["question"]["input_ids"].shape == (8, 32) and fixed["question"]["attention_mask"][5:, 0].all()
+    else:
+        assert fixed["teacher-a"]["input_ids"].shape == (8, 32) and fixed["teacher-a"]["attention_mask"][3:, 0].all()
+    torch.manual_seed(0)
+    model = MultiTask(load_student(str(student_dir)), layout, TASKS).eval()
+    with torch.no_grad():
+        want, got = model(plain), model(fixed)
+    assert set(got) == set(want) == {"answer", "teacher-a"}
+    for task in want:
+        assert got[task].item() == pytest.approx(want[task].item(), rel=1e-5)
+
+
 def test_collate_subset_of_tasks(tokenized: dict[str, Any], tokenizer: Any) -> None:
     out = collate(tokenized, ["teacher-a"], tokenizer.pad_token_id)
     assert set(out) == {"rows", "teacher-a"}

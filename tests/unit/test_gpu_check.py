@@ -27,8 +27,15 @@ def test_the_gpu_check_runs_on_the_cpu_without_ray_or_pyarrow() -> None:
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["checks"] == {"student_step[tiny-t5]": True, "fsdp": True, "scoring": True, "resume": True,
-                                "hf_engine": True, "mfu_sweep": True}
+    assert result["checks"] == {"student_step[tiny-t5]": True, "compiled_student": True, "fsdp": True,
+                                "scoring": True, "resume": True, "hf_engine": True, "profile": True,
+                                "mfu_sweep": True}
+    # train.compile's path: batches of several plain shapes, one static graph then one shape-generic graph, the
+    # same losses as the eager student (torch's eager backend here: capture and guards without codegen)
+    compiled = result["compiled_student"]
+    assert compiled["plain_shapes"] >= 3 and compiled["graphs"] == 2, compiled
+    assert compiled["worst_relative_loss_gap"] <= 1e-4, compiled
+    assert result["profile"]["aten_ops_per_step"] > 0
     sweep = result["mfu_sweep"]["rows"]
     assert list(sweep) == ["prefix b2", "prefix b2 fused", "one_encoder b2"]
     assert all(r["ms_per_step"] > 0 for r in sweep.values()), sweep

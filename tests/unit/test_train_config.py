@@ -28,6 +28,7 @@ def test_defaults() -> None:
     ("train", "precision", "fp16"), ("train", "strategy", "zero3"), ("train", "mode", "shared"),
     ("train", "shuffle", "full"), ("train", "length_bucketing", -1), ("eval", "every_steps", 0),
     ("eval", "select_on", "bleu"), ("eval", "max_valid", 0), ("train", "grad_accum_steps", "2"),
+    ("train", "compile", "max-autotune"), ("train", "compile", True), ("train", "pad_multiple", -8),
 ])
 def test_bad_values_name_the_key(section: str, key: str, value) -> None:
     with pytest.raises(ConfigError, match=rf"{section}\.{key}:"):
@@ -38,6 +39,17 @@ def test_fsdp_needs_gpus() -> None:
     with pytest.raises(ConfigError, match="train.strategy: fsdp .* needs train.use_gpu: true"):
         config({"strategy": "fsdp"})
     assert config({"strategy": "fsdp", "use_gpu": True}).train.strategy == "fsdp"
+
+
+def test_compile_is_refused_with_fsdp_and_sets_fixed_shapes() -> None:
+    from tinyllm_ray.student.batches import COMPILE_PAD_MULTIPLE, padding
+
+    with pytest.raises(ConfigError, match="train.compile: not with train.strategy fsdp"):
+        config({"compile": "default", "strategy": "fsdp", "use_gpu": True})
+    assert padding(config().train) == (0, None)  # off: each batch padded to its longest row, rows as they come
+    assert padding(config({"pad_multiple": 8}).train) == (8, None)
+    assert padding(config({"compile": "reduce-overhead", "batch_size": 12}).train) == (COMPILE_PAD_MULTIPLE, 12)
+    assert padding(config({"compile": "default", "pad_multiple": 32, "batch_size": 4}).train) == (32, 4)
 
 
 def test_a_bucketing_window_of_one_batch_is_refused() -> None:

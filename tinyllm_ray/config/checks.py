@@ -160,6 +160,9 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
     if config.tune is not None:
         errors += tune_errors(config)
     errors += tracking_errors(config)
+    if config.train.compile != "off" and config.train.strategy == "fsdp":
+        errors.append("train.compile: not with train.strategy fsdp (compiling FSDP's units is not supported here); "
+                      "use strategy ddp or compile: off")
     if config.train.length_bucketing == 1:
         errors.append("train.length_bucketing: 1 batch per window sorts nothing; use 0 (off) or 2 or more")
     if errors:

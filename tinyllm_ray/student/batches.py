@@ -212,40 +212,65 @@ def tokenize(batch: dict[str, np.ndarray], model: str, tasks: Sequence[str], max
     return udf(batch)
 
 
-def _pad(seqs: list[np.ndarray], value: int) -> torch.Tensor:
+def _pad(seqs: list[np.ndarray], value: int, multiple: int = 0) -> torch.Tensor:
     width = max(len(s) for s in seqs)
+    if multiple:
+        width = -(-width // multiple) * multiple
     out = torch.full((len(seqs), width), value, dtype=torch.long)
     for i, s in enumerate(seqs):
         out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
     return out
 
 
-def _mask(seqs: list[np.ndarray]) -> torch.Tensor:
-    return _pad([np.ones(len(s), np.int64) for s in seqs], 0)
+def _mask(seqs: list[np.ndarray], multiple: int = 0) -> torch.Tensor:
+    return _pad([np.ones(len(s), np.int64) for s in seqs], 0, multiple)
 
 
-def collate(batch: dict[str, np.ndarray], tasks: Sequence[str], pad_id: int, layout: str = "seq2seq") -> dict[str, Any]:
+def collate(batch: dict[str, np.ndarray], tasks: Sequence[str], pad_id: int, layout: str = "seq2seq",
+            multiple: int = 0, rows: int | None = None) -> dict[str, Any]:
     """Per task, over the rows that have a target: padded ``input_ids``, ``attention_mask``, ``labels``
     (one-encoder: ``rows`` (their index in the batch), ``decoder_input_ids``, ``labels``, and the shared
-    ``question`` inputs). A task with no target in this batch maps to None; ``rows`` = questions in the batch."""
-    out: dict[str, Any] = {"rows": len(batch["id"])}
+    ``question`` inputs). A task with no target in this batch maps to None; ``rows`` = questions in the batch.
+
+    Fixed shapes for a compiled student (``train.compile``): ``multiple`` rounds every padded length up to a
+    multiple of it, and ``rows`` fills each task (and the one-encoder questions) up to that many rows with filler
+    rows (one pad token attended, every label ``IGNORE``), which add nothing to the loss; ``rows`` stays the
+    number of real questions."""
+    n = len(batch["id"])
+    fill = max(0, (rows or 0) - n)
+    filler = np.asarray([pad_id], np.int64)
+    out: dict[str, Any] = {"rows": n}
     if layout == "one_encoder":
-        questions = list(batch[f"ids__{QUESTION}"])
-        out[QUESTION] = {"input_ids": _pad(questions, pad_id), "attention_mask": _mask(questions)}
+        questions = list(batch[f"ids__{QUESTION}"]) + [filler] * fill
+        out[QUESTION] = {"input_ids": _pad(questions, pad_id, multiple), "attention_mask": _mask(questions, multiple)}
     for task in tasks:
         keep = [i for i, labels in enumerate(batch[f"labels__{task}"]) if len(labels)]
         if not keep:
             out[task] = None
             continue
-        labels = _pad([batch[f"labels__{task}"][i] for i in keep], IGNORE)
+        extra = max(0, (rows or 0) - len(keep))
+        labels = _pad([batch[f"labels__{task}"][i] for i in keep] + [np.full(1, IGNORE)] * extra, IGNORE, multiple)
         if layout == "one_encoder":
-            out[task] = {"rows": torch.as_tensor(keep, dtype=torch.long),
-                         "decoder_input_ids": _pad([batch[f"dec__{task}"][i] for i in keep], pad_id),
+            out[task] = {"rows": torch.as_tensor(keep + [0] * extra, dtype=torch.long),
+                         "decoder_input_ids": _pad([batch[f"dec__{task}"][i] for i in keep] + [filler] * extra,
+                                                   pad_id, multiple),
                          "labels": labels}
             continue
-        inputs = [batch[f"ids__{task}"][i] for i in keep]
-        out[task] = {"input_ids": _pad(inputs, pad_id), "attention_mask": _mask(inputs), "labels": labels}
+        inputs = [batch[f"ids__{task}"][i] for i in keep] + [filler] * extra
+        out[task] = {"input_ids": _pad(inputs, pad_id, multiple), "attention_mask": _mask(inputs, multiple),
+                     "labels": labels}
     return out
+
+
+# ``train.compile``'s length multiple when ``train.pad_multiple`` is 0: few enough shapes for a handful of graphs,
+# little enough padding (under 64 tokens a row).
+COMPILE_PAD_MULTIPLE = 64
+
+
+def padding(tc: Any) -> tuple[int, int | None]:
+    """``collate``'s (length multiple, rows per task) for a ``TrainConfig``: fixed shapes when compiling."""
+    compiled = tc.compile != "off"
+    return tc.pad_multiple or (COMPILE_PAD_MULTIPLE if compiled else 0), tc.batch_size if compiled else None
 
 
 def row_lengths(batch: dict[str, np.ndarray], tasks: Sequence[str] | None = None) -> np.ndarray:

@@ -19,7 +19,7 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from tinyllm_ray import prompts
 from tinyllm_ray.config import Config
-from tinyllm_ray.student.batches import bucketed, collate, tokenize
+from tinyllm_ray.student.batches import bucketed, collate, padding, tokenize
 
 
 class Collate(NumpyBatchCollateFn):
@@ -31,13 +31,15 @@ class Collate(NumpyBatchCollateFn):
     so the epoch's ``rng`` draws come in the same order on every run."""
 
     def __init__(self, tasks: Sequence[str], pad_id: int, layout: str, pin: bool = False,
-                 bucket_size: int | None = None, rng: np.random.Generator | None = None):
+                 bucket_size: int | None = None, rng: np.random.Generator | None = None, multiple: int = 0,
+                 rows: int | None = None):
         self.tasks, self.pad_id, self.layout, self.pin = list(tasks), pad_id, layout, pin
         self.bucket_size, self.rng = bucket_size, rng
+        self.multiple, self.rows = multiple, rows  # ``collate``'s fixed shapes (a compiled student)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         parts = bucketed(batch, self.bucket_size, self.rng, self.tasks) if self.bucket_size else [batch]
-        out = [collate(part, self.tasks, self.pad_id, self.layout) for part in parts]
+        out = [collate(part, self.tasks, self.pad_id, self.layout, self.multiple, self.rows) for part in parts]
         return [pin_memory(b) for b in out] if self.pin else out
 
 
@@ -59,8 +61,9 @@ def epoch_batches(shard: Any, config: Config, epoch: int, tasks: Sequence[str], 
     shuffle = {"local_shuffle_buffer_size": tc.shuffle_buffer if local else None,
                "local_shuffle_seed": tc.seed + epoch if local else None}
     window = tc.batch_size * (tc.length_bucketing or 1)
+    multiple, rows = padding(tc)
     collate_fn = Collate(tasks, pad_id, layout, pin, tc.batch_size if tc.length_bucketing else None,
-                         np.random.default_rng([tc.seed, epoch]))
+                         np.random.default_rng([tc.seed, epoch]), multiple, rows)
     # device="cpu": the batches are nested dicts Ray Data would not move; the loop copies them (non-blocking).
     for group in shard.iter_torch_batches(batch_size=window, collate_fn=collate_fn, device="cpu",
                                           prefetch_batches=1, **shuffle):

@@ -103,13 +103,30 @@ NO_TASK = "_none"  # ``MultiTask``'s zero loss when a batch has none of its task
 
 
 class MultiTask(torch.nn.Module):
-    """``forward(batch) -> {task: loss}`` over the tasks present in a collated batch."""
+    """``forward(batch) -> {task: loss}`` over the tasks present in a collated batch.
 
-    def __init__(self, model: torch.nn.Module, layout: str, tasks: list[str]):
+    ``compile`` (``train.compile``): ``default`` or ``reduce-overhead`` runs this forward (every task's pass and
+    loss) through ``torch.compile``; the HF model inside stays the plain module, so evaluation, generation and
+    saving use it as before. Shapes that vary between batches make torch compile a second, shape-generic graph
+    (its automatic dynamic shapes) rather than one per shape; ``collate``'s fixed-shape padding keeps their count
+    (and, with ``reduce-overhead``, the CUDA graphs recorded) small."""
+
+    def __init__(self, model: torch.nn.Module, layout: str, tasks: list[str], compile: str = "off"):
         super().__init__()
-        self.model, self.layout, self.tasks = model, layout, tasks
+        self.model, self.layout, self.tasks, self.compile_mode = model, layout, tasks, compile
+        # A plain attribute, not a submodule: the compiled function holds no parameters of its own.
+        self._compiled = None if compile == "off" else torch.compile(
+            self._losses, mode=None if compile == "default" else compile)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if self._compiled is None:
+            return self._losses(batch)
+        if self.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the previous step's graph outputs are done
+        # Without the row count (a Python int): torch would guard on it and compile again for a smaller batch.
+        return self._compiled({k: v for k, v in batch.items() if k != "rows"})
+
+    def _losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         present = [t for t in self.tasks if batch[t] is not None]
         losses = {}
         if self.layout == "one_encoder" and present:
@@ -121,7 +138,6 @@ class MultiTask(torch.nn.Module):
         if not losses:  # no weighted task has a target here: a zero loss that still touches every weight
             losses[NO_TASK] = sum(p.sum() for p in self.parameters()) * 0.0
         return losses
-
 
     def _one_encoder(self, batch: dict[str, Any], present: list[str]) -> dict[str, torch.Tensor]:
         """One encoder pass, then one decoder pass per task over that task's rows of the encoder output.
