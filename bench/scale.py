@@ -13,7 +13,7 @@ What it times, per N (training questions) and per stage, on this machine:
   (N/20 each): prompts, the Ray Data actor pool of ``teachers/stage.py``, post-processing, the Parquet store's
   appends, the resume scan and compaction. The engine (``InstantEngine``, plugged in through a ``TeacherWorker``
   subclass) answers every prompt at once, so only the project's overhead is timed.
-  ``resume_scan`` (``store.done_keys`` over the stored parts, before compaction) and ``compaction``
+  ``resume_scan`` (``store.stored_keys`` over the stored parts, before compaction: what ``run_teacher`` reads on a restart) and ``compaction``
   (``store.finish``, with its own driver peak) are timed inside it; ``resume_all_done``: ``run_all`` again, which must skip everything.
 - ``teachers_hf``: the same with the real tiny HF teacher (``tinyllm_ray.tiny``), only for N <= ``--hf-engine-max``;
 - ``student_ingest``: what the student's training reads: ``store.read_rationales`` per teacher,
@@ -295,7 +295,7 @@ def run_one(n: int, stages: set[str], hf_max: int, tokenizer_dir: Path, peaks: P
 
         def timed_finish(run_dir: Path, teacher: str, *args: Any, **kw: Any) -> Any:
             start = time.perf_counter()
-            store.done_keys(run_dir, teacher)  # the resume scan over the stored parts, as a restart would
+            store.stored_keys(run_dir, teacher)  # the resume scan over the stored parts, as a restart does
             middle = time.perf_counter()
             own = Peaks(0.02)  # the driver during this compaction (the teachers' may overlap: their max is kept)
             try:

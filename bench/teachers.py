@@ -160,6 +160,7 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
                      "key": [str(i) for i in range(len(prompts))], "choices": [["x", "y"]] * len(prompts),
                      "answer": ["x"] * len(prompts), "variants": [[p] for p in prompts]})
     ready, last, tokens, calls = float("inf"), 0.0, 0, []
+    cpu_before = cpu_by_process()
     with reserved(teacher) as group:
         stage = rationale_stage(rows, teacher, group, worker=TimedWorker)
         for block in stage.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -169,8 +170,31 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
             calls.append(block.column("call")[0].as_py())
     busy = sum(end - start for start, end in calls)
     print(f"  (our stage: {len(calls)} calls, in them {busy:.2f} s of {last - ready:.2f} s; first call "
-          f"{min(c[0] for c in calls) - ready:+.2f} s after ready, calls {[round(e - s, 2) for s, e in calls]})")
+          f"{min(c[0] for c in calls) - ready:+.2f} s after ready, calls {[round(e - s, 2) for s, e in calls]}; "
+          f"CPU seconds by process over the whole arm, start-up included: {cpu_spent(cpu_before)})")
     return last - ready, tokens
+
+
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) so far of every process on the machine, by pid."""
+    import psutil
+
+    out = {}
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if times is not None:
+            out[proc.pid] = (proc.info["name"] or "?", times.user + times.system)
+    return out
+
+
+def cpu_spent(before: dict[int, tuple[str, float]], top: int = 5) -> dict[str, float]:
+    """The processes that used the most CPU since ``before`` (diagnostics: on a machine with few cores, whatever
+    our stage's driver and Ray's processes spend is taken from the engine)."""
+    spent: dict[str, float] = {}
+    for pid, (name, seconds) in cpu_by_process().items():
+        key = "driver" if pid == os.getpid() else name
+        spent[key] = spent.get(key, 0.0) + seconds - before.get(pid, (name, 0.0))[1]
+    return {k: round(v, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])[:top]}
 
 
 def main() -> None:

@@ -105,3 +105,25 @@ def test_multitask_one_encoder_losses_equal_one_decoder_pass_per_task(student_di
         for task in tasks:
             separate = token_cross_entropy(*task_logits(model, "one_encoder", batch[task], batch["question"], encoded))
             assert stacked[task].item() == pytest.approx(separate.item(), abs=1e-5)
+
+
+def test_compiled_arms_share_one_graph_and_keep_the_eager_losses(student_dir: Path) -> None:
+    """``train.compile`` with several arms (``compare: true``): each arm is its own model, but they compile one
+    graph between them (a per-model guard would recompile for every arm and soon exhaust torch's recompile
+    limit, after which it runs eager); torch's eager backend here: the capture and its guards, no codegen."""
+    import torch._dynamo.utils
+
+    tokenized = rows(student_dir, "seq2seq", n=8)
+    tasks = ["answer", "reference"]
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    for _ in range(3):
+        torch.manual_seed(0)
+        arm = MultiTask(load_student(str(student_dir)), "seq2seq", tasks, "default")
+        arm._compiled = torch.compile(arm._losses, backend="eager")
+        torch.manual_seed(0)
+        eager = MultiTask(load_student(str(student_dir)), "seq2seq", tasks)
+        batch = collate(tokenized, tasks, 0, "seq2seq", 64, 8)
+        got, want = arm(batch), eager(batch)
+        assert {t: v.item() for t, v in got.items()} == pytest.approx({t: v.item() for t, v in want.items()}, rel=1e-5)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1

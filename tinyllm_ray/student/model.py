@@ -83,19 +83,21 @@ def encode_questions(model: torch.nn.Module, question: dict[str, torch.Tensor]) 
 def task_logits(model: torch.nn.Module, layout: str, inputs: dict[str, torch.Tensor],
                 question: dict[str, torch.Tensor] | None = None,
                 encoded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) of one task batch, aligned position by position."""
+    """(logits, labels) of one task batch, aligned position by position. One forward, no generation: no key/value
+    cache (transformers would build one per call, copying the model's config, and a compiled forward would then
+    guard on that copy: one recompile per model instance)."""
     labels = inputs["labels"]
     if layout == "one_encoder":
         rows = inputs["rows"]
         out = model(encoder_outputs=(encoded[rows],), attention_mask=question["attention_mask"][rows],
-                    decoder_input_ids=inputs["decoder_input_ids"])
+                    decoder_input_ids=inputs["decoder_input_ids"], use_cache=False)
         return out.logits, labels
     if layout == "seq2seq":
         decoder_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    decoder_input_ids=decoder_ids)
+                    decoder_input_ids=decoder_ids, use_cache=False)
         return out.logits, labels
-    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
     return causal_shift(out.logits, labels)
 
 

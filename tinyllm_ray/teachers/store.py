@@ -103,12 +103,8 @@ def _read(path: Path, names: Sequence[str], row_group: int | None = None) -> pa.
 
 
 def stored_keys(run_dir: Path, teacher: str) -> pa.Array:
-    """The distinct keys of every stored row (``done_keys`` as an Arrow array: only the key column is read)."""
+    """The distinct keys of every stored row, in Arrow (only the key column is read)."""
     return pc.unique(stored(run_dir, teacher, ["key"]).column("key"))
-
-
-def done_keys(run_dir: Path, teacher: str) -> set[str]:
-    return set(stored_keys(run_dir, teacher).to_pylist())
 
 
 def append(run_dir: Path, teacher: str, table: pa.Table) -> None:
