@@ -573,9 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         record(f"student_step[{shape}]", lambda s=shape: student_step(s, device, batch[s], input_tokens,
                                                                       3 if quick else 10, peak(device,
                                                                                                args.peak_tflops)))
-    record("compiled_student", lambda: compiled_student("tiny-t5", device,
-                                                        "default" if quick else "reduce-overhead", 4 if quick else 16, 5 if quick else 8,
-                                                        "eager" if quick else None))
+    record("compiled_student", lambda: compiled_student(
+        "tiny-t5", device, "default" if quick else "reduce-overhead", batch=4 if quick else 16, steps=5 if quick else 8,
+        backend="eager" if quick else None))
     record("fsdp", lambda: fsdp_step(students[0], device, batch[students[0]], input_tokens))
     record("scoring", lambda: scoring(device, 16 if quick else 64))
     record("resume", lambda: resume(device))

@@ -146,7 +146,8 @@ class TrainWorker:
                 log.info("student %s (%s layout) on %s, %d torch threads, bf16 autocast %s", c.student.model,
                          self.layout, self.device, torch.get_num_threads(), "on" if self.bf16 else "off")
         tasks = [t for t, w in weights.items() if w != 0]
-        prepared = ray.train.torch.prepare_model(MultiTask(model, self.layout, tasks, tc.compile), parallel_strategy=tc.strategy,
+        prepared = ray.train.torch.prepare_model(MultiTask(model, self.layout, tasks, tc.compile),
+                                                 parallel_strategy=tc.strategy,
                                                  parallel_strategy_kwargs=prepare_kwargs(model, tc.strategy))
         optimizer = torch.optim.AdamW(prepared.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         total, warmup = self.plan.total_steps, tc.warmup_steps
