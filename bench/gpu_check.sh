@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check in one command, on a CUDA machine with torch and transformers: the tests of tests/gpu, then
-# bench/gpu.py's checks and figures (its JSON also to $OUT/gpu.json when OUT is set). About 3-6 minutes on one
+# bench/gpu.py's checks and figures (its JSON also to $OUT/gpu.json when OUT is set). About 6 minutes on one
 # H100/H200. Neither needs Ray, pyarrow or vLLM; pydantic and pytest are installed from ./.gpu_wheels when the
 # machine lacks them and that folder is there (make it where PyPI is reachable: bash bench/gpu_check.sh --wheels).
 set -euo pipefail
@@ -20,5 +20,7 @@ fi
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
 status=0
 "$PY" -m pytest tests/gpu -m gpu -q -p no:cacheprovider -o addopts="" -rA || status=$?
-"$PY" bench/gpu.py ${OUT:+--json "$OUT/gpu.json"} || status=$?
+# The sweep runs its eager baseline only (GPU_BUDGET_S=0): a compiled variant compiles for ~4 min, so they go in
+# a call of their own: python bench/gpu.py --checks mfu_sweep --variants "prefix b32,prefix b64 reduce-overhead".
+"$PY" bench/gpu.py --budget-s "${GPU_BUDGET_S:-0}" ${OUT:+--json "$OUT/gpu.json"} || status=$?
 exit $status
