@@ -43,6 +43,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from tinyllm_ray import answers as open_answers
 from tinyllm_ray import console, prompts, stages
 from tinyllm_ray.config import Config, TeacherConfig
+from tinyllm_ray.data.load import no_cycle_collection
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers import shots, store
 from tinyllm_ray.teachers.stage import PromptBlocks, rationale_stage, rows_per_call
@@ -104,6 +105,12 @@ def stage_keys(teachers: Sequence[TeacherConfig], questions: Sequence[Question],
                answers: dict[str, Sequence[Question]] | None = None) -> dict[str, str]:
     """``stage_key`` of every teacher (by name) in one pass: the questions' JSON is written once and fed to each
     teacher's hash (at a million questions a pass takes ~6 s, and a re-run of finished teachers is mostly this)."""
+    with no_cycle_collection():  # a dict per question per chunk, no cycles: full collections made it superlinear
+        return _stage_keys(teachers, questions, answers)
+
+
+def _stage_keys(teachers: Sequence[TeacherConfig], questions: Sequence[Question],
+                answers: dict[str, Sequence[Question]] | None) -> dict[str, str]:
     digests = {t.name: hashlib.sha256() for t in teachers}
 
     def writer(names: Sequence[str]) -> Callable[[str], None]:
