@@ -13,8 +13,8 @@ What it times, per N (training questions) and per stage, on this machine:
   (N/20 each): prompts, the Ray Data actor pool of ``teachers/stage.py``, post-processing, the Parquet store's
   appends, the resume scan and compaction. The engine (``InstantEngine``, plugged in through a ``TeacherWorker``
   subclass) answers every prompt at once, so only the project's overhead is timed.
-  ``resume_scan`` (``store.stored_keys`` over the stored parts, before compaction: what ``run_teacher`` reads on a restart) and ``compaction``
-  (``store.finish``, with its own driver peak) are timed inside it; ``resume_all_done``: ``run_all`` again, which must skip everything.
+  ``resume_scan`` (``store.stored_keys`` over the stored parts, before compaction: what ``run_teacher`` reads on
+  a restart) and ``compaction`` (``store.finish``, with its own driver peak) are timed inside it; ``resume_all_done``: ``run_all`` again, which must skip everything.
 - ``teachers_hf``: the same with the real tiny HF teacher (``tinyllm_ray.tiny``), only for N <= ``--hf-engine-max``;
 - ``student_ingest``: what the student's training reads: ``store.read_rationales`` per teacher,
   ``batches.example_table`` (as ``pipeline.training_examples`` calls it), ``feed.tokenized_dataset`` (a tiny BPE tokenizer), Ray Data's

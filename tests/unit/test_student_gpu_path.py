@@ -152,3 +152,30 @@ def test_the_sweep_counts_the_nodes_an_autoscaler_can_add(tmp_path: Path, monkey
     gpu_sweep = make({"gamma": [1.0]}, use_gpu=True)
     assert concurrent_trials(gpu_sweep, resources.capacity_now()) == 32
     assert concurrent_trials(gpu_sweep, {"CPU": 8.0, "GPU": 0.0}) == 1  # what the live nodes alone would give
+
+
+def test_a_compiled_student_gets_fixed_shape_batches_from_its_shard(tiny_models: Path, ray_local) -> None:
+    """``train.compile`` reaches the Train worker's batches: ``epoch_batches`` pads every task to ``batch_size``
+    rows and its lengths to a multiple of 64 (a short last batch included, its real row count kept); off, each
+    batch is padded to its own longest row and carries only its own rows."""
+    import ray.data
+
+    from tinyllm_ray.config import from_dict
+    from tinyllm_ray.student.feed import epoch_batches
+
+    student = tiny_models / "student-t5"
+    data = rows(student, "seq2seq", n=10)
+    dataset = ray.data.from_items([{k: (v[i] if k == "id" else [int(t) for t in v[i]]) for k, v in data.items()}
+                                   for i in range(10)])
+    for compile_mode in ("default", "off"):
+        config = from_dict({"student": {"model": str(student)},
+                            "train": {"batch_size": 4, "compile": compile_mode, "shuffle": "none"}})
+        batches = list(epoch_batches(dataset, config, 0, TASKS, 0, "seq2seq"))
+        assert [b["rows"] for b in batches] == [4, 4, 2]
+        for batch in batches:
+            for task in TASKS:
+                n, width = batch[task]["labels"].shape
+                if compile_mode == "default":
+                    assert n == 4 and width % 64 == 0 and batch[task]["input_ids"].shape == (4, 64)
+                else:
+                    assert n <= batch["rows"] and width < 64
