@@ -134,7 +134,8 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
     import pyarrow as pa
 
     from tinyllm_ray.teachers.runner import reserved
-    from tinyllm_ray.teachers.stage import TeacherWorker, rationale_stage
+    from tinyllm_ray.teachers.source import PromptSource
+    from tinyllm_ray.teachers.stage import TeacherWorker, calls, rationale_stage, rows_per_call
 
     class TimedWorker(TeacherWorker):
         """Our worker, warmed up like the bare engine, and saying when it was ready (engine start-up excluded)."""
@@ -162,9 +163,9 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
                      "answer": ["x"] * len(prompts), "variants": [[p] for p in prompts]})
     ready, last, tokens, calls = float("inf"), 0.0, 0, []
     cpu_before = cpu_by_process()
-    with reserved(teacher) as group:
-        stage = rationale_stage(rows, teacher, group, worker=TimedWorker)
-        for block in stage.iter_batches(batch_size=None, batch_format="pyarrow"):
+    with reserved(teacher) as group, PromptSource.of_table(rows, rows_per_call(teacher)) as source:
+        stage = rationale_stage(source, teacher, group, worker=TimedWorker)
+        for block in calls(stage):
             last = time.time()
             ready = min(ready, min(block.column("ready_at").to_pylist()))
             tokens += sum(block.column("new_tokens").to_pylist())

@@ -139,6 +139,7 @@ def _teacher(t: TeacherConfig, train: list[Question], held_out: dict[str, list[Q
     """One teacher's rows, tokens and hours; rows a finished (or partly stored) stage holds are not counted.
     ``key``: its stage key, when the caller made every teacher's at once (``runner.stage_keys``)."""
     from tinyllm_ray.teachers import runner, store
+    from tinyllm_ray.teachers.source import pending_rows
 
     answers = held_out if t.evaluate else {}
     rows = {"train": len(train), **{s: len(qs) for s, qs in answers.items()}}
@@ -154,7 +155,7 @@ def _teacher(t: TeacherConfig, train: list[Question], held_out: dict[str, list[Q
     if not complete and stored is not None and stored.num_rows and not (t.shots_mode == "generated" and t.shots):
         # The training pass's prompts do not depend on generated text here: count its stored rows exactly.
         keys = runner.prompt_rows(runner.train_variants(t, train), train, "train", runner.settings_key(t))
-        pending["train"] = len(runner._pending(keys, pc.unique(stored.column("key"))))
+        pending["train"] = len(pending_rows(keys, pc.unique(stored.column("key"))))
     prompt_chars = _prompt_chars(t, train, answers, pending, new_per_row)
     new_tokens = round(sum(pending.values()) * new_per_row)
     params, size_from = estimate.model_params(t.model, t.trust_remote_code)

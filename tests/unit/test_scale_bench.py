@@ -165,10 +165,3 @@ def test_accepted_keeps_the_old_rule() -> None:
            if k in keys and not r}
     columns = [pa.chunked_array([["k1", "k2"], ["k3"]]), pa.chunked_array([["k4"]])]  # key columns, as run() keeps
     assert runner._accepted(table, columns) == old == {"a": "r4", "c": "r3"}
-
-
-def test_pending_without_done_keys_is_every_row() -> None:
-    rows = pa.table({"key": ["a", "b", "c"]})
-    assert runner._pending(rows, set()).equals(rows)
-    assert runner._pending(rows, {"b"}).column("key").to_pylist() == ["a", "c"]
-    assert runner._pending(rows, pa.array(["a", "c"])).column("key").to_pylist() == ["b"]

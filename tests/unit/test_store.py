@@ -228,6 +228,7 @@ def test_finished_blocks_are_stored_together_and_whatever_is_left_when_the_stage
 
     from tinyllm_ray.config import TeacherConfig
     from tinyllm_ray.teachers import runner
+    from tinyllm_ray.teachers.source import PromptSource, pack
 
     def block(start: int, n: int) -> pa.Table:
         return pa.table({name: pa.array([f"{name}{i}" if t == pa.string() else 1 for i in range(start, start + n)],
@@ -241,20 +242,22 @@ def test_finished_blocks_are_stored_together_and_whatever_is_left_when_the_stage
             for i in range(10):  # ten actor calls of 32 rows
                 if i == self.fail_after:
                     raise RuntimeError("a replica died")
-                yield block(32 * i, 32)
+                yield pack([block(32 * i, 32)])
 
     monkeypatch.setattr(runner, "APPEND_ROWS", 100)
     monkeypatch.setenv(runner.APPEND_SECONDS_ENV, "3600")
     teacher = TeacherConfig(name="t", model="m")
     monkeypatch.setattr(runner, "rationale_stage", lambda rows, *_, **__: Stage(None))
-    assert runner._generate(pa.table({"key": ["x"], "role": ["train"]}), teacher, None, tmp_path) == 320
+    assert runner._generate(PromptSource.of_table(pa.table({"key": ["x"], "role": ["train"]}), 32), teacher, None,
+                            tmp_path) == 320
     parts = sorted(store.teacher_dir(tmp_path, "t").glob("part-*.parquet"))
     assert len(parts) == 3  # 128 + 128 rows (a part once >= 100 are buffered), then the last 64 at the end
     assert store.stored(tmp_path, "t").num_rows == 320
 
     monkeypatch.setattr(runner, "rationale_stage", lambda rows, *_, **__: Stage(5))
     with pytest.raises(RuntimeError, match="a replica died"):
-        runner._generate(pa.table({"key": ["x"], "role": ["train"]}), teacher, None, tmp_path / "failed")
+        runner._generate(PromptSource.of_table(pa.table({"key": ["x"], "role": ["train"]}), 32), teacher, None,
+                         tmp_path / "failed")
     assert store.stored(tmp_path / "failed", "t").num_rows == 5 * 32  # nothing finished is lost
 
 

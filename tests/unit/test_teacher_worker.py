@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tinyllm_ray.config import TeacherConfig
-from tinyllm_ray.teachers import stage
+from tinyllm_ray.teachers import source, stage
 from tinyllm_ray.teachers.engines import Generation
 
 
@@ -116,54 +116,114 @@ def test_an_open_rationale_concluding_for_another_number_is_rejected_and_a_text_
     assert out["reject_reason"] == [""]  # a text answer's conclusion is not compared (docs: the report says so)
 
 
-def test_prompt_blocks_put_full_calls_across_chunks_and_keep_every_row_in_order(ray_local):
+def _chunk(start: int, n: int, role: str = "train"):
+    import pyarrow as pa
+
+    return pa.table({"key": [f"k{i}" for i in range(start, start + n)], "role": [role] * n})
+
+
+def _blocks(dataset) -> list[list[str]]:
+    return [source.unpack(b).column("key").to_pylist()
+            for b in dataset.iter_batches(batch_size=None, batch_format="pyarrow")]
+
+
+def test_pending_without_done_keys_is_every_row() -> None:
+    import pyarrow as pa
+
+    rows = pa.table({"key": ["a", "b", "c"]})
+    assert source.pending_rows(rows, set()).equals(rows)
+    assert source.pending_rows(rows, {"b"}).column("key").to_pylist() == ["a", "c"]
+    assert source.pending_rows(rows, pa.array(["a", "c"])).column("key").to_pylist() == ["b"]
+
+
+def test_prompt_source_puts_full_calls_across_chunks_and_keeps_every_row_in_order(ray_local):
     """Chunks of 5, 7 and 2 rows with calls of 4: blocks of 4, 4, 4 and the last 2, every row once and in order,
-    and nothing of a chunk held by the driver but its left-over rows (copied)."""
+    and every row's key returned (the stage's finish marker lists them)."""
+    chunks = [_chunk(0, 5), _chunk(5, 7), _chunk(12, 0), _chunk(12, 2, "valid")]
+    with source.PromptSource(chunks, 14, 4, {"train", "valid"}, chunk=4) as prompts:
+        assert prompts.has_pending()
+        blocks = _blocks(prompts.dataset())
+        keys = prompts.keys()
+    assert [len(b) for b in blocks] == [4, 4, 4, 2]
+    assert sum(blocks, []) == [f"k{i}" for i in range(14)]
+    assert [k for column in keys for k in column.to_pylist()] == [f"k{i}" for i in range(14)]
+    assert prompts.pending == 14 and prompts.stored == 0 and prompts.to_generate() == 14
+
+
+def test_prompt_source_skips_the_stored_rows_and_counts_them(ray_local):
+    with source.PromptSource([_chunk(0, 6), _chunk(6, 6)], 12, 4, {"train"}, done={"k1", "k7", "k8"}) as prompts:
+        assert sum(_blocks(prompts.dataset()), []) == [f"k{i}" for i in range(12) if i not in (1, 7, 8)]
+        assert len(prompts.keys()) == 2
+    assert prompts.stored == 3 and prompts.to_generate() == 9
+
+
+def test_prompt_source_with_every_row_stored_has_nothing_to_generate(ray_local):
+    with source.PromptSource([_chunk(0, 6)], 6, 4, {"train"}, done={f"k{i}" for i in range(6)}) as prompts:
+        assert not prompts.has_pending()
+        assert prompts.keys()[0].to_pylist() == [f"k{i}" for i in range(6)]
+
+
+def test_prompt_source_builds_at_most_its_window_ahead_of_the_stage(ray_local):
+    """The driver builds prompts only a few chunks ahead of the replicas: a million questions' prompts never
+    all wait in the driver or the object store. Nothing reads: the thread stops after the window."""
+    import time
+
+    built: list[int] = []
+
+    def chunks():
+        for i in range(50):
+            built.append(i)
+            yield _chunk(4 * i, 4)
+
+    with source.PromptSource(chunks(), 200, 4, {"train"}, chunk=4) as prompts:
+        assert prompts.has_pending()
+        time.sleep(1.5)
+        ahead = len(built)
+        rows = sum(len(b) for b in _blocks(prompts.dataset()))
+    assert ahead <= source.WINDOW + 1, ahead
+    assert rows == 200 and len(built) == 50
+
+
+def test_a_failure_building_the_prompts_reaches_the_driver_as_it_was(ray_local):
+    """What building the prompts raised comes to the caller itself (not Ray's error about a read task), after the
+    rows built before it went through the stage (their results are stored: nothing computed is lost)."""
+    read: list[list[str]] = []
+
+    def chunks():
+        yield _chunk(0, 4)
+        raise ValueError("row 7 of train.json has no answer")
+
+    with pytest.raises(ValueError, match="row 7 of train.json"):
+        with source.PromptSource(chunks(), 8, 4, {"train"}) as prompts:
+            assert prompts.has_pending()
+            for block in prompts.dataset().iter_batches(batch_size=None, batch_format="pyarrow"):
+                read.append(source.unpack(block).column("key").to_pylist())
+    assert read == [["k0", "k1", "k2", "k3"]]
+    with pytest.raises(ValueError, match="row 7 of train.json"):
+        prompts.keys()
+
+
+def test_a_prompt_source_without_rows_gives_an_empty_dataset(ray_local):
     import pyarrow as pa
-    import ray
 
-    blocks = stage.PromptBlocks(4)
-    start = 0
-    for n, role in ((5, "train"), (7, "train"), (2, "valid")):
-        blocks.add(pa.table({"key": [f"k{i}" for i in range(start, start + n)], "role": [role] * n}))
-        start += n
-        assert blocks.tail is None or blocks.tail.num_rows < 4
-    blocks.add(pa.table({"key": pa.array([], pa.string()), "role": pa.array([], pa.string())}))
-    assert blocks.num_rows == 14 and blocks.roles == {"train", "valid"}
-    dataset = blocks.dataset()
-    assert [b.num_rows for b in ray.get(blocks.refs)] == [4, 4, 4, 2]
-    assert [r["key"] for r in dataset.take_all()] == [f"k{i}" for i in range(14)]
-
-
-def test_prompt_blocks_copy_the_rows_they_leave_over(ray_local):
-    """The left-over rows wait for the next chunk as a copy: a slice would keep the whole chunk's buffers."""
-    import pyarrow as pa
-
-    chunk = pa.table({"key": [f"key-{i:06d}" for i in range(10_001)], "role": ["train"] * 10_001})
-    blocks = stage.PromptBlocks(4)
-    blocks.add(chunk)
-    assert blocks.tail.num_rows == 1
-    assert blocks.tail.get_total_buffer_size() * 100 < chunk.get_total_buffer_size()
-
-
-def test_prompt_blocks_without_rows_give_an_empty_dataset_of_the_schema(ray_local):
-    import pyarrow as pa
-
-    schema = pa.schema([("key", pa.string()), ("role", pa.string())])
-    assert stage.PromptBlocks(4).dataset(schema).count() == 0
+    empty = pa.table({"key": pa.array([], pa.string()), "role": pa.array([], pa.string())})
+    with source.PromptSource.of_table(empty, 4) as prompts:
+        assert not prompts.has_pending()
+        assert prompts.dataset().count() == 0
 
 
 def test_the_stage_input_stats_do_not_grow_with_its_blocks(ray_local):
     """Ray Data sends a dataset's stats to its stats actor every few seconds while the driver iterates; with the
-    input's per-block metadata in them (as ``from_blocks`` puts it) that message grew with the blocks, and at a
-    million questions serialising it stalled the driver. The stats the iterator sends stay the same size."""
+    input's per-block metadata in them (as ``from_blocks`` put it, the stage's input before ``PromptSource``) that
+    message grew with the blocks, and at a million questions serialising it stalled the driver. The stats now hold
+    one entry per read task (a chunk of rows, ~25 bytes), whatever the blocks (calls) in it."""
     import pyarrow as pa
     from ray import cloudpickle
 
     def stats_bytes(rows: int) -> int:
-        blocks = stage.PromptBlocks(1)
-        blocks.add(pa.table({"key": [str(i) for i in range(rows)], "role": ["train"] * rows}))
-        return len(cloudpickle.dumps(blocks.dataset()._in_stats))  # the stats the iteration starts from
+        table = pa.table({"key": [str(i) for i in range(rows)], "role": ["train"] * rows})
+        with source.PromptSource.of_table(table, 1, chunk=4096) as prompts:  # a block per row
+            return len(cloudpickle.dumps(prompts.dataset()._in_stats))  # the stats the iteration starts from
 
-    few, many = stats_bytes(5), stats_bytes(2_000)
+    few, many = stats_bytes(5), stats_bytes(4_000)
     assert many < 2 * few, (few, many)

@@ -46,7 +46,8 @@ from tinyllm_ray.config import Config, TeacherConfig
 from tinyllm_ray.data.load import no_cycle_collection
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers import shots, store
-from tinyllm_ray.teachers.stage import PromptBlocks, rationale_stage, rows_per_call
+from tinyllm_ray.teachers.source import PromptSource
+from tinyllm_ray.teachers.stage import calls, rationale_stage, rows_per_call
 
 log = logging.getLogger("tinyllm_ray.teachers")
 
@@ -164,8 +165,8 @@ def prompt_rows(variants: dict[str, list[str]], questions: Sequence[Question], r
 
 
 VariantsOf = Callable[[Sequence[Question]], dict[str, list[str]]]
-# Questions whose prompts are built at once: the stage's input is built a chunk at a time and each chunk's pending
-# rows go to Ray's object store (``PromptBlocks``), so a million questions' prompts never sit in the driver.
+# Questions whose prompts are built at once: the stage's input is built a chunk at a time while the stage reads it
+# (``source.PromptSource``), so a million questions' prompts never sit in the driver or the object store.
 PROMPT_CHUNK = 8192
 
 
@@ -246,20 +247,18 @@ def reserved(teacher: TeacherConfig) -> Iterator[PlacementGroup]:
         remove_placement_group(group)
 
 
-def _generate(rows: pa.Table | PromptBlocks, teacher: TeacherConfig, group: PlacementGroup, run_dir: Path,
+def _generate(source: PromptSource, teacher: TeacherConfig, group: PlacementGroup, run_dir: Path,
               scorer: str = open_answers.CHOICE) -> int:
-    """Run the stage over ``rows`` and store the finished blocks as they arrive, a part file per ``APPEND_ROWS``
-    rows or ``APPEND_SECONDS`` seconds (whichever comes first, and whatever is left when the stage ends or
-    fails); returns rows generated."""
+    """Run the stage over the pending rows of ``source`` and store the finished blocks as they arrive, a part file
+    per ``APPEND_ROWS`` rows or ``APPEND_SECONDS`` seconds (whichever comes first, and whatever is left when the
+    stage ends or fails); returns rows generated."""
     done = accepted = 0
-    roles = rows.roles if isinstance(rows, PromptBlocks) else set(pc.unique(rows.column("role")).to_pylist())
-    answering = roles <= {"valid", "test"}  # only its own answers
+    answering = source.roles <= {"valid", "test"}  # only its own answers
     board, task = console.board(), f"teacher {teacher.name}" + (" answering" if answering else "")
     kept = "answers parsed" if answering else "accepted"
     if board is not None:
-        board.start(task, rows.num_rows, "rows")
-    dataset = rationale_stage(rows, teacher, group, scorer=scorer)
-    del rows  # its blocks are in Ray's object store now: the driver's copy can go while the stage runs
+        board.start(task, source.to_generate(), "rows")
+    dataset = rationale_stage(source, teacher, group, scorer=scorer)
     buffered: list[pa.Table] = []
     buffered_rows = 0
     flushed = time.monotonic()
@@ -273,7 +272,7 @@ def _generate(rows: pa.Table | PromptBlocks, teacher: TeacherConfig, group: Plac
         flushed, buffered_rows = time.monotonic(), 0
 
     try:
-        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for block in calls(dataset):
             buffered.append(block)
             buffered_rows += block.num_rows
             done += block.num_rows
@@ -281,21 +280,12 @@ def _generate(rows: pa.Table | PromptBlocks, teacher: TeacherConfig, group: Plac
             if buffered_rows >= APPEND_ROWS or time.monotonic() - flushed >= every_s:
                 flush()
             if board is not None:
-                board.update(task, done=done, extra=f"{accepted:,} {kept}")
+                board.update(task, done=done, total=source.to_generate(), extra=f"{accepted:,} {kept}")
     finally:
         flush()  # a failing stage keeps what it finished
         if board is not None:
             board.finish(task)
     return done
-
-
-def _pending(rows: pa.Table, done: set[str] | pa.Array) -> pa.Table:
-    """The rows whose key is not in ``done`` (a set, or an Arrow array of the keys, made once for many calls)."""
-    if len(done) == 0:
-        return rows
-    if not isinstance(done, pa.Array):
-        done = pa.array(sorted(done), pa.string())
-    return rows.filter(pc.invert(pc.is_in(rows.column("key"), value_set=done)))
 
 
 def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path,
@@ -317,24 +307,21 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
     with contextlib.ExitStack() as stack:
         group: PlacementGroup | None = None
 
-        def run(chunks: Iterable[pa.Table], what: str) -> list[pa.ChunkedArray]:
-            """Generate the rows of ``chunks`` (prompt-row tables) not stored yet; returns every row's key (the
-            key columns, in Arrow). Each chunk's pending rows go to the object store as it is built
-            (``PromptBlocks``): the driver never holds a teacher's whole prompt table."""
+        def run(chunks: Iterable[pa.Table], rows: int, roles: set[str], what: str) -> list[pa.ChunkedArray]:
+            """Generate the rows of ``chunks`` (prompt-row tables, ``rows`` rows in all, of ``roles``) not stored
+            yet; returns every row's key (the key columns, in Arrow). The prompts are built while the stage
+            reads them (``PromptSource``): the driver never holds a teacher's whole prompt table, and no engine
+            starts when every row is stored."""
             nonlocal group, generated
-            keys: list[pa.ChunkedArray] = []
-            pending = PromptBlocks(rows_per_call(teacher))
-            total = 0
-            for table in chunks:  # nothing is put on a resume of a full store
-                keys.append(table.column("key"))
-                total += table.num_rows
-                pending.add(_pending(table, done))
-            n = pending.num_rows
-            log.info("teacher %s: %s: %d to generate, %d stored", teacher.name, what, n, total - n)
-            if n:
-                if group is None:
-                    group = stack.enter_context(reserved(teacher))
-                generated += _generate(pending, teacher, group, run_dir, scorer)
+            with PromptSource(chunks, rows, rows_per_call(teacher), roles, done, chunk=PROMPT_CHUNK,
+                              name=teacher.name) as source:
+                if source.has_pending():
+                    if group is None:
+                        group = stack.enter_context(reserved(teacher))
+                    generated += _generate(source, teacher, group, run_dir, scorer)
+                keys = source.keys()
+            log.info("teacher %s: %s: %d generated, %d were stored", teacher.name, what, source.pending,
+                     source.stored)
             return keys
 
         explained = None
@@ -344,7 +331,7 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
             zero_shot = prompts.TeacherText.of(teacher.prompt)
             pool_rows = prompt_rows({q.id: [prompts.teacher_prompt(q, [], text=zero_shot)] for q in pool}, pool,
                                     "shot", settings)
-            pool_keys = run([pool_rows], f"zero-shot rationales of {len(pool)} example questions")
+            pool_keys = run([pool_rows], len(pool), {"shot"}, f"zero-shot rationales of {len(pool)} example questions")
             table = store.stored(run_dir, teacher.name)  # one read for both
             done = pc.unique(table.column("key"))
             explained = _explained(table, pool, pool_keys)
@@ -362,15 +349,16 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
         # model once per pass (a minute or more for a large one on GPUs). Answers show the teacher's own
         # rationales of random or similar examples, so with such examples they wait for the training pass.
         asked = ", ".join(f"{len(qs)} {split}" for split, qs in answers.items())
+        answered = sum(len(qs) for qs in answers.values())
         if answers and (not teacher.shots or teacher.shots_mode == "generated"):
-            keys += run(itertools.chain(train_rows, answer_rows({})),
+            keys += run(itertools.chain(train_rows, answer_rows({})), len(train) + answered, {"train", *answers},
                         f"rationales of {len(train)} training questions and its own answers to {asked} questions")
         else:
-            train_keys = run(train_rows, f"rationales of {len(train)} training questions")
+            train_keys = run(train_rows, len(train), {"train"}, f"rationales of {len(train)} training questions")
             keys += train_keys
             if answers:
                 own = _accepted(store.stored(run_dir, teacher.name, columns=_ACCEPTED_COLUMNS), train_keys)
-                keys += run(answer_rows(own), f"its own answers to {asked} questions")
+                keys += run(answer_rows(own), answered, set(answers), f"its own answers to {asked} questions")
     extra = {"seconds": round(time.perf_counter() - start, 3), "generated_now": generated}
     if explained is not None:
         extra["example_rationales"] = len(explained)

@@ -1,6 +1,6 @@
 """The teacher stage on Ray Data: prompt rows in, one rationale row per prompt row out.
 
-``rationale_stage(rows, teacher, placement_group)`` runs ``TeacherWorker`` (a stateful class that loads
+``rationale_stage(source, teacher, placement_group)`` runs ``TeacherWorker`` (a stateful class that loads
 the teacher once per actor) over a fixed actor pool of ``teacher.replicas`` actors, each in its own
 bundle of the teacher's placement group (``teacher.num_gpus`` GPUs, ``teacher.num_cpus`` CPUs). Ray Data
 restarts an actor that dies and retries its batch, so a row is produced once. A vLLM actor works on
@@ -23,20 +23,14 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 import ray.data
-from ray.data._internal.logical.interfaces import LogicalPlan
-from ray.data._internal.logical.operators.from_operators import FromBlocks
-from ray.data._internal.stats import DatasetStats
-from ray.data.block import BlockMetadataWithSchema
-from ray.data.context import DataContext
-from ray.data.dataset import MaterializedDataset
+from ray.data.block import BlockAccessor
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -45,6 +39,7 @@ from tinyllm_ray import metrics, prompts
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers.engines import make_engine
+from tinyllm_ray.teachers.source import PromptSource, pack, unpack
 
 # Rows per actor call for the HF engine: a few engine batches, so it can sort prompts by length within
 # a call. vLLM schedules continuously inside one call, so it gets ``batch_size`` rows per call.
@@ -178,76 +173,35 @@ def pool(teacher: TeacherConfig) -> ray.data.ActorPoolStrategy:
                                       enable_true_multi_threading=True)
 
 
-class PromptBlocks:
-    """The stage's input, put into Ray's object store a call's rows at a time while the prompt rows are built, so
-    the driver holds the chunk of prompts being built, never a teacher's whole table (at a million questions that
-    table is gigabytes). ``add`` each chunk of prompt rows, then ``dataset()`` once.
+def per_call(worker: type[TeacherWorker]) -> type[TeacherWorker]:
+    """``worker`` over the stage's rows, each of which is one call (``source.pack``): it gets the call's rows as
+    the numpy batch Ray Data would have made of them and returns its rows as one row again."""
+    class PerCall(worker):  # type: ignore[misc,valid-type]
+        def __call__(self, calls: pa.Table) -> pa.Table:  # type: ignore[override]
+            batch = BlockAccessor.for_block(unpack(calls)).to_batch_format("numpy")
+            return pack([BlockAccessor.batch_to_block(super().__call__(batch))])
 
-    Blocks of one call's rows: every actor of the pool gets work and a lost block is small; the rows a chunk
-    leaves over (fewer than a call's) wait for the next chunk, so calls stay full."""
-
-    def __init__(self, size: int):
-        self.size, self.num_rows, self.roles = size, 0, set()
-        self.refs: list[ray.ObjectRef] = []
-        self.metadata: list[BlockMetadataWithSchema] = []
-        self.tail: pa.Table | None = None
-
-    def add(self, rows: pa.Table) -> None:
-        if not rows.num_rows:
-            return
-        self.num_rows += rows.num_rows
-        self.roles.update(pc.unique(rows.column("role")).to_pylist())
-        if self.tail is not None:
-            rows = pa.concat_tables([self.tail, rows])
-        full = rows.num_rows - rows.num_rows % self.size
-        for start in range(0, full, self.size):
-            self._put(rows.slice(start, self.size))
-        # The left-over rows, copied (``take``): a slice would keep the whole chunk's buffers alive in the driver.
-        self.tail = rows.take(np.arange(full, rows.num_rows)) if full < rows.num_rows else None
-
-    def _put(self, block: pa.Table) -> None:
-        self.refs.append(ray.put(block))
-        self.metadata.append(BlockMetadataWithSchema.from_block(block))
-
-    def dataset(self, schema: pa.Schema | None = None) -> ray.data.Dataset:
-        """A dataset of the blocks put so far (``schema``: of the empty table when no row was added).
-
-        ``ray.data.from_blocks``'s own steps (Ray is pinned to 2.60.x), split so each block is put in the object
-        store when it is built rather than all at the end. from_blocks rather than from_arrow/from_arrow_refs:
-        those run tasks that need a CPU, and while the teachers' placement groups hold every CPU of a small
-        cluster such tasks would never start."""
-        if self.tail is not None:
-            self._put(self.tail)
-            self.tail = None
-        if not self.refs:
-            self._put((schema or pa.schema([("role", pa.string())])).empty_table())
-        context = DataContext.get_current().copy()
-        # Unlike from_blocks, the input's per-block metadata is left out of the dataset's stats: Ray Data sends the
-        # stats to its stats actor after every batch the driver takes, so with a block list there each batch cost
-        # time in the number of blocks, quadratic overall (measured: a million questions' 31,000 blocks per
-        # teacher stalled the stage at ~20 rows/s, the driver serialising metadata). They only feed ``stats()``.
-        stats = DatasetStats(metadata={"FromBlocks": []}, parent=None)
-        return MaterializedDataset(LogicalPlan(FromBlocks(self.refs, self.metadata), context), context, stats)
+    PerCall.__name__ = PerCall.__qualname__ = worker.__name__  # the operator's name on the dashboard
+    return PerCall
 
 
-def rationale_stage(rows: pa.Table | PromptBlocks, teacher: TeacherConfig, placement_group: PlacementGroup,
+def calls(dataset: ray.data.Dataset) -> Iterator[pa.Table]:
+    """The stage's output rows, a finished call at a time."""
+    for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        yield unpack(block)
+
+
+def rationale_stage(source: PromptSource, teacher: TeacherConfig, placement_group: PlacementGroup,
                     worker: type[TeacherWorker] = TeacherWorker, scorer: str = open_answers.CHOICE
                     ) -> ray.data.Dataset:
-    """Lazy dataset of rationale rows (``store.SCHEMA``) for the prompt rows (a table, or ``PromptBlocks`` already
-    in the object store), in blocks of one actor call. ``worker`` may be a subclass of ``TeacherWorker`` (the
+    """Lazy dataset of rationale rows (``store.SCHEMA``) for the prompt rows of ``source`` (built while the stage
+    reads them, in blocks of one actor call's rows). ``worker`` may be a subclass of ``TeacherWorker`` (the
     benchmark's adds timings); ``scorer``: the data's (``choice``, or ``exact``/``numeric`` for open answers)."""
-    size = rows_per_call(teacher)
-    if isinstance(rows, pa.Table):
-        table, rows = rows, PromptBlocks(size)
-        rows.add(table)
-        dataset = rows.dataset(table.schema)
-    else:
-        dataset = rows.dataset()
-    dataset = dataset.map_batches(
-        worker,
+    dataset = source.dataset().map_batches(
+        per_call(worker),
         fn_constructor_kwargs={"teacher": teacher, **({"scorer": scorer} if scorer != open_answers.CHOICE else {})},
-        batch_size=size,
-        batch_format="numpy",
+        batch_size=1,  # one call (``source.pack``)
+        batch_format="pyarrow",
         compute=pool(teacher),
         num_gpus=teacher.num_gpus,
         num_cpus=teacher.num_cpus,
