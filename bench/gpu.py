@@ -65,14 +65,17 @@ TASKS = ("answer", "teacher-a", "teacher-b")
 TARGET_TOKENS = {"answer": 8, "teacher-a": 128, "teacher-b": 128}
 
 
-def t5_model(shape: str, vocab: int = 32128) -> torch.nn.Module:
+def t5_model(shape: str, vocab: int = 32128, attention: str = "sdpa") -> torch.nn.Module:
+    """A randomly initialised T5 of ``shape``; ``attention``: transformers' attention implementation (set in the
+    config: T5 copies it into its encoder's and decoder's own configs when it is built)."""
     from transformers import T5Config, T5ForConditionalGeneration
 
     s = T5_SHAPES[shape]
     return T5ForConditionalGeneration(T5Config(
         vocab_size=vocab, d_model=s["d_model"], d_ff=s["d_ff"], d_kv=s["d_kv"], num_heads=s["num_heads"],
         num_layers=s["num_layers"], num_decoder_layers=s["num_layers"], feed_forward_proj="gated-gelu",
-        tie_word_embeddings=False, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+        tie_word_embeddings=False, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        attn_implementation=attention))
 
 
 def task_batch(batch: int, input_tokens: int, vocab: int, device: torch.device, seed: int = 0) -> dict[str, Any]:
@@ -187,12 +190,18 @@ def student_step(shape: str, device: torch.device, batch: int, input_tokens: int
     }
 
 
-# The sweep's variants: (name, layout, batch, fused AdamW, compile). ``prefix`` is ``train.mode: prefix`` (one
-# encoder pass per task, the default), ``one_encoder`` is ``train.mode: one_encoder``. ``compile``: None (eager),
-# ``inductor`` (``torch.compile``: fused kernels), ``cudagraphs`` (dynamo's CUDA-graph backend: the same kernels as
-# eager, replayed as one graph per pass, so the host launches nothing per kernel) or ``reduce-overhead`` (both).
+# The sweep's variants: (name, layout, batch, fused AdamW, compile[, attention]). ``prefix`` is ``train.mode:
+# prefix`` (one encoder pass per task, the default), ``one_encoder`` is ``train.mode: one_encoder``. ``compile``:
+# None (eager), ``inductor`` (``torch.compile``: fused kernels), ``cudagraphs`` (dynamo's CUDA-graph backend: the
+# same kernels as eager, replayed as one graph per pass, so the host launches nothing per kernel) or
+# ``reduce-overhead`` (both). ``attention``: transformers' implementation, ``sdpa`` (its default) or ``eager``:
+# T5's position bias is a trainable attention mask, and with it torch's SDPA falls back to its math kernel, which
+# computes bf16 attention in fp32 (traced on the CPU under bf16 autocast: every attention product of the step had
+# fp32 inputs with ``sdpa``, none with ``eager``); the H200 profile's 240 fp32 GEMMs per step may be these.
 SWEEP = (("prefix b32", "seq2seq", 32, False, None),
+         ("prefix b32 eager-attention", "seq2seq", 32, False, None, "eager"),
          ("prefix b64 reduce-overhead", "seq2seq", 64, False, "reduce-overhead"),
+         ("prefix b64 reduce-overhead eager-attention", "seq2seq", 64, False, "reduce-overhead", "eager"),
          ("one_encoder b64 reduce-overhead", "one_encoder", 64, False, "reduce-overhead"),
          ("prefix b32 reduce-overhead", "seq2seq", 32, False, "reduce-overhead"),
          ("prefix b32 cudagraphs", "seq2seq", 32, False, "cudagraphs"),
@@ -202,7 +211,8 @@ SWEEP = (("prefix b32", "seq2seq", 32, False, None),
          ("prefix b32 fused", "seq2seq", 32, True, None), ("one_encoder b32", "one_encoder", 32, False, None),
          ("prefix b32 inductor", "seq2seq", 32, False, "inductor"))
 QUICK_SWEEP = (("prefix b2", "seq2seq", 2, False, None), ("prefix b2 fused", "seq2seq", 2, True, None),
-               ("one_encoder b2", "one_encoder", 2, False, None))
+               ("one_encoder b2", "one_encoder", 2, False, None),
+               ("prefix b2 eager-attention", "seq2seq", 2, False, None, "eager"))
 
 
 def compiled(model: torch.nn.Module, how: str | None) -> torch.nn.Module:
@@ -236,9 +246,9 @@ def free(device: torch.device) -> None:
 
 
 def sweep_row(shape: str, device: torch.device, layout: str, batch: int, fused: bool, compile_as: str | None,
-              input_tokens: int, steps: int, peak_tflops: float | None) -> dict[str, Any]:
+              input_tokens: int, steps: int, peak_tflops: float | None, attention: str = "sdpa") -> dict[str, Any]:
     torch.manual_seed(0)
-    model = t5_model(shape, 32128 if device.type == "cuda" else 512).to(device)
+    model = t5_model(shape, 32128 if device.type == "cuda" else 512, attention).to(device)
     module = MultiTask(model, layout, list(TASKS)).to(device)
     module.model = compiled(model, compile_as)
     arm = make_arm(module, fused)
@@ -257,6 +267,8 @@ def sweep_row(shape: str, device: torch.device, layout: str, batch: int, fused: 
     seconds = (time.perf_counter() - start) / steps
     flops = step_flops(model, batch, input_tokens, encoder_passes=1 if layout == "one_encoder" else len(TASKS))
     return {"ok": all(math.isfinite(v) for v in torch.stack(losses).tolist()), "ms_per_step": round(1000 * seconds, 1),
+            # what the attention layers use (a setting on the model alone would not reach T5's copied configs)
+            "attention": model.encoder.block[0].layer[0].SelfAttention.config._attn_implementation,
             "samples_per_s": round(batch / seconds, 1), "warmup_s": round(warm_s, 1),
             "mfu": round(flops / seconds / (peak_tflops * 1e12), 3) if peak_tflops else None,
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None}
@@ -270,13 +282,14 @@ def mfu_sweep(shape: str, device: torch.device, variants: tuple, input_tokens: i
     machine's minutes are counted; a compiled variant takes minutes)."""
     rows = {}
     until = time.monotonic() + budget_s
-    for name, layout, batch, fused, compile_as in variants:
+    for name, layout, batch, fused, compile_as, *attention in variants:
         free(device)
         if rows and time.monotonic() > until:
             rows[name] = {"ok": True, "skipped": "out of time"}
             continue
         try:
-            rows[name] = sweep_row(shape, device, layout, batch, fused, compile_as, input_tokens, steps, peak_tflops)
+            rows[name] = sweep_row(shape, device, layout, batch, fused, compile_as, input_tokens, steps, peak_tflops,
+                                   *attention)
         except torch.OutOfMemoryError:
             rows[name] = {"ok": True, "out_of_memory": True}
         except Exception as err:  # noqa: BLE001 (one variant failing, e.g. compile, does not hide the others)

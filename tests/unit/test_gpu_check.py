@@ -37,7 +37,8 @@ def test_the_gpu_check_runs_on_the_cpu_without_ray_or_pyarrow() -> None:
     assert compiled["worst_relative_loss_gap"] <= 1e-4, compiled
     assert result["profile"]["aten_ops_per_step"] > 0
     sweep = result["mfu_sweep"]["rows"]
-    assert list(sweep) == ["prefix b2", "prefix b2 fused", "one_encoder b2"]
+    assert list(sweep) == ["prefix b2", "prefix b2 fused", "one_encoder b2", "prefix b2 eager-attention"]
+    assert [r["attention"] for r in sweep.values()] == ["sdpa", "sdpa", "sdpa", "eager"]
     assert all(r["ms_per_step"] > 0 for r in sweep.values()), sweep
     step = result["student_step[tiny-t5]"]
     assert step["project_syncs"] == 0 and step["ms_per_step"] > 0
