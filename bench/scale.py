@@ -1,7 +1,7 @@
 """Scale benchmark: the pipeline's own stages at 1k, 10k, 100k and 1M questions, with engines that answer at once.
 
     python bench/scale.py [--n 1000,10000,100000,1000000] [--stages read,prompts,teachers,ingest,eval]
-                          [--hf-engine-max 0] [--quick]
+                          [--hf-engine-max 0] [--quick] [--keep]
 
 What it times, per N (training questions) and per stage, on this machine:
 
@@ -40,6 +40,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -263,12 +264,26 @@ class Bench:
         print(json.dumps(row), file=sys.stderr, flush=True)
 
 
-def run_one(n: int, stages: set[str], hf_max: int, tokenizer_dir: Path, peaks: Peaks) -> list[dict[str, Any]]:
+def run_one(n: int, stages: set[str], hf_max: int, tokenizer_dir: Path, peaks: Peaks,
+            keep: bool = False) -> list[dict[str, Any]]:
+    """The stages at ``n`` questions in a temp dir of their own (its data and run: ~0.5 GB at 1M), removed after
+    unless ``keep``."""
+    root = Path(tempfile.mkdtemp(prefix=f"scale-{n}-"))
+    try:
+        return _run_stages(n, stages, hf_max, tokenizer_dir, peaks, root)
+    finally:
+        if keep:
+            print(f"kept the data and run of N={n} in {root}", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)  # made by mkdtemp above: ours
+
+
+def _run_stages(n: int, stages: set[str], hf_max: int, tokenizer_dir: Path, peaks: Peaks,
+                root: Path) -> list[dict[str, Any]]:
     from tinyllm_ray.config import DataConfig
     from tinyllm_ray.data.load import load_data
     from tinyllm_ray.teachers import runner, stage, store
 
-    root = Path(tempfile.mkdtemp(prefix=f"scale-{n}-"))
     bench = Bench(n, root, peaks)
     official, jsonl = write_data(root, n)
     with bench.stage("read_official", n):
@@ -402,7 +417,7 @@ def child(args: argparse.Namespace) -> None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # one local Ray for the child's Ns
     rows = []
     for n in args.n:
-        rows += run_one(n, set(args.stages), args.hf_engine_max, Path(args.tokenizer or "."), peaks)
+        rows += run_one(n, set(args.stages), args.hf_engine_max, Path(args.tokenizer or "."), peaks, args.keep)
     if on_ray:
         ray.shutdown()
     print(json.dumps({"rows": rows}))
@@ -448,6 +463,7 @@ def main() -> None:
     parser.add_argument("--hf-engine-max", type=int, default=0,
                         help="also run the teacher stage with the real tiny HF teachers for N up to this")
     parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_NS} in one subprocess (smoke test)")
+    parser.add_argument("--keep", action="store_true", help="keep each N's data and run dir (printed) for a look")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tokenizer", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -462,7 +478,8 @@ def main() -> None:
         rows: list[dict[str, Any]] = []
         for group in groups:
             cmd = [sys.executable, __file__, "--child", "--tokenizer", tok, "--n", ",".join(map(str, group)),
-                   "--stages", ",".join(args.stages), "--hf-engine-max", str(args.hf_engine_max)]
+                   "--stages", ",".join(args.stages), "--hf-engine-max", str(args.hf_engine_max),
+                   *(["--keep"] if args.keep else [])]
             done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False,
                                   env={**os.environ, "RAY_DEDUP_LOGS": "0"})
             if done.returncode != 0:

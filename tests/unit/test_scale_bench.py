@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,19 +24,21 @@ STAGES = {"read_official", "read_jsonl", "prompts", "teachers", "resume_scan", "
           "student_ingest", "evaluation"}
 
 
-def _quick(*stages: str) -> dict:
+def _quick(*stages: str, tmp: Path | None = None) -> dict:
     args = ["--stages", ",".join(stages)] if stages else []
+    env = {**os.environ, "TMPDIR": str(tmp)} if tmp else None
     done = subprocess.run([sys.executable, "bench/scale.py", "--quick", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900, check=False)
+                          text=True, timeout=900, check=False, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_quick_scale_bench_of_the_stages_without_ray() -> None:
-    result = _quick("read", "prompts")  # seconds: the data readers and prompt building only
+def test_quick_scale_bench_of_the_stages_without_ray(tmp_path: Path) -> None:
+    result = _quick("read", "prompts", tmp=tmp_path)  # seconds: the data readers and prompt building only
     assert set(result["stages"]) == {"read_official", "read_jsonl", "prompts"}
     assert {(r["stage"], r["n"]) for r in result["table"]} == {(s, n) for s in result["stages"] for n in result["ns"]}
     assert all(r["seconds"] > 0 and 0.05 < r["driver_gib"] < 8 for r in result["table"])
+    assert list(tmp_path.iterdir()) == []  # each N's data and run (~0.5 GB at 1M) removed after
 
 
 @pytest.mark.slow  # ~3-5 min on 2 cores: every Ray Data actor pool starts processes that import torch
