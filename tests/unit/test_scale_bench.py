@@ -38,7 +38,8 @@ def test_quick_scale_bench_of_the_stages_without_ray(tmp_path: Path) -> None:
     assert set(result["stages"]) == {"read_official", "read_jsonl", "prompts"}
     assert {(r["stage"], r["n"]) for r in result["table"]} == {(s, n) for s in result["stages"] for n in result["ns"]}
     assert all(r["seconds"] > 0 and 0.05 < r["driver_gib"] < 8 for r in result["table"])
-    assert list(tmp_path.iterdir()) == []  # each N's data and run (~0.5 GB at 1M) removed after
+    # each N's data and run (~0.5 GB at 1M) removed after (torch may leave its own cache dir there)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("scale-")] == []
 
 
 @pytest.mark.slow  # ~3-5 min on 2 cores: every Ray Data actor pool starts processes that import torch
