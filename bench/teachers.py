@@ -135,7 +135,7 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
 
     from tinyllm_ray.teachers.runner import reserved
     from tinyllm_ray.teachers.source import PromptSource
-    from tinyllm_ray.teachers.stage import TeacherWorker, calls, rationale_stage, rows_per_call
+    from tinyllm_ray.teachers.stage import TeacherWorker, finished_calls, rationale_stage, rows_per_call
 
     class TimedWorker(TeacherWorker):
         """Our worker, warmed up like the bare engine, and saying when it was ready (engine start-up excluded)."""
@@ -165,7 +165,7 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
     cpu_before = cpu_by_process()
     with reserved(teacher) as group, PromptSource.of_table(rows, rows_per_call(teacher)) as source:
         stage = rationale_stage(source, teacher, group, worker=TimedWorker)
-        for block in calls(stage):
+        for block in finished_calls(stage):
             last = time.time()
             ready = min(ready, min(block.column("ready_at").to_pylist()))
             tokens += sum(block.column("new_tokens").to_pylist())

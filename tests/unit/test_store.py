@@ -223,7 +223,8 @@ def test_a_store_written_before_answers_existed_reads_with_no_prediction(tmp_pat
 
 def test_finished_blocks_are_stored_together_and_whatever_is_left_when_the_stage_fails(tmp_path, monkeypatch):
     """``runner._generate``: a part file per ``APPEND_ROWS`` rows (not one per actor call: a million questions'
-    resume scan read tens of thousands of files), and the rows finished before a failure are kept."""
+    resume scan read tens of thousands of files), and the rows finished before a failure are kept; rows queued
+    for the stage that never came back fail the pass loudly (a re-run generates them)."""
     import pyarrow as pa
 
     from tinyllm_ray.config import TeacherConfig
@@ -253,6 +254,12 @@ def test_finished_blocks_are_stored_together_and_whatever_is_left_when_the_stage
     parts = sorted(store.teacher_dir(tmp_path, "t").glob("part-*.parquet"))
     assert len(parts) == 3  # 128 + 128 rows (a part once >= 100 are buffered), then the last 64 at the end
     assert store.stored(tmp_path, "t").num_rows == 320
+
+    lost = PromptSource.of_table(pa.table({"key": ["x"], "role": ["train"]}), 32)
+    lost.pending = 400  # rows queued for the stage, of which it returns 320
+    with pytest.raises(RuntimeError, match="80 of 400 prompt rows never reached a replica"):
+        runner._generate(lost, teacher, None, tmp_path / "lost")
+    assert store.stored(tmp_path / "lost", "t").num_rows == 320  # what came back is kept
 
     monkeypatch.setattr(runner, "rationale_stage", lambda rows, *_, **__: Stage(5))
     with pytest.raises(RuntimeError, match="a replica died"):

@@ -47,7 +47,7 @@ from tinyllm_ray.data.load import no_cycle_collection
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers import shots, store
 from tinyllm_ray.teachers.source import PromptSource
-from tinyllm_ray.teachers.stage import calls, rationale_stage, rows_per_call
+from tinyllm_ray.teachers.stage import finished_calls, rationale_stage, rows_per_call
 
 log = logging.getLogger("tinyllm_ray.teachers")
 
@@ -272,7 +272,7 @@ def _generate(source: PromptSource, teacher: TeacherConfig, group: PlacementGrou
         flushed, buffered_rows = time.monotonic(), 0
 
     try:
-        for block in calls(dataset):
+        for block in finished_calls(dataset):
             buffered.append(block)
             buffered_rows += block.num_rows
             done += block.num_rows
@@ -285,6 +285,11 @@ def _generate(source: PromptSource, teacher: TeacherConfig, group: PlacementGrou
         flush()  # a failing stage keeps what it finished
         if board is not None:
             board.finish(task)
+    if done < source.pending:
+        # A read of the stage's input that Ray retried after its process died had taken its rows from the queue.
+        raise RuntimeError(f"teacher {teacher.name}: {source.pending - done} of {source.pending} prompt rows never "
+                           "reached a replica (a process reading the stage's input died); the rows generated are "
+                           "stored: run again to generate the rest")
     return done
 
 

@@ -185,7 +185,7 @@ def per_call(worker: type[TeacherWorker]) -> type[TeacherWorker]:
     return PerCall
 
 
-def calls(dataset: ray.data.Dataset) -> Iterator[pa.Table]:
+def finished_calls(dataset: ray.data.Dataset) -> Iterator[pa.Table]:
     """The stage's output rows, a finished call at a time."""
     for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
         yield unpack(block)
