@@ -183,15 +183,14 @@ class PromptSource:
                 continue
 
     def dataset(self) -> ray.data.Dataset:
-        """The stage's input dataset: read tasks of at least ``chunk`` rows each, enough for ``rows``, run one
-        after another (so rows keep their order) by one actor that needs no CPU (while the teachers' placement
-        groups hold every CPU of a small cluster, a reader that needs one would never start). An actor rather
-        than tasks: Ray Data starts reading once the replicas are up, and a task then waited ~1.4 s for a fresh
-        worker process before the first call (measured with ``bench/teachers.py``); the actor starts with the
-        replicas."""
+        """The stage's input dataset: read tasks of at least ``chunk`` rows each, enough for ``rows``, one at a
+        time (so rows keep their order), that need no CPU: while the teachers' placement groups hold every CPU
+        of a small cluster, a read task that needs one would never start. Ray Data starts reading once the
+        replicas are up, so the first call waits for the first read task's worker process (~1.4 s on the 2-core
+        machine, once per pass). A reading actor, which starts with the replicas, took that wait away but made the
+        100k-question stage 4x slower (477 s against 117, ``bench/scale.py``), so tasks it is."""
         source = _QueueSource(self._queue, -(-self.rows // self.chunk) + 1, self.chunk)
-        dataset = ray.data.read_datasource(source, num_cpus=0, compute=ray.data.ActorPoolStrategy(size=1),
-                                           override_num_blocks=source.tasks)
+        dataset = ray.data.read_datasource(source, num_cpus=0, concurrency=1, override_num_blocks=source.tasks)
         dataset.context.target_max_block_size = ONE_CALL_PER_BLOCK
         return dataset
 
