@@ -45,7 +45,7 @@ from tinyllm_ray import console, prompts, stages
 from tinyllm_ray.config import Config, TeacherConfig
 from tinyllm_ray.data.load import no_cycle_collection
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.teachers import shots, store
+from tinyllm_ray.teachers import shots, source, store
 from tinyllm_ray.teachers.source import PromptSource
 from tinyllm_ray.teachers.stage import finished_calls, rationale_stage, rows_per_call
 
@@ -167,7 +167,7 @@ def prompt_rows(variants: dict[str, list[str]], questions: Sequence[Question], r
 VariantsOf = Callable[[Sequence[Question]], dict[str, list[str]]]
 # Questions whose prompts are built at once: the stage's input is built a chunk at a time while the stage reads it
 # (``source.PromptSource``), so a million questions' prompts never sit in the driver or the object store.
-PROMPT_CHUNK = 8192
+PROMPT_CHUNK = source.CHUNK
 
 
 def train_variants(teacher: TeacherConfig, train: Sequence[Question],
@@ -318,15 +318,14 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
             reads them (``PromptSource``): the driver never holds a teacher's whole prompt table, and no engine
             starts when every row is stored."""
             nonlocal group, generated
-            with PromptSource(chunks, rows, rows_per_call(teacher), roles, done, chunk=PROMPT_CHUNK,
-                              name=teacher.name) as source:
-                if source.has_pending():
+            with PromptSource(chunks, rows, rows_per_call(teacher), roles, done, name=teacher.name) as inputs:
+                if inputs.has_pending():
                     if group is None:
                         group = stack.enter_context(reserved(teacher))
-                    generated += _generate(source, teacher, group, run_dir, scorer)
-                keys = source.keys()
-            log.info("teacher %s: %s: %d generated, %d were stored", teacher.name, what, source.pending,
-                     source.stored)
+                    generated += _generate(inputs, teacher, group, run_dir, scorer)
+                keys = inputs.keys()
+            log.info("teacher %s: %s: %d queued for the engine, %d were stored", teacher.name, what,
+                     inputs.pending, inputs.stored)
             return keys
 
         explained = None

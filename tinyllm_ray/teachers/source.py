@@ -38,7 +38,9 @@ from ray.util.queue import Full, Queue
 
 log = logging.getLogger(__name__)
 
-# Chunks of prompt rows built ahead of the stage, waiting in the queue (a chunk: ``runner.PROMPT_CHUNK``
+# Rows a read task takes at least, and questions whose prompts the runner builds at once (``runner.PROMPT_CHUNK``).
+CHUNK = 8192
+# Chunks of prompt rows built ahead of the stage, waiting in the queue (a chunk: ``CHUNK``
 # questions' rows, ~10 MB at 1.1 KB per row). Two keep the replicas fed while the next chunk is built.
 WINDOW = 2
 # What the read tasks take from the queue after the last rows (the planned tasks past them read nothing).
@@ -78,11 +80,11 @@ class PromptSource:
 
     Blocks hold one actor call's rows (``size``), so every replica gets work; the rows a chunk leaves over
     (fewer than a call's) wait for the next chunk, so calls stay full. ``roles``: the rows' roles (the caller
-    knows them from what it builds). ``chunk``: rows each read task takes at least (``runner.PROMPT_CHUNK``).
+    knows them from what it builds). ``chunk``: rows each read task takes at least.
     ``stored``/``pending``: rows found stored / queued for the stage so far."""
 
     def __init__(self, chunks: Iterable[pa.Table], rows: int, size: int, roles: Iterable[str],
-                 done: set[str] | pa.Array | None = None, chunk: int = 8192, name: str = "prompts"):
+                 done: set[str] | pa.Array | None = None, chunk: int = CHUNK, name: str = "prompts"):
         self.chunks, self.rows, self.size, self.chunk = chunks, rows, size, chunk
         self.roles, self.name = set(roles), name
         self.done = done if done is not None else set()
@@ -96,7 +98,7 @@ class PromptSource:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def of_table(cls, table: pa.Table, size: int, chunk: int = 8192) -> PromptSource:
+    def of_table(cls, table: pa.Table, size: int, chunk: int = CHUNK) -> PromptSource:
         """A source of the rows of ``table`` (benchmarks, tests)."""
         roles = pc.unique(table.column("role")).to_pylist() if table.num_rows else []
         return cls([table], table.num_rows, size, roles, chunk=chunk)
