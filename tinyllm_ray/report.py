@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinyllm_ray import answers, compare, prompts
+from tinyllm_ray import answers, compare, model_files, prompts
 
 if TYPE_CHECKING:
     from tinyllm_ray.config import Config
@@ -51,6 +51,7 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
         "teachers": [{k: t.get(k) for k in TEACHER_FIELDS} for t in teachers],
         "student": {
             "model": config.student.model,
+            **({"model_source": source} if (source := model_files.source_of(config.student.model)) else {}),
             "loss_weights": config.task_weights(),
             "valid_accuracy": accuracy["valid"],
             "test_accuracy": accuracy.get("test"),
@@ -272,12 +273,18 @@ print(tokenizer.decode(model.generate(**tokenizer(prompt, return_tensors="pt"))[
         how = how.replace("`predict:`", f"`{prefix.strip()}`")  # the prompt's lead, then the one-encoder marker
         code = code.replace('"predict: ', json.dumps(prefix)[:-1]).replace('"predict:"', json.dumps(prefix.strip()))
     explain = s.get("rationale_prefix", prompts.RATIONALE_PREFIX).format(teacher="<teacher>").strip()
+    base = f"`{s['model']}`"
+    if source := s.get("model_source"):  # converted from a GGUF file (model_files): name the file and package
+        origin = (f"`{source['member']}` of the PyPI package `{source['package']}`" if source.get("package")
+                  else f"`{source.get('file')}`")
+        base = (f"{source.get('about') or source.get('name') or source.get('gguf_file')}: {origin} (GGUF, sha256 "
+                f"`{source.get('gguf_sha256', '?')[:16]}…`, converted to a Hugging Face folder by tinyllm_ray)")
     exported = f"; exported: the checkpoint of step {s['exported_step']}, best on valid" if s.get("exported_step") else ""
     return f"""# {report['run_name']}: a TinyLLM student
 
 Distilled with tinyllm_ray from several teachers' rationales (the TinyLLM method).
 
-- Base model: `{s['model']}`
+- Base model: {base}
 - Teachers: {teachers}
 - Loss weights: {weights} (answer task `{prefix.strip()}`, one `{explain}` task per teacher)
 - Data: {d['name']}, {d['train']} training questions; {s['steps']} optimizer steps{exported}

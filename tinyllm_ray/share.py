@@ -45,7 +45,7 @@ def model_card(report: dict[str, Any], body: str) -> str:
                                           metric_value=round(float(value), 4)))
     data = ModelCardData(
         model_name=report["run_name"], library_name="transformers",
-        base_model=None if is_local_model(s["model"]) else s["model"],
+        base_model=(s.get("model_source") or {}).get("hub_id") or (None if is_local_model(s["model"]) else s["model"]),
         pipeline_tag="text-generation" if s.get("architecture") == "causal" else "text2text-generation",
         tags=["tinyllm", "distillation", "knowledge-distillation", "rationale-distillation"],
         eval_results=results or None,

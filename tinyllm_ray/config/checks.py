@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tinyllm_ray import model_files
 from tinyllm_ray.config.schema import Config, ConfigError, TeacherConfig
 from tinyllm_ray.inputs import clip
 
@@ -139,7 +140,10 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
         models = [("student.model", config.student.model)]
         models += [(f"teachers.{i}.model", t.model) for i, t in enumerate(config.teachers)]
         for key, model in models:
-            if is_local_model(model):
+            if model_files.is_model_file(model):  # a GGUF file or package: converted when the run starts
+                if (why := model_files.problem(model, key)) is not None:
+                    errors.append(why)
+            elif is_local_model(model):
                 where = Path(model).expanduser()
                 if not (where / "config.json").is_file():
                     why = "does not exist" if not where.exists() else "has no config.json"
