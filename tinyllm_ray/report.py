@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 TEACHER_FIELDS = ("name", "model", "rationales", "rejected", "rejected_by_reason", "acceptance_rate",
-                  "tokens_generated", "generated_now", "seconds", "evaluated", "valid_accuracy", "test_accuracy",
+                  "median_words", "ended_by_eos", "ended_by_limit", "tokens_generated", "generated_now", "seconds", "evaluated", "valid_accuracy", "test_accuracy",
                   "unparsed", "too_long", "not_evaluated_because")
 
 

@@ -178,8 +178,10 @@ class TeacherConfig:
     max_model_len: Int | None = Field(default=None, ge=16)
     """Context length (prompt + rationale) in tokens; default: the model's. Prompts that do not fit with
     ``max_new_tokens`` drop examples first, then are rejected (``prompt_too_long``)."""
-    chat_template: Literal["auto", "off"] = "auto"
-    """``auto``: wrap the prompt in the tokenizer's chat template when it has one; ``off``: raw text."""
+    chat_template: Literal["auto", "on", "off"] = "auto"
+    """``auto``: wrap the prompt in the tokenizer's chat template (one user turn, with whatever default system
+    prompt the template adds) when it has one; ``on``: the same, and an error when the tokenizer has none (an
+    instruct model whose template went missing); ``off``: the raw text, which a base model continues."""
     min_rationale_words: Int = Field(default=3, ge=1)
     """Rationales with fewer words are rejected (``too_short``)."""
     gpu_memory_utilization: Float | None = Field(default=None, gt=0, le=1)

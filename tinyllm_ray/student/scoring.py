@@ -21,7 +21,7 @@ import torch
 
 from tinyllm_ray import answers, prompts
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.devices import bf16_autocast, pad_id
+from tinyllm_ray.devices import bf16_autocast, pad_id, plain_generation
 from tinyllm_ray.student.batches import QUESTION, Encoder, collate
 from tinyllm_ray.student.loss import sequence_log_likelihood
 from tinyllm_ray.student.model import encode_questions, task_logits, to_device
@@ -94,7 +94,7 @@ class Scorer:
                 lead = [self.enc.decoder_start, *self.enc.marker(task).tolist()]
                 kwargs["decoder_input_ids"] = torch.tensor([lead] * len(src), device=self.device)
                 skip = len(lead)
-            with self._amp():
+            with self._amp(), plain_generation(self.model):  # greedy, whatever the model's own defaults say
                 generated = self.model.generate(**kwargs, max_new_tokens=max_new_tokens or self.max_answer_tokens,
                                                 do_sample=False, pad_token_id=self.pad_id)
             out += [self.enc.tok.decode(g[skip:], skip_special_tokens=True).strip() for g in generated]

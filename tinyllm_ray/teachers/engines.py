@@ -17,8 +17,10 @@
   whose activations overflow it), only the new tokens are decoded. A replica of more than one GPU
   spreads the model's layers over them (``device_map="auto"``, through ``accelerate``).
 
-Both render a prompt through the tokenizer's chat template when it has one (``chat_template: auto``),
-and both expose ``encode`` and ``max_prompt_tokens`` so the teacher stage can check a prompt's length
+Both render a prompt through the tokenizer's chat template when it has one (``chat_template: auto``; ``on``
+demands one, ``off`` sends the raw text), decode greedily whatever the model's own ``generation_config`` says
+(``devices.plain_generation_config``; vLLM: ``generation_config="vllm"``), never write special tokens into the
+text, and say why each generation stopped (``Generation.finish``: ``eos`` or ``length``). Both expose ``encode`` and ``max_prompt_tokens`` so the teacher stage can check a prompt's length
 *before* submitting it (a prompt over vLLM's ``max_model_len`` would abort the whole batch).
 Both take their generation settings as one ``Settings`` (``Settings.from_teacher``); ``ENGINES`` maps the
 config's ``engine`` name to a class; ``make_engine`` builds one from a teacher. Device, dtype, pad id and
@@ -42,7 +44,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.config.checks import is_t5_family
-from tinyllm_ray.devices import device_for, is_encoder_decoder, pad_id, pick_device_and_dtype, weights_dtype
+from tinyllm_ray.devices import (device_for, is_encoder_decoder, pad_id, pick_device_and_dtype, plain_generation_config,
+                                 weights_dtype)
 from tinyllm_ray.teachers.feeder import ContinuousFeeder
 
 log = logging.getLogger("tinyllm_ray.teachers")
@@ -58,11 +61,17 @@ GPU_MEMORY_UTILIZATION, CPU_MEMORY_UTILIZATION = 0.9, 0.2
 GPU_MEMORY_WAIT_S = 180.0
 
 
+# Why a generation ended: the model wrote its end-of-sequence token, or it reached ``max_new_tokens``.
+EOS, LENGTH = "eos", "length"
+
+
 @dataclasses.dataclass(frozen=True)
 class Generation:
     text: str
     prompt_tokens: int
     new_tokens: int
+    finish: str = ""
+    """``EOS`` or ``LENGTH`` (empty where the engine could not tell)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +102,14 @@ class Engine(Protocol):
 
     def generate_ids(self, prompt_ids: list[list[int]]) -> list[Generation]:
         """One generation per encoded prompt, in order."""
+
+
+def uses_chat_template(tokenizer: Any, setting: str, model: str) -> bool:
+    """Whether prompts may go through the tokenizer's chat template (``encode_prompts`` applies it when the
+    tokenizer has one): ``auto`` and ``on`` yes, ``off`` no; ``on`` with a tokenizer without one is an error."""
+    if setting == "on" and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"chat_template: on, but the tokenizer of {model!r} has no chat template; use auto or off")
+    return setting != "off"
 
 
 def encode_prompts(tokenizer: Any, prompts: list[str], chat: bool, max_tokens: int | None = None) -> list[list[int]]:
@@ -163,12 +180,19 @@ class HFEngine:
         else:
             self.model.to(self.device)
         self.model.eval()
+        self.model.generation_config, dropped = plain_generation_config(self.model)
+        if dropped:
+            log.info("%s: its generation_config's %s left out (the teacher's temperature and top_p decide)", model,
+                     ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())))
         self.tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "right" if self.encoder_decoder else "left"
         if self.tokenizer.pad_token is None:  # ``tokenizer.pad`` needs one: eos, what ``pad_id`` falls back to
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id = pad_id(self.tokenizer)
-        self.chat = st.chat_template == "auto"
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {int(e) for e in [*eos, self.tokenizer.eos_token_id] if e is not None}
+        self.chat = uses_chat_template(self.tokenizer, st.chat_template, model)
         # Causal models only: an encoder-decoder's decoder cache spans just the new tokens.
         self.static_cache = static_cache and not self.encoder_decoder
         limit = st.max_model_len or context_limit(model_config, self.tokenizer)
@@ -201,8 +225,12 @@ class HFEngine:
             for row, i in enumerate(idx):
                 ids = new[row]
                 n_new = int((ids != self.pad_id).sum())
+                # generate pads a row after its EOS (with the pad id, which is often the EOS itself): a row that
+                # holds an EOS ended there, one without it ran to max_new_tokens.
+                ended = any(int(t) in self.eos_ids for t in ids[int(self.encoder_decoder):].tolist())
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                results[i] = Generation(text=text, prompt_tokens=len(prompt_ids[i]), new_tokens=n_new)
+                results[i] = Generation(text=text, prompt_tokens=len(prompt_ids[i]), new_tokens=n_new,
+                                        finish=EOS if ended else LENGTH)
         return results  # type: ignore[return-value]
 
     def _generate(self, enc: Any) -> torch.Tensor:
@@ -310,11 +338,12 @@ class VLLMEngine:
             enable_prefix_caching=True,
             seed=st.seed,
             trust_remote_code=st.trust_remote_code,
+            generation_config="vllm",  # vLLM's neutral defaults, not the model's sampling ones
         )
         self.sampling = SamplingParams(temperature=st.temperature, top_p=st.top_p if st.temperature > 0 else 1.0,
                                        max_tokens=st.max_new_tokens, seed=st.seed)
         self.tokenizer = self.llm.get_tokenizer()
-        self.chat = st.chat_template == "auto"
+        self.chat = uses_chat_template(self.tokenizer, st.chat_template, model)
         self.max_prompt_tokens = max(self.llm.llm_engine.model_config.max_model_len - st.max_new_tokens, 0)
 
         self.feeder = ContinuousFeeder(self.llm.llm_engine, self.sampling)
@@ -330,8 +359,13 @@ class VLLMEngine:
     def generate_ids(self, prompt_ids: list[list[int]]) -> list[Generation]:
         """One generation per prompt, in order. Safe to call from several threads at once (the actor takes
         ``VLLM_CALLS_PER_ACTOR`` calls concurrently): every call's prompts join the same running batch."""
-        return [Generation(text=o.outputs[0].text, prompt_tokens=len(ids), new_tokens=len(o.outputs[0].token_ids))
+        return [Generation(text=o.outputs[0].text, prompt_tokens=len(ids), new_tokens=len(o.outputs[0].token_ids),
+                           finish=_FINISH.get(o.outputs[0].finish_reason or "", ""))
                 for o, ids in zip(self.feeder.submit(prompt_ids), prompt_ids)]
+
+
+# vLLM's finish reasons: "stop" is its EOS (or a stop string, which teachers do not set).
+_FINISH = {"stop": EOS, "length": LENGTH}
 
 
 ENGINES: dict[str, type] = {"hf": HFEngine, "vllm": VLLMEngine}

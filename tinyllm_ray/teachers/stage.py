@@ -112,7 +112,7 @@ class TeacherWorker:
         generations = dict(zip(submit, self.engine.generate_ids([prompt_ids[i] for i in submit]))) if submit else {}
 
         out: dict[str, list] = {name: [] for name in ("rationale", "reject_reason", "raw", "prompt_tokens",
-                                                      "new_tokens", "shots_used", "predicted", "said")}
+                                                      "new_tokens", "shots_used", "predicted", "said", "finish")}
         answers: Counter[tuple[str, str]] = Counter()
         for i in range(n):
             question = Question(id=str(batch["id"][i]), question="", choices=tuple(str(c) for c in batch["choices"][i]),
@@ -120,10 +120,12 @@ class TeacherWorker:
             answering = str(batch["role"][i]) in ANSWER_ROLES
             predicted: int | None = None
             said: str | None = None
+            finish = ""
             if i not in generations:
                 text, reason, raw, used, p_tokens, n_tokens = "", "prompt_too_long", "", 0, tried[i], 0
             else:
                 g = generations[i]
+                finish = g.finish
                 if answering:  # the teacher answered by itself: what does it conclude (and which option is that)?
                     text, said = prompts.parse_open_answer(g.text)
                     if said and not question.is_open:
@@ -140,7 +142,8 @@ class TeacherWorker:
                          else predicted == question.answer_index)
                 outcome = reason or ("correct" if right else "wrong")
                 answers[(str(batch["role"][i]), outcome)] += 1
-            row = (text, reason or "", raw, p_tokens, n_tokens, used, -1 if predicted is None else predicted, said or "")
+            row = (text, reason or "", raw, p_tokens, n_tokens, used, -1 if predicted is None else predicted, said or "",
+                   finish)
             for name, value in zip(out, row):
                 out[name].append(value)
 

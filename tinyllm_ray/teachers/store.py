@@ -9,7 +9,8 @@ into one ``rationales.parquet`` (rows of stale keys dropped, one row per key) an
 ``_stage.json`` marker (the stage key and figures) last: the marker means "complete".
 
 Columns: ``id, teacher, role, key, rationale, reject_reason, raw, prompt_tokens, new_tokens, shots_used, node,
-gpus`` (the Ray node and GPU ids of the actor that wrote the row), ``predicted``, ``said``. Role ``train`` rows
+gpus`` (the Ray node and GPU ids of the actor that wrote the row), ``predicted``, ``said``, ``finish`` (why the
+generation stopped: ``eos``, ``length``, or empty: not generated, or stored before the column existed). Role ``train`` rows
 are the rationales the student learns from, ``shot`` rows the zero-shot rationales of a ``generated``-mode
 example pool, ``valid``/``test`` rows the teacher's own answers to held-out questions (``rationale`` its
 explanation, ``said`` its conclusion, ``predicted`` the option that names or -1); ``evaluation`` scores those.
@@ -50,9 +51,10 @@ SCHEMA = pa.schema([
     ("gpus", pa.string()),
     ("predicted", pa.int64()),
     ("said", pa.string()),
+    ("finish", pa.string()),
 ])
 # Columns a store written before they existed lacks, and their value there.
-_ADDED = {"predicted": -1, "said": ""}
+_ADDED = {"predicted": -1, "said": "", "finish": ""}
 
 
 def teacher_dir(run_dir: Path, teacher: str) -> Path:
@@ -119,7 +121,14 @@ def append(run_dir: Path, teacher: str, table: pa.Table) -> None:
 
 # Rows the compaction holds (every column) before it writes them out as one row group of the compacted file.
 COMPACT_ROWS = 65_536
-_SUMMARY_COLUMNS = ["role", "reject_reason", "new_tokens"]  # what ``summarize`` reads
+_SUMMARY_COLUMNS = ["role", "reject_reason", "new_tokens", "finish"]  # what ``summarize`` reads, with ``words``
+
+
+def _summary_part(part: pa.Table) -> pa.Table:
+    """The columns ``summarize`` reads of ``part``, its rationales reduced to their word counts (``words``): the
+    compaction keeps these for every row, and a million rationales' text would be hundreds of megabytes."""
+    words = pc.list_value_length(pc.utf8_split_whitespace(pc.fill_null(part.column("rationale"), "")))
+    return part.select(_SUMMARY_COLUMNS).append_column("words", pc.cast(words, pa.int32()))
 
 
 def finish(run_dir: Path, teacher: str, key: str, row_keys: Collection[str] | pa.Array | pa.ChunkedArray,
@@ -167,7 +176,7 @@ def finish(run_dir: Path, teacher: str, key: str, row_keys: Collection[str] | pa
                 if hi > lo:
                     part = _read(path, SCHEMA.names, row_group=g).take(pa.array(chosen[lo:hi] - offset))
                     held.append(part)
-                    summary.append(part.select(_SUMMARY_COLUMNS))
+                    summary.append(_summary_part(part))
                     if sum(t.num_rows for t in held) >= COMPACT_ROWS:
                         write()
                 offset += rows
@@ -176,7 +185,7 @@ def finish(run_dir: Path, teacher: str, key: str, row_keys: Collection[str] | pa
     tmp.rename(directory / COMPACTED)
     for path in old:
         path.unlink()
-    table = pa.concat_tables(summary) if summary else _schema(_SUMMARY_COLUMNS).empty_table()
+    table = pa.concat_tables(summary) if summary else _summary_part(SCHEMA.empty_table())
     info = {"key": key, **extra, **summarize(table)}
     marker.write_text(json.dumps(info, indent=2))
     return info
@@ -202,8 +211,11 @@ def import_rationales(table: pa.Table, run_dir: Path, teacher: str, key: str) ->
 
 
 def summarize(table: pa.Table) -> dict[str, Any]:
-    """Figures of the training rows (role ``train``): counts, rejects by reason, acceptance rate, tokens.
-    ``table`` needs ``role``, ``reject_reason`` and ``new_tokens``."""
+    """Figures of the training rows (role ``train``): counts, rejects by reason, acceptance rate, tokens, how the
+    generations ended (``ended_by_eos``, ``ended_by_limit``: at ``max_new_tokens``, cut mid-thought) and the
+    accepted rationales' median length in words. ``table``: rows of ``SCHEMA`` or ``_summary_part``'s."""
+    if "words" not in table.column_names:
+        table = _summary_part(_with_added(table, ["finish"]))
     train = table.filter(pc.equal(table.column("role"), "train"))
     reason = train.column("reject_reason")
     given = reason.filter(pc.fill_null(pc.not_equal(reason, ""), False))
@@ -217,7 +229,14 @@ def summarize(table: pa.Table) -> dict[str, Any]:
         "rejected_by_reason": reasons,
         "acceptance_rate": round((train.num_rows - rejected) / train.num_rows, 4) if train.num_rows else None,
         "tokens_generated": int(pc.sum(table.column("new_tokens")).as_py() or 0),
+        "ended_by_eos": int(pc.sum(pc.equal(train.column("finish"), "eos")).as_py() or 0),
+        "ended_by_limit": int(pc.sum(pc.equal(train.column("finish"), "length")).as_py() or 0),
+        "median_words": _median(train.column("words").filter(pc.equal(reason, ""))),
     }
+
+
+def _median(values: pa.ChunkedArray) -> float | None:
+    return float(np.median(values.to_numpy())) if len(values) else None
 
 
 EVALUATION_COLUMNS = ("id", "role", "predicted", "reject_reason", "said")  # what ``evaluation`` reads
