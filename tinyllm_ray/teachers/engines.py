@@ -224,10 +224,13 @@ class HFEngine:
             new = out if self.encoder_decoder else out[:, enc["input_ids"].shape[1] :]
             for row, i in enumerate(idx):
                 ids = new[row]
-                n_new = int((ids != self.pad_id).sum())
                 # generate pads a row after its EOS (with the pad id, which is often the EOS itself): a row that
-                # holds an EOS ended there, one without it ran to max_new_tokens.
-                ended = any(int(t) in self.eos_ids for t in ids[int(self.encoder_decoder):].tolist())
+                # holds an EOS ended there (its tokens counted up to it, as vLLM counts them), one without it ran
+                # to max_new_tokens.
+                tokens = ids[int(self.encoder_decoder):].tolist()
+                first_eos = next((k for k, t in enumerate(tokens) if t in self.eos_ids), None)
+                ended = first_eos is not None
+                n_new = first_eos + 1 if ended else int((ids != self.pad_id).sum())
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 results[i] = Generation(text=text, prompt_tokens=len(prompt_ids[i]), new_tokens=n_new,
                                         finish=EOS if ended else LENGTH)
