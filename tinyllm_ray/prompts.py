@@ -234,15 +234,44 @@ ANSWER_REJECT_REASONS = ("no_answer", "prompt_too_long")
 _ANSWER = re.compile(r"answer\s+(?:is|would be|should be|must be)\s*:?\s*", re.IGNORECASE)
 
 
+# A rationale is a loop, not an explanation, when one of its sentences or lines (of at least this many words,
+# numbers aside) comes back this many times: small models fall into "Step 3: The answer is (b) Max." loops.
+REPEAT_WORDS, REPEATS = 3, 3
+_SEGMENT = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE_END = re.compile(r"[.!?](?=[\s\"')\]]|$)")
+
+
+def repetitive(text: str) -> bool:
+    """Whether one sentence or line of ``text`` (``REPEAT_WORDS`` words or more; numbers, case and punctuation
+    ignored, so "Step 1: ..." and "Step 2: ..." are one) occurs ``REPEATS`` times or more."""
+    seen: dict[str, int] = {}
+    for segment in _SEGMENT.split(text):
+        words = re.findall(r"[^\W\d_]+", segment.lower())
+        if len(words) >= REPEAT_WORDS:
+            key = " ".join(words)
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] >= REPEATS:
+                return True
+    return False
+
+
+def complete_sentences(text: str) -> str:
+    """``text`` up to its last sentence end (``.``, ``!`` or ``?`` before a space, a closing mark or the end), or
+    all of it when it has none: what is kept of a generation that stopped at ``max_new_tokens`` mid-sentence."""
+    ends = list(_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()] if ends else text
+
+
 def clean_rationale(
     text: str, question: Question | None = None, prompt: str | None = None, min_words: int = 1,
-    lead: str = RATIONALE_LEAD,
+    lead: str = RATIONALE_LEAD, cut_off: bool = False,
 ) -> tuple[str, str | None]:
     """(rationale, reject reason or None) from a teacher's raw continuation.
 
-    Strips an echoed prompt and the ``Explanation:`` lead, cuts at a following question, and rejects
-    output that is empty, shorter than ``min_words`` words, or (given the ``question``) concludes for
-    an option other than the gold answer.
+    Strips an echoed prompt and the ``Explanation:`` lead, cuts at a following question, drops the unfinished
+    last sentence of a generation ``cut_off`` at its token limit (when a complete one comes before it), and
+    rejects output that is empty, shorter than ``min_words`` words, a loop of one sentence (``repetitive``), or
+    (given the ``question``) concludes for an option other than the gold answer.
     """
     text = text.strip()
     if prompt and text.startswith(prompt.strip()):  # some models repeat their input before answering
@@ -252,10 +281,14 @@ def clean_rationale(
     cut = _NEXT_QUESTION.search(text)
     if cut:
         text = text[: cut.start()].strip()
+    if cut_off:
+        text = complete_sentences(text)
     if not text:
         return "", "empty"
     if len(text.split()) < min_words:
         return text, "too_short"
+    if repetitive(text):
+        return text, "repetitive"
     if question is not None and question.is_open:
         if _argues_other_answer(text, question):
             return text, "argues_other_answer"

@@ -64,6 +64,7 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
             "exported_step": student.get("best_step"),
             "selected_on": f"valid accuracy ({config.eval.select_on}) during training",
             "samples_per_second": student.get("final_metrics", {}).get("train_samples_per_second"),
+            "truncated": student.get("truncated"),
             "answer_prefix": config.student.answer_prefix,
             "rationale_prefix": config.student.rationale_prefix,
             **({"rank_skipped": RANK_SKIPPED} if data.task == "open" else {}),
@@ -229,7 +230,7 @@ def console_summary(report: dict[str, Any]) -> str:
                      f"best on valid: trial {tune['best']['trial_id']} ({weights})")
     if report["dataset"].get("task") == "open":
         lines.append(f"open answers scored by {report['dataset'].get('scorer_means')}; no rank classification")
-    lines.append(f"student {report['student']['model']}; total {report['timings']['total_s']:.1f}s; "
+    lines.append(f"student {model_files.describe(report['student']['model'])}; total {report['timings']['total_s']:.1f}s; "
                  f"report: {report['run_dir']}/report.md")
     return "\n".join(lines)
 

@@ -464,3 +464,21 @@ def test_a_prompt_template_file_gives_the_teachers_words(tmp_path, monkeypatch):
         load_config(tmp_path / "run.yaml", ["teachers.1.prompt=nope.yaml"], check_paths=False)
     with pytest.raises(ConfigError, match=r"teachers\.1\.prompt: template file .*list\.yaml must hold a mapping"):
         load_config(tmp_path / "run.yaml", [f"teachers.1.prompt={tmp_path / 'list.yaml'}"], check_paths=False)
+
+
+def test_a_loop_of_one_sentence_is_rejected_as_repetitive() -> None:
+    # SmolLM2-135M's kind of loop: the step numbers differ, the sentence does not
+    loop = "Step 1: The answer is (b) Max.\nStep 2: The answer is (b) Max.\nStep 3: The answer is (b) Max.\nStep 4"
+    assert prompts.clean_rationale(loop)[1] == "repetitive"
+    twice = "Step 1: The answer is (b) Max.\nStep 2: The answer is (b) Max.\nSo Max is the tallest."
+    assert prompts.clean_rationale(twice)[1] is None  # twice is not a loop
+    short = "Yes. Yes. Yes. So 2 + 3 = 5."  # segments under three words are not counted
+    assert prompts.clean_rationale(short)[1] is None
+
+
+def test_a_generation_cut_at_its_limit_keeps_its_complete_sentences() -> None:
+    raw = "First we add 3 and 4. That gives 7 apples. Then the cost of the toy car is $7 an"
+    assert prompts.clean_rationale(raw, cut_off=True) == ("First we add 3 and 4. That gives 7 apples.", None)
+    assert prompts.clean_rationale(raw)[0] == raw  # a generation that ended by itself keeps everything
+    assert prompts.clean_rationale("So 3 + 4 = 7.5 and then", cut_off=True)[0] == "So 3 + 4 = 7.5 and then"
+    # a decimal point is not a sentence end; nothing complete before the cut: all of it is kept

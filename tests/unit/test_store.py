@@ -330,3 +330,15 @@ def test_accepted_rationales_in_arrow_and_as_a_mapping(tmp_path: Path) -> None:
     ids = pa.array(["c", "b", "a", "zz"])
     assert store.rationale_of(ids, mapping).to_pylist() == [None, "b", "last a", None]
     assert store.rationale_of(ids, {"a": "x"}).to_pylist() == [None, None, "x", None]  # a plain dict too
+
+
+def test_summarize_counts_how_generations_ended_and_the_accepted_rationales_median_words() -> None:
+    table = store._with_added(rows(["a", "b", "c", "d"], reasons=["", "", "", "repetitive"]))
+    table = table.set_column(table.schema.get_field_index("finish"), "finish",
+                             pa.array(["eos", "length", "eos", "length"]))
+    table = table.set_column(table.schema.get_field_index("rationale"), "rationale",
+                             pa.array(["one two three", "one", "one two three four five", "x " * 50]))
+    figures = store.summarize(table)
+    assert (figures["ended_by_eos"], figures["ended_by_limit"]) == (2, 2)
+    assert figures["median_words"] == 3.0  # of the accepted ones only: 3, 1, 5
+    assert store.summarize(rows(["a"]))["ended_by_eos"] == 0  # stored before the column: not counted either way

@@ -227,3 +227,17 @@ def test_the_stage_input_stats_do_not_grow_with_its_blocks(ray_local):
 
     few, many = stats_bytes(5), stats_bytes(4_000)
     assert many < 2 * few, (few, many)
+
+
+def test_a_rationale_cut_at_the_token_limit_loses_its_unfinished_sentence_and_says_why_it_ended(worker) -> None:
+    prompts = ["p" * 10, "p" * 11]
+
+    class Ending(ScriptedEngine):
+        def generate_ids(self, prompt_ids):
+            return [Generation(g.text, g.prompt_tokens, g.new_tokens, finish="length" if ids[0] == 10 else "eos")
+                    for g, ids in zip(super().generate_ids(prompt_ids), prompt_ids)]
+
+    worker.engine = Ending({prompts[0]: " 12 + 3 = 15. So it is 15 and the oth", prompts[1]: " 12 + 3 = 15. So it"})
+    out = worker(batch(["train", "train"], prompts))
+    assert out["rationale"] == ["12 + 3 = 15.", "12 + 3 = 15. So it"]
+    assert out["finish"] == ["length", "eos"]

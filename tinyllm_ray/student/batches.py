@@ -138,6 +138,19 @@ class Encoder:
             out = self._ids(texts, self.max_target)
         return [x if str(t) else np.zeros(0, np.int32) for x, t in zip(out, texts)]
 
+    def cut(self, task_inputs: Sequence[str], texts: Sequence[str]) -> tuple[int, int]:
+        """How many inputs and how many (non-empty) targets of these rows ``sources`` and ``targets`` cut to the
+        token limits (what the student never sees of a long question or a long rationale)."""
+        lengths = self.tok([str(t) for t in task_inputs], add_special_tokens=True)["input_ids"]
+        extra = len(self.tok(prompts.CAUSAL_SEPARATOR, add_special_tokens=False)["input_ids"]) \
+            if self.layout == "causal" else 0
+        inputs = sum(len(x) + extra > self.max_input for x in lengths)
+        given = [str(t) for t in texts if str(t)]
+        special = self.layout != "causal"  # seq2seq tokenizers add the EOS; causal targets get it by hand
+        target_lengths = self.tok(given, add_special_tokens=special)["input_ids"] if given else []
+        targets = sum(len(x) + (not special) > self.max_target for x in target_lengths)
+        return inputs, targets
+
     def marker(self, task: str) -> np.ndarray:
         return np.asarray(self.tok(task_marker(task, self.text).strip(), add_special_tokens=False)["input_ids"],
                           np.int32)
@@ -293,3 +306,32 @@ def bucketed(window: dict[str, np.ndarray], batch_size: int, rng: np.random.Gene
 
 def student_layout(config: Config) -> str:
     return layout_of(is_encoder_decoder(config.student.model, config.student.trust_remote_code), config.train.mode)
+
+
+# Rows per task whose truncation the student stage counts (the first ones of the table): enough for a share to a
+# percent, cheap at a million questions.
+TRUNCATION_SAMPLE = 20_000
+
+
+def truncation(table: pa.Table, config: Config, sample: int = TRUNCATION_SAMPLE) -> dict[str, dict[str, int]]:
+    """Per task, of the first ``sample`` training rows: ``rows`` checked, ``inputs_cut`` (prefix + question over
+    ``student.max_input_tokens``), ``targets`` (rows with a target) and ``targets_cut`` (answers or rationales over
+    ``student.max_target_tokens``), with the student's own tokenizer. ``table``: ``example_table``'s rows."""
+    s = config.student
+    tokenizer = AutoTokenizer.from_pretrained(s.model, trust_remote_code=s.trust_remote_code)
+    layout = layout_of(is_encoder_decoder(s.model, s.trust_remote_code), config.train.mode)
+    text = prompts.StudentText.of(s)
+    encoder = Encoder(tokenizer, "seq2seq" if layout == "one_encoder" else layout, s.max_input_tokens,
+                      s.max_target_tokens, text=text)
+    rows = table.slice(0, sample)
+    blocks = rows.column(input_col(QUESTION)).to_pylist()
+    out = {}
+    for task in [prompts.ANSWER_TASK, *config.teacher_names()]:
+        if target_col(task) not in rows.column_names:
+            continue
+        targets = rows.column(target_col(task)).to_pylist()
+        inputs = blocks if layout == "one_encoder" else [text.prefix(task) + b for b in blocks]
+        inputs_cut, targets_cut = encoder.cut(inputs, targets)
+        out[task] = {"rows": rows.num_rows, "inputs_cut": inputs_cut, "targets": sum(bool(t) for t in targets),
+                     "targets_cut": targets_cut}
+    return out

@@ -38,7 +38,7 @@ from tinyllm_ray import answers as open_answers
 from tinyllm_ray import metrics, prompts
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.teachers.engines import make_engine
+from tinyllm_ray.teachers.engines import LENGTH, make_engine
 from tinyllm_ray.teachers.source import PromptSource, pack, unpack
 
 # Rows per actor call for the HF engine: a few engine batches, so it can sort prompts by length within
@@ -134,7 +134,7 @@ class TeacherWorker:
                 else:
                     prompt = str(variants[i][chosen[i]])
                     text, reason = prompts.clean_rationale(g.text, question, prompt, self.teacher.min_rationale_words,
-                                                           self.lead)
+                                                           self.lead, cut_off=g.finish == LENGTH)
                 raw, p_tokens, n_tokens = g.text, g.prompt_tokens, g.new_tokens
                 used = len(variants[i]) - 1 - chosen[i]
             if answering:
@@ -226,4 +226,8 @@ def rationale_stage(source: PromptSource, teacher: TeacherConfig, placement_grou
     # Ray 2.60 with a placement group: 3 calls at once, then 1), so the engine's batch drained between calls again.
     # The group already bounds what the stage uses, and this dataset has no other operator to share it with.
     dataset.context.op_resource_reservation_enabled = False
+    # Ray Data's high-memory detector warns on the console every 30 s that a replica uses gigabytes its actor did
+    # not request: that is the engine's own, sized on purpose (vLLM's key/value cache: gpu_memory_utilization of
+    # host memory on CPU), and the placement group already holds the replica's resources. (-1: off, its own doc.)
+    dataset.context.issue_detectors_config.high_memory_detector_config.detection_time_interval_s = -1
     return dataset
