@@ -100,8 +100,10 @@ def prepare(config: Config) -> Prepared:
         except stages.NotOursError as err:
             raise ConfigError(f"tiny_models: {err}") from None
     validate(config)
-    # The run dir keeps the config as written (a resubmitted job unpacks to another working dir);
-    # the stages get absolute paths.
+    # GGUF files and packages are fetched and converted before the run directory is written: a model that cannot
+    # be had leaves nothing behind. The stages get absolute paths and converted folders; the run dir keeps the
+    # config as written (a resubmitted job unpacks to another working dir).
+    final = resolve_models(with_absolute_paths(resolve_task(config, data)))
     run_path = runs.create(where, config)
     with open(run_path / "rejects.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in data.rejects)
@@ -112,7 +114,7 @@ def prepare(config: Config) -> Prepared:
     if data.rejects:
         log.warning("%d rows rejected (reasons by split: %s); see %s", len(data.rejects), data.reject_counts(),
                     run_path / "rejects.jsonl")
-    return Prepared(resolve_models(with_absolute_paths(resolve_task(config, data))), run_path, data)
+    return Prepared(final, run_path, data)
 
 
 def describe_model(model: str) -> str:

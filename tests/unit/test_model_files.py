@@ -213,3 +213,18 @@ def test_the_config_checks_name_a_missing_model_file_and_pass_a_present_one(tmp_
         validate(from_dict(raw))
     assert "teachers.0.model: model file" in str(err.value) and "nope.gguf' does not exist" in str(err.value)
     assert "student.model" not in str(err.value)  # the GGUF file that exists is fine before it is converted
+
+
+def test_a_run_whose_model_file_is_broken_stops_before_writing_its_run_directory(cache: Path, tiny_gguf: Path,
+                                                                                  tmp_path: Path) -> None:
+    from tests.helpers import tiny_run_config
+    from tinyllm_ray import pipeline
+    from tinyllm_ray.config import ConfigError, from_dict
+
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_gguf.read_bytes()[:4096])
+    raw = tiny_run_config(tmp_path, tmp_path / "runs", "r", teachers=0, student={"model": str(cut)})
+    raw["train"]["alpha"] = {}
+    with pytest.raises(ConfigError, match=r"^student\.model: .*cut\.gguf"):
+        pipeline.prepare(from_dict(raw))
+    assert not (tmp_path / "runs").exists()
