@@ -443,12 +443,14 @@ def source_of(folder: str | Path) -> dict[str, Any] | None:
 
 
 def describe(folder: str) -> str:
-    """How a report names a model: a converted one by the file or package it came from."""
+    """How a report names a model: a converted one by the package or file it came from (the folder it was
+    converted to is in ``source_of``'s marker and the log)."""
     source = source_of(folder)
     if not source:
         return folder
-    origin = f"pypi:{source['package']}/{source['member']}" if source.get("package") else source.get("file", "?")
-    return f"{origin} (GGUF, converted to {folder})"
+    if source.get("package"):
+        return f"pypi:{source['package']}/{source['member']}"
+    return str(source.get("file", folder))
 
 
 def main(argv: list[str] | None = None) -> int:

