@@ -122,7 +122,10 @@ def test_the_vllm_engine_gives_the_hf_engines_greedy_text(smollm2: str, hf_gener
 
     engine = VLLMEngine(smollm2, Settings.from_teacher(_teacher(smollm2, "vllm", 48)), name="smol-vllm")
     _, hf, texts = hf_generations
-    generations = engine.generate(texts)
+    try:
+        generations = engine.generate(texts)
+    finally:
+        engine.close()  # its memory, for the vLLM engines of later tests in this process
     france = generations[0]
     assert france.text == hf[0].text and france.finish == "eos" and france.new_tokens == hf[0].new_tokens
     assert generations[1].finish == "length" and generations[1].new_tokens == 48

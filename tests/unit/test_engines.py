@@ -217,3 +217,18 @@ def test_make_engine_hf(tiny_models: Path) -> None:
     assert engine.max_prompt_tokens == 193
     assert engine.sampling == {"do_sample": False}
     assert engines.ENGINES["hf"] is engines.HFEngine
+
+
+def test_chat_template_on_is_refused_for_a_tokenizer_without_one(tiny_models, tmp_path) -> None:
+    from tests.helpers import tiny_run_config
+    from tinyllm_ray.config import ConfigError, from_dict, validate
+
+    raw = tiny_run_config(tiny_models, tmp_path, "r", teachers=1)
+    raw["teachers"][0]["chat_template"] = "on"
+    with pytest.raises(ConfigError, match=r"teachers\.0\.chat_template: on, but the tokenizer of .* has no chat"):
+        validate(from_dict(raw))
+    raw["teachers"][0]["chat_template"] = "auto"
+    validate(from_dict(raw))
+    with pytest.raises(ValueError, match="has no chat template"):  # the engine's own check, for models from files
+        engines.uses_chat_template(type("Tok", (), {"chat_template": None})(), "on", "m")
+    assert engines.uses_chat_template(type("Tok", (), {"chat_template": None})(), "auto", "m")

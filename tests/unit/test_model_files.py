@@ -228,3 +228,15 @@ def test_a_run_whose_model_file_is_broken_stops_before_writing_its_run_directory
     with pytest.raises(ConfigError, match=r"^student\.model: .*cut\.gguf"):
         pipeline.prepare(from_dict(raw))
     assert not (tmp_path / "runs").exists()
+
+
+def test_tinyllm_models_fetch_prints_the_folder_or_one_error_line(cache: Path, tiny_gguf: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    from tinyllm_ray import cli
+
+    assert cli.main(["models", "fetch", str(tiny_gguf)]) == 0
+    folder = capsys.readouterr().out.strip().splitlines()[-1]
+    assert model_files.source_of(folder)["gguf_sha256"] == model_files.file_sha256(tiny_gguf)
+    assert cli.main(["models", "fetch", str(tmp_path / "missing.gguf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: model: ") and "does not exist" in err[-1]

@@ -102,3 +102,16 @@ def test_a_refused_prompt_fails_its_call_only() -> None:
         feeding.submit([[5, 1], [-1, 2]])
     assert fake.aborted == ["0-0", "0-1"] and fake.unfinished == []
     assert [o.outputs[0].text for o in feeding.submit([[7, 7]])] == ["7 7"]  # the engine goes on
+
+
+def test_closing_the_feeder_stops_its_thread_after_the_work_in_the_engine() -> None:
+    from vllm import SamplingParams
+
+    fake = FakeEngine()
+    feeding = feeder.ContinuousFeeder(fake, SamplingParams(max_tokens=4))
+    assert [o.outputs[0].text for o in feeding.submit([[3, 1]])] == ["3 1"]
+    thread = feeding.thread
+    assert thread.is_alive()
+    feeding.close()
+    assert not thread.is_alive() and feeding.thread is None
+    feeding.close()  # twice is fine

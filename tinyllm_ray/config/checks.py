@@ -47,6 +47,16 @@ def _read_model_config(model: str) -> dict | None:
     return raw if isinstance(raw, dict) else None
 
 
+def _has_chat_template(folder: Path) -> bool:
+    """Whether a model folder's tokenizer has a chat template (its own file, or a key of tokenizer_config.json)."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _teacher_engine_errors(teachers: list[TeacherConfig], check_paths: bool) -> list[str]:
     errors = []
     for i, t in enumerate(teachers):
@@ -69,6 +79,9 @@ def _teacher_engine_errors(teachers: list[TeacherConfig], check_paths: bool) -> 
         if t.engine == "vllm" and model_config.get("is_encoder_decoder"):
             errors.append(f"teachers.{i}.engine: vLLM does not serve encoder-decoder models such as "
                           f"{t.model!r}; use engine: hf")
+        if t.chat_template == "on" and not _has_chat_template(Path(t.model).expanduser()):
+            errors.append(f"teachers.{i}.chat_template: on, but the tokenizer of {t.model!r} has no chat template; "
+                          f"use auto or off")
         if t.dtype == "float16" and is_t5_family(model_config):
             errors.append(f"teachers.{i}.dtype: {t.model!r} is a T5-family model, whose activations overflow "
                           f"float16 (NaN/inf); use bfloat16, float32 or auto")

@@ -20,8 +20,8 @@
 Both render a prompt through the tokenizer's chat template when it has one (``chat_template: auto``; ``on``
 demands one, ``off`` sends the raw text), decode greedily whatever the model's own ``generation_config`` says
 (``devices.plain_generation_config``; vLLM: ``generation_config="vllm"``), never write special tokens into the
-text, and say why each generation stopped (``Generation.finish``: ``eos`` or ``length``). Both expose ``encode`` and ``max_prompt_tokens`` so the teacher stage can check a prompt's length
-*before* submitting it (a prompt over vLLM's ``max_model_len`` would abort the whole batch).
+text, and say why each generation stopped (``Generation.finish``: ``eos`` or ``length``). Both expose
+``encode`` and ``max_prompt_tokens`` so the teacher stage can check a prompt's length *before* submitting it (a prompt over vLLM's ``max_model_len`` would abort the whole batch).
 Both take their generation settings as one ``Settings`` (``Settings.from_teacher``); ``ENGINES`` maps the
 config's ``engine`` name to a class; ``make_engine`` builds one from a teacher. Device, dtype, pad id and
 encoder-decoder detection are ``tinyllm_ray.devices``' rules, shared with the student.
@@ -351,6 +351,15 @@ class VLLMEngine:
 
         self.feeder = ContinuousFeeder(self.llm.llm_engine, self.sampling)
         self._tokenizer_lock = threading.Lock()  # a fast tokenizer is not safe to call from two threads at once
+
+    def close(self) -> None:
+        """Stop the engine's stepping thread and drop the engine, so its memory (vLLM budgets the process's whole
+        footprint on CPU) is free for another engine in this process."""
+        import gc
+
+        self.feeder.close()
+        del self.feeder, self.llm
+        gc.collect()
 
     def encode(self, prompts: list[str]) -> list[list[int]]:
         with self._tokenizer_lock:

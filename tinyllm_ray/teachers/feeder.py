@@ -9,6 +9,9 @@ import threading
 from typing import Any
 
 
+_STOP = object()  # put in the inbox by ``close``
+
+
 class ContinuousFeeder:
     """Keeps one vLLM engine's batch full across calls: a single thread owns the engine, adds the requests of
     every call that arrives (between two engine steps, so they join the running batch), steps the engine while
@@ -47,18 +50,35 @@ class ContinuousFeeder:
             self.inbox.put((prompt_ids, done))
         return done.result()
 
+    def close(self) -> None:
+        """Stop the stepping thread once the engine has no work (calls still waiting get no answer): the engine can
+        then be freed. For a process that starts another engine after this one (tests); an actor just exits."""
+        with self.start_lock:
+            thread, self.thread = self.thread, None
+            if thread is not None:
+                self.inbox.put(_STOP)
+        if thread is not None:
+            thread.join()
+
     def _run(self) -> None:
         calls: dict[int, tuple[list[Any], concurrent.futures.Future]] = {}  # call -> (outputs so far, future)
         where: dict[str, tuple[int, int]] = {}  # request id -> (call, index in the call)
         try:
             while True:
                 # Wait for work only when the engine has none; else take what arrived and step at once.
-                self._take(self.inbox.get() if not where else None, calls, where)
+                item = self.inbox.get() if not where else None
+                if item is _STOP:
+                    return
+                self._take(item, calls, where)
                 while True:
                     try:
-                        self._take(self.inbox.get_nowait(), calls, where)
+                        item = self.inbox.get_nowait()
                     except queue.Empty:
                         break
+                    if item is _STOP:  # once the work in the engine is done
+                        self.inbox.put(_STOP)
+                        break
+                    self._take(item, calls, where)
                 for out in self.engine.step():
                     if not out.finished or out.request_id not in where:
                         continue
