@@ -240,3 +240,21 @@ def test_tinyllm_models_fetch_prints_the_folder_or_one_error_line(cache: Path, t
     assert cli.main(["models", "fetch", str(tmp_path / "missing.gguf")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: model: ") and "does not exist" in err[-1]
+
+
+def test_a_gguf_path_as_a_teacher_and_as_the_student_reaches_the_stages_as_its_folder(cache: Path, tiny_gguf: Path,
+                                                                                     tmp_path: Path) -> None:
+    import yaml
+
+    from tests.helpers import tiny_run_config
+    from tinyllm_ray import pipeline
+    from tinyllm_ray.config import from_dict
+
+    raw = tiny_run_config(tmp_path, tmp_path / "runs", "r", teachers=1, student={"model": str(tiny_gguf)})
+    raw["teachers"][0]["model"] = str(tiny_gguf)
+    prepared = pipeline.prepare(from_dict(raw))
+    folder = model_files.cached(str(tiny_gguf))
+    assert folder and prepared.config.student.model == folder and prepared.config.teachers[0].model == folder
+    saved = yaml.safe_load((prepared.run_dir / "config.yaml").read_text())
+    assert saved["student"]["model"] == str(tiny_gguf)  # the run directory keeps the config as written
+    assert pipeline.resolve_models(from_dict(raw), cached_only=True).student.model == folder  # the dry run's view
