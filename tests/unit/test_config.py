@@ -575,3 +575,20 @@ def test_a_huge_malformed_override_is_quoted_short():
         with pytest.raises(ConfigError) as err:
             apply_override({}, assignment)
         assert len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize(("key", "meant"), [("train.lrr", "train.lr"), ("teachers.0.max_new_token",
+                                                                         "teachers.0.max_new_tokens"),
+                                            ("student.modle", "student.model"), ("tune.gama", "tune.gamma")])
+def test_a_misspelt_key_gets_the_closest_known_key(key: str, meant: str) -> None:
+    raw = _set(base_raw(), key, 1)
+    if key.startswith("tune."):
+        raw["tune"] = {"gama": 1}
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}: unknown key \(did you mean {re.escape(meant)}\?\)"):
+        check(raw)
+
+
+def test_an_unknown_key_like_no_known_one_gets_no_guess() -> None:
+    with pytest.raises(ConfigError) as err:
+        check(_set(base_raw(), "train.zzzzzz", 1))
+    assert "train.zzzzzz: unknown key (got 1)" in str(err.value)

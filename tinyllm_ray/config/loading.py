@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import os
 import re
+import types
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +96,33 @@ _ADAPTER = TypeAdapter(Config)
 MAX_ERRORS = 20
 
 
+def _section_type(loc: Sequence[Any]) -> type | None:
+    """The config dataclass at ``loc`` (``("teachers", 0)`` -> ``TeacherConfig``), None where it is not one."""
+    current: Any = Config
+    for part in loc:
+        if isinstance(part, int) or str(part).isdigit():
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+            current = args[0] if typing.get_origin(current) is list and args else None
+        elif dataclasses.is_dataclass(current):
+            current = typing.get_type_hints(current).get(str(part))
+        else:
+            return None
+        while typing.get_origin(current) in (typing.Union, types.UnionType, typing.Annotated):
+            options = [a for a in typing.get_args(current) if a is not type(None)]
+            current = options[0] if options else None
+    return current if dataclasses.is_dataclass(current) else None
+
+
+def closest_key(loc: Sequence[Any]) -> str | None:
+    """The known key closest to an unknown one at ``loc`` (``train.lrr`` -> ``train.lr``), None when none is close."""
+    section = _section_type(loc[:-1])
+    if section is None:
+        return None
+    names = [f.name for f in dataclasses.fields(section)]
+    near = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    return ".".join([*map(str, loc[:-1]), near[0]]) if near else None
+
+
 def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Build a ``Config`` from plain data, raising ``ConfigError`` that names every bad key."""
     if not isinstance(raw, dict):
@@ -104,7 +135,10 @@ def from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         for e in errors[:MAX_ERRORS]:
             key = shorten(".".join(str(p) for p in e["loc"]) or "(top level)")
             got = "" if e["type"] == "missing" else f" (got {clip(e.get('input'))})"
-            msg = "unknown key" if e["type"] in ("extra_forbidden", "unexpected_keyword_argument") else e["msg"]
+            msg = e["msg"]
+            if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+                near = closest_key(e["loc"])
+                msg = "unknown key" + (f" (did you mean {near}?)" if near else "")
             lines.append(f"  {key}: {msg}{got}")
         if len(errors) > MAX_ERRORS:
             lines.append(f"  ... and {len(errors) - MAX_ERRORS} more")
