@@ -1,7 +1,8 @@
 """Stage order, run directory and caching: the only module that starts or joins Ray.
 
-    prepare(config)  -- no Ray: config checks, data loading, run directory (runs.py), tiny models
-    run(config)      -- prepare, then teachers -> student training -> evaluation -> report
+    prepare(config)  -- no Ray: config checks, data loading, run directory (runs.py), tiny models, model files
+    run(config)      -- prepare, the run directory's lock (run_lock.py), then teachers -> student training ->
+                        evaluation -> report
 
 ``run`` joins the cluster of ``ray job submit`` / ``RAY_ADDRESS`` / ``ray start`` when there is one
 and starts a local Ray otherwise. Each finished stage leaves a marker keyed by a hash of the config
@@ -14,7 +15,9 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from tinyllm_ray import console, metrics, prompts, runs, stages
+from tinyllm_ray import console, metrics, prompts, run_lock, runs, stages
 from tinyllm_ray.config import Config, ConfigError, validate, validate_against_data, with_absolute_paths
 from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import Question
@@ -191,10 +194,36 @@ def uses_trained_teachers(config: Config) -> bool:
     return any(Path(t.model).expanduser().resolve() in {root / n for n in TRAINED_TEACHERS} for t in config.teachers)
 
 
+# How long the driver tries to reach a cluster's address before it says nothing answers there.
+REACH_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, key: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """``ConfigError`` naming ``address`` and ``key`` when nothing accepts a connection at its host and port within
+    ``timeout_s``: ``ray.init`` would instead retry for minutes, printing a warning every few seconds. Addresses
+    without a port (``auto``, ``local``) are Ray's to find."""
+    target = re.sub(r"^[a-z]+://", "", address.strip()).split("/", 1)[0]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    start = time.perf_counter()
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        why = "no answer" if isinstance(err, TimeoutError) else (err.strerror or type(err).__name__)
+        raise ConfigError(f"{key}: nothing answers at {address} ({why} after {time.perf_counter() - start:.1f} s); "
+                          f"start a Ray head there (ray start --head), or unset {key} to run on an embedded "
+                          f"local Ray") from None
+
+
 def connect_ray(config: Config) -> None:
     """Join a running cluster when there is one, else start a local Ray."""
     if ray.is_initialized():
         return
+    if config.ray.address:
+        check_reachable(config.ray.address, "ray.address")
+    elif os.environ.get("RAY_ADDRESS"):  # what ray.init() joins when given no address
+        check_reachable(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
     # Quiet console: the workers' output stays in Ray's logs (``<run>/logs/ray``), Ray's own INFO lines too.
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING} if console.quiet() else {}
     if config.ray.address:
@@ -348,11 +377,15 @@ def run(config: Config) -> dict[str, Any]:
     """The whole workflow; returns the report (also written to ``<run>/report.json``)."""
     clock = Stopwatch()
     p = prepare(config)
-    run_log = console.attach_run_dir(p.run_dir)
+    lock = run_lock.hold(p.run_dir)  # one driver per run directory: a second one stops here, before Ray
     try:
-        return _run(p, clock)
+        run_log = console.attach_run_dir(p.run_dir)
+        try:
+            return _run(p, clock)
+        finally:
+            console.detach(run_log)
     finally:
-        console.detach(run_log)
+        lock.release()
 
 
 def _run(p: Prepared, clock: Stopwatch) -> dict[str, Any]:
