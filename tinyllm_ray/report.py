@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 
 TEACHER_FIELDS = ("name", "model", "rationales", "rejected", "rejected_by_reason", "acceptance_rate",
-                  "median_words", "ended_by_eos", "ended_by_limit", "tokens_generated", "generated_now", "seconds", "evaluated", "valid_accuracy", "test_accuracy",
-                  "unparsed", "too_long", "not_evaluated_because")
+                  "median_words", "ended_by_eos", "ended_by_limit", "quarantined", "tokens_generated",
+                  "generated_now", "seconds", "evaluated", "valid_accuracy", "test_accuracy", "unparsed", "too_long",
+                  "not_evaluated_because")
 
 
 def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list[dict[str, Any]],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -113,9 +115,12 @@ def test_torn_part_is_skipped_and_the_rest_read(tmp_path: Path) -> None:
     torn.write_bytes(b"PAR1 not really parquet")
     store.append(tmp_path, T, rows(["c"]))
     assert done_keys(tmp_path, T) == {"k-a", "k-b", "k-c"}
-    store.finish(tmp_path, T, "s", {"k-a", "k-b", "k-c"}, {})
+    info = store.finish(tmp_path, T, "s", {"k-a", "k-b", "k-c"}, {})
     assert not torn.exists()
     assert parquet_files(tmp_path) == [store.COMPACTED]
+    [moved] = (store.teacher_dir(tmp_path, T) / store.QUARANTINE).iterdir()  # kept aside, not deleted
+    assert moved.name.startswith("part-torn.parquet.") and moved.read_bytes() == b"PAR1 not really parquet"
+    assert info["quarantined"] == 1
 
 
 def test_older_layout_files_ignored(tmp_path: Path) -> None:
@@ -293,7 +298,7 @@ def test_streamed_compaction_keeps_the_rows_and_order_of_the_whole_table_one(tmp
     compacted = pq.read_table(store.teacher_dir(tmp_path, T) / store.COMPACTED)
     assert compacted.schema == store.SCHEMA
     assert compacted.equals(expected)
-    assert info == {"key": "s1", "seconds": 2.0, **store.summarize(expected)}
+    assert info == {"key": "s1", "seconds": 2.0, **store.summarize(expected), "stored_rows": 6, "quarantined": 0}
     by_id = dict(zip(compacted.column("id").to_pylist(), compacted.column("rationale").to_pylist()))
     assert by_id["b"] == "again b" and info["rejected_by_reason"] == {} and info["rows"] == 5
 
@@ -302,13 +307,13 @@ def test_finish_reads_no_whole_file_beyond_its_key_column(tmp_path: Path, monkey
     for start in range(0, 6, 2):
         store.append(tmp_path, T, rows([f"q{start}", f"q{start + 1}"]))
     whole_reads: list[list[str]] = []
-    read_table = pq.read_table
 
-    def spy(path, *args, columns=None, **kw):
-        whole_reads.append(list(columns) if columns is not None else ["<every column>"])
-        return read_table(path, *args, columns=columns, **kw)
+    class Spy(pq.ParquetFile):
+        def read(self, columns=None, **kw):
+            whole_reads.append(list(columns) if columns is not None else ["<every column>"])
+            return super().read(columns=columns, **kw)
 
-    monkeypatch.setattr(store.pq, "read_table", spy)
+    monkeypatch.setattr(store.pq, "ParquetFile", Spy)
     store.finish(tmp_path, T, "s", {f"k-q{i}" for i in range(6)}, {})
     assert whole_reads and all(columns == ["key"] for columns in whole_reads)
     assert sorted(store.read_table(tmp_path, T).column("id").to_pylist()) == sorted(f"q{i}" for i in range(6))
@@ -342,3 +347,48 @@ def test_summarize_counts_how_generations_ended_and_the_accepted_rationales_medi
     assert (figures["ended_by_eos"], figures["ended_by_limit"]) == (2, 2)
     assert figures["median_words"] == 3.0  # of the accepted ones only: 3, 1, 5
     assert store.summarize(rows(["a"]))["ended_by_eos"] == 0  # stored before the column: not counted either way
+
+
+def _damage(path: Path, column: str) -> None:
+    """Flip bytes in the middle of one column's pages in the first row group (the footer stays readable): what a
+    bad disk or a bad copy does, and what only the pages' checksums catch."""
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(store.SCHEMA.names.index(column))
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    at = start + chunk.total_compressed_size - 6  # inside the column's last page, after its header
+    data = bytearray(path.read_bytes())
+    data[at:at + 4] = bytes(b ^ 0xFF for b in data[at:at + 4])
+    path.write_bytes(bytes(data))
+
+
+def test_a_part_damaged_on_disk_is_quarantined_and_only_its_rows_are_missing(tmp_path: Path, caplog) -> None:
+    store.append(tmp_path, T, rows(["a", "b"], text="x" * 400))
+    store.append(tmp_path, T, rows(["c", "d"], text="y" * 400))
+    damaged = sorted(store.teacher_dir(tmp_path, T).glob("part-*.parquet"))[0]
+    lost = set(pq.read_table(damaged, columns=["key"]).column("key").to_pylist())
+    _damage(damaged, "key")
+    with caplog.at_level(logging.WARNING):
+        keys = done_keys(tmp_path, T)
+    assert keys == {"k-a", "k-b", "k-c", "k-d"} - lost  # the others' rows stay stored; these are generated again
+    assert str(damaged) in caplog.text and "moved to" in caplog.text
+    assert not damaged.exists() and store.quarantined(tmp_path, T) == 1
+
+
+def test_a_compacted_file_cut_short_is_quarantined_and_the_teacher_is_no_longer_complete(tmp_path: Path) -> None:
+    store.append(tmp_path, T, rows(["a", "b"]))
+    store.finish(tmp_path, T, "s", {"k-a", "k-b"}, {})
+    compacted = store.teacher_dir(tmp_path, T) / store.COMPACTED
+    compacted.write_bytes(compacted.read_bytes()[:-40])  # cut short: "Parquet magic bytes not found in footer"
+    assert store.finished(tmp_path, T, "s") is None  # not reused: its rows are generated again
+    assert not compacted.exists() and store.quarantined(tmp_path, T) == 1
+    assert not (store.teacher_dir(tmp_path, T) / stages.MARKER).exists()
+
+
+def test_a_compacted_file_damaged_later_fails_naming_it_and_the_next_run_regenerates(tmp_path: Path) -> None:
+    store.append(tmp_path, T, rows(["a", "b"], text="z" * 2000))
+    store.finish(tmp_path, T, "s", {"k-a", "k-b"}, {})
+    compacted = store.teacher_dir(tmp_path, T) / store.COMPACTED
+    _damage(compacted, "rationale")
+    assert store.finished(tmp_path, T, "s") is not None  # its footer and row count still check
+    with pytest.raises(store.DamagedStoreError, match=rf"{re.escape(str(compacted))} failed to read .*Run again"):
+        store.read_table(tmp_path, T)
+    assert store.finished(tmp_path, T, "s") is None and done_keys(tmp_path, T) == set()

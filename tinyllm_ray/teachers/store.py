@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -61,10 +62,51 @@ def teacher_dir(run_dir: Path, teacher: str) -> Path:
     return run_dir / "rationales" / teacher
 
 
+QUARANTINE = "quarantine"
+
+
+class DamagedStoreError(RuntimeError):
+    """A stored file failed to read or to check after the run had counted on it (moved to ``quarantine/``)."""
+
+
+def quarantine(path: Path, why: str) -> Path:
+    """Move a stored file that failed to read or to check into ``quarantine/`` beside it (never deleted: the user
+    may want it), with a warning naming it; its rows count as not stored, so they are generated again."""
+    place = path.parent / QUARANTINE
+    place.mkdir(exist_ok=True)
+    target = place / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    path.rename(target)
+    log.warning("rationale store: %s failed its check (%s); moved to %s, its rows will be generated again",
+                path, why, target)
+    return target
+
+
+def quarantined(run_dir: Path, teacher: str) -> int:
+    """How many of the teacher's files were moved aside (``quarantine``), in this run or an earlier one."""
+    place = teacher_dir(run_dir, teacher) / QUARANTINE
+    return sum(1 for p in place.iterdir() if p.name.endswith(".parquet") or ".parquet." in p.name) \
+        if place.is_dir() else 0
+
+
 def finished(run_dir: Path, teacher: str, key: str) -> dict[str, Any] | None:
-    """The stage figures of a complete teacher with this key, else None."""
-    info = stages.finished(teacher_dir(run_dir, teacher), key)
-    return info if info is not None and (teacher_dir(run_dir, teacher) / COMPACTED).is_file() else None
+    """The stage figures of a complete teacher with this key, else None. The compacted file is checked first (its
+    footer, and its row count against the marker's): a damaged one is quarantined with the marker, and the teacher
+    is not complete any more (its rows are generated again)."""
+    directory = teacher_dir(run_dir, teacher)
+    info = stages.finished(directory, key)
+    path = directory / COMPACTED
+    if info is None or not path.is_file():
+        return None
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+        why = None if rows == info.get("stored_rows", rows) else f"{rows} rows, its marker says {info['stored_rows']}"
+    except (pa.ArrowInvalid, OSError) as err:
+        why = str(err)
+    if why is not None:
+        quarantine(path, why)
+        (directory / stages.MARKER).unlink(missing_ok=True)
+        return None
+    return info
 
 
 def stored(run_dir: Path, teacher: str, columns: Sequence[str] | None = None) -> pa.Table:
@@ -88,18 +130,17 @@ def _read(path: Path, names: Sequence[str], row_group: int | None = None) -> pa.
     """``names`` of one stored file (or of one of its row groups) in ``SCHEMA``'s types, columns added since it
     was written filled in; None for a file of another layout or a torn one."""
     try:
-        have = set(pq.read_schema(path).names)
+        file = pq.ParquetFile(path, page_checksum_verification=True)  # pages written with CRCs are checked
+        have = set(file.schema_arrow.names)
         if not set(SCHEMA.names) <= have | _ADDED.keys():
             return None
         read = [c for c in names if c in have]  # the rest: _ADDED, filled in
-        if row_group is None:
-            table = pq.read_table(path, columns=read)
-        else:
-            table = pq.ParquetFile(path).read_row_group(row_group, columns=read)
-    except (pa.ArrowInvalid, OSError) as err:  # a torn file from a crash; its rows are generated again
-        if row_group is not None:  # ``finish`` chose rows of this file from its keys: skipping it would lose them
-            raise
-        log.warning("rationale store: skipping unreadable %s (%s)", path, err)
+        table = file.read(columns=read) if row_group is None else file.read_row_group(row_group, columns=read)
+    except (pa.ArrowInvalid, OSError) as err:  # torn by a crash or damaged on disk: its rows are generated again
+        moved = quarantine(path, str(err))
+        if row_group is not None:  # ``finish`` chose rows of this file from its keys: they are missing now
+            raise DamagedStoreError(f"rationale store: {path} failed its check while compacting ({err}); moved to "
+                                    f"{moved}. Run again: only its rows are generated again") from None
         return None
     return _with_added(table, names).select(list(names)).cast(_schema(names))
 
@@ -115,7 +156,7 @@ def append(run_dir: Path, teacher: str, table: pa.Table) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     name = f"part-{uuid.uuid4().hex}.parquet"
     tmp = directory / f".{name}.tmp"
-    pq.write_table(_with_added(table).select(SCHEMA.names).cast(SCHEMA), tmp)
+    pq.write_table(_with_added(table).select(SCHEMA.names).cast(SCHEMA), tmp, write_page_checksum=True)
     tmp.rename(directory / name)
 
 
@@ -161,7 +202,7 @@ def finish(run_dir: Path, teacher: str, key: str, row_keys: Collection[str] | pa
     tmp = directory / f".{COMPACTED}.tmp"
     summary: list[pa.Table] = []
     held: list[pa.Table] = []
-    with pq.ParquetWriter(tmp, SCHEMA) as writer:
+    with pq.ParquetWriter(tmp, SCHEMA, write_page_checksum=True) as writer:
         def write() -> None:
             if held:
                 writer.write_table(pa.concat_tables(held))
@@ -186,7 +227,8 @@ def finish(run_dir: Path, teacher: str, key: str, row_keys: Collection[str] | pa
     for path in old:
         path.unlink()
     table = pa.concat_tables(summary) if summary else _summary_part(SCHEMA.empty_table())
-    info = {"key": key, **extra, **summarize(table)}
+    info = {"key": key, **extra, **summarize(table), "stored_rows": len(chosen),
+            "quarantined": quarantined(run_dir, teacher)}
     marker.write_text(json.dumps(info, indent=2))
     return info
 
@@ -270,10 +312,18 @@ def read_table(run_dir: Path, teacher: str, columns: Sequence[str] | None = None
     """The compacted rows of a complete teacher (columns added since it was written are filled in); only
     ``columns`` when given (a million rows' rationale texts are not read to score a few thousand answers)."""
     path = teacher_dir(run_dir, teacher) / COMPACTED
-    if columns is None:
-        return _with_added(pq.read_table(path))
-    have = set(pq.read_schema(path).names)
-    return _with_added(pq.read_table(path, columns=[c for c in columns if c in have]), columns).select(list(columns))
+    try:
+        file = pq.ParquetFile(path, page_checksum_verification=True)
+        if columns is None:
+            return _with_added(file.read())
+        have = set(file.schema_arrow.names)
+        table = file.read(columns=[c for c in columns if c in have])
+    except (pa.ArrowInvalid, OSError) as err:  # damaged since the teacher finished: it is not complete any more
+        moved = quarantine(path, str(err))
+        (path.parent / stages.MARKER).unlink(missing_ok=True)
+        raise DamagedStoreError(f"rationale store: {path} failed to read ({err}); moved to {moved}. Run again: "
+                                f"teacher {teacher!r} generates its rows again") from None
+    return _with_added(table, columns).select(list(columns))
 
 
 def _with_added(table: pa.Table, columns: Sequence[str] | None = None) -> pa.Table:
