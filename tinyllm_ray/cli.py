@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -107,6 +108,9 @@ def distill(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         return dry_run(config, args)
+    # SIGTERM (``ray job stop``, a scheduler's stop) unwinds the run as Ctrl-C does: its lock released, what was
+    # finished kept, one line instead of a traceback.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         pipeline.run(config)
     except (ConfigError, DataError, NotOursError) as err:
@@ -115,7 +119,18 @@ def distill(args: argparse.Namespace) -> int:
     except pipeline.StageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except (pipeline.Interrupted, KeyboardInterrupt) as err:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C during the exit changes nothing
+        print(str(err) if isinstance(err, pipeline.Interrupted) else "interrupted while the run was being prepared; "
+              "nothing is lost: run the same command again", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def dry_run(config, args: argparse.Namespace) -> int:

@@ -45,6 +45,10 @@ class StageError(RuntimeError):
     """A stage failed while running on Ray; the message names the stage and the root cause."""
 
 
+class Interrupted(RuntimeError):
+    """The run was stopped by Ctrl-C or SIGTERM (what ``ray job stop`` sends); the message says what is kept."""
+
+
 @contextlib.contextmanager
 def stage(name: str, run_dir: Path):
     """Turn a failure deep inside Ray into one ``StageError`` naming the stage; finished stages stay stored."""
@@ -382,6 +386,10 @@ def run(config: Config) -> dict[str, Any]:
         run_log = console.attach_run_dir(p.run_dir)
         try:
             return _run(p, clock)
+        except KeyboardInterrupt:
+            log.info("interrupted", exc_info=True)  # where it was, for the log file only
+            raise Interrupted(f"interrupted: finished stages, stored rationales and checkpoints are kept in "
+                              f"{p.run_dir}; run the same command again to resume") from None
         finally:
             console.detach(run_log)
     finally:

@@ -130,3 +130,41 @@ def test_connect_ray_checks_the_address_before_ray_init(monkeypatch) -> None:
     config = dataclasses.replace(config, ray=dataclasses.replace(config.ray, address=f"127.0.0.1:{_dead_port()}"))
     with pytest.raises(ConfigError, match="^ray.address: nothing answers"):
         pipeline.connect_ray(config)
+
+
+def _config_file(tiny_models: Path, tmp_path: Path) -> Path:
+    import yaml
+
+    from tests.helpers import tiny_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_run_config(tiny_models, tmp_path / "runs", "stopped")))
+    return path
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_ends_in_one_line_saying_what_is_kept_and_releases_its_lock(
+        tiny_models: Path, tmp_path: Path, monkeypatch, capsys, how: str) -> None:
+    import signal
+
+    from tinyllm_ray import cli
+
+    def interrupted_run(p, clock):
+        (p.run_dir / "rationales").mkdir()  # a stage's work, to be kept
+        os.kill(os.getpid(), getattr(signal, how))  # Ctrl-C, or what `ray job stop` sends
+        time.sleep(10)
+        raise AssertionError("the signal did not stop the run")
+
+    monkeypatch.setattr(pipeline, "_run", interrupted_run)
+    before, term_before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["distill", "--config", str(_config_file(tiny_models, tmp_path))]) == 130
+    finally:
+        signal.signal(signal.SIGINT, before)  # the CLI ignores a second Ctrl-C on its way out
+    err = capsys.readouterr().err.strip().splitlines()
+    run_dir = tmp_path / "runs" / "stopped"
+    assert err[-1] == (f"interrupted: finished stages, stored rationales and checkpoints are kept in {run_dir}; run "
+                       f"the same command again to resume")
+    assert not any("Traceback" in line for line in err)
+    assert (run_dir / "rationales").is_dir() and not (run_dir / run_lock.LOCK_FILE).exists()
+    assert signal.getsignal(signal.SIGTERM) == term_before  # the CLI's own handler only while it runs
