@@ -322,7 +322,18 @@ def run_student(p: Prepared, baselines: Any = None) -> tuple[dict[str, Any], dic
         trained = train_student(examples, c, p.run_dir, valid=p.splits.get("valid"), arms=arms)
     if info:
         return info, trained
+    from tinyllm_ray.student.arms import checkpoint_problem
     from tinyllm_ray.student.batches import truncation
+
+    # The export is copied only from a checkpoint that loads: the best on valid, else the latest.
+    if (problem := checkpoint_problem(Path(trained["checkpoint"]), state=False)) is not None:
+        latest = trained.get("latest")
+        if latest is None or checkpoint_problem(Path(latest), state=False) is not None:
+            raise StageError(f"student training: its best checkpoint does not load ({problem}) and neither does its "
+                             f"latest; nothing was exported. Delete the damaged checkpoint and run again")
+        log.warning("student: the best checkpoint on valid does not load (%s); exporting the latest, %s", problem,
+                    latest)
+        trained = {**trained, "checkpoint": latest, "best_metrics": trained.get("metrics", {})}
 
     best = trained["best_metrics"]
     info = {"key": key, **{k: trained[k] for k in ("steps", "seconds")}, "final_metrics": trained["metrics"],

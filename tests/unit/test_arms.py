@@ -102,3 +102,38 @@ def test_the_saved_selection_loads_with_its_tied_weights(tiny_models: Path, tmp_
     assert loaded.keys() == original.keys()
     assert all(torch.equal(loaded[k], original[k]) for k in original)  # the selected weights, not the latest
 
+
+
+def test_a_checkpoint_that_would_not_load_is_named_with_its_file(tmp_path) -> None:
+    import torch
+
+    from tinyllm_ray.student.arms import ARMS_DIR, STATE_FILE, checkpoint_problem
+    from tinyllm_ray.tiny import _teacher
+
+    good = tmp_path / "checkpoint_step0000002"
+    _teacher("teacher-a", 64).save_pretrained(good)
+    torch.save({"step": 2}, good / STATE_FILE)
+    assert checkpoint_problem(good) is None
+    weights = good / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short, as a full disk leaves it
+    assert str(weights) in checkpoint_problem(good)
+    other = tmp_path / "checkpoint_step0000004"
+    _teacher("teacher-a", 64).save_pretrained(other)
+    assert STATE_FILE in checkpoint_problem(other)  # no optimizer and schedule state
+    assert checkpoint_problem(other, state=False) is None  # an export needs only the weights
+    torch.save({"step": 4}, other / STATE_FILE)
+    assert "has no model files" in checkpoint_problem(other, ["student", "label-only"])  # an arm missing
+    assert checkpoint_problem(other, ["student"]) is None and (other / ARMS_DIR).exists() is False
+
+
+def test_older_checkpoints_are_the_earlier_steps_beside_it_newest_first(tmp_path) -> None:
+    import ray.train
+
+    from tinyllm_ray.student.train import older_checkpoints
+
+    for step in (2, 4, 6, 10):
+        (tmp_path / f"checkpoint_step{step:07d}").mkdir()
+    (tmp_path / "checkpoint_manager_snapshot.json").write_text("{}")
+    latest = ray.train.Checkpoint.from_directory(str(tmp_path / "checkpoint_step0000006"))
+    assert [c.path.rsplit("/", 1)[-1] for c in older_checkpoints(latest)] == ["checkpoint_step0000004",
+                                                                               "checkpoint_step0000002"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,31 @@ class Arm:
         if self.best_weights is not None:
             unwrap(self.model).save_pretrained(directory, state_dict=self.best_weights)
             tokenizer.save_pretrained(directory)
+
+
+def checkpoint_problem(directory: Path, arms: Sequence[str] = (STUDENT_ARM,), state: bool = True) -> str | None:
+    """Why a checkpoint directory would not load (a weights file cut short, a missing or unreadable state file, an
+    arm without its files), or None. Reads every weights file's header (``safetensors`` checks that the file
+    covers it) and, with ``state``, loads each state file: what loading it for training needs."""
+    import safetensors
+
+    for name in arms:
+        where = directory if name == STUDENT_ARM else directory / ARMS_DIR / name
+        weights = sorted(where.glob("*.safetensors"))
+        if not (where / "config.json").is_file() or not weights:
+            return f"{where} has no model files"
+        for path in weights:
+            try:
+                with safetensors.safe_open(str(path), "pt"):
+                    pass
+            except (OSError, safetensors.SafetensorError) as err:
+                return f"{path}: {err}"
+        if state:
+            try:
+                load_state(where)
+            except (OSError, RuntimeError, EOFError, ValueError) as err:
+                return f"{where / STATE_FILE}: {type(err).__name__}: {err}"
+    return None
 
 
 def load_state(directory: Path) -> dict[str, Any]:

@@ -39,6 +39,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,8 @@ from tinyllm_ray import answers, console, metrics, tracking
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import pad_id, train_device, use_bf16
-from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, STATE_FILE, STUDENT_ARM, Arm, as_numbers, cpu_copy, load_state
+from tinyllm_ray.student.arms import (ARMS_DIR, BEST_DIR, STATE_FILE, STUDENT_ARM, Arm, as_numbers, checkpoint_problem,
+                                     cpu_copy, load_state)
 from tinyllm_ray.student.batches import student_layout
 from tinyllm_ray.student.faults import FailOnce
 from tinyllm_ray.student.feed import epoch_batches, tokenized_dataset
@@ -67,6 +69,56 @@ log = logging.getLogger("tinyllm_ray.student")
 SCORE = "valid_accuracy"
 PLACEMENT_GROUP = "placement_group"  # the workers' placement group id, in reports when asked for
 LOOP_CONFIG = "loop"  # the one key of ``train_loop_config``: a ``LoopConfig``
+
+
+CHECKPOINT_PREFIX = "checkpoint_step"  # checkpoint_step0000012: names sort by step
+
+
+def older_checkpoints(checkpoint: ray.train.Checkpoint) -> list[ray.train.Checkpoint]:
+    """The checkpoints beside ``checkpoint`` in the run's storage (any filesystem Ray Train writes to) with an
+    earlier step, newest first: where a run resumes when its latest checkpoint does not load."""
+    import posixpath
+
+    import pyarrow.fs
+
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    try:
+        found = fs.get_file_info(pyarrow.fs.FileSelector(posixpath.dirname(path)))
+    except OSError:
+        return []
+    name = posixpath.basename(path)
+    older = sorted((i.path for i in found if i.type == pyarrow.fs.FileType.Directory
+                    and posixpath.basename(i.path).startswith(CHECKPOINT_PREFIX)
+                    and posixpath.basename(i.path) < name), reverse=True)
+    return [ray.train.Checkpoint(path=p, filesystem=fs) for p in older]
+
+
+@contextlib.contextmanager
+def resume_point(checkpoint: ray.train.Checkpoint | None, arms: list[str], announce: bool = True
+                 ) -> Iterator[str | None]:
+    """The local directory of the newest checkpoint that loads (``arms.checkpoint_problem``): Ray Train's latest,
+    else the ones before it; a damaged one is skipped with a warning naming it (on the driver's console too when
+    ``announce``: rank 0). None: train from the start."""
+    say = console.remote_event if announce else (lambda text: None)
+    if checkpoint is None:
+        yield None
+        return
+    for candidate in [checkpoint, *older_checkpoints(checkpoint)]:
+        with contextlib.ExitStack() as stack:
+            try:
+                directory = stack.enter_context(candidate.as_directory())
+                problem = checkpoint_problem(Path(directory), arms)
+            except OSError as err:
+                problem = str(err)
+            if problem is None:
+                if candidate is not checkpoint:
+                    say(f"resuming from {candidate.path}: the checkpoints after it do not load")
+                yield directory
+                return
+            log.warning("checkpoint %s does not load (%s); trying the one before it", candidate.path, problem)
+            say(f"checkpoint {candidate.path} does not load ({problem}); skipped")
+    say("no checkpoint of this run loads: training starts from the student model again")
+    yield None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +162,7 @@ class TrainWorker:
         self.bf16 = use_bf16(c.train.precision, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(c.student.model, trust_remote_code=c.student.trust_remote_code)
         checkpoint = ray.train.get_checkpoint()  # a restarted worker group, or a resubmitted run
-        with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as ckpt:
+        with resume_point(checkpoint, list(arm_weights), announce=self.rank == 0) as ckpt:
             state = load_state(Path(ckpt)) if ckpt else None
             self.step = state["step"] if state else 0
             self.arms = [self._arm(name, weights, Path(ckpt) if ckpt else None, state)
@@ -303,7 +355,7 @@ class TrainWorker:
         else:
             tmp.rmdir()  # this rank wrote nothing (only rank 0 writes); the empty directory is ours
         ray.train.report(result, checkpoint=ray.train.Checkpoint.from_directory(str(tmp)) if saved else None,
-                         checkpoint_dir_name=f"checkpoint_step{self.step:07d}",
+                         checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{self.step:07d}",
                          checkpoint_upload_mode=upload_mode(self.device), delete_local_checkpoint_after_upload=True)
 
 
