@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -230,10 +232,15 @@ def connect_ray(config: Config) -> None:
         check_reachable(os.environ["RAY_ADDRESS"], "RAY_ADDRESS")
     # Quiet console: the workers' output stays in Ray's logs (``<run>/logs/ray``), Ray's own INFO lines too.
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING} if console.quiet() else {}
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     if config.ray.address:
         context = ray.init(address=config.ray.address, **quiet)
     else:
         context = ray.init(num_cpus=config.ray.num_cpus, **quiet) if config.ray.num_cpus else ray.init(**quiet)
+    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        # ray.init installs its own SIGTERM handler (sys.exit mid-stage); keep the one the CLI set, which stops the
+        # run as Ctrl-C does: one line, what is kept, the lock released.
+        signal.signal(signal.SIGTERM, on_sigterm)
     log.info("Ray cluster resources: %s", ray.cluster_resources())
     if getattr(context, "dashboard_url", None):
         say(f"Ray dashboard: http://{context.dashboard_url}")

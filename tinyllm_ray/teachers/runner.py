@@ -247,6 +247,15 @@ def reserved(teacher: TeacherConfig) -> Iterator[PlacementGroup]:
         remove_placement_group(group)
 
 
+STOP = threading.Event()
+"""Set by ``run_all`` when the driver is interrupted: each teacher's stage stops at its next finished call, after
+storing what it finished (its engines go with its placement group)."""
+
+
+class Stopped(RuntimeError):
+    """A teacher's stage stopped because the driver was interrupted."""
+
+
 def _generate(source: PromptSource, teacher: TeacherConfig, group: PlacementGroup, run_dir: Path,
               scorer: str = open_answers.CHOICE) -> int:
     """Run the stage over the pending rows of ``source`` and store the finished blocks as they arrive, a part file
@@ -281,6 +290,8 @@ def _generate(source: PromptSource, teacher: TeacherConfig, group: PlacementGrou
                 flush()
             if board is not None:
                 board.update(task, done=done, total=source.to_generate(), extra=f"{accepted:,} {kept}")
+            if STOP.is_set():
+                raise Stopped(f"teacher {teacher.name}: stopped after {done:,} rows (the driver was interrupted)")
     finally:
         flush()  # a failing stage keeps what it finished
         if board is not None:
@@ -437,8 +448,14 @@ def run_all(teachers: Sequence[TeacherConfig], train: Sequence[Question], run_di
         with lock:
             results[teacher.name] = result
 
+    STOP.clear()
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(teachers), thread_name_prefix="teacher") as pool:
-        list(pool.map(one, teachers))
+        futures = [pool.submit(one, t) for t in teachers]
+        try:
+            concurrent.futures.wait(futures)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM in the driver: every teacher stores what it has and stops
+            STOP.set()
+            raise
     _check_released(teachers)
     return [(t, results[t.name]) for t in teachers]
 
