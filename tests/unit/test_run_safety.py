@@ -157,6 +157,9 @@ def test_an_interrupted_run_ends_in_one_line_saying_what_is_kept_and_releases_it
 
     monkeypatch.setattr(pipeline, "_run", interrupted_run)
     before, term_before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    # Python's own Ctrl-C handler, as a fresh `tinyllm` process has (an in-process vLLM engine of an earlier test
+    # installs its own)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         assert cli.main(["distill", "--config", str(_config_file(tiny_models, tmp_path))]) == 130
     finally:
