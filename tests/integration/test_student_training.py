@@ -92,3 +92,45 @@ def test_one_encoder_mode_trains_evaluates_and_says_how_to_load_it(ray_local, ti
     assert set(report["student"]) >= {"valid_accuracy", "test_accuracy", "valid_accuracy_rank", "test_accuracy_rank"}
     card = (tmp_path / "one" / "student" / "README.md").read_text()
     assert "one-encoder mode" in card and "decoder_input_ids" in card
+
+
+@pytest.mark.slow  # about 1.5 minutes on 2 cores
+def test_a_driver_interrupted_in_training_stops_in_one_line_and_resumes_from_its_checkpoint(ray_local, tiny_models,
+                                                                                          tmp_path):
+    """Ctrl-C while the student trains: Ray Train's own SIGINT handler (which exits with no word) never runs,
+    since the fit waits in a thread of its own; the driver ends in one line and the same config resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.helpers import REPO
+    from tinyllm_ray import run_lock
+
+    raw = tiny_run_config(tiny_models, tmp_path / "runs", "stopped", teachers=1,
+                          train={"epochs": 8, "batch_size": 8, "checkpoint_every": 3, "alpha": {"teacher-a": 0.5}})
+    raw["ray"] = {"address": ray_local.get_runtime_context().gcs_address}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
+    driver = subprocess.Popen([sys.executable, str(REPO / "jobs" / "distill.py"), "--config", str(tmp_path / "run.yaml")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    run_dir = tmp_path / "runs" / "stopped"
+    checkpoints = run_dir / "train" / "student"
+    deadline = time.monotonic() + 300
+    while driver.poll() is None and not list(checkpoints.glob("checkpoint_step*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert driver.poll() is None, "the driver ended before it could be interrupted"
+    sent = time.monotonic()
+    driver.send_signal(signal.SIGINT)
+    out, err = driver.communicate(timeout=60)
+    took = time.monotonic() - sent
+    assert driver.returncode == 130 and took < 30, (driver.returncode, took, err[-2000:])
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished stages")
+    assert "Traceback" not in out + err and not (run_dir / run_lock.LOCK_FILE).exists()
+    assert not (run_dir / "student").exists()  # no export from a run that did not finish
+    raw.pop("ray")
+    report = pipeline.run(from_dict(raw))
+    assert report["student"]["steps"] == 48  # 48 questions / 8 = 6 steps an epoch, 8 epochs
+    print(f"stopped {took:.1f} s after SIGINT in training; the same config resumed and finished")
