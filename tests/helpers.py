@@ -37,3 +37,20 @@ def tiny_run_config(models: Path, out_dir: Path, run_name: str, teachers: int = 
     for key, value in sections.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return raw
+
+
+def driver_until(config: Path, ready, env: dict | None = None, timeout_s: float = 300):
+    """``jobs/distill.py --config config`` in a process of its own (stdout and stderr piped, as text), returned
+    once ``ready()`` holds while it still runs: the moment a test interrupts or kills it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    driver = subprocess.Popen([sys.executable, str(REPO / "jobs" / "distill.py"), "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    deadline = time.monotonic() + timeout_s
+    while driver.poll() is None and not ready() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert driver.poll() is None, "the driver ended before the moment the test waited for"
+    return driver

@@ -99,29 +99,21 @@ def test_a_driver_interrupted_in_training_stops_in_one_line_and_resumes_from_its
                                                                                           tmp_path):
     """Ctrl-C while the student trains: Ray Train's own SIGINT handler (which exits with no word) never runs,
     since the fit waits in a thread of its own; the driver ends in one line and the same config resumes."""
-    import os
     import signal
-    import subprocess
-    import sys
     import time
 
     import yaml
 
-    from tests.helpers import REPO
+    from tests.helpers import driver_until
     from tinyllm_ray import run_lock
 
     raw = tiny_run_config(tiny_models, tmp_path / "runs", "stopped", teachers=1,
                           train={"epochs": 8, "batch_size": 8, "checkpoint_every": 3, "alpha": {"teacher-a": 0.5}})
     raw["ray"] = {"address": ray_local.get_runtime_context().gcs_address}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
-    driver = subprocess.Popen([sys.executable, str(REPO / "jobs" / "distill.py"), "--config", str(tmp_path / "run.yaml")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ})
     run_dir = tmp_path / "runs" / "stopped"
     checkpoints = run_dir / "train" / "student"
-    deadline = time.monotonic() + 300
-    while driver.poll() is None and not list(checkpoints.glob("checkpoint_step*")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert driver.poll() is None, "the driver ended before it could be interrupted"
+    driver = driver_until(tmp_path / "run.yaml", lambda: any(checkpoints.glob("checkpoint_step*")))
     sent = time.monotonic()
     driver.send_signal(signal.SIGINT)
     out, err = driver.communicate(timeout=60)

@@ -299,12 +299,9 @@ def test_an_interrupted_driver_stops_in_one_line_and_resumes(ray_local, tiny_mod
     """``jobs/distill.py`` interrupted (Ctrl-C, or SIGTERM as ``ray job stop`` sends) once the teacher has stored a
     block: it ends within 30 s with one line saying what is kept, no traceback, its lock released; the same
     config again generates only the rows that were not stored."""
-    import subprocess
-    import sys
-
     import yaml
 
-    from tests.helpers import REPO, tiny_run_config
+    from tests.helpers import driver_until, tiny_run_config
     from tinyllm_ray import pipeline, run_lock
     from tinyllm_ray.config import from_dict
 
@@ -313,15 +310,10 @@ def test_an_interrupted_driver_stops_in_one_line_and_resumes(ray_local, tiny_mod
     raw["teachers"][0].update(batch_size=2, max_new_tokens=48)  # a longer stage: the stop comes in its middle
     raw["ray"] = {"address": ray_local.get_runtime_context().gcs_address}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(raw))
-    driver = subprocess.Popen([sys.executable, str(REPO / "jobs" / "distill.py"), "--config", str(tmp_path / "run.yaml")],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, runner.APPEND_SECONDS_ENV: "0"})
     run_dir = tmp_path / "runs" / "stopped"
     directory = run_dir / "rationales" / "teacher-a"
-    deadline = time.monotonic() + 300
-    while driver.poll() is None and not list(directory.glob("part-*.parquet")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert driver.poll() is None, "the driver ended before it could be interrupted"
+    driver = driver_until(tmp_path / "run.yaml", lambda: any(directory.glob("part-*.parquet")),
+                          env={runner.APPEND_SECONDS_ENV: "0"})
     sent = time.monotonic()
     driver.send_signal(how)
     out, err = driver.communicate(timeout=60)
