@@ -126,8 +126,8 @@ def fit_interruptibly(trainer: ray.train.torch.TorchTrainer) -> ray.train.Result
     """``trainer.fit()`` in a thread of its own while this one waits, so Ctrl-C reaches the run as it does every
     other stage (a ``KeyboardInterrupt`` here: one line, what is kept, the lock released). Called in the main
     thread, Ray Train installs its own SIGINT handler, which aborts the run and then exits the process with no
-    word (measured with Ray 2.60: status 1, nothing printed). The thread is a daemon: an interrupted driver exits
-    without waiting for it, and its controller and workers end with the driver's job."""
+    word (measured with Ray 2.60: status 1, nothing printed). Interrupted, the driver leaves its Ray session (the
+    run's controller and workers end with its job) and waits for the thread to return before it exits."""
     outcome: dict[str, Any] = {}
 
     def fit() -> None:
@@ -138,8 +138,15 @@ def fit_interruptibly(trainer: ray.train.torch.TorchTrainer) -> ray.train.Result
 
     thread = threading.Thread(target=fit, name="student-fit", daemon=True)
     thread.start()
-    while thread.is_alive():
-        thread.join(0.5)  # a join with a timeout lets a signal's handler run in this thread
+    try:
+        while thread.is_alive():
+            thread.join(0.5)  # a join with a timeout lets a signal's handler run in this thread
+    except KeyboardInterrupt:
+        # End the run's controller and workers with this driver's Ray session now, so the fit's wait returns
+        # and no thread is inside Ray while the process exits (one that was crashed the exit: SIGSEGV).
+        ray.shutdown()
+        thread.join(30)
+        raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome["result"]
