@@ -8,13 +8,21 @@ a machine with torch, transformers and pydantic runs it). The last line is one J
 
 Checks (each printed with ``ok`` or ``FAILED``; the exit status is 1 when one fails):
 
+- ``step_counts`` (CPU and GPU alike; ``--device cpu --checks step_counts``): one training step of the FLAN-T5-base
+  shape (512-token vocabulary, prefix mode, three tasks with targets of 8, 128 and 128 tokens, batch 2, 64 input
+  tokens, bf16 autocast) counted op by op (``OpCounter``): aten ops, fp32 matrix products, encoder calls, and the
+  relative gap of its losses to one forward per task on the stock model; the same counts for that per-task step
+  (``reference_*``) in the same run. Issue #37's targets: <= 9,000 ops, no fp32 matrix product, one encoder call,
+  gap <= 1e-3.
+
 - ``student_step`` (FLAN-T5-base and -large shapes, T5 v1.1: gated-GELU, untied head, vocabulary 32128): a training
   step with bf16 autocast through ``arms.Arm`` and ``model.MultiTask`` (three tasks: answer and two rationales):
   the loss is finite, weights and AdamW state stay fp32, and the project's code reads nothing back from the device
   within a step (``project_syncs``). Figures: ms/step, samples/s, peak memory, every device sync torch sees in a
-  step (CUDA's sync debug mode: the project's and the libraries'), and model FLOPs utilisation: 6 x (encoder
-  parameters x encoder tokens + decoder and head parameters x decoder tokens) per step / step time / the GPU's
-  dense bf16 peak (989 TFLOP/s for H100/H200 SXM; ``--peak-tflops`` for others).
+  step (CUDA's sync debug mode: the project's and the libraries'), and model FLOPs utilisation: the step's
+  FLOPs by the project's one formula (``estimate.step_flops``: matrix products, attention scores, cross-attention
+  keys and values; forward + backward = 3 x forward) / step time / the GPU's dense bf16 peak (989 TFLOP/s for
+  H100/H200 SXM; ``--peak-tflops`` for others).
 - ``fsdp``: the same step under FSDP in one process with the project's wrap policy (``model.prepare_kwargs``: one
   FSDP unit per T5 block) and FSDP's own gradient clipping; CUDA only.
 - ``scoring``: rank classification and generate-and-match on the device pick what they pick on the CPU.
@@ -46,8 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import torch
 
-from tinyllm_ray.student.arms import STATE_FILE, Arm, load_state
-from tinyllm_ray.student.model import MultiTask, block_classes, prepare_kwargs, to_device
+from tinyllm_ray.estimate import Shape
+from tinyllm_ray.estimate import step_flops as estimate_step_flops
+from tinyllm_ray.student.arms import STATE_FILE, Arm, adamw, load_state
+from tinyllm_ray.student.model import MultiTask, block_classes, prepare_kwargs, reference_losses, to_device
 
 T5_SHAPES = {
     "flan-t5-base": {"d_model": 768, "d_ff": 2048, "d_kv": 64, "num_heads": 12, "num_layers": 12},
@@ -90,13 +100,12 @@ def task_batch(batch: int, input_tokens: int, vocab: int, device: torch.device, 
     return out
 
 
-def step_flops(model: torch.nn.Module, batch: int, input_tokens: int, encoder_passes: int = len(TASKS)) -> float:
-    """Model FLOPs of one training step (forward + backward = 6 x parameters x tokens; attention scores left out);
-    the encoder runs once per task (``train.mode: prefix``) or once per step (``one_encoder``)."""
-    embed = model.shared.weight.numel()
-    encoder = sum(p.numel() for p in model.encoder.parameters()) - embed
-    decoder = sum(p.numel() for p in model.decoder.parameters()) - embed + model.lm_head.weight.numel()
-    return 6.0 * batch * (encoder * input_tokens * encoder_passes + decoder * sum(TARGET_TOKENS.values()))
+def step_flops(model: torch.nn.Module, batch: int, input_tokens: int, one_encoder: bool = False) -> float:
+    """Model FLOPs of one training step by the project's one formula (``estimate.step_flops``: matrix products,
+    attention scores and cross-attention keys/values, forward + backward = 3 x forward); the encoder runs once
+    per task (``train.mode: prefix``) or once per step (``one_encoder``)."""
+    shape = Shape.of(model.config.to_dict())
+    return estimate_step_flops(shape, batch, input_tokens, list(TARGET_TOKENS.values()), one_encoder=one_encoder)
 
 
 class ProjectReads:
@@ -142,8 +151,9 @@ def all_syncs(device: torch.device, fn: Any) -> int | None:
     return sum("synchroniz" in str(w.message) for w in seen)
 
 
-def make_arm(module: torch.nn.Module, fused: bool = False) -> Arm:
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4, fused=fused or None)
+def make_arm(module: torch.nn.Module, fused: bool = True) -> Arm:
+    """An arm as training makes one (``arms.adamw``); ``fused=False``: torch's default AdamW instead."""
+    optimizer = adamw(module, 1e-4) if fused else torch.optim.AdamW(module.parameters(), lr=1e-4)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     return Arm("student", dict.fromkeys(TASKS, 1.0), module, optimizer, scheduler)
 
@@ -190,37 +200,52 @@ def student_step(shape: str, device: torch.device, batch: int, input_tokens: int
     }
 
 
-# The sweep's variants: (name, layout, batch, fused AdamW, compile[, attention]). ``prefix`` is ``train.mode:
-# prefix`` (one encoder pass per task, the default), ``one_encoder`` is ``train.mode: one_encoder``. ``compile``:
-# None (eager), ``inductor`` (``torch.compile``: fused kernels), ``cudagraphs`` (dynamo's CUDA-graph backend: the
-# same kernels as eager, replayed as one graph per pass, so the host launches nothing per kernel) or
-# ``reduce-overhead`` (both). ``attention``: transformers' implementation, ``sdpa`` (its default) or ``eager``:
-# T5's position bias is a trainable attention mask, and with it torch's SDPA falls back to its math kernel, which
-# computes bf16 attention in fp32 (traced on the CPU under bf16 autocast: every attention product of the step had
-# fp32 inputs with ``sdpa``, none with ``eager``); the H200 profile's 240 fp32 GEMMs per step may be these.
-SWEEP = (("prefix b32", "seq2seq", 32, False, None),
-         ("prefix b32 eager-attention", "seq2seq", 32, False, None, "eager"),
-         ("prefix b64 reduce-overhead", "seq2seq", 64, False, "reduce-overhead"),
-         ("prefix b64 reduce-overhead eager-attention", "seq2seq", 64, False, "reduce-overhead", "eager"),
-         ("one_encoder b64 reduce-overhead", "one_encoder", 64, False, "reduce-overhead"),
-         ("prefix b32 reduce-overhead", "seq2seq", 32, False, "reduce-overhead"),
-         ("prefix b32 cudagraphs", "seq2seq", 32, False, "cudagraphs"),
-         ("one_encoder b64", "one_encoder", 64, False, None),
-         ("one_encoder b64 cudagraphs", "one_encoder", 64, False, "cudagraphs"),
-         ("prefix b16", "seq2seq", 16, False, None), ("prefix b48", "seq2seq", 48, False, None),
-         ("prefix b32 fused", "seq2seq", 32, True, None), ("one_encoder b32", "one_encoder", 32, False, None),
-         ("prefix b32 inductor", "seq2seq", 32, False, "inductor"))
-QUICK_SWEEP = (("prefix b2", "seq2seq", 2, False, None), ("prefix b2 fused", "seq2seq", 2, True, None),
-               ("one_encoder b2", "one_encoder", 2, False, None),
-               ("prefix b2 eager-attention", "seq2seq", 2, False, None, "eager"))
+# The sweep's variants: (name, layout, batch, compile). ``prefix`` is ``train.mode: prefix`` (every task's input
+# through one encoder call), ``one_encoder`` is ``train.mode: one_encoder``; ``compile``: None (eager) or
+# ``train.compile``'s mode (``MultiTask(..., compile=...)``, as training compiles it). ``peer``: a plain single-task
+# step of the stock transformers T5 on the same tokens (3 x batch rows of the same input, targets of the mean task
+# length; transformers' own loss), the step a user would write by hand; ``before``: the student's step before issue
+# #37 (one forward per task on the stock model, torch's default AdamW). ``vs_peer``: the peer's ms/step over the
+# variant's at the same batch and compile.
+SWEEP = (("prefix b32", "seq2seq", 32, None), ("prefix b64", "seq2seq", 64, None), ("peer b64", "peer", 64, None),
+         ("one_encoder b64", "one_encoder", 64, None), ("before b32", "before", 32, None),
+         ("prefix b128", "seq2seq", 128, None), ("prefix b64 reduce-overhead", "seq2seq", 64, "reduce-overhead"),
+         ("peer b64 reduce-overhead", "peer", 64, "reduce-overhead"),
+         ("one_encoder b64 reduce-overhead", "one_encoder", 64, "reduce-overhead"),
+         ("prefix b128 reduce-overhead", "seq2seq", 128, "reduce-overhead"),
+         ("prefix b32 reduce-overhead", "seq2seq", 32, "reduce-overhead"), ("one_encoder b32", "one_encoder", 32, None),
+         ("one_encoder b128", "one_encoder", 128, None), ("peer b32", "peer", 32, None),
+         ("peer b128", "peer", 128, None))
+QUICK_SWEEP = (("prefix b2", "seq2seq", 2, None), ("one_encoder b2", "one_encoder", 2, None),
+               ("peer b2", "peer", 2, None), ("before b2", "before", 2, None))
 
 
-def compiled(model: torch.nn.Module, how: str | None) -> torch.nn.Module:
-    if how is None:
-        return model
-    if how == "cudagraphs":
-        return torch.compile(model, backend="cudagraphs")
-    return torch.compile(model, mode=None if how == "inductor" else how)
+class Peer(torch.nn.Module):
+    """A plain single-task T5 step: transformers' forward with ``labels`` and its loss (``sweep``'s ``peer``)."""
+
+    def __init__(self, model: torch.nn.Module, compile_as: str | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self._step = self._loss if compile_as is None else torch.compile(self._loss, mode=compile_as)
+        self.compile_as = compile_as
+
+    def _loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          labels=batch["labels"], use_cache=False).loss
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.compile_as == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        return {TASKS[0]: self._step(batch)}
+
+
+def peer_batch(batch: int, input_tokens: int, vocab: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """``Peer``'s batch with the tokens of ``task_batch(batch, ...)``: every task's rows, targets of the mean length."""
+    g = torch.Generator().manual_seed(0)
+    rows, target = batch * len(TASKS), round(sum(TARGET_TOKENS.values()) / len(TASKS))
+    ids = torch.randint(4, vocab, (rows, input_tokens), generator=g)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+            "labels": torch.randint(4, vocab, (rows, target), generator=g).to(device)}
 
 
 def one_encoder_batch(batch: int, input_tokens: int, vocab: int, device: torch.device) -> dict[str, Any]:
@@ -245,15 +270,23 @@ def free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def sweep_row(shape: str, device: torch.device, layout: str, batch: int, fused: bool, compile_as: str | None,
-              input_tokens: int, steps: int, peak_tflops: float | None, attention: str = "sdpa") -> dict[str, Any]:
+def sweep_row(shape: str, device: torch.device, layout: str, batch: int, compile_as: str | None, input_tokens: int,
+              steps: int, peak_tflops: float | None) -> dict[str, Any]:
     torch.manual_seed(0)
-    model = t5_model(shape, 32128 if device.type == "cuda" else 512, attention).to(device)
-    module = MultiTask(model, layout, list(TASKS)).to(device)
-    module.model = compiled(model, compile_as)
-    arm = make_arm(module, fused)
-    make = one_encoder_batch if layout == "one_encoder" else task_batch
-    data = make(batch, input_tokens, model.config.vocab_size, device)
+    model = t5_model(shape, 32128 if device.type == "cuda" else 512).to(device)
+    vocab = model.config.vocab_size
+    if layout == "peer":
+        module, data = Peer(model, compile_as), peer_batch(batch, input_tokens, vocab, device)
+        flops = estimate_step_flops(Shape.of(model.config.to_dict()), batch * len(TASKS), input_tokens,
+                                    [data["labels"].size(1)])
+    elif layout == "before":
+        module, data = PerTask(model), task_batch(batch, input_tokens, vocab, device)
+        flops = step_flops(model, batch, input_tokens)
+    else:
+        module = MultiTask(model, layout, list(TASKS), compile_as or "off")
+        data = (one_encoder_batch if layout == "one_encoder" else task_batch)(batch, input_tokens, vocab, device)
+        flops = step_flops(model, batch, input_tokens, one_encoder=layout == "one_encoder")
+    arm = make_arm(module, fused=layout != "before")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -265,11 +298,9 @@ def sweep_row(shape: str, device: torch.device, layout: str, batch: int, fused: 
     losses = [train_step(arm, data, device) for _ in range(steps)]
     sync(device)
     seconds = (time.perf_counter() - start) / steps
-    flops = step_flops(model, batch, input_tokens, encoder_passes=1 if layout == "one_encoder" else len(TASKS))
     return {"ok": all(math.isfinite(v) for v in torch.stack(losses).tolist()), "ms_per_step": round(1000 * seconds, 1),
-            # what the attention layers use (a setting on the model alone would not reach T5's copied configs)
-            "attention": model.encoder.block[0].layer[0].SelfAttention.config._attn_implementation,
             "samples_per_s": round(batch / seconds, 1), "warmup_s": round(warm_s, 1),
+            "tflops_per_step": round(flops / 1e12, 3),
             "mfu": round(flops / seconds / (peak_tflops * 1e12), 3) if peak_tflops else None,
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.type == "cuda" else None}
 
@@ -282,14 +313,13 @@ def mfu_sweep(shape: str, device: torch.device, variants: tuple, input_tokens: i
     machine's minutes are counted; a compiled variant takes minutes)."""
     rows = {}
     until = time.monotonic() + budget_s
-    for name, layout, batch, fused, compile_as, *attention in variants:
+    for name, layout, batch, compile_as in variants:
         free(device)
         if rows and time.monotonic() > until:
             rows[name] = {"ok": True, "skipped": "out of time"}
             continue
         try:
-            rows[name] = sweep_row(shape, device, layout, batch, fused, compile_as, input_tokens, steps, peak_tflops,
-                                   *attention)
+            rows[name] = sweep_row(shape, device, layout, batch, compile_as, input_tokens, steps, peak_tflops)
         except torch.OutOfMemoryError:
             rows[name] = {"ok": True, "out_of_memory": True}
         except Exception as err:  # noqa: BLE001 (one variant failing, e.g. compile, does not hide the others)
@@ -298,6 +328,10 @@ def mfu_sweep(shape: str, device: torch.device, variants: tuple, input_tokens: i
         if compile_as:
             torch._dynamo.reset()  # the next variant compiles its own model, not a recompile of this one
     free(device)
+    for name, row in rows.items():  # the peer's time over this variant's, at the same batch and compile
+        peer = rows.get(name.replace("prefix", "peer", 1).replace("one_encoder", "peer", 1), {})
+        if "ms_per_step" in row and "ms_per_step" in peer and not name.startswith(("peer", "before")):
+            row["vs_peer"] = round(peer["ms_per_step"] / row["ms_per_step"], 3)
     return {"ok": all(r["ok"] for r in rows.values()), "shape": shape, "input_tokens": input_tokens, "rows": rows}
 
 
@@ -334,14 +368,122 @@ def profile_step(shape: str, device: torch.device, batch: int, input_tokens: int
                  key=lambda e: e.self_cpu_time_total, reverse=True)[:10]
     ops = sum(e.count for e in events if e.key.startswith("aten::")) / steps
     slowest = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:12]
+    # fp32 matrix products on CUDA cores or TF32: cuBLAS/CUTLASS kernel names carry their input type
+    fp32_gemm = [e for e in kernels if "gemm" in e.key.lower() and not any(t in e.key.lower() for t in
+                                                                          ("bf16", "f16", "half", "bfloat"))]
     return {"ok": True, "ms_per_step": round(1000 * wall, 1), "aten_ops_per_step": round(ops),
             "launches_per_step": round(n_launch),
             "host_us_per_launch": round(launch_us, 1), "device_busy_ms_per_step": round(1000 * busy, 1),
             "mfu": round(flops / wall / (peak_tflops * 1e12), 3) if peak_tflops else None,
             "mfu_device_bound": round(flops / busy / (peak_tflops * 1e12), 3) if peak_tflops and busy else None,
+            "fp32_gemm_ms_per_step": round(sum(e.self_device_time_total for e in fp32_gemm) / steps / 1000, 2),
             "host_top_ms_per_step": {e.key[:60]: round(e.self_cpu_time_total / steps / 1000, 1) for e in top},
             "device_top_ms_per_step": {e.key[:90]: [round(e.self_device_time_total / steps / 1000, 1),
                                                     round(e.count / steps)] for e in slowest}}
+
+
+MATMULS = {"mm", "bmm", "addmm", "baddbmm", "matmul", "linear"}
+
+
+class OpCounter:
+    """Every aten op that reaches the dispatcher while open (a ``TorchDispatchMode``: views and copies included,
+    below autograd and autocast, so the casts autocast inserts count), the reads of a value into Python among
+    them (``host_reads``: each a device sync on a GPU, whoever's code made it), and the matrix products that
+    get an fp32 operand of rank >= 2 (for SDPA, its query/key/value/output-gradient operands: its backward also
+    takes the fp32 log-sum-exp statistics it saved, which is not a matrix product in fp32)."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counter.seen(func.overloadpacket.__name__, args)
+                return func(*args, **(kwargs or {}))
+
+        self.mode, self.ops, self.fp32_matmuls, self.host_reads = Mode(), 0, 0, 0
+
+    def seen(self, name: str, args: tuple) -> None:
+        self.ops += 1
+        self.host_reads += name == "_local_scalar_dense"  # .item(), bool(tensor): a device sync on a GPU
+        if name in MATMULS:
+            operands = [a for a in args if isinstance(a, torch.Tensor)]
+        elif "scaled_dot_product" in name:
+            operands = [a for a in args if isinstance(a, torch.Tensor) and a.dim() == 4][:4]
+        else:
+            return
+        self.fp32_matmuls += any(a.dtype == torch.float32 and a.dim() >= 2 for a in operands)
+
+    def __enter__(self) -> OpCounter:  # noqa: PYI034
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.mode.__exit__(*exc)
+
+
+class PerTask(torch.nn.Module):
+    """The step before one pass (``model.reference_losses``: one forward per task) on the stock HF model, with
+    torch's default AdamW: the same-run baseline of ``step_counts``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return reference_losses(self.model, "seq2seq", batch, list(TASKS))
+
+
+def counted_step(arm: Arm, data: dict[str, Any], device: torch.device) -> dict[str, int]:
+    """One training step (forward, backward, optimizer) in bf16 autocast, on any device, counted."""
+    encoder = arm.model.model.get_encoder()  # MultiTask or PerTask
+    calls = []
+    hook = encoder.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        with OpCounter() as counter:
+            arm.backward(data, 1, True, device, True)
+            arm.optimizer_step(1.0)
+    finally:
+        hook.remove()
+    return {"aten_ops_per_step": counter.ops, "fp32_matmuls_under_bf16": counter.fp32_matmuls,
+            "encoder_calls_per_step": len(calls), "host_reads_per_step": counter.host_reads}
+
+
+# Issue #37's targets for ``step_counts`` (the FLAN-T5-base shape, prefix mode, three tasks).
+STEP_TARGETS = {"aten_ops_per_step": 9000, "fp32_matmuls_under_bf16": 0, "encoder_calls_per_step": 1,
+                "host_reads_per_step": 0, "loss_gap": 1e-3}
+
+
+def step_counts(shape: str = "flan-t5-base", vocab: int = 512, batch: int = 2, input_tokens: int = 64,
+                reference: bool = True) -> dict[str, Any]:
+    """What one training step of the student asks of the device, counted on the CPU (the counts do not depend on
+    the batch size, so they stand for a GPU's kernel launches): aten ops, fp32 matrix products under bf16
+    autocast, encoder calls, and ``loss_gap``: the largest relative difference between the step's per-task
+    losses and the per-task reference (``PerTask``, the stock HF model) on the same batch and weights, both in
+    bf16. ``reference``: also count the reference's step (``reference_*``)."""
+    import copy
+
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model = t5_model(shape, vocab)
+    stock = copy.deepcopy(model)
+    arm = make_arm(MultiTask(model, "seq2seq", list(TASKS)))
+    data = task_batch(batch, input_tokens, vocab, device)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        new, ref = arm.model(data), PerTask(stock)(data)
+    gap = max(abs(float(new[t]) - float(ref[t])) / abs(float(ref[t])) for t in TASKS)
+    train_step(arm, data, device)  # the optimizer's state is made in the first step: count the second
+    out: dict[str, Any] = {"shape": shape, "vocab": vocab, "batch": batch, "input_tokens": input_tokens,
+                           "target_tokens": TARGET_TOKENS, **counted_step(arm, data, device),
+                           "loss_gap": float(f"{gap:.2e}")}
+    if reference:
+        base = make_arm(PerTask(stock), fused=False)
+        train_step(base, data, device)
+        out.update({f"reference_{k}": v for k, v in counted_step(base, data, device).items()})
+        out["ops_ratio"] = round(out["aten_ops_per_step"] / out["reference_aten_ops_per_step"], 3)
+    met = {k: out[k] <= limit for k, limit in STEP_TARGETS.items()}
+    return {"ok": all(met.values()), "targets": STEP_TARGETS, "met": met, **out}
 
 
 def ragged_rows(n: int, batch: int, vocab: int, seed: int = 0) -> dict[str, list]:
@@ -584,7 +726,11 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = figures
         results["checks"][name] = bool(figures["ok"])
         print(f"{name}: {'ok' if figures['ok'] else 'FAILED'} {json.dumps(figures)}", flush=True)
+        if args.json:  # after every check: a run cut short (a lent machine's time) keeps what it measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({**results, "ok": all(results["checks"].values())}) + "\n")
 
+    record("step_counts", lambda: step_counts(reference=not quick))
     for shape in students:
         record(f"student_step[{shape}]", lambda s=shape: student_step(s, device, batch[s], input_tokens,
                                                                       3 if quick else 10, peak(device,

@@ -20,9 +20,10 @@ fi
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())"
 status=0
 "$PY" -m pytest tests/gpu -m gpu -q -p no:cacheprovider -o addopts="" -rA || status=$?
-# The sweep runs its eager variants only (GPU_VARIANTS): a compiled variant compiles for ~4 min, so they go in a
+# The sweep runs its eager variants only (GPU_VARIANTS): a compiled variant compiles for minutes, so they go in a
 # call of their own: python bench/gpu.py --checks mfu_sweep --budget-s 300 \
-#   --variants "prefix b64 reduce-overhead,prefix b64 reduce-overhead eager-attention"
-"$PY" bench/gpu.py --budget-s "${GPU_BUDGET_S:-120}" --variants "${GPU_VARIANTS:-prefix b32,prefix b32 eager-attention}" \
+#   --variants "prefix b64 reduce-overhead,peer b64 reduce-overhead"
+"$PY" bench/gpu.py --budget-s "${GPU_BUDGET_S:-150}" \
+  --variants "${GPU_VARIANTS:-prefix b32,prefix b64,peer b64,one_encoder b64,before b32,prefix b128}" \
   ${OUT:+--json "$OUT/gpu.json"} || status=$?
 exit $status

@@ -12,8 +12,10 @@ published figure (``docs/capacity.md`` cites them):
   prompt token at ``PREFILL_UTILISATION`` (compute-bound).
 - **The ``hf`` engine**: ``HF_SLOWDOWN`` times slower than vLLM (vLLM's launch post measured 14-24x higher
   throughput than transformers' ``generate``; the low end, since this project's HF engine batches).
-- **Student training**: 6 x params FLOPs per trained token at ``TRAIN_MFU``, the model FLOPs utilisation
-  ``bench/gpu.py`` measured for FLAN-T5-base and -large shapes on one H200 (0.04-0.07, docs/gpu.md).
+- **Student training**: ``step_flops`` (the one FLOPs formula: forward and backward = 3 x the forward's matrix
+  products, attention scores and cross-attention keys/values included, from the student's ``config.json``;
+  6 x params per trained token when its config is not at hand) at ``TRAIN_MFU``, the model FLOPs utilisation
+  ``bench/gpu.py`` measures by the same formula.
 
 These are planning figures (the ratio of two runs' estimates means more than either alone); the README's
 benchmarks and ``bench/gpu.py`` give measured ones.
@@ -21,13 +23,18 @@ benchmarks and ``bench/gpu.py`` give measured ones.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 PEAK_FLOPS = 989e12  # H100 SXM, dense bf16 (NVIDIA's datasheet: 1,979 TFLOPS with sparsity)
 DECODE_UTILISATION = 0.2
 PREFILL_UTILISATION = 0.5
-TRAIN_MFU = 0.05  # measured (bench/gpu.py, H200, 2026-12-04): 0.042-0.066 eager; the target is 0.3
+# bench/gpu.py, H200, 2026-12-04: 0.042-0.066 eager by its formula then, which left out attention scores and
+# cross-attention keys/values (about 12% of a FLAN-T5 step): 0.05 still stands. docs/gpu.md.
+TRAIN_MFU = 0.05
 HF_SLOWDOWN = 14.0
 CHARS_PER_TOKEN = 4.0  # English text in a BPE/SentencePiece vocabulary: about 4 characters per token
 
@@ -107,13 +114,95 @@ def teacher_seconds(params: float | None, num_gpus: float, engine: str, prompt_t
     return seconds * (HF_SLOWDOWN if engine == "hf" else 1.0)
 
 
-def train_gpu_seconds(params: float | None, trained_tokens: int, given: float | None = None) -> float | None:
-    """GPU-seconds to train on ``trained_tokens`` (``given``: tokens/s per GPU), ``None`` when unknown."""
+def train_gpu_seconds(params: float | None, trained_tokens: int, given: float | None = None,
+                      flops: float | None = None) -> float | None:
+    """GPU-seconds to train on ``trained_tokens`` (``given``: tokens/s per GPU; ``flops``: the training's model
+    FLOPs by ``step_flops``, else 6 x ``params`` per token), ``None`` when unknown."""
     if given:
         return trained_tokens / given
-    if params is None:
+    if flops is None and params is None:
         return None
-    return 6 * params * trained_tokens / (PEAK_FLOPS * TRAIN_MFU)
+    return (flops if flops is not None else 6 * params * trained_tokens) / (PEAK_FLOPS * TRAIN_MFU)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """What a transformer's training FLOPs depend on, from its config: widths, layers (``encoder_layers`` = 0 for a
+    decoder-only model), vocabulary, and whether its feed-forward is gated (three matrices, not two)."""
+
+    d_model: int
+    d_ff: int
+    q_dim: int  # attention heads x head size
+    kv_dim: int  # key/value heads x head size (grouped-query attention: smaller than q_dim)
+    encoder_layers: int
+    decoder_layers: int
+    vocab: int
+    gated: bool
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any]) -> Shape | None:
+        """A T5-family or Llama-family ``config.json`` (as a dict); None for another layout."""
+        if "d_kv" in config and "num_layers" in config:  # T5, mT5, FLAN-T5
+            q = config["num_heads"] * config["d_kv"]
+            act = str(config.get("feed_forward_proj", "relu"))
+            return cls(config["d_model"], config["d_ff"], q, q, config["num_layers"],
+                       config.get("num_decoder_layers") or config["num_layers"], config["vocab_size"],
+                       act.startswith("gated"))
+        if "hidden_size" in config and "num_hidden_layers" in config and "intermediate_size" in config:
+            heads = config["num_attention_heads"]
+            head = config.get("head_dim") or config["hidden_size"] // heads
+            kv = config.get("num_key_value_heads") or heads
+            return cls(config["hidden_size"], config["intermediate_size"], heads * head, kv * head, 0,
+                       config["num_hidden_layers"], config["vocab_size"], True)
+        return None
+
+    def _layer(self, tokens: int, keys: int) -> float:
+        """One self-attention + feed-forward layer's forward matrix products over ``tokens`` tokens attending
+        to ``keys`` positions: projections and the scores (QK^T) and their weighted sum (PV)."""
+        projections = 2 * tokens * self.d_model * (2 * self.q_dim + 2 * self.kv_dim)
+        scores = 2 * 2 * tokens * keys * self.q_dim
+        feed_forward = 2 * tokens * self.d_model * self.d_ff * (3 if self.gated else 2)
+        return projections + scores + feed_forward
+
+    def forward_flops(self, rows: int, source: int, target: int, encoder: bool = True) -> float:
+        """FLOPs of one forward over ``rows`` sequences: an encoder-decoder reads ``source`` tokens (in its
+        encoder, unless ``encoder`` is False: an encoder output reused) and decodes ``target``; a decoder-only
+        model reads ``source + target`` tokens. Causal attention is counted in full (every query x every key), as
+        PaLM's appendix and nanoGPT's ``estimate_mfu`` count it."""
+        if self.encoder_layers == 0:
+            tokens = source + target
+            return rows * (self.decoder_layers * self._layer(tokens, tokens) + 2 * tokens * self.d_model * self.vocab)
+        enc = self.encoder_layers * self._layer(source, source) if encoder else 0.0
+        cross = (2 * target * self.d_model * 2 * self.q_dim  # query and output projections
+                 + 2 * source * self.d_model * 2 * self.kv_dim  # keys and values over the encoder's tokens
+                 + 2 * 2 * target * source * self.q_dim)  # scores and weighted sum
+        dec = self.decoder_layers * (self._layer(target, target) + cross)
+        return rows * (enc + dec + 2 * target * self.d_model * self.vocab)
+
+
+def step_flops(shape: Shape, rows: int, source: int, targets: Sequence[int], one_encoder: bool = False) -> float:
+    """Model FLOPs of one training step (forward + backward = 3 x forward) of the multi-task student: ``rows``
+    questions of ``source`` input tokens, one target per task (``targets``, tokens). Prefix mode encodes each
+    task's input; ``one_encoder`` encodes the question once for all. The figure the MFU is computed from
+    (``bench/gpu.py``) and the dry run's student GPU-hours (``plan.py``) are made with this."""
+    once = one_encoder and shape.encoder_layers > 0
+    forward = sum(shape.forward_flops(rows, source, t, encoder=not once) for t in targets)
+    if once:
+        forward += rows * shape.encoder_layers * shape._layer(source, source)
+    return 3.0 * forward
+
+
+def model_shape(model: str) -> Shape | None:
+    """The ``Shape`` of a model whose ``config.json`` is at hand (the rules of ``model_params``), else None."""
+    import json
+
+    config_file = _local_config(model)
+    if config_file is None:
+        return None
+    try:
+        return Shape.of(json.loads(config_file.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def published_throughput() -> dict[str, float]:

@@ -272,7 +272,13 @@ def _student(c: Config, splits: dict[str, list[Question]], run_dir: Path | None,
         trainings = len(arms)
     params, size_from = estimate.model_params(c.student.model, c.student.trust_remote_code)
     trained_tokens = trainings * questions * per_question
-    gpu_seconds = estimate.train_gpu_seconds(params, trained_tokens, given) if (tc.use_gpu or given) else None
+    shape = estimate.model_shape(c.student.model)
+    source = min(c.student.max_input_tokens, block + 4)
+    targets = [answer] + [min(c.student.max_target_tokens, round(n)) for n in rationale.values()]
+    flops = None if shape is None else trainings * questions * estimate.step_flops(
+        shape, 1, source, targets, one_encoder=tc.mode == "one_encoder")
+    gpu_seconds = estimate.train_gpu_seconds(params, trained_tokens, given, flops) if (tc.use_gpu or given) else None
+    out.update(flops=flops, flops_from="estimate.step_flops (its config.json)" if shape else "6 x params x tokens")
     out.update(trainings=trainings, trained_tokens=trained_tokens, params=params, params_from=size_from,
                gpu_hours=None if gpu_seconds is None else gpu_seconds / 3600,
                wall_hours=None if gpu_seconds is None else gpu_seconds / 3600 / (tc.num_workers if tc.use_gpu else 1))

@@ -145,3 +145,46 @@ def test_the_roofline_reproduces_the_published_vllm_figure():
 def test_model_sizes_from_names(model, params):
     found, _ = estimate.model_params(model)
     assert found == (pytest.approx(params) if params else None)
+
+
+# --- the one FLOPs formula (estimate.step_flops): bench/gpu.py's MFU and the dry run's student GPU-hours ---------
+
+def test_step_flops_of_a_t5_shape_match_a_hand_count():
+    """d_model 4, d_ff 6 (gated), one head of 2, one layer each side, vocabulary 10; 3 input tokens, 2 target tokens.
+    Encoder layer: projections 2*3*4*(2+2+2+2) = 192, scores and weighted sum 2*2*3*3*2 = 72, gated FF 2*3*4*6*3 = 432.
+    Decoder layer: self 2*2*4*8 + 2*2*2*2*2 + 2*2*4*6*3 = 448; cross: query and output 2*2*4*4 = 64, keys and values
+    over the 3 encoder tokens 2*3*4*4 = 96, scores 2*2*2*3*2 = 48. Head 2*2*4*10 = 160. Training = 3 x forward."""
+    config = {"d_model": 4, "d_ff": 6, "d_kv": 2, "num_heads": 1, "num_layers": 1, "num_decoder_layers": 1,
+              "vocab_size": 10, "feed_forward_proj": "gated-gelu"}
+    shape = estimate.Shape.of(config)
+    forward = 192 + 72 + 432 + 448 + 64 + 96 + 48 + 160
+    assert estimate.step_flops(shape, 1, 3, [2]) == 3 * forward
+    assert estimate.step_flops(shape, 5, 3, [2, 2]) == 5 * 2 * 3 * forward  # rows and tasks scale it
+    # one encoder pass for both tasks: the second task's encoder (192 + 72 + 432) is not counted again
+    assert estimate.step_flops(shape, 1, 3, [2, 2], one_encoder=True) == 3 * (2 * forward - (192 + 72 + 432))
+
+
+def test_step_flops_of_a_llama_shape_match_a_hand_count():
+    """hidden 4, intermediate 6, 2 query heads and 1 key/value head of 2, one layer, vocabulary 10: a prompt of 3 and
+    a target of 2 are 5 tokens through the decoder: projections 2*5*4*(4+2+2+4) = 480, scores 2*2*5*5*4 = 400,
+    gated FF 2*5*4*6*3 = 720, head 2*5*4*10 = 400."""
+    config = {"hidden_size": 4, "intermediate_size": 6, "num_attention_heads": 2, "num_key_value_heads": 1,
+              "head_dim": 2, "num_hidden_layers": 1, "vocab_size": 10}
+    assert estimate.step_flops(estimate.Shape.of(config), 1, 3, [2]) == 3 * (480 + 400 + 720 + 400)
+
+
+def test_the_matrix_products_of_step_flops_are_twice_the_linear_weights_per_token():
+    """Against a real model: the projections and feed-forward of a T5 encoder are 2 x its linear weights x tokens
+    (attention scores apart)."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = {"d_model": 16, "d_ff": 40, "d_kv": 4, "num_heads": 2, "num_layers": 3, "num_decoder_layers": 3,
+              "vocab_size": 50, "feed_forward_proj": "gated-gelu"}
+    with torch.device("meta"):
+        model = T5ForConditionalGeneration(T5Config(**config))
+    linear = sum(m.weight.numel() for m in model.encoder.modules() if isinstance(m, torch.nn.Linear))
+    shape = estimate.Shape.of(config)
+    tokens = 7
+    scores = 3 * 2 * 2 * tokens * tokens * shape.q_dim
+    assert shape.encoder_layers * shape._layer(tokens, tokens) - scores == 2 * linear * tokens

@@ -101,6 +101,15 @@ class Arm:
             tokenizer.save_pretrained(directory)
 
 
+def adamw(module: torch.nn.Module, lr: float, weight_decay: float = 0.0, strategy: str = "ddp"
+          ) -> torch.optim.AdamW:
+    """The arms' optimizer: AdamW with fp32 state, fused (one kernel for every parameter, no per-parameter host
+    read of the step count) on the CPU and CUDA; FSDP keeps torch's default (its sharded parameters)."""
+    fused = strategy != "fsdp" and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32
+                                       for p in module.parameters())
+    return torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def checkpoint_problem(directory: Path, arms: Sequence[str] = (STUDENT_ARM,), state: bool = True) -> str | None:
     """Why a checkpoint directory would not load (a weights file cut short, a missing or unreadable state file, an
     arm without its files), or None. Reads every weights file's header (``safetensors`` checks that the file

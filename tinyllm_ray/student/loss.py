@@ -5,6 +5,10 @@
 Each L is the token-level cross-entropy of one task's targets (padding and missing targets carry the
 label ``IGNORE``), averaged over that task's target tokens in the batch, as HF models do. Causal students
 score the targets after ``causal_shift`` with the prompt tokens labelled ``IGNORE``.
+
+``task_cross_entropy`` is the training step's form of the same sums: the tokens of several tasks in one call,
+the per-task sums out, and the gradient of the logits made in the forward, chunk by chunk, so the step never
+holds the logits in fp32 (``token_cross_entropy`` stays the plain reference it is tested against).
 """
 
 from __future__ import annotations
@@ -25,6 +29,63 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     total = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), flat_labels, ignore_index=IGNORE,
                             reduction="sum")
     return total / (flat_labels != IGNORE).sum().clamp(min=1)
+
+
+# Logit elements turned into fp32 at a time by ``task_cross_entropy`` (128 MiB of fp32): the rest of the logits stay in
+# the compute dtype. Large enough that a CPU step or a small GPU batch is one chunk.
+CHUNK_ELEMENTS = 1 << 25
+
+
+class _TaskCrossEntropy(torch.autograd.Function):
+    """Per-task sums of token cross-entropy, with the logits' gradient computed in the forward (softmax - one-hot,
+    one fp32 chunk at a time, stored in the logits' dtype) and scaled by each task's incoming gradient in the
+    backward. Written by hand: ``F.cross_entropy`` under autocast copies every logit to fp32 and keeps its fp32
+    log-softmax for the backward (1.1 GB a step for FLAN-T5 at batch 32), and it returns one number, not one per
+    task. The idea is Liger-Kernel's and Apple's cut cross-entropy, in plain torch ops so it runs on any device
+    and under ``torch.compile``."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, tasks: torch.Tensor,
+                n_tasks: int) -> torch.Tensor:
+        valid = labels != IGNORE
+        safe = labels.clamp(min=0).unsqueeze(1)
+        grad = torch.empty_like(logits)
+        ce = torch.empty(labels.shape, dtype=torch.float32, device=logits.device)
+        rows = max(1, CHUNK_ELEMENTS // max(logits.size(1), 1))
+        for start in range(0, logits.size(0), rows):
+            part = slice(start, start + rows)
+            x = logits[part].float()
+            lse = torch.logsumexp(x, dim=1, keepdim=True)
+            ce[part] = (lse - x.gather(1, safe[part])).squeeze(1)
+            probs = (x - lse).exp_().scatter_add_(1, safe[part], torch.full_like(lse, -1.0))
+            grad[part] = probs
+        ce = ce * valid
+        ctx.save_for_backward(grad, tasks, valid)
+        return torch.zeros(n_tasks, dtype=torch.float32, device=logits.device).index_add_(0, tasks, ce)
+
+    @staticmethod
+    def backward(ctx, upstream: torch.Tensor):
+        grad, tasks, valid = ctx.saved_tensors
+        scale = (upstream.index_select(0, tasks) * valid).to(grad.dtype)
+        return grad * scale.unsqueeze(1), None, None, None
+
+
+def task_cross_entropy(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                       n_tasks: int) -> torch.Tensor:
+    """Mean cross-entropy per task over the target tokens of several logit blocks: ``parts`` holds
+    (logits [B, T, V], labels [B, T] with ``IGNORE``, task [B]: each row's task index < ``n_tasks``).
+    Returns [n_tasks]: what ``token_cross_entropy`` gives each task's rows alone (a task without targets: 0,
+    still attached to the graph). No device->host read."""
+    sums, counts = None, None
+    for logits, labels, task in parts:
+        flat = labels.reshape(-1)
+        per_token = task.unsqueeze(1).expand(labels.shape).reshape(-1)
+        part = _TaskCrossEntropy.apply(logits.reshape(-1, logits.size(-1)), flat, per_token, n_tasks)
+        count = torch.zeros(n_tasks, dtype=torch.float32, device=flat.device).index_add_(
+            0, per_token, (flat != IGNORE).float())
+        sums = part if sums is None else sums + part
+        counts = count if counts is None else counts + count
+    return sums / counts.clamp(min=1)
 
 
 def multitask_loss(task_losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:

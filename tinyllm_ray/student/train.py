@@ -56,8 +56,8 @@ from tinyllm_ray import answers, console, metrics, tracking
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import pad_id, train_device, use_bf16
-from tinyllm_ray.student.arms import (ARMS_DIR, BEST_DIR, STATE_FILE, STUDENT_ARM, Arm, as_numbers, checkpoint_problem,
-                                     cpu_copy, load_state)
+from tinyllm_ray.student.arms import (ARMS_DIR, BEST_DIR, STATE_FILE, STUDENT_ARM, Arm, adamw, as_numbers,
+                                     checkpoint_problem, cpu_copy, load_state)
 from tinyllm_ray.student.batches import student_layout
 from tinyllm_ray.student.faults import FailOnce
 from tinyllm_ray.student.feed import epoch_batches, tokenized_dataset
@@ -232,7 +232,7 @@ class TrainWorker:
         prepared = ray.train.torch.prepare_model(MultiTask(model, self.layout, tasks, tc.compile),
                                                  parallel_strategy=tc.strategy,
                                                  parallel_strategy_kwargs=prepare_kwargs(model, tc.strategy))
-        optimizer = torch.optim.AdamW(prepared.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        optimizer = adamw(prepared, tc.lr, tc.weight_decay, tc.strategy)
         total, warmup = self.plan.total_steps, tc.warmup_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warmup, total))
         arm = Arm(name, weights, prepared, optimizer, scheduler)

@@ -1,0 +1,175 @@
+"""The student's T5 layers rebuilt for bf16 training: the same weights and the same function as transformers' T5, in
+fewer and faster operations.
+
+``speed_up(model)`` changes a loaded T5-family student in place (its state dict, config and saved files stay
+transformers' own):
+
+- **Norms** (``T5LayerNorm``): one autograd function (``RMSNorm``) with a hand-written backward: fp32 statistics,
+  output in the compute dtype (bf16 under autocast), so the next linear layers read it without a cast each. On
+  the CPU torch's ``rms_norm`` is a composite of about 30 operations forward and backward; this is 20.
+- **Feed-forward**: both input projections of the gated GELU from one matrix product; the GELU
+  (``NewGELUActivation``, eight element-wise operations) as torch's fused ``gelu(approximate="tanh")`` (the same
+  formula); no cast of the hidden state back to fp32 before ``wo`` (autocast would cast it to bf16 again).
+- **Attention** (without a key/value cache, i.e. training and scoring; generation keeps transformers' forward):
+  query, key and value from one matrix product (key and value from one in cross-attention); the relative position
+  bias made once per stack, contiguous, in the compute dtype, with the decoder's causal mask folded in;
+  cross-attention (no position bias in T5) gets the padding mask alone. SDPA then sees bf16 inputs throughout:
+  transformers' ``sdpa`` passes an fp32 bias, permuted (stride = heads), combined with the mask again in every
+  layer, which sends SDPA to its math kernel and runs the attention products in fp32.
+
+Anything else (another architecture, a model already changed) is left as it is: ``speed_up`` returns what it did.
+Equality with the stock model is tested in fp32 (``tests/unit/test_kernels.py``).
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+class RMSNorm(torch.autograd.Function):
+    """``weight * x / sqrt(mean(x^2) + eps)`` with fp32 statistics, returned in ``dtype``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float, dtype: torch.dtype) -> torch.Tensor:
+        xf = x.float()
+        rstd = torch.rsqrt(xf.square().mean(-1, keepdim=True).add_(eps))
+        normed = xf * rstd
+        ctx.save_for_backward(normed, weight, rstd)  # the fp32 normed input: as large as x, one product less later
+        ctx.input_dtype = x.dtype
+        return (normed * weight).to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        normed, weight, rstd = ctx.saved_tensors
+        g = grad.float()
+        grad_weight = (g * normed).reshape(-1, normed.size(-1)).sum(0)
+        gn = g * weight
+        grad_x = (gn - normed * (gn * normed).mean(-1, keepdim=True)) * rstd
+        return grad_x.to(ctx.input_dtype), grad_weight.to(weight.dtype), None, None
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast computes in on ``x``'s device, else ``x``'s own."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
+def _norm_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    return RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon, compute_dtype(hidden_states))
+
+
+def _gated_ff_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    gate, linear = F.linear(hidden_states, torch.cat([self.wi_0.weight, self.wi_1.weight])).chunk(2, dim=-1)
+    return self.wo(self.dropout(self.act(gate) * linear))
+
+
+def _ff_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    return self.wo(self.dropout(self.act(self.wi(hidden_states))))
+
+
+def _compute_bias(self: torch.nn.Module, query_length: int, key_length: int, device: Any = None,
+                  past_seen_tokens: int = 0) -> torch.Tensor:
+    """T5's relative position bias [1, H, Q, K], contiguous, in the compute dtype; for decoder self-attention the
+    future positions already hold the dtype's minimum (the causal mask, applied once per stack)."""
+    bias = type(self).compute_bias(self, query_length, key_length, device, past_seen_tokens)
+    weight = self.relative_attention_bias.weight
+    dtype = torch.get_autocast_dtype(weight.device.type) if torch.is_autocast_enabled(weight.device.type) \
+        else weight.dtype
+    bias = bias.to(dtype).contiguous()
+    if self.is_decoder:
+        position = torch.arange(key_length, device=bias.device)
+        future = position[None, :] > (position[:query_length, None] + past_seen_tokens)
+        bias = bias.masked_fill(future, torch.finfo(dtype).min)
+    return bias
+
+
+def fold_mask(bias: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The position bias with transformers' mask applied (bool, True = attend; or additive float): one additive
+    mask for every layer of a stack."""
+    if attention_mask is None:
+        return bias
+    if attention_mask.dtype == torch.bool:
+        return bias.masked_fill(~attention_mask, torch.finfo(bias.dtype).min)
+    return bias + attention_mask.to(bias.dtype)
+
+
+def t5_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                 mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None) -> torch.Tensor:
+    """Attention [B, T, H * D] of query/key/value [B, H, T, D]; ``mask``: additive (the folded position bias),
+    boolean (True = attend) or None."""
+    if mask is not None and mask.is_floating_point():
+        mask = mask.to(query.dtype)
+    if mask is not None and mask.requires_grad and query.device.type != "cuda":
+        # The CPU's SDPA kernel cannot return a gradient for the mask: it would fall back to its math kernel, which
+        # computes in fp32. The same attention in the compute dtype, by hand (CUDA's memory-efficient kernel
+        # returns the bias's gradient itself).
+        scores = torch.matmul(query, key.transpose(-1, -2))
+        if scaling not in (None, 1.0):
+            scores = scores * scaling
+        probs = torch.softmax(scores + mask, dim=-1, dtype=torch.float32).to(value.dtype)
+        out = torch.matmul(F.dropout(probs, dropout, module.training), value)
+    else:
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
+    return out.transpose(1, 2).reshape(out.size(0), out.size(2), -1)
+
+
+def _heads(x: torch.Tensor, parts: int, heads: int, dim: int) -> tuple[torch.Tensor, ...]:
+    """[B, T, parts * H * D] -> ``parts`` tensors [B, H, T, D] (views)."""
+    return x.view(x.size(0), x.size(1), parts, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _attention_forward(self: torch.nn.Module, hidden_states: torch.Tensor, mask: Any = None,
+                       key_value_states: torch.Tensor | None = None, position_bias: torch.Tensor | None = None,
+                       past_key_values: Any = None, **kwargs: Any) -> tuple:
+    """``T5Attention.forward`` without a key/value cache: query, key and value from one matrix product (self-
+    attention; key and value from one for cross-attention), ``t5_attention``; the stack's first layer folds the
+    mask into the position bias it passes on. With a cache (generation) or ``output_attentions``, transformers'
+    own forward."""
+    if past_key_values is not None or kwargs.get("output_attentions"):
+        return type(self).forward(self, hidden_states, mask, key_value_states, position_bias, past_key_values,
+                                  **kwargs)
+    heads, dim = self.n_heads, self.key_value_proj_dim
+    if key_value_states is None:
+        query, key, value = _heads(F.linear(hidden_states, torch.cat([self.q.weight, self.k.weight,
+                                                                      self.v.weight])), 3, heads, dim)
+    else:
+        (query,) = _heads(self.q(hidden_states), 1, heads, dim)
+        key, value = _heads(F.linear(key_value_states, torch.cat([self.k.weight, self.v.weight])), 2, heads, dim)
+    if position_bias is None and self.has_relative_attention_bias:  # the stack's first layer: once for all
+        position_bias = fold_mask(self.compute_bias(query.size(2), key.size(2), device=query.device), mask)
+    # The later layers get the first one's bias, the mask already in it; cross-attention has none, only the mask.
+    out = t5_attention(self, query, key, value, mask if position_bias is None else position_bias,
+                       self.dropout if self.training else 0.0, self.scaling)
+    return self.o(out), position_bias, None
+
+
+def speed_up(model: torch.nn.Module) -> list[str]:
+    """Rebuild a T5-family student's layers in place (the module docstring); returns what changed, e.g.
+    ``["norms", "feed-forward", "attention"]``, or [] for a model it does not know."""
+    from transformers.activations import NewGELUActivation
+    from transformers.models.t5 import modeling_t5
+
+    stacks = [getattr(model, name, None) for name in ("encoder", "decoder")]
+    if not all(isinstance(s, modeling_t5.T5Stack) for s in stacks) or getattr(model, "_tinyllm_kernels", None):
+        return []
+    done = []
+    for module in model.modules():
+        if isinstance(module, modeling_t5.T5LayerNorm):
+            module.forward = types.MethodType(_norm_forward, module)
+            done.append("norms")
+        elif isinstance(module, (modeling_t5.T5DenseGatedActDense, modeling_t5.T5DenseActDense)):
+            if isinstance(module.act, NewGELUActivation):
+                module.act = torch.nn.GELU(approximate="tanh")
+            gated = isinstance(module, modeling_t5.T5DenseGatedActDense)
+            module.forward = types.MethodType(_gated_ff_forward if gated else _ff_forward, module)
+            done.append("feed-forward")
+        elif isinstance(module, modeling_t5.T5Attention):
+            module.forward = types.MethodType(_attention_forward, module)
+            if module.has_relative_attention_bias:
+                module.compute_bias = types.MethodType(_compute_bias, module)
+            done.append("attention")
+    model._tinyllm_kernels = [part for part in ("norms", "feed-forward", "attention") if part in done]
+    return model._tinyllm_kernels
