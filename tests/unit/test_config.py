@@ -83,6 +83,25 @@ def test_base_config_is_valid() -> None:
     check(base_raw(), check_paths=True)
 
 
+@pytest.mark.parametrize("model", [";", "a/b/c", "owner/name--x", "x" * 97, "name with spaces", "owner/"])
+def test_a_model_that_is_neither_a_directory_nor_a_hub_id_is_refused(model: str) -> None:
+    """The fuzz test's find (2026-12-07): ``--set student.model=;`` reached Ray, to fail there on a download."""
+    raw = base_raw()
+    raw["student"]["model"] = model
+    raw["teachers"][1]["model"] = model
+    with pytest.raises(ConfigError) as info:
+        check(raw)
+    assert_names_key(info.value, "student.model")
+    assert_names_key(info.value, "teachers.1.model")
+
+
+@pytest.mark.parametrize("model", ["google/flan-t5-base", "Qwen/Qwen2.5-0.5B-Instruct", "gpt2", "a_b.c-d/x.y"])
+def test_hub_ids_pass_the_model_check(model: str) -> None:
+    raw = base_raw()
+    raw["student"]["model"] = model
+    check(raw)
+
+
 def test_load_config_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError, match=re.escape(str(missing))):

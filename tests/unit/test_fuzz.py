@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from tinyllm_ray import cli, pipeline
 from tinyllm_ray.config.loading import parse_yaml
+from tinyllm_ray.config.schema import OutputConfig
 
 KEYS = [
     "train.gamma", "train.lr", "train.epochs", "train.batch_size", "train.alpha.teacher-a", "train.alpha",
@@ -165,7 +166,10 @@ def test_entry_point_accepts_or_refuses_in_one_line(sandbox: Path, sets: list[st
     assert fingerprint(models) == models_before
     assert {p.name for p in case.iterdir()} <= {"user", "runs"}  # relative paths resolve in here
     written = {p.name for p in (case / "runs").iterdir()} if (case / "runs").is_dir() else set()
-    named = {"run"} | {_as_given(a.split("=", 1)[1]) for a in sets if a.startswith("output.run_name=")}
+    # the config's run name, the schema's default for an empty config (found 2026-12-07: ``student.model=A``), or
+    # an overriding one
+    named = {"run", OutputConfig().run_name if config_kind == "empty" else "run"}
+    named |= {_as_given(a.split("=", 1)[1]) for a in sets if a.startswith("output.run_name=")}
     assert written <= named, written  # nothing beside the run directory (of the config's or an overriding name)
     assert not written or reached  # a refused run writes nothing
 

@@ -21,6 +21,20 @@ def is_local_model(model: str) -> bool:
     return model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
 
 
+# A Hugging Face hub id: ``name`` or ``owner/name`` of letters, digits, '-', '_' and '.' (huggingface_hub's
+# ``validate_repo_id`` rule, without importing it here), at most 96 characters.
+HUB_ID = re.compile(r"(?:[\w.-]+/)?[\w.-]+")
+
+
+def hub_id_problem(key: str, model: str) -> str | None:
+    """Why ``model`` (neither a local directory nor a model file) cannot be a hub id, or None."""
+    if HUB_ID.fullmatch(model) and len(model) <= 96 and "--" not in model and ".." not in model \
+            and not model.endswith((".", "-")):
+        return None
+    return (f"{key}: {clip(model)} is neither a local model directory (a path starting with '/', '.' or '~') nor a "
+            f"Hugging Face hub id ('owner/name' of letters, digits, '-', '_', '.')")
+
+
 # Model types whose activations overflow float16 (FLAN-T5 among them).
 T5_MODEL_TYPES = ("t5", "mt5", "umt5", "longt5")
 
@@ -149,9 +163,13 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
         errors.append(
             f"data.min_choices: {config.data.min_choices} is above data.max_choices {config.data.max_choices}"
         )
+    models = [("student.model", config.student.model)]
+    models += [(f"teachers.{i}.model", t.model) for i, t in enumerate(config.teachers)]
+    for key, model in models:
+        if not model_files.is_model_file(model) and not is_local_model(model):
+            if (why := hub_id_problem(key, model)) is not None:
+                errors.append(why)
     if check_paths:
-        models = [("student.model", config.student.model)]
-        models += [(f"teachers.{i}.model", t.model) for i, t in enumerate(config.teachers)]
         for key, model in models:
             if model_files.is_model_file(model):  # a GGUF file or package: converted when the run starts
                 if (why := model_files.problem(model, key)) is not None:
