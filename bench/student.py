@@ -16,6 +16,10 @@ tasks per question. Measured in the same run:
   Ray Train, same steps; with the valid accuracy (rank classification) of both after those steps.
   Target >= 1.5.
 - ``local_vs_global_shuffle``: samples/s with the local shuffle buffer / with ``random_shuffle``.
+- ``step_profile``: where a step's time goes in each loop: the plain loop's collation and compute (its own thread),
+  the Ray loop's wait for its next micro-batch (``data_wait_share``, measured by the loop itself) and the rest
+  (the Ray loop's step time less that wait and the plain loop's compute: its own per-step work and the CPU its
+  neighbours take).
 Each variant runs ``--repeats`` times, interleaved, and the fastest run counts (load from other processes
 on a shared machine only slows runs down). ``per_cpu_second`` gives the same ratios in questions per
 CPU-second of the training process, which such load moves much less.
@@ -41,6 +45,7 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from tinyllm_ray.config import from_dict  # noqa: E402
+from tinyllm_ray.student.arms import adamw  # noqa: E402
 from tinyllm_ray.data.synthetic import generate  # noqa: E402
 from tinyllm_ray.student.batches import Tokenize, collate, example_table  # noqa: E402
 from tinyllm_ray.student.loss import multitask_loss  # noqa: E402
@@ -74,6 +79,9 @@ def ray_train(config, examples, valid, out: Path, name: str) -> dict:
     m = result["metrics"]
     figures = {"samples_per_second": round(m["train_samples_per_second"], 2),
                "samples_per_cpu_second": round(m["train_samples_per_cpu_second"], 2),
+               "data_wait_share": round(m["train_data_wait_share"], 3),
+               "first_batch_wait_share": round(m["train_first_batch_wait_share"], 3),
+               "startup_seconds": round(m["train_startup_seconds"], 2),
                "valid_accuracy": m["valid_accuracy"], "steps": result["steps"], "fit_seconds": result["seconds"]}
     print(f"{name}: {figures}", file=sys.stderr, flush=True)
     return figures
@@ -91,16 +99,18 @@ def plain_loop(config, examples, threads: int) -> dict:
     rows = len(tokenized["id"])
     plan = make_plan(config, rows)
     model = MultiTask(load_student(s.model), "seq2seq", tasks)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = adamw(model, tc.lr, tc.weight_decay)  # the optimizer training makes (fused AdamW)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, tc.warmup_steps, plan.total_steps))
     rng = np.random.default_rng(tc.seed)
-    seen, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    seen, start, cpu_start, collating = 0, time.perf_counter(), time.process_time(), 0.0
     for _ in range(tc.epochs):
         order = rng.permutation(rows)
         for at in range(0, rows, tc.batch_size):
             idx = order[at : at + tc.batch_size]
+            asked = time.perf_counter()
             batch = collate({k: [v[i] for i in idx] for k, v in tokenized.items()}, tasks, 0)
+            collating += time.perf_counter() - asked
             loss = multitask_loss(model(batch), weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -110,7 +120,7 @@ def plain_loop(config, examples, threads: int) -> dict:
             seen += len(idx)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     figures = {"samples_per_second": round(seen / seconds, 2), "samples_per_cpu_second": round(seen / cpu, 2),
-               "steps": plan.total_steps, "seconds": round(seconds, 2)}
+               "steps": plan.total_steps, "seconds": round(seconds, 2), "collate_seconds": round(collating, 3)}
     print(f"plain ({torch.get_num_threads()} torch threads): {figures}", file=sys.stderr, flush=True)
     return figures
 
@@ -156,6 +166,22 @@ def main() -> dict:
             runs[name].append(ray_train(config, examples, splits["valid"], out, f"{name}-{r}"))
     prefix, one, global_ = (best(runs[name]) for name in configs)
     ray.shutdown()
+    # Where the Ray loop's step time goes beside the plain loop's (docs/benchmarks.md, issue #42): the plain loop
+    # collates on its own thread; the Ray loop waits for Ray Data's prefetch thread (``data_wait_share``) and pays
+    # its own per-step work (to_device, the meter, the progress actor, logging checks) and its neighbours' CPU.
+    steps = prefix["steps"]
+    plain_ms = 1000 * plain["seconds"] / steps
+    plain_compute_ms = plain_ms - 1000 * plain["collate_seconds"] / steps
+    ray_ms = 1000 * args.batch_size / prefix["samples_per_second"]
+    wait_ms = ray_ms * prefix["data_wait_share"]
+    first_ms = ray_ms * prefix["first_batch_wait_share"]
+    profile = {"plain_ms_per_step": round(plain_ms, 2),
+               "plain_collate_ms_per_step": round(plain_ms - plain_compute_ms, 2),
+               "plain_compute_ms_per_step": round(plain_compute_ms, 2), "ray_train_ms_per_step": round(ray_ms, 2),
+               "ray_train_data_wait_ms_per_step": round(wait_ms, 2),
+               "ray_train_of_it_epoch_starts_ms_per_step": round(first_ms, 2),
+               "ray_train_startup_s": prefix["startup_seconds"],
+               "ray_train_rest_ms_per_step": round(ray_ms - wait_ms - plain_compute_ms, 2)}
     return {
         "bench": "student",
         "ray_train_vs_plain": ratio(prefix, plain),
@@ -173,6 +199,9 @@ def main() -> dict:
                                    "ray_train_one_encoder": one["samples_per_cpu_second"],
                                    "ray_train_global_shuffle": global_["samples_per_cpu_second"]},
         "steps": prefix["steps"],
+        "step_profile": profile,
+        "data_wait_share": {"prefix": prefix["data_wait_share"], "one_encoder": one["data_wait_share"],
+                            "global_shuffle": global_["data_wait_share"]},
         "fit_seconds": {"prefix": prefix["fit_seconds"], "one_encoder": one["fit_seconds"],
                         "global_shuffle": global_["fit_seconds"]},
         "settings": {**vars(args), "teachers": 2, "model": "tiny T5 (2+2 layers, d_model 64)"},

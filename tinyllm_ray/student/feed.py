@@ -3,12 +3,16 @@
 - ``tokenized_dataset`` runs ``batches.tokenize`` over the text rows with Ray Data, once per run;
 - ``epoch_batches`` draws one epoch of collated micro-batches from a Train worker's shard (local shuffle
   seeded per epoch, optional length buckets); ``Collate`` collates them in Ray Data's prefetch thread, not on the
-  training thread, pinned in host memory when they go to a GPU.
+  training thread, pinned in host memory when they go to a GPU;
+- ``EarlyStart`` asks for an epoch's first micro-batch in a thread of its own, so the first epoch's start-up
+  (Ray Data's split coordinator and streaming executor: 1.5-2.7 s on 2 cores, against ~45 ms for a later epoch)
+  runs while the worker loads its models.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,6 +72,34 @@ def epoch_batches(shard: Any, config: Config, epoch: int, tasks: Sequence[str], 
     for group in shard.iter_torch_batches(batch_size=window, collate_fn=collate_fn, device="cpu",
                                           prefetch_batches=1, **shuffle):
         yield from group
+
+
+class EarlyStart:
+    """An iterator whose first item is fetched from the start, in a daemon thread: iterating it later yields that
+    item (waiting only for what is left of its fetch; an error in the fetch is raised there) and then the rest,
+    from the caller's thread. One pass, like the iterator it wraps."""
+
+    def __init__(self, items: Iterable[Any]):
+        self._source = iter(items)
+        self._first: list[Any] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._fetch, name="tinyllm-first-batch", daemon=True)
+        self._thread.start()
+
+    def _fetch(self) -> None:
+        try:
+            self._first.append(next(self._source))
+        except StopIteration:
+            pass
+        except BaseException as err:  # noqa: BLE001 -- handed to the caller's thread, raised there
+            self._error = err
+
+    def __iter__(self) -> Iterator[Any]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        yield from self._first
+        yield from self._source
 
 
 def tokenized_dataset(examples: pa.Table, config: Config, tasks: list[str], layout: str) -> ray.data.Dataset:

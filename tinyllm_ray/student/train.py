@@ -23,8 +23,9 @@ blocks to the workers in another order, so the count is exact and the rows may d
 mid-epoch at the last one (``epochs`` is then ignored).
 
 Rank 0 logs ``step | loss | per-task loss | samples/s | lr``. Reports also carry the loop's throughput:
-``train_samples_per_second`` (all workers, wall clock) and ``train_samples_per_cpu_second`` (rank 0's
-questions per CPU-second of its process, a figure that other load on the machine does not move much).
+``train_samples_per_second`` (all workers, wall clock), ``train_samples_per_cpu_second`` (rank 0's questions per
+CPU-second of its process, a figure that other load on the machine does not move much) and
+``train_data_wait_share`` (rank 0's share of training time spent waiting for the next micro-batch).
 
 Rank 0 also records the same figures per logged step, and every arm's valid accuracy at each evaluation, in
 TensorBoard event files (``<run>/tensorboard/<arm>/``) and, with ``tracking.mlflow``, in an MLflow run
@@ -60,7 +61,7 @@ from tinyllm_ray.student.arms import (ARMS_DIR, BEST_DIR, STATE_FILE, STUDENT_AR
                                      checkpoint_problem, cpu_copy, load_state)
 from tinyllm_ray.student.batches import student_layout
 from tinyllm_ray.student.faults import FailOnce
-from tinyllm_ray.student.feed import epoch_batches, tokenized_dataset
+from tinyllm_ray.student.feed import EarlyStart, epoch_batches, tokenized_dataset
 from tinyllm_ray.student.meter import ThroughputMeter
 from tinyllm_ray.student.model import MultiTask, load_student, prepare_kwargs, student_encoder, to_device, unwrap
 from tinyllm_ray.student.schedule import Plan, lr_factor, make_plan
@@ -196,6 +197,11 @@ class TrainWorker:
         with resume_point(checkpoint, list(arm_weights), announce=self.rank == 0) as ckpt:
             state = load_state(Path(ckpt)) if ckpt else None
             self.step = state["step"] if state else 0
+            # The first epoch's batches start coming now, while the models load (``feed.EarlyStart``).
+            self.first_epoch = self.plan.micro_done(self.step)[0]
+            self.first_batches = EarlyStart(epoch_batches(
+                ray.train.get_dataset_shard("train"), c, self.first_epoch, self.tasks, pad_id(self.tokenizer),
+                student_layout(c), pin=self.device.type == "cuda"))
             self.arms = [self._arm(name, weights, Path(ckpt) if ckpt else None, state)
                          for name, weights in arm_weights.items()]
         if state and self.rank == 0:
@@ -412,8 +418,12 @@ def train_loop(worker: TrainWorker) -> None:
             arm.model.train()
         meter.start()
         pending = 0
-        batches = epoch_batches(shard, worker.config, epoch, worker.tasks, pad_id(worker.tokenizer), worker.layout,
-                                pin=worker.device.type == "cuda")
+        if epoch == worker.first_epoch:
+            batches = meter.batches(worker.first_batches, startup=True)
+        else:
+            batches = meter.batches(epoch_batches(shard, worker.config, epoch, worker.tasks,
+                                                  pad_id(worker.tokenizer), worker.layout,
+                                                  pin=worker.device.type == "cuda"))
         for micro, batch in enumerate(batches):
             if epoch == start_epoch and micro < skip:
                 continue
