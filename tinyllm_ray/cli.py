@@ -8,6 +8,7 @@
     tinyllm data inspect --dataset NAME [--path DIR] [--format F]              counts, rejects, rationales
     tinyllm predict RUN_DIR|MODEL_DIR (--question Q [--choices A B ...] | --file F.jsonl) [--explain TEACHER]
     tinyllm eval MODEL_DIR --config PATH [--split S ...] [--set KEY=VALUE ...]   score a student, both scorers
+    tinyllm k8s --config PATH [--kind rayjob|raycluster] [--image IMAGE]       the run as a KubeRay manifest
 
 Bad configs and bad data end with one clear ``error:`` message (exit status 2) before Ray starts; a stage
 that fails on Ray ends with one message naming the stage and its cause (exit status 1). Never a traceback.
@@ -69,6 +70,25 @@ def _parser() -> argparse.ArgumentParser:
                        help="split to score (repeatable; default: valid and test)")
     score.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config value, e.g. --set data.path=DIR (repeatable)")
+    k8s = sub.add_parser("k8s", help="print the run as a KubeRay RayJob (or RayCluster) manifest, its GPU worker "
+                                     "groups sized from the config (docs/kubernetes.md)")
+    k8s.add_argument("--config", type=Path, required=True, help="YAML run config, e.g. configs/paper/obqa.yaml")
+    k8s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one config value, as for distill (repeatable)")
+    k8s.add_argument("--kind", choices=["rayjob", "raycluster"], default="rayjob",
+                     help="rayjob: a cluster for this job, deleted after it; raycluster: a kept cluster for "
+                          "ray job submit")
+    k8s.add_argument("--image", default="tinyllm-ray:latest", help="the image built from k8s/Dockerfile")
+    k8s.add_argument("--name", help="the resource's name (default: tinyllm-<output.run_name>)")
+    k8s.add_argument("--runs-claim", default="tinyllm-runs", help="the ReadWriteMany PersistentVolumeClaim of the "
+                                                                  "run directory (k8s/pvc.yaml)")
+    k8s.add_argument("--config-in-cluster", help="the config's path inside the pods (default: the same file in "
+                                                 "the image's copy of the project)")
+    k8s.add_argument("--teacher-gpus-per-pod", type=int, default=4, help="GPUs of a teacher pod (default 4)")
+    k8s.add_argument("--student-gpus-per-pod", type=int, default=4, help="GPUs of a student pod (default 4)")
+    k8s.add_argument("--teacher-pods", type=int, default=2,
+                     help="teacher pods for teachers with replicas: auto (default 2)")
+    k8s.add_argument("--output", help="write here instead of stdout (only over a file this command wrote)")
     return parser
 
 
@@ -217,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         return data_inspect(args)
     if args.command == "config":
         return show_config(args)
+    if args.command == "k8s":
+        from tinyllm_ray import k8s
+
+        return k8s.main(args)
     if args.command == "models":
         from tinyllm_ray import model_files
 
