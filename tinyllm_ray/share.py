@@ -64,7 +64,7 @@ def export_rationales(run_dir: Path, config: Config, train: list[Question], rati
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tinyllm_ray.teachers.store import rationale_of
+    from tinyllm_ray.student.batches import rationale_of
 
     out = run_dir / DATASET_DIR
     (out / TRAIN_FILE).parent.mkdir(parents=True, exist_ok=True)

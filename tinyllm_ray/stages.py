@@ -21,6 +21,9 @@ from typing import Any
 log = logging.getLogger("tinyllm_ray")
 
 MARKER = "_stage.json"
+# What a student checkpoint holds besides the weights the export keeps (``student.arms`` writes them):
+ARMS_DIR = "arms"  # arms/<name>/ (weights, state) and arms/<name>/best/ (the selection) of the other arms
+STATE_FILE = "train_state.pt"  # optimizer, schedule, step, selection (also under arms/<name>/)
 
 
 class NotOursError(RuntimeError):
@@ -72,8 +75,6 @@ def export_checkpoint(checkpoint: str | Path, export_dir: Path, info: dict[str, 
     """Copy a checkpoint's weights and tokenizer (not its optimizer state, nor the other arms trained beside it)
     to ``export_dir`` with ``info`` as its marker. The copy is made beside it and renamed into place; an earlier
     export is replaced only when its marker proves it ours."""
-    from tinyllm_ray.student.arms import ARMS_DIR, STATE_FILE
-
     check_replaceable(export_dir, "student export")
     tmp = Path(tempfile.mkdtemp(prefix=f".{export_dir.name}.tmp-", dir=export_dir.parent))
     old = None

@@ -27,7 +27,8 @@ def test_the_gpu_check_runs_on_the_cpu_without_ray_or_pyarrow() -> None:
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["checks"] == {"step_counts": True, "student_step[tiny-t5]": True, "compiled_student": True, "fsdp": True,
+    assert result["checks"] == {"step_counts": True, "student_step[tiny-t5]": True, "compiled_student": True,
+                                "fsdp": True,
                                 "scoring": True, "resume": True, "hf_engine": True, "profile": True,
                                 "mfu_sweep": True}
     # train.compile's path: batches of several plain shapes, one static graph then one shape-generic graph, the

@@ -253,8 +253,8 @@ def test_the_command_writes_stdout_and_refuses_a_foreign_file(tmp_path: Path, ca
 def test_a_config_outside_the_project_needs_its_path_in_the_cluster(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     outside = tmp_path / "mine.yaml"
-    outside.write_text((ROOT / "configs/paper/obqa.yaml").read_text().replace("extends: _base.yaml",
-                                                                             f"extends: {ROOT}/configs/paper/_base.yaml"))
+    base = f"extends: {ROOT}/configs/paper/_base.yaml"
+    outside.write_text((ROOT / "configs/paper/obqa.yaml").read_text().replace("extends: _base.yaml", base))
     assert main(["k8s", "--config", str(outside)]) == 2
     assert "--config-in-cluster" in capsys.readouterr().err
     assert main(["k8s", "--config", str(outside), "--config-in-cluster", "/mnt/runs/configs/mine.yaml"]) == 0

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tinyllm_ray import stages
+from tinyllm_ray.student.batches import rationale_of
 from tinyllm_ray.teachers import store
 
 T = "teach"
@@ -333,8 +334,8 @@ def test_accepted_rationales_in_arrow_and_as_a_mapping(tmp_path: Path) -> None:
     assert mapping == {"a": "last a", "b": "b"} and len(mapping) == 2 and mapping["a"] == "last a"
     assert mapping.get("c") is None and set(mapping) == {"a", "b"}
     ids = pa.array(["c", "b", "a", "zz"])
-    assert store.rationale_of(ids, mapping).to_pylist() == [None, "b", "last a", None]
-    assert store.rationale_of(ids, {"a": "x"}).to_pylist() == [None, None, "x", None]  # a plain dict too
+    assert rationale_of(ids, mapping).to_pylist() == [None, "b", "last a", None]
+    assert rationale_of(ids, {"a": "x"}).to_pylist() == [None, None, "x", None]  # a plain dict too
 
 
 def test_summarize_counts_how_generations_ended_and_the_accepted_rationales_median_words() -> None:

@@ -25,13 +25,13 @@ from typing import Any
 import torch
 
 from tinyllm_ray.devices import bf16_autocast
+from tinyllm_ray.stages import ARMS_DIR, STATE_FILE
 from tinyllm_ray.student.loss import multitask_loss
 from tinyllm_ray.student.model import NO_TASK, unwrap
 
 STUDENT_ARM = "student"  # arm 0: the run's own student (also its name among the models evaluated together)
-ARMS_DIR = "arms"  # in a checkpoint: arms/<name>/ (weights, state) and arms/<name>/best/ (the selection)
 BEST_DIR = "best"
-STATE_FILE = "train_state.pt"  # in a checkpoint (and under arms/<name>/): optimizer, schedule, step, selection
+# ARMS_DIR (arms/<name>/ in a checkpoint) and STATE_FILE (train_state.pt) live with the export that leaves them out
 
 
 @dataclasses.dataclass

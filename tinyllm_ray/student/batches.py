@@ -85,8 +85,6 @@ def example_table(questions: Sequence[Question], rationales: Mapping[str, Mappin
     import pyarrow as pa  # here: the GPU check (bench/gpu.py) imports this module where pyarrow may be absent
     import pyarrow.compute as pc
 
-    from tinyllm_ray.teachers.store import rationale_of
-
     tasks = [prompts.ANSWER_TASK, *rationales]
     ids = pa.array([q.id for q in questions], pa.string())
     targets = {teacher: pc.fill_null(rationale_of(ids, by_id), "") for teacher, by_id in rationales.items()}
@@ -103,6 +101,19 @@ def example_table(questions: Sequence[Question], rationales: Mapping[str, Mappin
             columns[target_col(teacher)] = column[start:start + len(part)]
         parts.append(pa.table(columns))
     return pa.concat_tables(parts)  # zero-copy: the chunks are not combined (a copy of the whole table)
+
+
+def rationale_of(ids: pa.Array | pa.ChunkedArray, by_id: Mapping[str, str]) -> pa.Array:
+    """``by_id.get(i)`` for every id of ``ids``, null where there is none, joined in Arrow (``pc.index_in``);
+    ``by_id``: a ``teachers.store.Rationales`` (its ``table`` is used as it is) or any mapping of id to text."""
+    import pyarrow as pa  # here: the GPU check imports this module where pyarrow may be absent
+    import pyarrow.compute as pc
+
+    table = getattr(by_id, "table", None)
+    if table is None:
+        table = pa.table({"id": pa.array(list(by_id.keys()), pa.string()),
+                          "rationale": pa.array(list(by_id.values()), pa.string())})
+    return table.column("rationale").take(pc.index_in(ids, value_set=table.column("id"))).combine_chunks()
 
 
 class Encoder:

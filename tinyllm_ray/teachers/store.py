@@ -357,7 +357,7 @@ class Rationales(Mapping[str, str]):
     """A teacher's accepted rationales by question id, held as the Arrow table ``table`` (``id, rationale``, one
     row per id) and read as a mapping. Hand-written because a million-row ``dict`` of Python strings costs a few
     hundred bytes a row in the driver: the student's rows and the exported dataset join ``table`` in Arrow
-    (``rationale_of``); a ``dict`` is built only if an entry is looked up one by one."""
+    (``student.batches.rationale_of``); a ``dict`` is built only if an entry is looked up one by one."""
 
     def __init__(self, table: pa.Table):
         self.table = table
@@ -381,13 +381,3 @@ class Rationales(Mapping[str, str]):
 def read_rationales(run_dir: Path, teacher: str) -> Rationales:
     """Accepted training rationales of one teacher, by question id (a mapping over ``accepted_rationales``)."""
     return Rationales(accepted_rationales(run_dir, teacher))
-
-
-def rationale_of(ids: pa.Array | pa.ChunkedArray, by_id: Mapping[str, str]) -> pa.Array:
-    """``by_id.get(i)`` for every id of ``ids``, null where there is none, joined in Arrow (``pc.index_in``);
-    ``by_id``: a ``Rationales`` (its table is used as it is) or any mapping of id to text."""
-    table = getattr(by_id, "table", None)
-    if table is None:
-        table = pa.table({"id": pa.array(list(by_id.keys()), pa.string()),
-                          "rationale": pa.array(list(by_id.values()), pa.string())})
-    return table.column("rationale").take(pc.index_in(ids, value_set=table.column("id"))).combine_chunks()
