@@ -200,3 +200,22 @@ def test_models_other_than_t5_are_left_as_they_are() -> None:
                                          num_attention_heads=2, num_key_value_heads=2))
     assert speed_up(model) == []
     assert MultiTask(model, "causal", TASKS).kernels == []
+
+
+@pytest.mark.slow
+def test_train_compile_with_inductor_keeps_the_eager_losses_on_the_cpu() -> None:
+    """``train.compile: default`` through inductor's CPU code generation (about a minute on 2 cores): the one-pass
+    step and its autograd functions compile (``index_add`` in the loss did not, torch 2.13) and give the eager
+    losses step by step."""
+    from bench.gpu import TASKS as BENCH_TASKS
+    from bench.gpu import make_arm, t5_model, task_batch, train_step
+
+    torch.manual_seed(0)
+    model = t5_model("tiny-t5", 512)
+    twin = copy.deepcopy(model)
+    arms = [make_arm(MultiTask(model, "seq2seq", list(BENCH_TASKS))),
+            make_arm(MultiTask(twin, "seq2seq", list(BENCH_TASKS), compile="default"))]
+    data = task_batch(4, 32, 512, torch.device("cpu"))
+    for _ in range(3):
+        eager, compiled = (float(train_step(a, data, torch.device("cpu"))) for a in arms)
+        assert compiled == pytest.approx(eager, rel=1e-4)

@@ -59,15 +59,20 @@ class _TaskCrossEntropy(torch.autograd.Function):
             ce[part] = (lse - x.gather(1, safe[part])).squeeze(1)
             probs = (x - lse).exp_().scatter_add_(1, safe[part], torch.full_like(lse, -1.0))
             grad[part] = probs
-        ce = ce * valid
         ctx.save_for_backward(grad, tasks, valid)
-        return torch.zeros(n_tasks, dtype=torch.float32, device=logits.device).index_add_(0, tasks, ce)
+        return (task_mask(tasks, n_tasks) * (ce * valid).unsqueeze(1)).sum(0)
 
     @staticmethod
     def backward(ctx, upstream: torch.Tensor):
         grad, tasks, valid = ctx.saved_tensors
         scale = (upstream.index_select(0, tasks) * valid).to(grad.dtype)
         return grad * scale.unsqueeze(1), None, None, None
+
+
+def task_mask(tasks: torch.Tensor, n_tasks: int) -> torch.Tensor:
+    """[N, n_tasks] float: row i is 1 in column ``tasks[i]``. A comparison, not ``F.one_hot`` (which reads the
+    ids' range back to the host) nor ``index_add`` (which inductor's CPU code generation fails on in torch 2.13)."""
+    return (tasks.unsqueeze(1) == torch.arange(n_tasks, device=tasks.device)).float()
 
 
 def task_cross_entropy(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
@@ -81,8 +86,7 @@ def task_cross_entropy(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tenso
         flat = labels.reshape(-1)
         per_token = task.unsqueeze(1).expand(labels.shape).reshape(-1)
         part = _TaskCrossEntropy.apply(logits.reshape(-1, logits.size(-1)), flat, per_token, n_tasks)
-        count = torch.zeros(n_tasks, dtype=torch.float32, device=flat.device).index_add_(
-            0, per_token, (flat != IGNORE).float())
+        count = (task_mask(per_token, n_tasks) * (flat != IGNORE).float().unsqueeze(1)).sum(0)
         sums = part if sums is None else sums + part
         counts = count if counts is None else counts + count
     return sums / counts.clamp(min=1)
