@@ -219,3 +219,45 @@ def test_train_compile_with_inductor_keeps_the_eager_losses_on_the_cpu() -> None
     for _ in range(3):
         eager, compiled = (float(train_step(a, data, torch.device("cpu"))) for a in arms)
         assert compiled == pytest.approx(eager, rel=1e-4)
+
+
+def test_under_fsdp_every_batch_makes_the_same_forward_calls(tiny_models: Path) -> None:
+    """FSDP's ranks gather each sharded block together, so they must make the same forward calls: with
+    ``strategy: fsdp`` collation keeps a task without targets as filler rows (loss 0) and the passes do not depend
+    on the lengths; one batch with every rationale and one without any make the same decoder calls."""
+    from types import SimpleNamespace
+
+    from tinyllm_ray.student.batches import padding
+
+    student_dir = tiny_models / "student-t5"
+    tokenized = rows(student_dir, "seq2seq", n=8)
+    multiple, fixed = padding(SimpleNamespace(compile="off", pad_multiple=0, batch_size=4, strategy="fsdp"))
+    assert (multiple, fixed) == (0, 4)
+    assert padding(SimpleNamespace(compile="off", pad_multiple=0, batch_size=4, strategy="ddp")) == (0, None)
+    full = collate(take(tokenized, [0, 1, 2, 3]), TASKS, 0, "seq2seq", multiple, fixed)
+    without = take(tokenized, [4, 5, 6, 7])
+    without["labels__reference"] = [x[:0] for x in without["labels__reference"]]
+    bare = collate(without, TASKS, 0, "seq2seq", multiple, fixed)
+    assert bare["reference"] is not None and (bare["reference"]["labels"] == IGNORE).all()
+    model = load_student(str(student_dir))
+    calls: list[int] = []
+    model.get_decoder().register_forward_pre_hook(lambda *_: calls.append(1))
+    module = MultiTask(model, "seq2seq", TASKS, fixed_passes=True)
+    counts = []
+    for batch in (full, bare):
+        calls.clear()
+        losses = module(batch)
+        counts.append(len(calls))
+    assert counts == [2, 2]  # the answer's pass and the rationales' pass, both times
+    assert losses["reference"].item() == 0.0
+
+
+def test_fixed_passes_do_not_depend_on_the_lengths() -> None:
+    model = t5()
+    module = MultiTask(model, "seq2seq", ["answer", "a", "b"], fixed_passes=True)
+    seen = []
+    module._losses = lambda batch, groups: seen.append(groups) or {}
+    for widths in ((8, 128, 128), (120, 128, 8)):
+        batch = {t: {"labels": torch.zeros(2, w, dtype=torch.long)} for t, w in zip(["answer", "a", "b"], widths)}
+        module(batch)
+    assert seen == [[["answer"], ["a", "b"]]] * 2

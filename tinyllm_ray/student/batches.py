@@ -259,7 +259,8 @@ def collate(batch: dict[str, np.ndarray], tasks: Sequence[str], pad_id: int, lay
     Fixed shapes for a compiled student (``train.compile``): ``multiple`` rounds every padded length up to a
     multiple of it, and ``rows`` fills each task (and the one-encoder questions) up to that many rows with filler
     rows (one pad token attended, every label ``IGNORE``), which add nothing to the loss; ``rows`` stays the
-    number of real questions."""
+    number of real questions. With ``rows`` a task without any target in the batch is all filler rows, not None:
+    every micro-batch makes the same forward calls (what FSDP's ranks need, and fewer compiled graphs)."""
     n = len(batch["id"])
     fill = max(0, (rows or 0) - n)
     filler = np.asarray([pad_id], np.int64)
@@ -269,7 +270,7 @@ def collate(batch: dict[str, np.ndarray], tasks: Sequence[str], pad_id: int, lay
         out[QUESTION] = {"input_ids": _pad(questions, pad_id, multiple), "attention_mask": _mask(questions, multiple)}
     for task in tasks:
         keep = [i for i, labels in enumerate(batch[f"labels__{task}"]) if len(labels)]
-        if not keep:
+        if not keep and not rows:
             out[task] = None
             continue
         extra = max(0, (rows or 0) - len(keep))
@@ -292,9 +293,12 @@ COMPILE_PAD_MULTIPLE = 64
 
 
 def padding(tc: Any) -> tuple[int, int | None]:
-    """``collate``'s (length multiple, rows per task) for a ``TrainConfig``: fixed shapes when compiling."""
+    """``collate``'s (length multiple, rows per task) for a ``TrainConfig``: fixed shapes when compiling; under
+    FSDP (``strategy: fsdp``) every task in every micro-batch (filler rows for a task without targets), since
+    FSDP's ranks must all make the same forward calls (each gathers every sharded block together)."""
     compiled = tc.compile != "off"
-    return tc.pad_multiple or (COMPILE_PAD_MULTIPLE if compiled else 0), tc.batch_size if compiled else None
+    fixed_rows = compiled or tc.strategy == "fsdp"
+    return tc.pad_multiple or (COMPILE_PAD_MULTIPLE if compiled else 0), tc.batch_size if fixed_rows else None
 
 
 def row_lengths(batch: dict[str, np.ndarray], tasks: Sequence[str] | None = None) -> np.ndarray:

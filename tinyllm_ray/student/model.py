@@ -106,6 +106,7 @@ def task_logits(model: torch.nn.Module, layout: str, inputs: dict[str, torch.Ten
     return causal_shift(out.logits, labels)
 
 
+ANSWER = prompts.ANSWER_TASK
 NO_TASK = "_none"  # ``MultiTask``'s zero loss when a batch has none of its tasks
 
 # ``decoder_groups`` merges tasks into one decoder pass while the merged pass pads at most this share of tokens
@@ -143,6 +144,9 @@ class MultiTask(torch.nn.Module):
     docstring): the same losses as one forward per task (``reference_losses``).
 
     ``kernels``: rebuild a T5 student's layers for bf16 (``kernels.speed_up``; the same function).
+    ``fixed_passes`` (FSDP): the same decoder passes for every batch (the answer, then all rationales), so every
+    rank makes the same forward calls, which FSDP's gathers need; with ``collate``'s fixed rows every task is in
+    every batch.
     ``compile`` (``train.compile``): ``default`` or ``reduce-overhead`` runs this forward (every task's pass and
     loss) through ``torch.compile``; the HF model inside stays the plain module, so evaluation, generation and
     saving use it as before. Shapes that vary between batches make torch compile a second, shape-generic graph
@@ -150,9 +154,10 @@ class MultiTask(torch.nn.Module):
     (and, with ``reduce-overhead``, the CUDA graphs recorded) small."""
 
     def __init__(self, model: torch.nn.Module, layout: str, tasks: list[str], compile: str = "off",
-                 kernels: bool = True):
+                 kernels: bool = True, fixed_passes: bool = False):
         super().__init__()
         self.model, self.layout, self.tasks, self.compile_mode = model, layout, tasks, compile
+        self.fixed_passes = fixed_passes
         self.kernels = kernels_speed_up(model) if kernels else []
         self.pad = getattr(model.config, "pad_token_id", None) or 0
         # A plain attribute, not a submodule: the compiled function holds no parameters of its own.
@@ -161,10 +166,13 @@ class MultiTask(torch.nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         present = [t for t in self.tasks if batch[t] is not None]
-        # The passes are chosen here, outside a compiled function, from plain shapes: compiled, they are a
-        # constant the graph is guarded on (a few groupings, a graph each), not comparisons of symbolic sizes.
-        groups = decoder_groups({t: batch[t]["labels"].size(1) for t in present},
-                                {t: batch[t]["labels"].size(0) for t in present})
+        if self.fixed_passes:  # the same passes whatever the lengths: the answer, then every rationale together
+            groups = [g for g in ([t for t in present if t == ANSWER], [t for t in present if t != ANSWER]) if g]
+        else:
+            # Chosen here, outside a compiled function, from plain shapes: compiled, the passes are a constant
+            # the graph is guarded on (a few groupings, a graph each), not comparisons of symbolic sizes.
+            groups = decoder_groups({t: batch[t]["labels"].size(1) for t in present},
+                                    {t: batch[t]["labels"].size(0) for t in present})
         if self._compiled is None:
             return self._losses(batch, groups)
         if self.compile_mode == "reduce-overhead":

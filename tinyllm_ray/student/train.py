@@ -235,7 +235,8 @@ class TrainWorker:
                 log.info("student %s (%s layout) on %s, %d torch threads, bf16 autocast %s", c.student.model,
                          self.layout, self.device, torch.get_num_threads(), "on" if self.bf16 else "off")
         tasks = [t for t, w in weights.items() if w != 0]
-        prepared = ray.train.torch.prepare_model(MultiTask(model, self.layout, tasks, tc.compile),
+        prepared = ray.train.torch.prepare_model(MultiTask(model, self.layout, tasks, tc.compile,
+                                                           fixed_passes=tc.strategy == "fsdp"),
                                                  parallel_strategy=tc.strategy,
                                                  parallel_strategy_kwargs=prepare_kwargs(model, tc.strategy))
         optimizer = adamw(prepared, tc.lr, tc.weight_decay, tc.strategy)
