@@ -437,15 +437,17 @@ class PerTask(torch.nn.Module):
 
 def counted_step(arm: Arm, data: dict[str, Any], device: torch.device) -> dict[str, int]:
     """One training step (forward, backward, optimizer) in bf16 autocast, on any device, counted."""
-    encoder = arm.model.model.get_encoder()  # MultiTask or PerTask
+    inner = arm.model.model  # MultiTask, PerTask or another wrapper holding the HF model as ``model``
+    encoder = inner.get_encoder() if inner.config.is_encoder_decoder else None
     calls = []
-    hook = encoder.register_forward_pre_hook(lambda *_: calls.append(1))
+    hook = encoder.register_forward_pre_hook(lambda *_: calls.append(1)) if encoder is not None else None
     try:
         with OpCounter() as counter:
             arm.backward(data, 1, True, device, True)
             arm.optimizer_step(1.0)
     finally:
-        hook.remove()
+        if hook is not None:
+            hook.remove()
     return {"aten_ops_per_step": counter.ops, "fp32_matmuls_under_bf16": counter.fp32_matmuls,
             "encoder_calls_per_step": len(calls), "host_reads_per_step": counter.host_reads}
 
@@ -484,6 +486,58 @@ def step_counts(shape: str = "flan-t5-base", vocab: int = 512, batch: int = 2, i
         out["ops_ratio"] = round(out["aten_ops_per_step"] / out["reference_aten_ops_per_step"], 3)
     met = {k: out[k] <= limit for k, limit in STEP_TARGETS.items()}
     return {"ok": all(met.values()), "targets": STEP_TARGETS, "met": met, **out}
+
+
+QWEN_SHAPE = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
+              "num_key_value_heads": 2}  # Qwen2.5-0.5B's layers, the modern presets' student
+
+
+def causal_batch(batch: int, input_tokens: int, vocab: int, seed: int = 0) -> dict[str, Any]:
+    """``task_batch`` in the causal layout: each task's row is the prompt then its target, the prompt unscored."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {"rows": batch}
+    for task in TASKS:
+        ids = torch.randint(4, vocab, (batch, input_tokens + TARGET_TOKENS[task]), generator=g)
+        labels = ids.clone()
+        labels[:, :input_tokens] = -100
+        out[task] = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    return out
+
+
+def causal_step_counts(vocab: int = 512, batch: int = 2, input_tokens: int = 64) -> dict[str, Any]:
+    """``step_counts`` for a causal student of Qwen2.5-0.5B's layers (the modern presets'): its step against the
+    step before issue #37 (one forward per task, the stock model, default AdamW), counted the same way."""
+    import copy
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=vocab, pad_token_id=0, eos_token_id=1, **QWEN_SHAPE))
+    stock = copy.deepcopy(model)
+    arm = make_arm(MultiTask(model, "causal", list(TASKS)))
+    data = causal_batch(batch, input_tokens, vocab)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        new, ref = arm.model(data), reference_losses(stock, "causal", data, list(TASKS))
+    gap = max(abs(float(new[t]) - float(ref[t])) / abs(float(ref[t])) for t in TASKS)
+
+    class Stock(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = stock
+
+        def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+            return reference_losses(self.model, "causal", batch, list(TASKS))
+
+    out: dict[str, Any] = {"shape": "qwen2.5-0.5b layers", "vocab": vocab, "batch": batch,
+                           "loss_gap": float(f"{gap:.2e}")}
+    for name, one in (("", arm), ("reference_", make_arm(Stock(), fused=False))):
+        train_step(one, data, device)
+        counts = counted_step(one, data, device)
+        counts.pop("encoder_calls_per_step", None)
+        out.update({f"{name}{k}": v for k, v in counts.items()})
+    out["ops_ratio"] = round(out["aten_ops_per_step"] / out["reference_aten_ops_per_step"], 3)
+    return {"ok": out["fp32_matmuls_under_bf16"] == 0 and out["host_reads_per_step"] == 0 and gap <= 1e-2, **out}
 
 
 def ragged_rows(n: int, batch: int, vocab: int, seed: int = 0) -> dict[str, list]:
@@ -593,7 +647,8 @@ def fsdp_step(shape: str, device: torch.device, batch: int, input_tokens: int) -
         torch.manual_seed(0)
         model = t5_model(shape)
         blocks = sum(1 for m in model.modules() if type(m) in block_classes(model))
-        wrapped = FSDP(MultiTask(model, "seq2seq", list(TASKS), fixed_passes=True), device_id=torch.cuda.current_device(),
+        wrapped = FSDP(MultiTask(model, "seq2seq", list(TASKS), fixed_passes=True),
+                       device_id=torch.cuda.current_device(),
                        **prepare_kwargs(model, "fsdp"))
         units = sum(1 for m in wrapped.modules() if isinstance(m, FSDP)) - 1  # the root wraps the rest
         arm = make_arm(wrapped)
@@ -731,6 +786,8 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps({**results, "ok": all(results["checks"].values())}) + "\n")
 
     record("step_counts", lambda: step_counts(reference=not quick))
+    if not quick:  # a 0.5B model and its copy on the CPU: a minute, not for the default tests
+        record("step_counts_causal", causal_step_counts)
     for shape in students:
         record(f"student_step[{shape}]", lambda s=shape: student_step(s, device, batch[s], input_tokens,
                                                                       3 if quick else 10, peak(device,

@@ -195,9 +195,41 @@ def test_bf16_attention_runs_in_bf16_with_a_trainable_position_bias() -> None:
     assert counter.fp32_matmuls > 0  # the check can see what it is there to catch
 
 
-def test_models_other_than_t5_are_left_as_they_are() -> None:
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2))
+def causal(kind: str) -> torch.nn.Module:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    if kind == "llama":
+        return LlamaForCausalLM(LlamaConfig(**shape))
+    return Qwen2ForCausalLM(Qwen2Config(**shape))  # biases on query, key and value
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_rebuilt_llama_and_qwen2_layers_compute_what_transformers_computes(kind: str) -> None:
+    """fp32, grouped-query attention, a padded row: the same logits and gradients as the stock model, and the same
+    greedy generation (the rebuilt attention with the key/value cache)."""
+    model = causal(kind)
+    stock = copy.deepcopy(model)
+    assert speed_up(model) == ["norms", "feed-forward", "attention"]
+    ids = torch.randint(3, 64, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding, as generation pads
+    outs = [m(input_ids=ids, attention_mask=mask, labels=ids, use_cache=False) for m in (model, stock)]
+    assert torch.allclose(outs[0].logits, outs[1].logits, atol=1e-5)
+    for out in outs:
+        out.loss.backward()
+    assert_same_grads(model, stock)
+    made = [m.eval().generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
+            for m in (model, stock)]
+    assert torch.equal(made[0], made[1])
+
+
+def test_models_of_other_families_are_left_as_they_are() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=16, n_layer=1, n_head=2))
     assert speed_up(model) == []
     assert MultiTask(model, "causal", TASKS).kernels == []
 

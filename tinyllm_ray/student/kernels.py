@@ -17,7 +17,10 @@ transformers' own):
   transformers' ``sdpa`` passes an fp32 bias, permuted (stride = heads), combined with the mask again in every
   layer, which sends SDPA to its math kernel and runs the attention products in fp32.
 
-Anything else (another architecture, a model already changed) is left as it is: ``speed_up`` returns what it did.
+Llama-family and Qwen2 students (SmolLM, TinyLlama, Qwen2.5) get the same norms, query/key/value (and their
+biases) from one matrix product, and both MLP input projections from one; their attention stays transformers'
+(SDPA, bf16 already: rotary positions, no trainable bias). Anything else (another architecture, a model already
+changed) is left as it is: ``speed_up`` returns what it did.
 Equality with the stock model is tested in fp32 (``tests/unit/test_kernels.py``).
 """
 
@@ -146,30 +149,88 @@ def _attention_forward(self: torch.nn.Module, hidden_states: torch.Tensor, mask:
     return self.o(out), position_bias, None
 
 
+def _llama_attention_forward(self: torch.nn.Module, hidden_states: torch.Tensor,
+                             position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+                             attention_mask: torch.Tensor | None = None, past_key_values: Any = None,
+                             **kwargs: Any) -> tuple:
+    """``LlamaAttention.forward`` / ``Qwen2Attention.forward`` (transformers 5) with query, key and value from one
+    matrix product (their biases too, where the model has them); the rest as transformers does it."""
+    import sys
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    module = sys.modules[type(self).__module__]  # the model's own rotary helper and eager attention
+    input_shape = hidden_states.shape[:-1]
+    q_dim = self.q_proj.out_features
+    kv_dim = self.k_proj.out_features
+    weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+    bias = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+    query, key, value = F.linear(hidden_states, weight, bias).split([q_dim, kv_dim, kv_dim], dim=-1)
+    shape = (*input_shape, -1, self.head_dim)
+    query, key, value = (x.view(shape).transpose(1, 2) for x in (query, key, value))
+    cos, sin = position_embeddings
+    query, key = module.apply_rotary_pos_emb(query, key, cos, sin)
+    if past_key_values is not None:
+        key, value = past_key_values.update(key, value, self.layer_idx)
+    attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                      module.eager_attention_forward)
+    if getattr(self, "sliding_window", None) is not None:
+        kwargs["sliding_window"] = self.sliding_window
+    out, weights = attention(self, query, key, value, attention_mask,
+                             dropout=0.0 if not self.training else self.attention_dropout, scaling=self.scaling,
+                             **kwargs)
+    return self.o_proj(out.reshape(*input_shape, -1).contiguous()), weights
+
+
+def _llama_mlp_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``LlamaMLP.forward``: both input projections from one matrix product."""
+    weight = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+    bias = None if self.gate_proj.bias is None else torch.cat([self.gate_proj.bias, self.up_proj.bias])
+    gate, up = F.linear(x, weight, bias).chunk(2, dim=-1)
+    return self.down_proj(self.act_fn(gate) * up)
+
+
+def _llama_family() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(attention, MLP, norm) classes of the causal families rebuilt here: Llama (SmolLM, TinyLlama) and Qwen2."""
+    from transformers.models.llama import modeling_llama as llama
+    from transformers.models.qwen2 import modeling_qwen2 as qwen2
+
+    return ((llama.LlamaAttention, qwen2.Qwen2Attention), (llama.LlamaMLP, qwen2.Qwen2MLP),
+            (llama.LlamaRMSNorm, qwen2.Qwen2RMSNorm))
+
+
 def speed_up(model: torch.nn.Module) -> list[str]:
-    """Rebuild a T5-family student's layers in place (the module docstring); returns what changed, e.g.
-    ``["norms", "feed-forward", "attention"]``, or [] for a model it does not know."""
+    """Rebuild a T5-family student's layers, or a Llama/Qwen2 one's, in place (the module docstring); returns what
+    changed, e.g. ``["norms", "feed-forward", "attention"]``, or [] for a model it does not know."""
     from transformers.activations import NewGELUActivation
     from transformers.models.t5 import modeling_t5
 
-    stacks = [getattr(model, name, None) for name in ("encoder", "decoder")]
-    if not all(isinstance(s, modeling_t5.T5Stack) for s in stacks) or getattr(model, "_tinyllm_kernels", None):
+    if getattr(model, "_tinyllm_kernels", None):
         return []
+    attentions, mlps, norms = _llama_family()
     done = []
+    stacks = [getattr(model, name, None) for name in ("encoder", "decoder")]
+    t5 = all(isinstance(s, modeling_t5.T5Stack) for s in stacks)
     for module in model.modules():
-        if isinstance(module, modeling_t5.T5LayerNorm):
+        if (t5 and isinstance(module, modeling_t5.T5LayerNorm)) or isinstance(module, norms):
             module.forward = types.MethodType(_norm_forward, module)
             done.append("norms")
-        elif isinstance(module, (modeling_t5.T5DenseGatedActDense, modeling_t5.T5DenseActDense)):
+        elif t5 and isinstance(module, (modeling_t5.T5DenseGatedActDense, modeling_t5.T5DenseActDense)):
             if isinstance(module.act, NewGELUActivation):
                 module.act = torch.nn.GELU(approximate="tanh")
             gated = isinstance(module, modeling_t5.T5DenseGatedActDense)
             module.forward = types.MethodType(_gated_ff_forward if gated else _ff_forward, module)
             done.append("feed-forward")
-        elif isinstance(module, modeling_t5.T5Attention):
+        elif t5 and isinstance(module, modeling_t5.T5Attention):
             module.forward = types.MethodType(_attention_forward, module)
             if module.has_relative_attention_bias:
                 module.compute_bias = types.MethodType(_compute_bias, module)
+            done.append("attention")
+        elif isinstance(module, mlps):
+            module.forward = types.MethodType(_llama_mlp_forward, module)
+            done.append("feed-forward")
+        elif isinstance(module, attentions):
+            module.forward = types.MethodType(_llama_attention_forward, module)
             done.append("attention")
     model._tinyllm_kernels = [part for part in ("norms", "feed-forward", "attention") if part in done]
     return model._tinyllm_kernels
