@@ -32,9 +32,7 @@ from typing import Any
 PEAK_FLOPS = 989e12  # H100 SXM, dense bf16 (NVIDIA's datasheet: 1,979 TFLOPS with sparsity)
 DECODE_UTILISATION = 0.2
 PREFILL_UTILISATION = 0.5
-# bench/gpu.py, H200, 2026-12-04: 0.042-0.066 eager by its formula then, which left out attention scores and
-# cross-attention keys/values (about 12% of a FLAN-T5 step): 0.05 still stands. docs/gpu.md.
-TRAIN_MFU = 0.05
+TRAIN_MFU = 0.05  # the eager step's measured utilisation (docs/gpu.md), until a faster step is measured on a GPU
 HF_SLOWDOWN = 14.0
 CHARS_PER_TOKEN = 4.0  # English text in a BPE/SentencePiece vocabulary: about 4 characters per token
 

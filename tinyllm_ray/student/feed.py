@@ -5,7 +5,7 @@
   seeded per epoch, optional length buckets); ``Collate`` collates them in Ray Data's prefetch thread, not on the
   training thread, pinned in host memory when they go to a GPU;
 - ``EarlyStart`` asks for an epoch's first micro-batch in a thread of its own, so the first epoch's start-up
-  (Ray Data's split coordinator and streaming executor: 1.5-2.7 s on 2 cores, against ~45 ms for a later epoch)
+  (Ray Data's split coordinator and streaming executor, far slower than a later epoch's: docs/benchmarks.md)
   runs while the worker loads its models.
 """
 

@@ -5,8 +5,8 @@ fewer and faster operations.
 transformers' own):
 
 - **Norms** (``T5LayerNorm``): one autograd function (``RMSNorm``) with a hand-written backward: fp32 statistics,
-  output in the compute dtype (bf16 under autocast), so the next linear layers read it without a cast each. On
-  the CPU torch's ``rms_norm`` is a composite of about 30 operations forward and backward; this is 20.
+  output in the compute dtype (bf16 under autocast), so the next linear layers read it without a cast each
+  (torch's own ``rms_norm`` has no fused CPU kernel: a composite of many more operations).
 - **Feed-forward**: both input projections of the gated GELU from one matrix product; the GELU
   (``NewGELUActivation``, eight element-wise operations) as torch's fused ``gelu(approximate="tanh")`` (the same
   formula); no cast of the hidden state back to fp32 before ``wo`` (autocast would cast it to bf16 again).

@@ -40,7 +40,7 @@ class _TaskCrossEntropy(torch.autograd.Function):
     """Per-task sums of token cross-entropy, with the logits' gradient computed in the forward (softmax - one-hot,
     one fp32 chunk at a time, stored in the logits' dtype) and scaled by each task's incoming gradient in the
     backward. Written by hand: ``F.cross_entropy`` under autocast copies every logit to fp32 and keeps its fp32
-    log-softmax for the backward (1.1 GB a step for FLAN-T5 at batch 32), and it returns one number, not one per
+    log-softmax for the backward (gigabytes a step for a 32k vocabulary), and it returns one number, not one per
     task. The idea is Liger-Kernel's and Apple's cut cross-entropy, in plain torch ops so it runs on any device
     and under ``torch.compile``."""
 
