@@ -38,7 +38,8 @@ def test_each_arm_learns_from_its_own_weights_on_the_same_batch(tiny_models: Pat
     for a in (tinyllm, label_only):
         a.backward(batch, window=1, sync=True, device=torch.device("cpu"), bf16=False)
     # the same start and batch: the same answer loss; each step's loss is its own weighted sum
-    assert tinyllm.last["answer"] == label_only.last["answer"]
+    # (to rounding: the TinyLLM arm's one pass encodes the answer rows stacked with the rationale rows)
+    assert tinyllm.last["answer"].item() == pytest.approx(label_only.last["answer"].item(), rel=1e-6)
     assert tinyllm.step_loss == pytest.approx(tinyllm.last["answer"] + 0.5 * tinyllm.last["reference"])
     assert label_only.step_loss == pytest.approx(label_only.last["answer"]) and "reference" not in label_only.last
     before = [p.detach().clone() for p in label_only.model.parameters()]
