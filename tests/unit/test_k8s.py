@@ -228,8 +228,9 @@ def test_secrets_are_referenced_never_inline(kind: str) -> None:
     secret = [e for e in found if any(w in e["name"] for w in ("TOKEN", "SECRET", "KEY", "PASSWORD"))]
     assert {e["name"] for e in secret} == {"RAY_AUTH_TOKEN", "HF_TOKEN"}
     assert all("value" not in e and "secretKeyRef" in e["valueFrom"] for e in secret)
-    pods = [c for c in envs(document)]
-    assert pods and all(e["value"] == "token" for e in found if e["name"] == "RAY_AUTH_MODE")
+    modes = [e for e in found if e["name"] == "RAY_AUTH_MODE"]
+    # head, two worker groups and (RayJob) the submitter
+    assert len(modes) == (4 if kind == "rayjob" else 3) and all(e["value"] == "token" for e in modes)
     text = yaml.safe_dump(document)
     assert "kind: Secret" not in text and "stringData" not in text
 

@@ -78,9 +78,7 @@ def _compute_bias(self: torch.nn.Module, query_length: int, key_length: int, dev
     """T5's relative position bias [1, H, Q, K], contiguous, in the compute dtype; for decoder self-attention the
     future positions already hold the dtype's minimum (the causal mask, applied once per stack)."""
     bias = type(self).compute_bias(self, query_length, key_length, device, past_seen_tokens)
-    weight = self.relative_attention_bias.weight
-    dtype = torch.get_autocast_dtype(weight.device.type) if torch.is_autocast_enabled(weight.device.type) \
-        else weight.dtype
+    dtype = compute_dtype(self.relative_attention_bias.weight)
     bias = bias.to(dtype).contiguous()
     if self.is_decoder:
         position = torch.arange(key_length, device=bias.device)

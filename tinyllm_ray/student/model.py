@@ -15,6 +15,7 @@ over its own tokens: the losses of one forward per task (``reference_losses``, k
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Any
 
 import torch
@@ -106,7 +107,6 @@ def task_logits(model: torch.nn.Module, layout: str, inputs: dict[str, torch.Ten
     return causal_shift(out.logits, labels)
 
 
-ANSWER = prompts.ANSWER_TASK
 NO_TASK = "_none"  # ``MultiTask``'s zero loss when a batch has none of its tasks
 
 # ``decoder_groups`` merges tasks into one decoder pass while the merged pass pads at most this share of tokens
@@ -167,7 +167,8 @@ class MultiTask(torch.nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         present = [t for t in self.tasks if batch[t] is not None]
         if self.fixed_passes:  # the same passes whatever the lengths: the answer, then every rationale together
-            groups = [g for g in ([t for t in present if t == ANSWER], [t for t in present if t != ANSWER]) if g]
+            groups = [g for g in ([t for t in present if t == prompts.ANSWER_TASK],
+                                  [t for t in present if t != prompts.ANSWER_TASK]) if g]
         else:
             # Chosen here, outside a compiled function, from plain shapes: compiled, the passes are a constant
             # the graph is guarded on (a few groupings, a graph each), not comparisons of symbolic sizes.
@@ -184,20 +185,18 @@ class MultiTask(torch.nn.Module):
         """Every task's loss over ``groups`` (``decoder_groups`` of the tasks present)."""
         if not groups:  # no weighted task has a target here: a zero loss that still touches every weight
             return {NO_TASK: sum(p.sum() for p in self.parameters()) * 0.0}
-        present = [t for t in self.tasks if any(t in group for group in groups)]
-        index = {t: i for i, t in enumerate(present)}
+        index = {t: i for i, t in enumerate(t for group in groups for t in group)}
         if self.layout == "causal":
             parts = [self._causal(batch, group, index) for group in groups]
         else:
             parts = self._encoder_decoder(batch, groups, index)
-        losses = task_cross_entropy(parts, len(present))
+        losses = task_cross_entropy(parts, len(index))
         return {t: losses[i] for t, i in index.items()}
 
     def _task_rows(self, batch: dict[str, Any], group: list[str], index: dict[str, int]) -> torch.Tensor:
         """Each row's task index, for the rows of ``group`` stacked in its order."""
-        labels = [batch[t]["labels"] for t in group]
-        return torch.cat([torch.full((x.size(0),), index[t], dtype=torch.long, device=x.device)
-                          for t, x in zip(group, labels)])
+        return torch.cat([torch.full((batch[t]["labels"].size(0),), index[t], dtype=torch.long,
+                                     device=batch[t]["labels"].device) for t in group])
 
     def _mask(self, mask: torch.Tensor, causal: bool = False) -> torch.Tensor:
         """A padding mask [B, T] as the 4-D boolean mask transformers' SDPA attention takes ([B, 1, 1, T], or
@@ -231,9 +230,8 @@ class MultiTask(torch.nn.Module):
             ids = _stack([batch[t]["input_ids"] for t in order], self.pad)
             mask = self._mask(_stack([batch[t]["attention_mask"] for t in order], 0))
         encoded = encode_questions(self.model, {"input_ids": ids, "attention_mask": mask})
-        if self.layout != "one_encoder":
-            sizes = [batch[t]["labels"].size(0) for t in order]
-            starts = dict(zip(order, [sum(sizes[:i]) for i in range(len(order))]))
+        sizes = [batch[t]["labels"].size(0) for t in order]
+        starts = dict(zip(order, itertools.accumulate(sizes, initial=0)))  # each task's first stacked row
         parts = []
         for group in groups:
             labels = _stack([batch[t]["labels"] for t in group], IGNORE)
