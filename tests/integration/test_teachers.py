@@ -277,6 +277,40 @@ def test_a_killed_driver_resumes_without_regenerating_stored_rows(ray_local, tin
     print(f"driver killed with {stored} of 200 rows stored; the re-run generated {teacher['generated_now']}")
 
 
+def test_replicas_that_load_at_different_times_share_the_first_calls(ray_local, tiny_models, tmp_path):
+    """The stage starts reading while its replicas load, yet no replica starts before the others have loaded:
+    one loads 3 s later, and the three calls of a small stage still go to both (the first one up would take all
+    three, as many as it may hold at once)."""
+    import pyarrow as pa
+
+    from tinyllm_ray.teachers.source import PromptSource
+    from tinyllm_ray.teachers.stage import TeacherWorker, finished_calls, rationale_stage, rows_per_call
+
+    first = tmp_path / "first-replica"
+
+    class OneSlowReplica(TeacherWorker):
+        def __init__(self, teacher):
+            super().__init__(teacher)
+            try:
+                first.open("x").close()
+            except FileExistsError:
+                time.sleep(3.0)
+
+        def __call__(self, batch):
+            return {**super().__call__(batch), "pid": [os.getpid()] * len(batch["id"])}
+
+    teacher = _teacher(tiny_models, replicas=2, batch_size=2, num_cpus=1.0, engine="hf")
+    size = rows_per_call(teacher)
+    n = 3 * size
+    rows = pa.table({"id": [str(i) for i in range(n)], "role": ["train"] * n, "key": [str(i) for i in range(n)],
+                     "choices": [["x", "y"]] * n, "answer": ["x"] * n, "variants": [["Q: 1 + 1?"]] * n})
+    with runner.reserved(teacher) as group, PromptSource.of_table(rows, size) as source:
+        calls = [set(block.column("pid").to_pylist()) for block in
+                 finished_calls(rationale_stage(source, teacher, group, worker=OneSlowReplica))]
+    assert len(calls) == 3 and all(len(pids) == 1 for pids in calls)
+    assert len(set().union(*calls)) == 2, "one replica took every call"
+
+
 def test_a_teacher_group_left_behind_is_reported(ray_local, caplog):
     from ray.util.placement_group import placement_group, remove_placement_group
 

@@ -187,10 +187,9 @@ class PromptSource:
     def dataset(self) -> ray.data.Dataset:
         """The stage's input dataset: read tasks of at least ``chunk`` rows each, enough for ``rows``, one at a
         time (so rows keep their order), that need no CPU: while the teachers' placement groups hold every CPU
-        of a small cluster, a read task that needs one would never start. Ray Data starts reading once the
-        replicas are up, so the first call waits for the first read task's worker process (~1.4 s on the 2-core
-        machine, once per pass). A reading actor, which starts with the replicas, took that wait away but made the
-        100k-question stage 4x slower (477 s against 117, ``bench/scale.py``), so tasks it is."""
+        of a small cluster, a read task that needs one would never start. The stage starts reading while its
+        replicas load (``stage.rationale_stage``), so the read task's worker process is up before the first call.
+        (A reading actor made the 100k-question stage 4x slower in ``bench/scale.py``.)"""
         source = _QueueSource(self._queue, -(-self.rows // self.chunk) + 1, self.chunk)
         dataset = ray.data.read_datasource(source, num_cpus=0, concurrency=1, override_num_blocks=source.tasks)
         dataset.context.target_max_block_size = ONE_CALL_PER_BLOCK

@@ -20,6 +20,7 @@ when it named none (``no_answer``); ``said`` is what its conclusion says (for an
 
 from __future__ import annotations
 
+import asyncio
 import time
 import warnings
 from collections import Counter
@@ -53,6 +54,26 @@ VLLM_CALLS_PER_ACTOR = 3
 ANSWER_ROLES = ("valid", "test")
 # How long the replicas of a teacher may take to load (a 70B model from network storage takes minutes).
 REPLICA_START_TIMEOUT_S = 3600
+
+
+@ray.remote(num_cpus=0)
+class ReplicaGate:
+    """Opens once all ``replicas`` replicas of a teacher have loaded, and stays open (a replica restarted after a
+    crash passes at once). A replica waits at it at the end of its start-up, so the replicas become ready together
+    and Ray Data hands the first calls out among all of them: the first one up would otherwise take as many calls
+    as it may hold at once, which is the whole of a small stage. Ray Data's own wait (``wait_for_min_actors_s``)
+    does the same but holds the whole execution, the prompts' read task included, until the replicas are up; the
+    read task then only starts (a fresh worker process) once they are, and the first call waited for it.
+    Written here: Ray has no barrier across actors (``ray.util.collective`` needs a communicator group)."""
+
+    def __init__(self, replicas: int):
+        self.waiting, self.opened = replicas, asyncio.Event()
+
+    async def loaded(self) -> None:
+        self.waiting -= 1
+        if self.waiting <= 0:
+            self.opened.set()
+        await self.opened.wait()
 
 
 def rows_per_call(teacher: TeacherConfig) -> int:
@@ -178,8 +199,20 @@ def pool(teacher: TeacherConfig) -> ray.data.ActorPoolStrategy:
 
 def per_call(worker: type[TeacherWorker]) -> type[TeacherWorker]:
     """``worker`` over the stage's rows, each of which is one call (``source.pack``): it gets the call's rows as
-    the numpy batch Ray Data would have made of them and returns its rows as one row again."""
+    the numpy batch Ray Data would have made of them and returns its rows as one row again. Given a ``gate``
+    (``ReplicaGate``), a replica that has loaded waits there for the others."""
     class PerCall(worker):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, gate: Any = None, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            if gate is not None:
+                try:
+                    ray.get(gate.loaded.remote(), timeout=REPLICA_START_TIMEOUT_S)
+                except ray.exceptions.GetTimeoutError:
+                    raise TimeoutError(f"teacher {self.teacher.name}: not all of its replicas loaded within "
+                                       f"{REPLICA_START_TIMEOUT_S} s") from None
+                except ray.exceptions.RayActorError:
+                    pass  # the gate is gone (its node died): it only shares out the first calls, so go on
+
         def __call__(self, calls: pa.Table) -> pa.Table:  # type: ignore[override]
             batch = BlockAccessor.for_block(unpack(calls)).to_batch_format("numpy")
             return pack([BlockAccessor.batch_to_block(super().__call__(batch))])
@@ -200,9 +233,11 @@ def rationale_stage(source: PromptSource, teacher: TeacherConfig, placement_grou
     """Lazy dataset of rationale rows (``store.SCHEMA``) for the prompt rows of ``source`` (built while the stage
     reads them, in blocks of one actor call's rows). ``worker`` may be a subclass of ``TeacherWorker`` (the
     benchmark's adds timings); ``scorer``: the data's (``choice``, or ``exact``/``numeric`` for open answers)."""
+    gate = {"gate": ReplicaGate.remote(teacher.replicas)} if teacher.replicas > 1 else {}
     dataset = source.dataset().map_batches(
         per_call(worker),
-        fn_constructor_kwargs={"teacher": teacher, **({"scorer": scorer} if scorer != open_answers.CHOICE else {})},
+        fn_constructor_kwargs={"teacher": teacher, **({"scorer": scorer} if scorer != open_answers.CHOICE else {}),
+                               **gate},
         batch_size=1,  # one call (``source.pack``)
         batch_format="pyarrow",
         compute=pool(teacher),
@@ -217,10 +252,11 @@ def rationale_stage(source: PromptSource, teacher: TeacherConfig, placement_grou
         warnings.simplefilter("ignore")
         dataset.context.scheduling_strategy = in_group
         dataset.context.scheduling_strategy_large_args = in_group
-    # The group already holds every replica's resources, so wait for all replicas to load before handing
-    # out blocks; otherwise the first one up takes most of a small dataset. (A replica that fails to
-    # load still fails the stage at once.)
-    dataset.context.wait_for_min_actors_s = REPLICA_START_TIMEOUT_S
+    # Reading starts with the replicas' start-up, not after it (Ray's default, set because a caller's context may
+    # say otherwise): the replicas wait for each other at their ``ReplicaGate`` instead. A replica that fails to
+    # load still fails the stage at once (``max_consecutive_actor_init_deaths``: 0).
+    dataset.context.wait_for_min_actors_s = -1
+    dataset.context.max_consecutive_actor_init_deaths = 0
     # Ray Data's per-operator resource reservation counts the actors' whole bundle as this operator's usage and,
     # once its budget (the group's) is spent, lets one task at a time through after the first round (measured on
     # Ray 2.60 with a placement group: 3 calls at once, then 1), so the engine's batch drained between calls again.
