@@ -16,8 +16,9 @@ repeat that a burst of other load hit);
   rationale post-processing, blocks streamed back to the driver) / tokens/s of one bare
   ``vllm.LLM.generate`` call over the same prompts in one process. Both exclude engine start-up (and Ray
   Data's own actors, started once per session before the repeats: ``warm_up_ray_data``) and
-  get one small warm-up call: the stage's clock runs from the moment its warmed-up replica is ready to
-  the arrival of its last block, the bare one around ``generate``. Target >= 0.95 (median).
+  get one small warm-up call: the stage's clock runs from the moment its last warmed-up replica is ready (the
+  replicas start together: ``stage.ReplicaGate``) to the arrival of its last block, the bare one around
+  ``generate``. Target >= 0.95 (median).
 - ``vllm_vs_bare_large``: the same on ``--large`` times the questions (12 calls of 256 instead of 3), where the
   calls after the first round show whether the engine's batch stays full from one call to the next.
 - ``two_replicas_vs_one``: our stage with two replicas (the cores shared out between them) / with one, on the
@@ -161,13 +162,13 @@ def ours_vllm(model_dir: str, prompts: list[str], max_new_tokens: int, on_gpu: b
     rows = pa.table({"id": [str(i) for i in range(len(prompts))], "role": ["train"] * len(prompts),
                      "key": [str(i) for i in range(len(prompts))], "choices": [["x", "y"]] * len(prompts),
                      "answer": ["x"] * len(prompts), "variants": [[p] for p in prompts]})
-    ready, last, tokens, calls = float("inf"), 0.0, 0, []
+    ready, last, tokens, calls = 0.0, 0.0, 0, []
     cpu_before = cpu_by_process()
     with reserved(teacher) as group, PromptSource.of_table(rows, rows_per_call(teacher)) as source:
         stage = rationale_stage(source, teacher, group, worker=TimedWorker)
         for block in finished_calls(stage):
             last = time.time()
-            ready = min(ready, min(block.column("ready_at").to_pylist()))
+            ready = max(ready, max(block.column("ready_at").to_pylist()))
             tokens += sum(block.column("new_tokens").to_pylist())
             calls.append(block.column("call")[0].as_py())
     busy = sum(end - start for start, end in calls)
