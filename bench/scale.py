@@ -280,6 +280,7 @@ def run_one(n: int, stages: set[str], hf_max: int, tokenizer_dir: Path, peaks: P
 
 def _run_stages(n: int, stages: set[str], hf_max: int, tokenizer_dir: Path, peaks: Peaks,
                 root: Path) -> list[dict[str, Any]]:
+    from tinyllm_ray import keys
     from tinyllm_ray.config import DataConfig
     from tinyllm_ray.data.load import load_data
     from tinyllm_ray.teachers import runner, stage, store
@@ -299,7 +300,7 @@ def _run_stages(n: int, stages: set[str], hf_max: int, tokenizer_dir: Path, peak
     if "prompts" in stages:
         with bench.stage("prompts", n):
             rows = runner.prompt_rows(runner.train_variants(teachers[0], train), train, "train",
-                                      runner.settings_key(teachers[0]))
+                                      keys.settings_key(teachers[0]))
             assert rows.num_rows == n
             del rows
     run_dir = root / "run"

@@ -1,8 +1,12 @@
 """Shared fixtures: tiny local models (built once per session) and one local Ray cluster per session
-(plain helpers are in ``tests/helpers.py``).
+(plain helpers, ``REPO`` among them, are in ``tests/helpers.py``).
 
-Nothing here touches the network: HF_HUB_OFFLINE is set before transformers is imported, and the
-models are random-weight ones built by ``tinyllm_ray.tiny``.
+Nothing here touches the network: HF_HUB_OFFLINE is set here, once for every test file, before any of them
+imports transformers (``huggingface_hub`` reads it at import: a test that set it later would change nothing),
+and the models are random-weight ones built by ``tinyllm_ray.tiny``.
+
+Every test that uses the session's Ray (``ray_local``) is marked ``ray``, wherever it lives: ``-m "not ray"``
+leaves out each test that starts Ray this way. A test that starts Ray otherwise (a subprocess) says so itself.
 """
 
 from __future__ import annotations
@@ -16,6 +20,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection, which must see the mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
 
 
 @pytest.fixture(scope="session")

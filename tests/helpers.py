@@ -1,5 +1,6 @@
-"""Plain helpers the tests share (fixtures live in ``conftest.py``): the repository root, a small, fast run
-config built on the session's tiny models, and the GPU check's module (``bench/gpu.py``)."""
+"""Plain helpers the tests share (fixtures live in ``conftest.py``): the repository root and the authors' data
+beside it, a small, fast run config built on the session's tiny models, and the GPU check's module
+(``bench/gpu.py``). Import them (``from tests.helpers import REPO``) rather than working paths out again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
+# The authors' files (``../shared/data/tinyllm-official``); the tests that read them skip where it is absent.
+SHARED_DATA = REPO.parent / "shared" / "data" / "tinyllm-official"
 
 
 @functools.cache

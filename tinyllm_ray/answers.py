@@ -8,8 +8,12 @@ final-number equality):
 - ``numeric``: the *last* number of the said text (``1,234``, ``-3.5``, ``$12``, ``12 apples``, ``3/4``) equals
   the gold number (within 1e-6 relative): thousands separators, currency signs and trailing units are tolerated.
 
-A multiple-choice question is scored by the option it names (``prompts.match_choice``); ``SCORERS`` names
+A multiple-choice question is scored by the option it names (``replies.match_choice``); ``SCORERS`` names
 all three for the report. These functions are pure and cheap: they run per row inside Ray workers.
+
+This module holds the project's one text normaliser (``normalize``: SQuAD's by default, the option matcher's and
+the echo check's with other settings) and its one number pattern (``numbers`` finds it in running text,
+``plain_number`` checks a dataset's gold answer); it imports nothing of the package, so every layer may use it.
 """
 
 from __future__ import annotations
@@ -30,16 +34,47 @@ SCORERS = {
 
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
-# A number as people write it: optional sign, digits with optional thousands commas, optional decimals, or a
-# fraction such as 3/4. A comma not followed by exactly three digits ends the number ("3, 4" is two numbers).
-_NUMBER = re.compile(r"(?<![\w.])[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?(?!\d)"
-                     r"|(?<![\w.])[-−]?\.\d+(?!\d)")
+_MARK = re.compile(r"[^\w\s]")
+PUNCTUATION = ("drop", "split", "keep")
+"""What ``normalize`` does with punctuation: delete ASCII marks, turn any mark into a space, or leave it."""
+
+# A number as people write it: optional minus, digits with optional thousands commas, optional decimals. A comma
+# not followed by exactly three digits ends the number ("3, 4" is two numbers).
+_DECIMAL = r"[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+# In running text it may also be a fraction such as 3/4 or start at its point (.5), in any script's digits.
+_NUMBER = re.compile(rf"(?<![\w.]){_DECIMAL}(?:\s*/\s*\d+(?:\.\d+)?)?(?!\d)|(?<![\w.])[-−]?\.\d+(?!\d)")
+# A gold answer's number is stricter: ASCII digits only, nothing around it (no fraction, sign or unit).
+_PLAIN_NUMBER = re.compile(_DECIMAL, re.ASCII)
 
 
-def normalize(text: str) -> str:
-    """SQuAD's answer normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = text.lower().translate(_PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
+def normalize(text: str, *, punctuation: str = "drop", articles: bool = True) -> str:
+    """Lower case and single spaces; by default SQuAD's answer normalisation: ASCII punctuation deleted
+    (``don't`` -> ``dont``) and the articles a/an/the removed.
+
+    ``punctuation="split"`` turns every mark that is not a letter, digit or ``_`` (in any script) into a space
+    (``red-apple`` -> ``red apple``: how option texts are compared); ``"keep"`` leaves the marks as they are.
+    ``articles=False`` keeps a/an/the.
+    """
+    text = text.lower()
+    if punctuation == "drop":
+        text = text.translate(_PUNCT)
+    elif punctuation == "split":
+        text = _MARK.sub(" ", text)
+    elif punctuation != "keep":
+        raise ValueError(f"punctuation must be one of {', '.join(PUNCTUATION)}, got {punctuation!r}")
+    if articles:
+        text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def plain_number(text: str) -> str | None:
+    """``text`` as a bare number with its thousands separators removed (``"1,234"`` -> ``"1234"``, ``"-3.5"``
+    kept), or None when it is not one number written plainly (``"3,4"``, ``"$5"``, ``"5 apples"``, ``"3/4"``,
+    ``""``): how a dataset's gold number must be written, where ``numbers`` reads what a model says."""
+    text = text.strip()
+    if not _PLAIN_NUMBER.fullmatch(text):
+        return None
+    return text.replace(",", "").replace("−", "-")
 
 
 def numbers(text: str) -> list[float]:

@@ -11,7 +11,8 @@ The baselines train in the student's own Ray Train run, as more *arms* on the sa
 (``student/arms.py``): one worker group instead of one per baseline, and a controlled comparison. Each
 baseline is a cached stage of its own: its best checkpoint on valid is scored once on valid and test (both
 scorers, in the student's evaluation pass) and exported to ``<run>/compare/<name>/student/`` with the
-scores in its marker, so a re-run reuses it (``plan`` finds the finished ones). The table of ``rows`` puts the
+scores in its marker, so a re-run reuses it (``plan`` finds the finished ones through ``workflow.baseline_stages``).
+The table of ``rows`` puts the
 teachers' own accuracy, the baselines and the multi-teacher student side by side, shaped like the paper's.
 """
 
@@ -43,14 +44,6 @@ def variants(config: Config) -> dict[str, Config]:
     if len(names) > 1:
         out.update({f"only-{n}": keep({n}) for n in names})
     return out
-
-
-def baseline_key(config: Config, name: str, rationale_key: str) -> str:
-    """What a baseline's result depends on: the data, the rationales it reads, the student, its training
-    settings and the selection on valid."""
-    c = config
-    selection = (c.eval.every_steps, c.eval.select_on, c.eval.max_valid)
-    return stages.stage_key(name, c.data, rationale_key, c.student, c.train, selection)
 
 
 @dataclasses.dataclass
@@ -88,22 +81,21 @@ class Baselines:
         return {name: out[name] for name in variants(self.config)}
 
 
-def plan(config: Config, run_dir: Path, rationale_key: str) -> Baselines:
-    """Reuse the finished baselines, list the others to train. ``rationale_key`` identifies the teachers'
-    rationales they learn from (a baseline is redone when they change)."""
+def plan(config: Config, run_dir: Path, stages_by_name: dict[str, tuple[Config, Any]]) -> Baselines:
+    """Reuse the finished baselines, list the others to train. ``stages_by_name``: each baseline's config and
+    stage (``workflow.baseline_stages``: its key, export directory and whether it finished)."""
     reused: dict[str, dict[str, Any]] = {}
     to_train: dict[str, tuple[Config, str, Path]] = {}
-    for name, variant in variants(config).items():
-        export_dir = run_dir / COMPARE_DIR / name / runs.EXPORT_DIR
-        key = baseline_key(variant, name, rationale_key)
-        if info := stages.finished(export_dir, key):
+    for name, (variant, stage) in stages_by_name.items():
+        export_dir = stage.where(run_dir)
+        if info := stage.finished(run_dir):
             log.info("compare: reusing the %s baseline in %s", name, export_dir)
             reused[name] = info
             continue
         stages.check_replaceable(export_dir, f"{name} baseline")  # refused now, not after training
         log.info("compare: training the %s baseline (%s)", name, ", ".join(
             f"{t}={w:g}" for t, w in variant.task_weights().items()))
-        to_train[name] = (variant, key, export_dir)
+        to_train[name] = (variant, stage.key, export_dir)
     return Baselines(config, reused, to_train)
 
 

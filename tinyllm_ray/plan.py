@@ -26,9 +26,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from tinyllm_ray import estimate, pipeline, prompts, runs, stages
+from tinyllm_ray import estimate, keys, prepare, prompts, workflow
 from tinyllm_ray.config import Config, ConfigError, TeacherConfig, validate, with_absolute_paths
-from tinyllm_ray.data.schema import Question
+from tinyllm_ray.data.schema import HELD_OUT, Question
 from tinyllm_ray.model_files import is_model_file
 from tinyllm_ray.resources import (
     AUTOSCALER_CONFIG,
@@ -49,12 +49,12 @@ def make_plan(config: Config, throughput: dict[str, float] | None = None) -> dic
     if unknown:
         raise ConfigError(f"--throughput: no teacher named {', '.join(map(repr, unknown))} (teachers: "
                           f"{', '.join(t.name for t in config.teachers) or 'none'}; or 'student')")
-    data, where = pipeline.check(config)
+    data, where = prepare.check(config)
     to_build = _tiny_models_to_build(config)
     if not to_build:
         validate(config)  # model paths (tiny models still to build are made at the start of the run)
-    c = with_absolute_paths(pipeline.resolve_task(config, data))
-    c = pipeline.resolve_models(c, cached_only=True)  # converted GGUF files: the folders (and keys) a run uses
+    c = with_absolute_paths(prepare.resolve_task(config, data))
+    c = prepare.resolve_models(c, cached_only=True)  # converted GGUF files: the folders (and keys) a run uses
     to_convert = sorted({m for m in (c.student.model, *(t.model for t in c.teachers)) if is_model_file(m)})
     live, launchable, seen = _cluster(c)
     nodes = live + launchable
@@ -67,14 +67,12 @@ def make_plan(config: Config, throughput: dict[str, float] | None = None) -> dic
         fits = str(err).splitlines()[1:-1]
     run_dir = where.path if where.resume else None
     splits = data.splits
-    held_out = {s: splits[s] for s in ("valid", "test") if splits.get(s)}
-    keys = None
-    if run_dir:  # every teacher's stage key in one pass over the questions (seconds per pass at 1M)
-        from tinyllm_ray.teachers import runner
-
-        keys = runner.stage_keys(c.teachers, splits["train"], held_out)
-    teachers = [_teacher(t, splits["train"], held_out, run_dir, throughput.get(t.name),
-                         keys[t.name] if keys else None) for t in c.teachers]
+    held_out = {s: splits[s] for s in HELD_OUT if splits.get(s)}
+    # the stages a resume would find finished (every teacher's key in one pass over the questions); a new run
+    # has none, and its keys are not worth a pass
+    finished = _finished_teachers(c, splits["train"], held_out, run_dir) if run_dir else set()
+    teachers = [_teacher(t, splits["train"], held_out, run_dir, throughput.get(t.name), t.name in finished)
+                for t in c.teachers]
     place(c.teachers, teachers, nodes)
     plan = {
         "run_dir": str(where.path), "resume": where.resume,
@@ -138,10 +136,17 @@ def _node(n: NodeType) -> dict[str, Any]:
             "count": n.max_count}
 
 
+def _finished_teachers(c: Config, train: list[Question], held_out: dict[str, list[Question]], run_dir: Path
+                       ) -> set[str]:
+    """The configured teachers whose stage finished in ``run_dir`` (as the run would find them)."""
+    return {s.teacher.name for s in workflow.teacher_stages(c, train, held_out)
+            if isinstance(s, workflow.TeacherStage) and s.finished(run_dir)}
+
+
 def _teacher(t: TeacherConfig, train: list[Question], held_out: dict[str, list[Question]], run_dir: Path | None,
-             given: float | None, key: str | None = None) -> dict[str, Any]:
-    """One teacher's rows, tokens and hours; rows a finished (or partly stored) stage holds are not counted.
-    ``key``: its stage key, when the caller made every teacher's at once (``runner.stage_keys``)."""
+             given: float | None, complete: bool) -> dict[str, Any]:
+    """One teacher's rows, tokens and hours; rows a finished (``complete``) or partly stored stage holds are not
+    counted."""
     from tinyllm_ray.teachers import runner, store
     from tinyllm_ray.teachers.source import pending_rows
 
@@ -150,7 +155,6 @@ def _teacher(t: TeacherConfig, train: list[Question], held_out: dict[str, list[Q
     if t.shots_mode == "generated" and t.shots:
         rows["examples"] = min(t.shot_pool, len(train))
     stored = store.stored(run_dir, t.name, ["key", "new_tokens"]) if run_dir else None  # not the texts
-    complete = bool(run_dir and store.finished(run_dir, t.name, key or runner.stage_key(t, train, answers)))
     new_per_row, new_from = float(t.max_new_tokens), "max_new_tokens (an upper bound)"
     if stored is not None and stored.num_rows:
         new_per_row = statistics.fmean(stored.column("new_tokens").to_pylist())
@@ -158,8 +162,8 @@ def _teacher(t: TeacherConfig, train: list[Question], held_out: dict[str, list[Q
     pending = dict.fromkeys(rows, 0) if complete else dict(rows)
     if not complete and stored is not None and stored.num_rows and not (t.shots_mode == "generated" and t.shots):
         # The training pass's prompts do not depend on generated text here: count its stored rows exactly.
-        keys = runner.prompt_rows(runner.train_variants(t, train), train, "train", runner.settings_key(t))
-        pending["train"] = len(pending_rows(keys, pc.unique(stored.column("key"))))
+        rows_now = runner.prompt_rows(runner.train_variants(t, train), train, "train", keys.settings_key(t))
+        pending["train"] = len(pending_rows(rows_now, pc.unique(stored.column("key"))))
     prompt_chars = _prompt_chars(t, train, answers, pending, new_per_row)
     new_tokens = round(sum(pending.values()) * new_per_row)
     params, size_from = estimate.model_params(t.model, t.trust_remote_code)
@@ -237,9 +241,6 @@ def _student(c: Config, splits: dict[str, list[Question]], run_dir: Path | None,
              precomputed: dict[str, dict[str, tuple[str, str]]], capacity: dict[str, float],
              given: float | None) -> dict[str, Any]:
     """The student's (or the sweep's) trainings still to run, their steps, trained tokens and GPU-hours."""
-    from tinyllm_ray import compare
-    from tinyllm_ray.teachers import runner
-
     train, tc = splits["train"], c.train
     steps = schedule(c, len(train)).total_steps
     questions = steps * tc.batch_size * tc.grad_accum_steps * tc.num_workers
@@ -254,20 +255,17 @@ def _student(c: Config, splits: dict[str, list[Question]], run_dir: Path | None,
         min(c.student.max_target_tokens, round(n)) for n in rationale.values())
     out: dict[str, Any] = {"model": c.student.model, "workers": tc.num_workers, "use_gpu": tc.use_gpu,
                            "steps": steps, "questions_trained": questions}
+    reused = bool(run_dir and workflow.student_stage(c).finished(run_dir))
     if c.tune is not None:
-        from tinyllm_ray.sweep.run import sweep_key
         from tinyllm_ray.sweep.space import concurrent_trials, trial_count
 
-        reused = bool(run_dir and stages.finished(run_dir / runs.EXPORT_DIR, sweep_key(c)))
         out.update(reused=reused, trials=trial_count(c), at_once=concurrent_trials(c, capacity))
         trainings = 0 if reused else out["trials"]
     else:
-        reused = bool(run_dir and stages.finished(run_dir / runs.EXPORT_DIR, pipeline.student_key(c)))
         arms = [] if reused else ["student"]
         if c.compare and not reused:  # baselines train in the student's run, as more arms on the same batches
-            key = runner.rationales_key(c)
-            arms += [name for name, variant in compare.variants(c).items() if not (run_dir and stages.finished(
-                run_dir / compare.COMPARE_DIR / name / runs.EXPORT_DIR, compare.baseline_key(variant, name, key)))]
+            arms += [name for name, (_, stage) in workflow.baseline_stages(c).items()
+                     if not (run_dir and stage.finished(run_dir))]
         out.update(reused=reused, arms=arms)
         trainings = len(arms)
     params, size_from = estimate.model_params(c.student.model, c.student.trust_remote_code)

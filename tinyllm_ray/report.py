@@ -11,25 +11,21 @@ the same facts as tables.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinyllm_ray import answers, compare, model_files, prompts
+from tinyllm_ray import answers, compare, model_files, prompts, replies
+from tinyllm_ray.results import StudentResult, TeacherResult
 
 if TYPE_CHECKING:
     from tinyllm_ray.config import Config
     from tinyllm_ray.data.load import LoadedData
 
 
-TEACHER_FIELDS = ("name", "model", "rationales", "rejected", "rejected_by_reason", "acceptance_rate",
-                  "median_words", "ended_by_eos", "ended_by_limit", "quarantined", "tokens_generated",
-                  "generated_now", "seconds", "evaluated", "valid_accuracy", "test_accuracy", "unparsed", "too_long",
-                  "not_evaluated_because")
-
-
-def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list[dict[str, Any]],
-                 student: dict[str, Any], accuracy: dict[str, float], architecture: str,
+def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list[TeacherResult],
+                 student: StudentResult, accuracy: dict[str, float], architecture: str,
                  timings: dict[str, float], baselines: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The report of a finished run from what its stages returned (``baselines``: with ``compare: true``)."""
     report = {
@@ -47,9 +43,9 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
             "task": data.task,
             "scorer": data.scorer,
             "scorer_means": answers.SCORERS[data.scorer],
-            **({"rationale_filter": prompts.OPEN_FILTER} if data.task == "open" else {}),
+            **({"rationale_filter": replies.OPEN_FILTER} if data.task == "open" else {}),
         },
-        "teachers": [{k: t.get(k) for k in TEACHER_FIELDS} for t in teachers],
+        "teachers": [dataclasses.asdict(t) for t in teachers],
         "student": {
             "model": config.student.model,
             **({"model_source": source} if (source := model_files.source_of(config.student.model)) else {}),
@@ -58,14 +54,14 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
             "test_accuracy": accuracy.get("test"),
             "valid_accuracy_rank": accuracy.get("rank_valid"),
             "test_accuracy_rank": accuracy.get("rank_test"),
-            "steps": student["steps"],
-            "seconds": student["seconds"],
+            "steps": student.steps,
+            "seconds": student.seconds,
             "architecture": architecture,
             "mode": config.train.mode,
-            "exported_step": student.get("best_step"),
+            "exported_step": student.best_step,
             "selected_on": f"valid accuracy ({config.eval.select_on}) during training",
-            "samples_per_second": student.get("final_metrics", {}).get("train_samples_per_second"),
-            "truncated": student.get("truncated"),
+            "samples_per_second": student.final_metrics.get("train_samples_per_second"),
+            "truncated": student.truncated,
             "answer_prefix": config.student.answer_prefix,
             "rationale_prefix": config.student.rationale_prefix,
             **({"rank_skipped": RANK_SKIPPED} if data.task == "open" else {}),
@@ -73,8 +69,8 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
         "timings": timings,
     }
     if config.tune is not None:  # the exported student is the sweep's best trial
-        report["student"].update(loss_weights=student["loss_weights"], lr=student["lr"])
-        report["tune"] = student["tune"]
+        report["student"].update(loss_weights=student.loss_weights, lr=student.lr)
+        report["tune"] = student.tune
     if baselines is not None:
         report["baselines"] = {name: {k: b.get(k) for k in BASELINE_FIELDS} for name, b in baselines.items()}
     report["comparison"] = compare.rows(report)

@@ -20,6 +20,8 @@ from typing import Any
 from tinyllm_ray import prompts
 from tinyllm_ray.config import Config, is_local_model
 from tinyllm_ray.data.schema import Question
+from tinyllm_ray.keys import GENERATION_FIELDS
+from tinyllm_ray.results import TeacherResult
 
 DATASET_DIR = "dataset"
 TRAIN_FILE = "data/train-00000-of-00001.parquet"
@@ -58,7 +60,7 @@ EXPORT_CHUNK = 65_536
 
 
 def export_rationales(run_dir: Path, config: Config, train: list[Question], rationales: Mapping[str, Mapping[str, str]],
-                      teachers: list[dict[str, Any]]) -> Path:
+                      teachers: list[TeacherResult]) -> Path:
     """Write ``<run>/dataset/`` (Parquet and its card) and return it; ``rationales``: teacher -> {id: text} (a
     ``store.Rationales`` is joined by id in Arrow). Written a chunk of questions at a time."""
     import pyarrow as pa
@@ -85,10 +87,9 @@ def export_rationales(run_dir: Path, config: Config, train: list[Question], rati
     return out
 
 
-def dataset_card(run_name: str, config: Config, train: list[Question], teachers: list[dict[str, Any]]) -> str:
+def dataset_card(run_name: str, config: Config, train: list[Question], teachers: list[TeacherResult]) -> str:
     from huggingface_hub import DatasetCard, DatasetCardData
 
-    from tinyllm_ray.teachers.runner import GENERATION_FIELDS
 
     data = DatasetCardData(
         pretty_name=f"{run_name}: teacher rationales (tinyllm_ray)", task_categories=["question-answering"],
@@ -101,10 +102,10 @@ def dataset_card(run_name: str, config: Config, train: list[Question], teachers:
     example = prompts.teacher_prompt(train[0], train[1:1 + shots]).replace("```", "'''")
     rows = []
     for t in teachers:
-        settings = by_name.get(t["name"])
+        settings = by_name.get(t.name)
         shown = (", ".join(f"{f}={getattr(settings, f)}" for f in GENERATION_FIELDS if f != "model")
                  if settings else "precomputed (imported from the dataset's files)")
-        rows.append(f"| {t['name']} | `{t['model']}` | {t.get('rationales')} | {t.get('rejected')} | {shown} |")
+        rows.append(f"| {t.name} | `{t.model}` | {t.rationales} | {t.rejected} | {shown} |")
     opened = bool(train) and train[0].is_open
     saw, other = ("the question **and the gold answer**", "another answer") if opened else \
         ("the question, its options **and the gold answer**", "another option")

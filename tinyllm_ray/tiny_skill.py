@@ -2,8 +2,8 @@
 
 The teachers of ``tinyllm_ray.tiny_trained`` are measured the way a run uses them: ``family_accuracy`` asks
 each question with ``prompts.answer_prompt`` (the teacher answers by itself) and reads the conclusion with
-``prompts.parse_answer``; ``rationale_acceptance`` gives the gold answer with ``prompts.teacher_prompt`` and
-counts what ``prompts.clean_rationale`` accepts. ``evaluation_sets`` are the quickstart's valid + test
+``replies.parse_answer``; ``rationale_acceptance`` gives the gold answer with ``prompts.teacher_prompt`` and
+counts what ``replies.clean_rationale`` accepts. ``evaluation_sets`` are the quickstart's valid + test
 questions of data seeds 0-4, never seen in training. ``python -m tinyllm_ray.tiny_skill DIR`` builds (or reuses)
 both teachers in DIR and prints their accuracy per family against chance.
 """
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tinyllm_ray import prompts
+from tinyllm_ray import prompts, replies
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.tiny_trained import RECIPE, TEACHER_FAMILIES, build_trained_teachers
@@ -54,12 +54,12 @@ def answers(model: Any, questions: Sequence[Question], shots: int = 2, pool: Seq
 def family_accuracy(model: Any, questions: Sequence[Question], shots: int = 2,
                     pool: Sequence[Question] | None = None, **kwargs: Any) -> dict[str, float]:
     """Per family, the share of ``questions`` the teacher (a model dir or an engine) answers right by itself:
-    ``prompts.answer_prompt`` with ``shots`` examples, its conclusion read by ``prompts.parse_answer`` (no
+    ``prompts.answer_prompt`` with ``shots`` examples, its conclusion read by ``replies.parse_answer`` (no
     conclusion, or one naming no option, is wrong). Keyword arguments go to ``answers``."""
     outs = answers(model, questions, shots, pool, **kwargs)
     right: dict[str, list[bool]] = defaultdict(list)
     for q, text in zip(questions, outs):
-        right[synthetic.family_of(q)].append(prompts.parse_answer(text, q.choices)[1] == q.answer_index)
+        right[synthetic.family_of(q)].append(replies.parse_answer(text, q.choices)[1] == q.answer_index)
     return {f: sum(v) / len(v) for f, v in sorted(right.items())}
 
 
@@ -68,14 +68,14 @@ def rationale_acceptance(model: Any, questions: Sequence[Question], shots: int =
                          max_new_tokens: int = RECIPE.max_new_tokens, batch_size: int = 16,
                          ) -> tuple[dict[str, float], list[tuple[Question, str, str | None]]]:
     """Per family, the share of the teacher's ``prompts.teacher_prompt`` outputs (gold answer shown) that
-    ``prompts.clean_rationale`` accepts; and every (question, rationale, reject reason) for reading."""
+    ``replies.clean_rationale`` accepts; and every (question, rationale, reject reason) for reading."""
     engine = _engine(model, max_new_tokens, batch_size)
     pool = questions if pool is None else pool
     texts = [prompts.teacher_prompt(q, prompts.pick_shots(q, pool, shots, seed)) for q in questions]
     rows = []
     ok: dict[str, list[bool]] = defaultdict(list)
     for q, prompt, g in zip(questions, texts, engine.generate(texts)):
-        text, reason = prompts.clean_rationale(g.text, q, prompt, min_words=min_words)
+        text, reason = replies.clean_rationale(g.text, q, prompt, min_words=min_words)
         rows.append((q, text, reason))
         ok[synthetic.family_of(q)].append(reason is None)
     return {f: sum(v) / len(v) for f, v in sorted(ok.items())}, rows

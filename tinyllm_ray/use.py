@@ -25,7 +25,7 @@ from typing import Any
 
 from tinyllm_ray import console
 from tinyllm_ray.config import Config, ConfigError, from_dict, load_config
-from tinyllm_ray.data.schema import Question
+from tinyllm_ray.data.schema import HELD_OUT, Question
 from tinyllm_ray.inputs import DIRECTORY, FILE, clip, require_problem
 
 
@@ -119,20 +119,21 @@ def predict(args: Any) -> int:
 
 
 def evaluate(args: Any) -> int:
-    from tinyllm_ray import pipeline
+    from tinyllm_ray import prepare
+    from tinyllm_ray.connect import connect_ray
     from tinyllm_ray.data.load import load_data
     from tinyllm_ray.student.evaluate import evaluate as score
 
     model_dir, _ = resolve(Path(args.path), None)
     config = load_config(args.config, [*args.overrides, f"student.model={model_dir}"], check_paths=False)
     data = load_data(config.data, require_train=False)
-    config = pipeline.resolve_task(config, data)
-    wanted = args.split or [s for s in ("valid", "test") if data.splits.get(s)]
+    config = prepare.resolve_task(config, data)
+    wanted = args.split or [s for s in HELD_OUT if data.splits.get(s)]
     missing = [s for s in wanted if not data.splits.get(s)]
     if missing:
         raise ConfigError(f"--split: dataset {config.data.dataset!r} has no {', '.join(missing)} questions here "
                           f"(it has: {', '.join(s for s, qs in data.splits.items() if qs)})")
-    pipeline.connect_ray(config)
+    connect_ray(config)
     console.quiet_libraries()
     accuracy, _ = score({s: data.splits[s] for s in wanted}, str(model_dir), config)
     out = {"model": str(model_dir), "dataset": config.data.dataset, "scorer": data.scorer,

@@ -42,7 +42,7 @@ def test_max_steps_stops_mid_epoch_and_survives_a_restart_in_the_last_epoch(ray_
     assert "checkpoint_step0000005" in checkpoints  # the last step is always checkpointed
 
 
-@pytest.mark.slow  # two Ray Train runs: ~90 s on 2 cores (the checks themselves are unit-tested in test_arms.py)
+@pytest.mark.slow  # two Ray Train runs: ~90 s on 2 cores (the checks: test_arms.py, test_checkpoints.py)
 def test_a_damaged_latest_checkpoint_is_skipped_and_training_resumes_from_the_one_before(ray_local, tiny_models,
                                                                                         tmp_path, capfd):
     import shutil

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from transformers import AutoModelForCausalLM
 
-from tests.helpers import REPO, tiny_run_config
+from tests.helpers import REPO, SHARED_DATA, tiny_run_config
 from tinyllm_ray import answers, pipeline
 from tinyllm_ray.config import from_dict
 from tinyllm_ray.data.load import load_data
@@ -131,10 +131,10 @@ def test_run_dir_holds_rationales_student_and_predictions(first_run):
     assert all(0 <= p < 5 for p in predictions.column("rank_predicted").to_pylist())  # always names an option
     md = (run_dir / "report.md").read_text()
     assert "| teacher-a |" in md and "valid accuracy" in md
-    from tinyllm_ray import prompts
+    from tinyllm_ray import prompts, replies
 
     shown = (run_dir / "prompts" / "teacher-a.txt").read_text()  # what the teacher read for question 1
-    assert shown.startswith(prompts.TEACHER_INSTRUCTION) and shown.rstrip().endswith(prompts.RATIONALE_LEAD)
+    assert shown.startswith(prompts.TEACHER_INSTRUCTION) and shown.rstrip().endswith(replies.RATIONALE_LEAD)
     from huggingface_hub import ModelCard
 
     results = ModelCard.load(run_dir / "student" / "README.md").data.eval_results
@@ -264,7 +264,6 @@ def test_failing_teacher_is_named_and_finished_teachers_are_kept(ray_local, tiny
     assert (kept.count("train"), kept.count("valid"), kept.count("test")) == (48, 16, 16)
 
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyllm-official"
 
 
 def _authors_layout(root: Path) -> Path:
@@ -360,9 +359,9 @@ def test_an_open_answer_run_of_the_built_in_dataset_goes_end_to_end(ray_local, t
 
 
 @pytest.mark.slow  # ~80 s: reads the whole real dataset (only where ../shared is, never in CI)
-@pytest.mark.skipif(not (SHARED / "obqa").is_dir(), reason="../shared/data is not on this machine")
+@pytest.mark.skipif(not (SHARED_DATA / "obqa").is_dir(), reason="../shared/data is not on this machine")
 def test_obqa_preset_with_the_authors_rationales(ray_local, tiny_models, tmp_path):
-    raw = _precomputed_config(tiny_models, SHARED / "obqa", tmp_path / "runs", dataset="obqa", max_train=64)
+    raw = _precomputed_config(tiny_models, SHARED_DATA / "obqa", tmp_path / "runs", dataset="obqa", max_train=64)
     report = pipeline.run(from_dict(raw))
     assert report["dataset"]["rows_read"] == {"train": 4957, "valid": 500, "test": 500}
     assert [t["name"] for t in report["teachers"]] == ["flan-t5-xl", "llama-2-chat"]

@@ -125,16 +125,3 @@ def test_a_checkpoint_that_would_not_load_is_named_with_its_file(tmp_path) -> No
     torch.save({"step": 4}, other / STATE_FILE)
     assert "has no model files" in checkpoint_problem(other, ["student", "label-only"])  # an arm missing
     assert checkpoint_problem(other, ["student"]) is None and (other / ARMS_DIR).exists() is False
-
-
-def test_older_checkpoints_are_the_earlier_steps_beside_it_newest_first(tmp_path) -> None:
-    import ray.train
-
-    from tinyllm_ray.student.train import older_checkpoints
-
-    for step in (2, 4, 6, 10):
-        (tmp_path / f"checkpoint_step{step:07d}").mkdir()
-    (tmp_path / "checkpoint_manager_snapshot.json").write_text("{}")
-    latest = ray.train.Checkpoint.from_directory(str(tmp_path / "checkpoint_step0000006"))
-    assert [c.path.rsplit("/", 1)[-1] for c in older_checkpoints(latest)] == ["checkpoint_step0000004",
-                                                                               "checkpoint_step0000002"]

@@ -3,13 +3,14 @@
 - A broken data file (truncated JSON, invalid UTF-8, a rationale file shorter than its question file)
   through ``tinyllm distill``: exit status 2 and one ``error:`` line naming the file, no traceback, and
   Ray is never reached (``pipeline.connect_ray`` is replaced by a tripwire).
-- Every kind of bad row in one file through ``pipeline.prepare``: each is counted and written to
+- Every kind of bad row in one file through ``prepare.prepare``: each is counted and written to
   ``rejects.jsonl`` with its position and reason, the good rows are kept: nothing is lost silently.
 - A model whose config asks for its own Python code is refused unless the config opts in
   (``trust_remote_code``), for the teacher engine and the student loader alike, and that code never runs.
 
 The readers' own cases (each malformed row, each broken file) are in test_official.py, test_hub.py,
-test_load.py and test_schema.py; config errors in test_config.py, test_cli.py and test_run_dir.py.
+test_split_files.py, test_mapped.py, test_load.py and test_schema.py; config errors in test_config.py,
+test_cli.py and test_run_dir.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyllm_ray import cli, pipeline
+from tinyllm_ray import cli, pipeline, prepare
 from tinyllm_ray.config import TeacherConfig, from_dict
 
 GOOD = [{"id": f"g{i}", "question": f"What is {i} + 1?", "choices": [str(i), str(i + 1)], "answer": str(i + 1)}
@@ -100,7 +101,7 @@ def test_every_bad_row_is_counted_with_its_reason(tiny_models, tmp_path):
                     "columns": {"question": "question", "choices": "choices", "answer": "answer", "id": "id"}},
            "student": {"model": str(tiny_models / "student-t5")},
            "output": {"dir": str(tmp_path / "runs"), "run_name": "rejects"}}
-    prepared = pipeline.prepare(from_dict(raw))
+    prepared = prepare.prepare(from_dict(raw))
     rejects = [json.loads(line) for line in (prepared.run_dir / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == len(bad)
     kept = sum(len(rows) for rows in prepared.splits.values())

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported anywhere
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +18,6 @@ from tinyllm_ray.student.loss import IGNORE, token_cross_entropy
 TEACHERS = ["teacher-a", "teacher-b"]
 TASKS = ["answer", *TEACHERS]
 MAX_INPUT, MAX_TARGET = 24, 12
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

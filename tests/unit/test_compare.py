@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from tinyllm_ray import compare, report
+from tinyllm_ray import compare, keys, report
 from tinyllm_ray.config import ConfigError, TeacherConfig, from_dict, validate
 from tinyllm_ray.data.load import LoadedData
 from tinyllm_ray.data.synthetic import generate
+from tinyllm_ray.results import StudentResult, TeacherResult
 from tinyllm_ray.teachers import runner
 
 HUB_ID = "google/flan-t5-small"
@@ -54,9 +55,9 @@ def test_compare_config_rules(top, message) -> None:
 def test_rationales_key_ignores_how_fast_teachers_run_and_whether_they_are_evaluated() -> None:
     c = config()
     faster = [dataclasses.replace(t, replicas=4, batch_size=64, evaluate=False) for t in c.teachers]
-    assert runner.rationales_key(dataclasses.replace(c, teachers=faster)) == runner.rationales_key(c)
+    assert keys.rationales_key(dataclasses.replace(c, teachers=faster)) == keys.rationales_key(c)
     hotter = [dataclasses.replace(c.teachers[0], temperature=0.7), c.teachers[1]]
-    assert runner.rationales_key(dataclasses.replace(c, teachers=hotter)) != runner.rationales_key(c)
+    assert keys.rationales_key(dataclasses.replace(c, teachers=hotter)) != keys.rationales_key(c)
 
 
 def test_a_teacher_stage_key_covers_the_questions_it_answers_only_when_evaluated() -> None:
@@ -64,10 +65,10 @@ def test_a_teacher_stage_key_covers_the_questions_it_answers_only_when_evaluated
     teacher = TeacherConfig(name="t", model="m")
     quiet = dataclasses.replace(teacher, evaluate=False)
     held_out = {"valid": splits["valid"], "test": splits["test"]}
-    assert runner.stage_key(quiet, splits["train"], held_out) == runner.stage_key(quiet, splits["train"])
-    assert runner.stage_key(teacher, splits["train"], held_out) != runner.stage_key(teacher, splits["train"])
+    assert keys.teacher_key(quiet, splits["train"], held_out) == keys.teacher_key(quiet, splits["train"])
+    assert keys.teacher_key(teacher, splits["train"], held_out) != keys.teacher_key(teacher, splits["train"])
     other = {"valid": splits["valid"], "test": splits["test"][:1]}
-    assert runner.stage_key(teacher, splits["train"], other) != runner.stage_key(teacher, splits["train"], held_out)
+    assert keys.teacher_key(teacher, splits["train"], other) != keys.teacher_key(teacher, splits["train"], held_out)
 
 
 def test_answer_prompts_show_the_teachers_own_rationales_of_their_examples() -> None:
@@ -89,9 +90,10 @@ def _report(baselines=None, teachers=None) -> dict:
     data = LoadedData(splits={"train": [], "valid": [], "test": []}, rejects=[], rows_read={}, files=[],
                       precomputed={}, valid_from_train=False)
     accuracy = {"valid": 0.5, "test": 0.45, "rank_valid": 0.6, "rank_test": 0.55}
-    student = {"steps": 10, "seconds": 3.0, "best_step": 10}
-    return report.build_report(c, Path("/runs/r"), data, teachers if teachers is not None else [], student, accuracy,
-                               "seq2seq", {"total_s": 9.0}, baselines)
+    student = StudentResult(steps=10, seconds=3.0, best_step=10)
+    teachers = [TeacherResult.of(t["name"], t["model"], t) for t in teachers or []]
+    return report.build_report(c, Path("/runs/r"), data, teachers, student, accuracy, "seq2seq", {"total_s": 9.0},
+                               baselines)
 
 
 TEACHER = {"name": "t1", "model": "m", "rationales": 4, "rejected": 0, "rejected_by_reason": {},

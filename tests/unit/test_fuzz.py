@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tinyllm_ray import cli, pipeline
+from tinyllm_ray.config.environment import OutputConfig
 from tinyllm_ray.config.loading import parse_yaml
-from tinyllm_ray.config.schema import OutputConfig
 
 KEYS = [
     "train.gamma", "train.lr", "train.epochs", "train.batch_size", "train.alpha.teacher-a", "train.alpha",

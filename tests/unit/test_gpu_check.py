@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
+
 # Runs bench/gpu.py with Ray, pyarrow and vLLM made unimportable.
 WITHOUT = """
 import runpy, sys
@@ -23,7 +23,7 @@ runpy.run_path("bench/gpu.py", run_name="__main__")
 
 
 def test_the_gpu_check_runs_on_the_cpu_without_ray_or_pyarrow() -> None:
-    done = subprocess.run([sys.executable, "-c", WITHOUT], cwd=ROOT, capture_output=True, text=True, timeout=300,
+    done = subprocess.run([sys.executable, "-c", WITHOUT], cwd=REPO, capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

@@ -30,8 +30,9 @@ import pytest
 from tinyllm_ray import cli
 from tinyllm_ray.config import ConfigError, DataConfig
 from tinyllm_ray.data import official
-from tinyllm_ray.data.hub import read_hub, read_mapped
+from tinyllm_ray.data.hub import read_hub
 from tinyllm_ray.data.load import infer_format, load_data
+from tinyllm_ray.data.mapped import read_mapped
 from tinyllm_ray.data.official import read_official
 from tinyllm_ray.data.records import DataError, read_records
 from tinyllm_ray.inputs import CLIP, clip

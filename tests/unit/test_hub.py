@@ -1,40 +1,20 @@
-"""Hub dataset readers: each schema on hand-written records (good and malformed), split-file discovery,
-loading by hub name (``datasets.load_dataset`` replaced, nothing downloaded) and column-mapped files."""
+"""Hub dataset readers (``data/hub.py``): each schema on hand-written records (good and malformed), the open-answer
+ones (GSM8K, SVAMP) in their published layouts, and loading by hub name (``datasets.load_dataset`` replaced,
+nothing downloaded)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from tinyllm_ray.data.hub import HUB_SCHEMAS, derived_id, find_split_files, read_hub, read_mapped
-from tinyllm_ray.data.records import DataError, Row
+from tests.data_files import by_where, gsm8k, labeled, write
+from tinyllm_ray.data.hub import HUB_SCHEMAS, derived_id, read_hub
+from tinyllm_ray.data.records import NO_LABEL, DataError, Row
 from tinyllm_ray.data.schema import Question
 
-
-def write(path: Path, records: list, fmt: str | None = None) -> Path:
-    """Write ``records`` as JSON Lines, a JSON array or Parquet (by ``fmt`` or the file suffix)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = fmt or path.suffix.lstrip(".")
-    if fmt == "jsonl":
-        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    elif fmt == "json":
-        path.write_text(json.dumps(records, indent=1), encoding="utf-8")
-    else:
-        pq.write_table(pa.Table.from_pylist(records), path)
-    return path
-
-
-def by_where(rows: list[Row]) -> dict[str, Question | str]:
-    """Each row's question, or its reject reason, by position."""
-    return {row.where: row.question if row.question is not None else row.reason for row in rows}
-
-
-def labeled(texts: list[str], labels: list[str]) -> dict:
-    return {"text": texts, "label": labels}
+SOLUTION = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
+            "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
+RATIONALE = ("Natalia sold 48/2 = 24 clips in May.\n"
+             "Natalia sold 48+24 = 72 clips altogether in April and May.")
 
 
 # -- the registry ----------------------------------------------------------------------------------------------
@@ -240,71 +220,6 @@ def test_bioasq_variants(tmp_path):
     }
 
 
-# -- split discovery -------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("relative, split", [
-    ("train.jsonl", "train"),
-    ("obqa_validation.json", "valid"),
-    ("obqa-valid.jsonl", "valid"),
-    ("my_set-dev.parquet", "valid"),
-    ("Test.jsonl", "test"),
-    ("test-00000-of-00001.parquet", "test"),
-    ("data/train-00000-of-00001.parquet", "train"),
-    ("data/validation-00000-of-00001-5f1e1a3bd2a1c6c4.parquet", "valid"),
-    ("data/obqa_test.json", "test"),
-])
-def test_split_file_patterns(tmp_path, relative, split):
-    write(tmp_path / relative, [{}], fmt="parquet" if relative.endswith(".parquet") else "jsonl")
-    (tmp_path / "README.md").write_text("not a split")
-    (tmp_path / "pretrain.jsonl").write_text("")
-    assert find_split_files(tmp_path) == {split: [tmp_path / relative]}
-
-
-def test_shards_of_one_split_are_read_in_order(tmp_path):
-    good = {"id": "1", "question_stem": "q", "choices": labeled(["a", "b"], ["A", "B"]), "answerKey": "A"}
-    write(tmp_path / "train-00001-of-00002.parquet", [{**good, "id": "2"}])
-    write(tmp_path / "train-00000-of-00002.parquet", [good])
-    rows = read_hub("obqa", tmp_path)
-    assert [row.question.id for row in rows["train"]] == ["1", "2"]
-
-
-def test_root_files_take_precedence_over_data_dir(tmp_path):
-    write(tmp_path / "train.jsonl", [{}])
-    write(tmp_path / "data" / "test.jsonl", [{}])
-    assert find_split_files(tmp_path) == {"train": [tmp_path / "train.jsonl"]}
-
-
-def test_two_files_for_one_split(tmp_path):
-    write(tmp_path / "train.jsonl", [{}])
-    write(tmp_path / "obqa_train.json", [{}])
-    with pytest.raises(DataError, match="several files for the train split: obqa_train.json, train.jsonl"):
-        find_split_files(tmp_path)
-
-
-def test_no_split_files_says_what_it_looked_for(tmp_path):
-    write(tmp_path / "questions.jsonl", [{}])
-    write(tmp_path / "train.csv", [{}], fmt="jsonl")
-    with pytest.raises(DataError) as err:
-        read_hub("obqa", tmp_path)
-    message = str(err.value)
-    assert "no split files in" in message and str(tmp_path / "data") in message and str(tmp_path / "main") in message
-    assert ("<split>.<ext>, <name>_<split>.<ext>, <name>-<split>.<ext>, <split>-00000-of-00001.parquet or "
-            "<split>/0000.parquet" in message)
-    assert "split: train/validation/valid/dev/test; ext: json/jsonl/parquet" in message
-
-
-def test_missing_directory(tmp_path):
-    with pytest.raises(DataError, match="absent does not exist$"):
-        read_hub("obqa", tmp_path / "absent")
-
-
-def test_truncated_json_names_the_file(tmp_path):
-    path = tmp_path / "obqa_train.json"
-    path.write_text('[{"id": "1", "question_stem": "q", "choices": {"text": ["a"', encoding="utf-8")
-    with pytest.raises(DataError, match=r"obqa_train\.json: invalid or truncated JSON at line 1"):
-        read_hub("obqa", tmp_path)
-
-
 # -- loading by hub name ---------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -402,64 +317,116 @@ def test_bioasq_by_hub_name_needs_a_path(fake_hub):
     assert calls == []
 
 
-# -- column-mapped files ---------------------------------------------------------------------------------------
+# -- GSM8K -----------------------------------------------------------------------------------------------------
 
-MAPPING = {"question": "q", "choices": "options", "answer": "gold", "id": "qid", "context": "passage"}
-
-
-def test_read_mapped_answers_as_text_letter_or_index(tmp_path):
-    options = ["red", "green", "blue"]
-    path = write(tmp_path / "anything.jsonl", [
-        {"qid": "t", "q": "Sky?", "options": options, "gold": "blue", "passage": "Look up."},
-        {"qid": "L", "q": "Sky?", "options": options, "gold": "B"},
-        {"qid": "l", "q": "Sky?", "options": options, "gold": "b"},
-        {"qid": "p", "q": "Sky?", "options": options, "gold": "(c)"},
-        {"qid": "i", "q": "Sky?", "options": options, "gold": 0},
-        {"qid": "a", "q": "Sky?", "options": ["a", "b", "c"], "gold": "b"},
-        {"q": "Sky?", "options": options, "gold": "Z"},
-        {"q": "Sky?", "options": options, "gold": 3},
-        {"q": "Sky?", "options": options, "gold": "purple"},
-        {"q": "Sky?", "options": options, "gold": ""},
-        {"q": "Sky?", "options": "red, green", "gold": 0},
-        {"q": "Sky?", "options": options},
-        {"q": "Sky?", "options": options, "gold": True},
+def test_gsm8k_jsonl_final_answer_rationale_and_rejects(tmp_path):
+    write(tmp_path / "train.jsonl", [
+        gsm8k("How many clips did Natalia sell?", SOLUTION),
+        gsm8k("How many in all?", "3 boxes of 411 = <<3*411=1233>>1233, plus 1.\n#### 1,234"),
+        gsm8k("How far below zero?", "It fell by 5.\n#### -5"),
+        gsm8k("What is the price?", "Half of 5 is 2.5.\n#### 2.5"),
+        gsm8k("No final line?", "It is 4."),
+        gsm8k("Words?", "Count them.\n#### five"),
+        gsm8k("Odd separators?", "Add.\n#### 3,4"),
+        {"question": "No solution?"},
     ])
-    rows = read_mapped(path, MAPPING)
-    assert list(rows) == ["train"]
+    write(tmp_path / "test.jsonl", [gsm8k("Test?", "1 + 1 = <<1+1=2>>2\n#### 2")])
+    rows = read_hub("gsm8k", tmp_path)
+    assert sorted(rows) == ["test", "train"]
     got = by_where(rows["train"])
-    assert got["anything.jsonl:line 1"] == Question(id="t", question="Sky?", choices=("red", "green", "blue"),
-                                                    answer="blue", context="Look up.")
-    assert [got[f"anything.jsonl:line {n}"].answer for n in range(2, 7)] == ["green", "green", "blue", "red", "b"]
-    assert [v for v in got.values() if isinstance(v, str)] == [
-        "answer key 'Z' is not among the labels A, B, C",
-        "answer index 3 is out of range for 3 choices",
-        "'gold' value 'purple' is neither a choice, a letter nor a 0-based index",
-        "no answer label",
-        "'options' is a str, not a list",
-        "missing 'gold'",
-        "'gold' value True is neither a choice, a letter nor a 0-based index",
+    assert got["train.jsonl:line 1"] == Question(id="gsm8k-train.jsonl-line-1",
+                                                 question="How many clips did Natalia sell?", choices=(),
+                                                 answer="72", reference_rationale=RATIONALE)
+    assert [got[f"train.jsonl:line {n}"].answer for n in (2, 3, 4)] == ["1234", "-5", "2.5"]
+    assert got["train.jsonl:line 2"].reference_rationale == "3 boxes of 411 = 1233, plus 1."
+    assert [got[f"train.jsonl:line {n}"] for n in (5, 6, 7, 8)] == [
+        "no '####' answer line",
+        "the '####' answer 'five' is not a number",
+        "the '####' answer '3,4' is not a number",
+        "missing 'answer'",
     ]
+    assert rows["test"] == [Row("test.jsonl:line 1", Question(id="gsm8k-test.jsonl-line-1", question="Test?",
+                                                              choices=(), answer="2", reference_rationale="1 + 1 = 2"))]
 
 
-def test_read_mapped_directory_parquet_and_derived_ids(tmp_path):
-    write(tmp_path / "set_train.parquet", [{"question": "One?", "choices": ["1", "2"], "answer": 0}])
-    write(tmp_path / "set_test.json", [{"question": "Two?", "choices": ["1", "2"], "answer": "2"}])
-    rows = read_mapped(tmp_path, {"question": "question", "choices": "choices", "answer": "answer"})
-    assert rows == {
-        "train": [Row("set_train.parquet:row 0",
-                      Question(id="set_train.parquet-row-0", question="One?", choices=("1", "2"), answer="1"))],
-        "test": [Row("set_test.json:item 0",
-                     Question(id="set_test.json-item-0", question="Two?", choices=("1", "2"), answer="2"))],
-    }
+def test_gsm8k_hub_snapshot_layout_reads_the_main_config(tmp_path):
+    """The hub repo keeps each config in its folder: ``main/train-00000-of-00001.parquet``; ``socratic/`` beside it
+    is another config of the same questions and must not be read."""
+    (tmp_path / "README.md").write_text("---\n---\n", encoding="utf-8")
+    write(tmp_path / "main" / "train-00000-of-00001.parquet",
+          [gsm8k("Main question?", SOLUTION), gsm8k("Broken?", "no mark here")])
+    write(tmp_path / "main" / "test-00000-of-00001.parquet", [gsm8k("Main test?", "So.\n#### 10,000")])
+    write(tmp_path / "socratic" / "train-00000-of-00001.parquet", [gsm8k("Socratic?", "Q? A.\n#### 1")])
+    rows = read_hub("gsm8k", tmp_path)
+    assert sorted(rows) == ["test", "train"]
+    assert rows["train"][0] == Row("train-00000-of-00001.parquet:row 0", Question(
+        id="gsm8k-train-00000-of-00001.parquet-row-0", question="Main question?", choices=(), answer="72",
+        reference_rationale=RATIONALE))
+    assert rows["train"][1] == Row("train-00000-of-00001.parquet:row 1", None, "no '####' answer line")
+    assert [r.question.answer for r in rows["test"]] == ["10000"]
+    # the config folder itself as data.path works too
+    assert read_hub("gsm8k", tmp_path / "main")["test"] == rows["test"]
 
 
-def test_read_mapped_rejects_bad_mappings_and_paths(tmp_path):
-    path = write(tmp_path / "q.jsonl", [{}])
-    with pytest.raises(DataError, match="columns: unknown key 'rationale'"):
-        read_mapped(path, {**MAPPING, "rationale": "r"})
-    with pytest.raises(DataError, match="columns: 'answer' must be given"):  # without 'choices': open questions
-        read_mapped(path, {"question": "q"})
-    with pytest.raises(DataError, match=r"absent\.jsonl does not exist$"):
-        read_mapped(tmp_path / "absent.jsonl", MAPPING)
-    with pytest.raises(DataError, match=r"not a \.json/\.jsonl/\.parquet file"):
-        read_mapped(write(tmp_path / "q.csv", [{}], fmt="jsonl"), MAPPING)
+def test_gsm8k_by_hub_name_loads_the_main_config(fake_hub):
+    calls, splits = fake_hub
+    splits.update(train=[gsm8k("Q?", SOLUTION), gsm8k("R?", "none")], test=[gsm8k("T?", "#### 0")])
+    rows = read_hub("gsm8k", None)
+    assert calls == [(("openai/gsm8k", "main"), {})]
+    assert rows["train"][0].question.id == "gsm8k-openai-gsm8k-train-row-0"
+    assert rows["train"][0].question.answer == "72"
+    assert rows["train"][1] == Row("openai/gsm8k:train:row 1", None, "no '####' answer line")
+    assert rows["test"][0].question.answer == "0"
+
+
+# -- SVAMP -----------------------------------------------------------------------------------------------------
+
+def svamp(i: str, answer, body: str = "Ann has 3 apples. Ben gives her 2 more.",
+          question: str = "How many apples does Ann have now?") -> dict:
+    return {"ID": i, "Body": body, "Question": question, "Equation": "( 3.0 + 2.0 )", "Answer": answer,
+            "Type": "Addition", "question_concat": f"{body} {question}"}
+
+
+def test_svamp_parquet_hub_layout_formats_answers_and_joins_the_question(tmp_path):
+    write(tmp_path / "data" / "train-00000-of-00001.parquet",
+          [svamp("chal-1", 5.0), svamp("chal-2", 2.5), svamp("chal-3", float("nan")), svamp("chal-4", None),
+           svamp("chal-5", -12.0)])
+    write(tmp_path / "data" / "test-00000-of-00001.parquet", [svamp("chal-9", 1000000.0)])
+    rows = read_hub("svamp", tmp_path)
+    assert sorted(rows) == ["test", "train"]
+    got = by_where(rows["train"])
+    assert got["train-00000-of-00001.parquet:row 0"] == Question(
+        id="chal-1", question="Ann has 3 apples. Ben gives her 2 more. How many apples does Ann have now?",
+        choices=(), answer="5", reference_rationale="( 3.0 + 2.0 ) = 5")
+    assert got["train-00000-of-00001.parquet:row 1"].answer == "2.5"
+    assert got["train-00000-of-00001.parquet:row 1"].reference_rationale == "( 3.0 + 2.0 ) = 2.5"
+    assert got["train-00000-of-00001.parquet:row 2"] == "'Answer' is NaN, not a number"
+    assert got["train-00000-of-00001.parquet:row 3"] == NO_LABEL
+    assert got["train-00000-of-00001.parquet:row 4"].answer == "-12"
+    assert rows["test"][0].question.answer == "1000000"
+
+
+def test_svamp_jsonl_other_copies_and_bad_answers(tmp_path):
+    write(tmp_path / "svamp_train.jsonl", [
+        svamp("chal-1", "7.50"),                                     # a copy with string answers
+        {"id": "low-1", "body": "Sam has 4 pens.", "question": "How many pens?", "answer": 4},  # lower-case keys
+        {"ID": "cat-1", "question_concat": "Tom has 2 cats. How many cats?", "Answer": 2.0},   # only the join
+        svamp("bad-1", "many"),
+        svamp("bad-2", True),
+        svamp("bad-3", [5]),
+        {"ID": "bad-4", "Body": "No question here.", "Answer": 1.0},
+        {"ID": "bad-5", "Body": "B.", "Question": "Q?"},
+    ])
+    got = by_where(read_hub("svamp", tmp_path)["train"])
+    assert got["svamp_train.jsonl:line 1"].answer == "7.5"
+    assert got["svamp_train.jsonl:line 2"] == Question(id="low-1", question="Sam has 4 pens. How many pens?",
+                                                       choices=(), answer="4")
+    assert got["svamp_train.jsonl:line 3"] == Question(id="cat-1", question="Tom has 2 cats. How many cats?",
+                                                       choices=(), answer="2")
+    assert [got[f"svamp_train.jsonl:line {n}"] for n in range(4, 9)] == [
+        "'Answer' is 'many', not a number",
+        "'Answer' is True, not a number",
+        "'Answer' is a list, not a number",
+        "missing 'Body' and 'Question' (or 'question_concat')",
+        "missing 'Answer'",
+    ]

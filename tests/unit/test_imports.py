@@ -7,7 +7,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "tinyllm_ray"
+from tests.helpers import REPO
+
+PACKAGE = REPO / "tinyllm_ray"
 
 
 def modules() -> dict[str, Path]:

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers import REPO
 from tinyllm_ray import k8s, resources
 from tinyllm_ray.cli import main
 from tinyllm_ray.config import ConfigError, load_config
 
 lightkube = pytest.importorskip("lightkube.models.core_v1")  # the test extra installs it; CI has it
 
-ROOT = Path(__file__).resolve().parents[2]
-PRESETS = sorted(p for d in ("paper", "modern") for p in (ROOT / "configs" / d).glob("*.yaml")
+PRESETS = sorted(p for d in ("paper", "modern") for p in (REPO / "configs" / d).glob("*.yaml")
                  if not p.name.startswith("_"))
 
 # KubeRay's ray.io/v1 fields (ray-operator/apis/ray/v1/rayjob_types.go and raycluster_types.go, KubeRay v1.4):
@@ -127,7 +127,7 @@ def generated(config_path: Path, kind: str = "rayjob", **pods: Any) -> dict:
 
 @pytest.mark.parametrize("name", ["rayjob.yaml", "raycluster.yaml", "pvc.yaml"])
 def test_the_committed_manifests_parse_and_are_valid(name: str) -> None:
-    document = yaml.safe_load((ROOT / "k8s" / name).read_text())
+    document = yaml.safe_load((REPO / "k8s" / name).read_text())
     if document["kind"] == "PersistentVolumeClaim":
         from lightkube.models.core_v1 import PersistentVolumeClaimSpec
 
@@ -140,13 +140,13 @@ def test_the_committed_manifests_parse_and_are_valid(name: str) -> None:
 @pytest.mark.parametrize(("name", "kind"), [("rayjob.yaml", "rayjob"), ("raycluster.yaml", "raycluster")])
 def test_the_committed_manifests_are_what_the_command_writes_for_their_config(name: str, kind: str) -> None:
     """k8s/ and the generator cannot drift: the files are ``tinyllm k8s --config configs/paper/obqa.yaml``'s."""
-    text = (ROOT / "k8s" / name).read_text()
+    text = (REPO / "k8s" / name).read_text()
     assert yaml.safe_load(text) == generated(Path("configs/paper/obqa.yaml"), kind)
     assert text.startswith(k8s.HEADER)
 
 
 def test_the_checks_catch_what_they_are_there_to_catch() -> None:
-    document = generated(ROOT / "configs/paper/obqa.yaml")
+    document = generated(REPO / "configs/paper/obqa.yaml")
     worker = document["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     worker["maxReplica"] = 2  # a misspelt KubeRay field
     worker["rayStartParams"] = {"num-gpus": 4}  # not a string
@@ -178,7 +178,7 @@ def test_every_presets_rayjob_holds_its_teachers_and_student(preset: Path) -> No
     """The worker groups offer what the run asks for: every teacher replica (``replicas: auto`` resolved on the
     groups' GPUs, as the job does when it starts), the Train workers and the evaluation actors fit, checked by
     the same ``resources.problems`` the job runs before its first actor."""
-    document = generated(preset.relative_to(ROOT))
+    document = generated(preset.relative_to(REPO))
     assert manifest_problems(document) == []
     nodes = nodes_of(document)
     capacity = {r: sum(n.resources.get(r, 0.0) * n.max_count for n in nodes) for r in ("CPU", "GPU")}
@@ -195,7 +195,7 @@ def test_every_presets_rayjob_holds_its_teachers_and_student(preset: Path) -> No
 
 
 def test_a_teacher_larger_than_a_pod_is_refused_with_its_key(tmp_path: Path) -> None:
-    config = load_config(ROOT / "configs/paper/obqa.yaml", ["teachers.0.num_gpus=8"], check_paths=False)
+    config = load_config(REPO / "configs/paper/obqa.yaml", ["teachers.0.num_gpus=8"], check_paths=False)
     with pytest.raises(ConfigError, match=r"teachers\.0\.num_gpus: 8 GPUs per replica do not fit in a pod of 4"):
         k8s.manifest(config, "/x.yaml")
     bigger = k8s.manifest(config, "/x.yaml", pods=k8s.Pods(teacher_gpus_per_pod=8))
@@ -203,7 +203,7 @@ def test_a_teacher_larger_than_a_pod_is_refused_with_its_key(tmp_path: Path) -> 
 
 
 def test_fixed_replicas_get_whole_pods() -> None:
-    config = load_config(ROOT / "configs/paper/obqa.yaml", ["teachers.0.replicas=3", "teachers.0.num_gpus=2",
+    config = load_config(REPO / "configs/paper/obqa.yaml", ["teachers.0.replicas=3", "teachers.0.num_gpus=2",
                                                             "teachers.1.replicas=1"], check_paths=False)
     teacher = k8s.teacher_group(config, k8s.Pods())
     # teacher 0: 3 replicas of 2 GPUs, 2 a pod of 4 -> 2 pods; teacher 1: 1 replica of 1 GPU -> 1 pod
@@ -238,15 +238,15 @@ def test_secrets_are_referenced_never_inline(kind: str) -> None:
 # --- the command ---------------------------------------------------------------------------------------------
 
 def test_the_command_writes_stdout_and_refuses_a_foreign_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["k8s", "--config", str(ROOT / "configs/paper/obqa.yaml")]) == 0
+    assert main(["k8s", "--config", str(REPO / "configs/paper/obqa.yaml")]) == 0
     printed = capsys.readouterr().out
     assert yaml.safe_load(printed)["kind"] == "RayJob"
     mine = tmp_path / "job.yaml"
-    assert main(["k8s", "--config", str(ROOT / "configs/paper/obqa.yaml"), "--output", str(mine)]) == 0
-    assert main(["k8s", "--config", str(ROOT / "configs/paper/obqa.yaml"), "--output", str(mine)]) == 0  # its own
+    assert main(["k8s", "--config", str(REPO / "configs/paper/obqa.yaml"), "--output", str(mine)]) == 0
+    assert main(["k8s", "--config", str(REPO / "configs/paper/obqa.yaml"), "--output", str(mine)]) == 0  # its own
     theirs = tmp_path / "theirs.yaml"
     theirs.write_text("kind: Deployment\n")
-    assert main(["k8s", "--config", str(ROOT / "configs/paper/obqa.yaml"), "--output", str(theirs)]) == 2
+    assert main(["k8s", "--config", str(REPO / "configs/paper/obqa.yaml"), "--output", str(theirs)]) == 2
     assert theirs.read_text() == "kind: Deployment\n"
     assert "was not written by tinyllm k8s" in capsys.readouterr().err
 
@@ -254,8 +254,8 @@ def test_the_command_writes_stdout_and_refuses_a_foreign_file(tmp_path: Path, ca
 def test_a_config_outside_the_project_needs_its_path_in_the_cluster(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture) -> None:
     outside = tmp_path / "mine.yaml"
-    base = f"extends: {ROOT}/configs/paper/_base.yaml"
-    outside.write_text((ROOT / "configs/paper/obqa.yaml").read_text().replace("extends: _base.yaml", base))
+    base = f"extends: {REPO}/configs/paper/_base.yaml"
+    outside.write_text((REPO / "configs/paper/obqa.yaml").read_text().replace("extends: _base.yaml", base))
     assert main(["k8s", "--config", str(outside)]) == 2
     assert "--config-in-cluster" in capsys.readouterr().err
     assert main(["k8s", "--config", str(outside), "--config-in-cluster", "/mnt/runs/configs/mine.yaml"]) == 0

@@ -11,7 +11,7 @@ import pytest
 
 from tests.gguf_files import write_tiny_llama_gguf
 from tinyllm_ray import model_files
-from tinyllm_ray.model_files import ModelFileError
+from tinyllm_ray.model_files import ModelFileError, conversion, wheels
 from tinyllm_ray.stages import NotOursError
 
 
@@ -72,7 +72,7 @@ def test_a_converted_file_is_reused_and_not_converted_again(cache: Path, tiny_gg
     def refuse(*args, **kwargs):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(model_files, "convert", refuse)
+    monkeypatch.setattr(conversion, "convert", refuse)
     assert model_files.resolve(str(tiny_gguf), "teachers.1.model") == first
     assert model_files.cached(str(tiny_gguf)) == first
     assert [p.name for p in (cache / "models").iterdir()] == [Path(first).name]  # no temporary folder left
@@ -80,7 +80,7 @@ def test_a_converted_file_is_reused_and_not_converted_again(cache: Path, tiny_gg
 
 def test_a_folder_in_the_way_without_the_marker_is_refused_and_kept(cache: Path, tiny_gguf: Path) -> None:
     sha = model_files.file_sha256(tiny_gguf)
-    in_the_way = cache / "models" / model_files._folder_name(sha, tiny_gguf.stem)
+    in_the_way = cache / "models" / conversion._folder_name(sha, tiny_gguf.stem)
     in_the_way.mkdir(parents=True)
     (in_the_way / "mine.txt").write_text("a user's file")
     with pytest.raises(NotOursError, match="not written by tinyllm"):
@@ -162,7 +162,7 @@ def _no_pip(monkeypatch) -> list:
         return subprocess.CompletedProcess(args, 1, "", "Looking in indexes\nERROR: Could not find a version that "
                                                         "satisfies the requirement (from versions: none)\n")
 
-    monkeypatch.setattr(model_files.subprocess, "run", run)
+    monkeypatch.setattr(wheels.subprocess, "run", run)
     return calls
 
 
@@ -218,7 +218,7 @@ def test_the_config_checks_name_a_missing_model_file_and_pass_a_present_one(tmp_
 def test_a_run_whose_model_file_is_broken_stops_before_writing_its_run_directory(cache: Path, tiny_gguf: Path,
                                                                                   tmp_path: Path) -> None:
     from tests.helpers import tiny_run_config
-    from tinyllm_ray import pipeline
+    from tinyllm_ray import prepare
     from tinyllm_ray.config import ConfigError, from_dict
 
     cut = tmp_path / "cut.gguf"
@@ -226,7 +226,7 @@ def test_a_run_whose_model_file_is_broken_stops_before_writing_its_run_directory
     raw = tiny_run_config(tmp_path, tmp_path / "runs", "r", teachers=0, student={"model": str(cut)})
     raw["train"]["alpha"] = {}
     with pytest.raises(ConfigError, match=r"^student\.model: .*cut\.gguf"):
-        pipeline.prepare(from_dict(raw))
+        prepare.prepare(from_dict(raw))
     assert not (tmp_path / "runs").exists()
 
 
@@ -247,14 +247,14 @@ def test_a_gguf_path_as_a_teacher_and_as_the_student_reaches_the_stages_as_its_f
     import yaml
 
     from tests.helpers import tiny_run_config
-    from tinyllm_ray import pipeline
+    from tinyllm_ray import prepare
     from tinyllm_ray.config import from_dict
 
     raw = tiny_run_config(tmp_path, tmp_path / "runs", "r", teachers=1, student={"model": str(tiny_gguf)})
     raw["teachers"][0]["model"] = str(tiny_gguf)
-    prepared = pipeline.prepare(from_dict(raw))
+    prepared = prepare.prepare(from_dict(raw))
     folder = model_files.cached(str(tiny_gguf))
     assert folder and prepared.config.student.model == folder and prepared.config.teachers[0].model == folder
     saved = yaml.safe_load((prepared.run_dir / "config.yaml").read_text())
     assert saved["student"]["model"] == str(tiny_gguf)  # the run directory keeps the config as written
-    assert pipeline.resolve_models(from_dict(raw), cached_only=True).student.model == folder  # the dry run's view
+    assert prepare.resolve_models(from_dict(raw), cached_only=True).student.model == folder  # the dry run's view

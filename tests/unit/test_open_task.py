@@ -9,7 +9,7 @@ import dataclasses
 import pyarrow as pa
 import pytest
 
-from tinyllm_ray import pipeline, prompts, stages
+from tinyllm_ray import keys, prepare, prompts, stages
 from tinyllm_ray.config import ConfigError, DataConfig, from_dict
 from tinyllm_ray.config.checks import validate
 from tinyllm_ray.data.load import load_data
@@ -77,11 +77,11 @@ def test_multiple_choice_stage_keys_do_not_change_and_an_open_task_changes_them(
 def test_resolving_an_open_task_selects_checkpoints_by_generating() -> None:
     config = from_dict({"student": {"model": "s"}})
     loaded = load_data(cfg(), source(train=[open_q("a"), open_q("b")]))
-    resolved = pipeline.resolve_task(config, loaded)
+    resolved = prepare.resolve_task(config, loaded)
     assert (resolved.data.task, resolved.data.scorer, resolved.eval.select_on) == ("open", "numeric", "generate")
-    choice = pipeline.resolve_task(config, load_data(cfg(), source(train=["a", "b"])))
+    choice = prepare.resolve_task(config, load_data(cfg(), source(train=["a", "b"])))
     assert choice == config  # a multiple-choice run: as written
-    assert runner.rationales_key(choice) == runner.rationales_key(config)  # resolved: same keys as before
+    assert keys.rationales_key(choice) == keys.rationales_key(config)  # resolved: same keys as before
 
 
 def test_open_prompts_have_no_options_and_say_the_answer_itself() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyllm_ray import pipeline, runs, stages
+from tinyllm_ray import prepare, runs, stages
 from tinyllm_ray.config import Config, ConfigError, apply_override, from_dict
 
 
@@ -45,17 +45,17 @@ def test_a_users_folder_with_a_config_yaml_is_not_taken_for_a_run(tiny_models: P
     (mine / "student" / "weights.bin").write_bytes(b"my model")
     before = snapshot(mine)
     with pytest.raises(ConfigError, match=r"^output\.run_name: .*run exists and was not created by tinyllm") as info:
-        pipeline.prepare(make_config(tiny_models, tmp_path / "runs"))
+        prepare.prepare(make_config(tiny_models, tmp_path / "runs"))
     assert "\n" not in str(info.value)
     assert snapshot(mine) == before
 
 
 def test_a_user_folder_as_export_in_our_run_is_refused_before_anything_runs(tiny_models: Path, tmp_path: Path) -> None:
-    first = pipeline.prepare(make_config(tiny_models, tmp_path / "runs"))
+    first = prepare.prepare(make_config(tiny_models, tmp_path / "runs"))
     (first.run_dir / "student").mkdir()
     (first.run_dir / "student" / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match=r"student was not written by tinyllm \(no _stage\.json\)"):
-        pipeline.prepare(make_config(tiny_models, tmp_path / "runs"))
+        prepare.prepare(make_config(tiny_models, tmp_path / "runs"))
     assert (first.run_dir / "student" / "notes.txt").read_text() == "mine"
 
 
@@ -82,30 +82,30 @@ def test_run_name_that_is_a_file_is_refused(tiny_models: Path, tmp_path: Path) -
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "run").write_text("a file of mine")
     with pytest.raises(ConfigError, match=r"^output\.run_name: .*run is not a directory"):
-        pipeline.prepare(make_config(tiny_models, tmp_path / "runs"))
+        prepare.prepare(make_config(tiny_models, tmp_path / "runs"))
     assert (tmp_path / "runs" / "run").read_text() == "a file of mine"
 
 
 def test_output_dir_that_is_a_file_is_refused(tiny_models: Path, tmp_path: Path) -> None:
     (tmp_path / "runs").write_text("a file of mine")
     with pytest.raises(ConfigError, match=r"^output\.dir: .*runs is not a directory"):
-        pipeline.prepare(make_config(tiny_models, tmp_path / "runs"))
+        prepare.prepare(make_config(tiny_models, tmp_path / "runs"))
 
 
 @pytest.mark.parametrize("content", [b"student: [unclosed\n", b"\xff\xfe not utf-8", b"a: &a [*a]\n"])
 def test_our_run_with_a_broken_saved_config_is_one_error(tiny_models: Path, tmp_path: Path, content: bytes) -> None:
-    first = pipeline.prepare(make_config(tiny_models, tmp_path / "runs"))
+    first = prepare.prepare(make_config(tiny_models, tmp_path / "runs"))
     (first.run_dir / "config.yaml").write_bytes(content)
     with pytest.raises(ConfigError, match=r"^output\.run_name: .*config\.yaml") as info:
-        pipeline.prepare(make_config(tiny_models, tmp_path / "runs"))
+        prepare.prepare(make_config(tiny_models, tmp_path / "runs"))
     assert len(str(info.value)) < 800
     assert (first.run_dir / "config.yaml").read_bytes() == content
 
 
 def test_run_dir_is_private_unless_the_config_shares_it(tiny_models: Path, tmp_path: Path) -> None:
-    private = pipeline.prepare(make_config(tiny_models, tmp_path / "runs"))
+    private = prepare.prepare(make_config(tiny_models, tmp_path / "runs"))
     assert stat.S_IMODE(private.run_dir.stat().st_mode) == 0o700
-    shared = pipeline.prepare(make_config(tiny_models, tmp_path / "runs", "output.run_name=team",
+    shared = prepare.prepare(make_config(tiny_models, tmp_path / "runs", "output.run_name=team",
                                           "output.access=group-read"))
     assert stat.S_IMODE(shared.run_dir.stat().st_mode) == 0o750
     assert json.loads((shared.run_dir / runs.MARKER).read_text())["created_by"] == "tinyllm_ray"

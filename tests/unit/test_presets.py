@@ -6,18 +6,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO, SHARED_DATA
 from tinyllm_ray.config import ConfigError, load_config
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = REPO / "configs"
 PRESETS = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("_"))
 PAPER = ("obqa", "arc", "piqa", "riddlesense", "pubmedqa", "bioasq")
 # student.max_input_tokens per dataset (measured on the authors' files where we have them; see each preset)
 INPUT_TOKENS = {"obqa": 128, "arc": 192, "piqa": 256, "riddlesense": 160, "pubmedqa": 1024, "bioasq": 1024}
-SHARED = CONFIGS.parent.parent / "shared" / "data" / "tinyllm-official"
 SHARED_DIR = {"obqa": "obqa", "arc": "arc", "piqa": "piqa", "riddlesense": "riddle"}
 
 
@@ -84,12 +83,12 @@ def test_modern_presets_have_current_teachers_and_a_small_causal_student(name):
 def test_paper_input_lengths_cover_99_percent_of_the_real_inputs(name):
     """The measurement the presets' comments name, redone where the authors' files are (opt-in): words x 1.3
     of the student's longest-prefix input."""
-    if not (SHARED / SHARED_DIR[name]).is_dir():
-        pytest.skip(f"no shared data at {SHARED / SHARED_DIR[name]}")
+    if not (SHARED_DATA / SHARED_DIR[name]).is_dir():
+        pytest.skip(f"no shared data at {SHARED_DATA / SHARED_DIR[name]}")
     from tinyllm_ray.data.official import read_official
     from tinyllm_ray.prompts import student_input
 
-    data = read_official(SHARED / SHARED_DIR[name])
+    data = read_official(SHARED_DATA / SHARED_DIR[name])
     questions = [r.question for rows in data.rows.values() for r in rows if r.question is not None]
     assert len(questions) > 1000
     tokens = [math.ceil(1.3 * len(re.findall(r"\S+", student_input(q, "llama-2-chat")))) for q in questions]

@@ -1,6 +1,6 @@
-"""Datasets as they are published (``data/hub.py``, ``data/load.py``, ``data/records.py``): test splits without
-answers (PIQA, RiddleSense, CommonsenseQA), BioASQ's official ``{"questions": [...]}`` files, and an offline copy
-of the hub's parquet conversion (``<config>/<split>/0000.parquet``)."""
+"""Datasets as they are published (``data/hub.py``, ``data/split_files.py``, ``data/load.py``, ``data/records.py``):
+test splits without answers (PIQA, RiddleSense, CommonsenseQA), BioASQ's official ``{"questions": [...]}``
+files, and an offline copy of the hub's parquet conversion (``<config>/<split>/0000.parquet``)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.data_files import labeled, write
 from tinyllm_ray.config import DataConfig
 from tinyllm_ray.data.hub import read_hub
 from tinyllm_ray.data.load import load_data
 from tinyllm_ray.data.records import NO_LABEL, DataError
 from tinyllm_ray.report import dataset_lines
-
-from .test_hub import labeled, write
 
 
 def _piqa(i: int, label: int) -> dict:

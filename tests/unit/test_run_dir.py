@@ -1,11 +1,6 @@
-"""Unit tests for pipeline.prepare / open_run_dir: everything that runs before Ray, with no Ray at all."""
+"""Unit tests for prepare.prepare / open_run_dir: everything that runs before Ray, with no Ray at all."""
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported anywhere
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from pathlib import Path
 from typing import Any
@@ -14,15 +9,10 @@ import pytest
 import ray
 import yaml
 
-from tinyllm_ray import pipeline
+from tinyllm_ray import prepare
 from tinyllm_ray.config import Config, ConfigError, apply_override, from_dict
 
 N_TRAIN = 16
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +55,7 @@ def out_dir(tmp_path: Path) -> Path:
 
 def test_prepare_creates_run_dir(tiny_dir: Path, out_dir: Path) -> None:
     config = make_config(tiny_dir, out_dir)
-    p = pipeline.prepare(config)
+    p = prepare.prepare(config)
     assert p.run_dir == out_dir / "run"
     assert p.run_dir.is_dir()
     saved = p.run_dir / "config.yaml"
@@ -81,7 +71,7 @@ def test_prepare_creates_run_dir(tiny_dir: Path, out_dir: Path) -> None:
 def test_prepare_relative_output_dir_is_made_absolute(tiny_dir: Path, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    p = pipeline.prepare(make_config(tiny_dir, Path("rel-runs")))
+    p = prepare.prepare(make_config(tiny_dir, Path("rel-runs")))
     assert p.run_dir == (tmp_path / "rel-runs" / "run").resolve()
     assert p.run_dir.is_absolute() and (p.run_dir / "config.yaml").is_file()
     assert p.config.output.dir == str((tmp_path / "rel-runs").resolve())
@@ -89,9 +79,9 @@ def test_prepare_relative_output_dir_is_made_absolute(tiny_dir: Path, tmp_path: 
 
 def test_prepare_resumes_same_config(tiny_dir: Path, out_dir: Path) -> None:
     config = make_config(tiny_dir, out_dir)
-    first = pipeline.prepare(config)
+    first = prepare.prepare(config)
     (first.run_dir / "teachers").mkdir()  # a finished stage's output must survive the resume
-    second = pipeline.prepare(make_config(tiny_dir, out_dir))
+    second = prepare.prepare(make_config(tiny_dir, out_dir))
     assert second.run_dir == first.run_dir
     assert (second.run_dir / "teachers").is_dir()
     assert sorted(p.name for p in out_dir.iterdir()) == ["run"]
@@ -103,10 +93,10 @@ def test_prepare_resumes_same_config(tiny_dir: Path, out_dir: Path) -> None:
      ("student.max_input_tokens=32", "student.max_input_tokens"), ("teachers.1.shots=3", "teachers")],
 )
 def test_prepare_refuses_a_different_config(tiny_dir: Path, out_dir: Path, change: str, key: str) -> None:
-    pipeline.prepare(make_config(tiny_dir, out_dir))
+    prepare.prepare(make_config(tiny_dir, out_dir))
     saved = (out_dir / "run" / "config.yaml").read_text()
     with pytest.raises(ConfigError) as info:
-        pipeline.prepare(make_config(tiny_dir, out_dir, change))
+        prepare.prepare(make_config(tiny_dir, out_dir, change))
     msg = str(info.value)
     assert msg.startswith("output.run_name:")
     assert key in msg.split("differs at:")[1]
@@ -118,15 +108,15 @@ def test_prepare_refuses_a_different_config(tiny_dir: Path, out_dir: Path, chang
     "change", ["ray.num_cpus=2", "ray.address=auto", "output.if_exists=resume"],
 )
 def test_prepare_resumes_when_only_ray_or_output_differs(tiny_dir: Path, out_dir: Path, change: str) -> None:
-    first = pipeline.prepare(make_config(tiny_dir, out_dir, "output.if_exists=error"))
-    second = pipeline.prepare(make_config(tiny_dir, out_dir, change))
+    first = prepare.prepare(make_config(tiny_dir, out_dir, "output.if_exists=error"))
+    second = prepare.prepare(make_config(tiny_dir, out_dir, change))
     assert second.run_dir == first.run_dir
 
 
 def test_if_exists_new(tiny_dir: Path, out_dir: Path) -> None:
-    first = pipeline.prepare(make_config(tiny_dir, out_dir))
-    second = pipeline.prepare(make_config(tiny_dir, out_dir, "output.if_exists=new"))
-    third = pipeline.prepare(make_config(tiny_dir, out_dir, "output.if_exists=new", "train.epochs=2"))
+    first = prepare.prepare(make_config(tiny_dir, out_dir))
+    second = prepare.prepare(make_config(tiny_dir, out_dir, "output.if_exists=new"))
+    third = prepare.prepare(make_config(tiny_dir, out_dir, "output.if_exists=new", "train.epochs=2"))
     assert first.run_dir == out_dir / "run"
     assert second.run_dir == out_dir / "run-2"
     assert third.run_dir == out_dir / "run-3"
@@ -135,14 +125,14 @@ def test_if_exists_new(tiny_dir: Path, out_dir: Path) -> None:
 
 
 def test_if_exists_new_on_a_fresh_name(tiny_dir: Path, out_dir: Path) -> None:
-    p = pipeline.prepare(make_config(tiny_dir, out_dir, "output.if_exists=new"))
+    p = prepare.prepare(make_config(tiny_dir, out_dir, "output.if_exists=new"))
     assert p.run_dir == out_dir / "run"
 
 
 def test_if_exists_error(tiny_dir: Path, out_dir: Path) -> None:
-    pipeline.prepare(make_config(tiny_dir, out_dir, "output.if_exists=error"))  # fresh: fine
+    prepare.prepare(make_config(tiny_dir, out_dir, "output.if_exists=error"))  # fresh: fine
     with pytest.raises(ConfigError, match="output.run_name") as info:
-        pipeline.prepare(make_config(tiny_dir, out_dir, "output.if_exists=error"))
+        prepare.prepare(make_config(tiny_dir, out_dir, "output.if_exists=error"))
     assert "already exists" in str(info.value)
 
 
@@ -150,7 +140,7 @@ def test_existing_non_run_directory_with_files(tiny_dir: Path, out_dir: Path) ->
     (out_dir / "run").mkdir(parents=True)
     (out_dir / "run" / "notes.txt").write_text("my own files")
     with pytest.raises(ConfigError, match="output.run_name") as info:
-        pipeline.prepare(make_config(tiny_dir, out_dir))
+        prepare.prepare(make_config(tiny_dir, out_dir))
     assert "was not created by tinyllm" in str(info.value)
     assert not (out_dir / "run" / "config.yaml").exists()
     assert (out_dir / "run" / "notes.txt").read_text() == "my own files"
@@ -161,12 +151,12 @@ def test_unreadable_saved_config_is_a_config_error(tiny_dir: Path, out_dir: Path
     (out_dir / "run").mkdir(parents=True)
     (out_dir / "run" / "config.yaml").write_text(content)
     with pytest.raises(ConfigError, match="output.run_name"):
-        pipeline.prepare(make_config(tiny_dir, out_dir))
+        prepare.prepare(make_config(tiny_dir, out_dir))
 
 
 def test_existing_empty_directory_is_used(tiny_dir: Path, out_dir: Path) -> None:
     (out_dir / "run").mkdir(parents=True)
-    p = pipeline.prepare(make_config(tiny_dir, out_dir))
+    p = prepare.prepare(make_config(tiny_dir, out_dir))
     assert (p.run_dir / "config.yaml").is_file()
 
 
@@ -174,7 +164,7 @@ def test_unwritable_output_dir(tiny_dir: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     with pytest.raises(ConfigError) as info:
-        pipeline.prepare(make_config(tiny_dir, blocker / "runs"))
+        prepare.prepare(make_config(tiny_dir, blocker / "runs"))
     assert str(info.value).startswith("output.dir:")
     assert blocker.read_text() == "not a directory"
 
@@ -182,7 +172,7 @@ def test_unwritable_output_dir(tiny_dir: Path, tmp_path: Path) -> None:
 def test_too_many_shots_fails_before_anything(tiny_dir: Path, out_dir: Path, ray_was_running: bool) -> None:
     config = make_config(tiny_dir, out_dir, f"teachers.1.shots={N_TRAIN}")
     with pytest.raises(ConfigError) as info:
-        pipeline.prepare(config)
+        prepare.prepare(config)
     assert "teachers.1.shots" in str(info.value)
     assert "teachers.0.shots" not in str(info.value)
     assert not out_dir.exists()
@@ -190,21 +180,21 @@ def test_too_many_shots_fails_before_anything(tiny_dir: Path, out_dir: Path, ray
 
 
 def test_most_shots_allowed(tiny_dir: Path, out_dir: Path) -> None:
-    p = pipeline.prepare(make_config(tiny_dir, out_dir, f"teachers.0.shots={N_TRAIN - 1}"))
+    p = prepare.prepare(make_config(tiny_dir, out_dir, f"teachers.0.shots={N_TRAIN - 1}"))
     assert p.config.teachers[0].shots == N_TRAIN - 1
 
 
 def test_invalid_cross_field_config_fails_before_run_dir(tiny_dir: Path, out_dir: Path) -> None:
     config = make_config(tiny_dir, out_dir, "train.alpha={ghost: 1.0}")
     with pytest.raises(ConfigError, match=r"train\.alpha\.ghost"):
-        pipeline.prepare(config)
+        prepare.prepare(config)
     assert not out_dir.exists()
 
 
 def test_missing_model_dir_fails(tiny_dir: Path, out_dir: Path, tmp_path: Path) -> None:
     config = make_config(tiny_dir, out_dir, f"student.model={tmp_path / 'absent'}")
     with pytest.raises(ConfigError, match=r"student\.model"):
-        pipeline.prepare(config)
+        prepare.prepare(config)
     assert not out_dir.exists()
 
 
@@ -222,24 +212,24 @@ def test_resubmission_from_another_working_dir_resumes(tmp_path: Path, monkeypat
     for copy in ("first", "second"):
         (tmp_path / copy).mkdir()
         monkeypatch.chdir(tmp_path / copy)
-        prepared.append(pipeline.prepare(make_config(tmp_path / "unused", out_dir, *relative)))
+        prepared.append(prepare.prepare(make_config(tmp_path / "unused", out_dir, *relative)))
     assert prepared[0].run_dir == prepared[1].run_dir == (out_dir / "run").resolve()
     assert yaml.safe_load((out_dir / "run" / "config.yaml").read_text())["student"]["model"] == "models/student-t5"
     assert prepared[1].config.student.model == str(tmp_path / "second" / "models" / "student-t5")
 
 
 def test_fields_added_to_the_schema_later_do_not_block_a_resume(tiny_dir: Path, out_dir: Path) -> None:
-    first = pipeline.prepare(make_config(tiny_dir, out_dir))
+    first = prepare.prepare(make_config(tiny_dir, out_dir))
     saved = yaml.safe_load((first.run_dir / "config.yaml").read_text())
     del saved["data"]["strict"]  # as written by a version that had no such field
     (first.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
-    assert pipeline.prepare(make_config(tiny_dir, out_dir)).run_dir == first.run_dir
+    assert prepare.prepare(make_config(tiny_dir, out_dir)).run_dir == first.run_dir
 
 
 def test_a_causal_student_is_accepted_but_not_in_one_encoder_mode(tiny_dir: Path, out_dir: Path) -> None:
-    pipeline.prepare(make_config(tiny_dir, out_dir))  # builds the tiny models
+    prepare.prepare(make_config(tiny_dir, out_dir))  # builds the tiny models
     causal = f"student.model={tiny_dir / 'teacher-a'}"
-    assert pipeline.prepare(make_config(tiny_dir, out_dir, causal, "output.run_name=causal")).run_dir.name == "causal"
+    assert prepare.prepare(make_config(tiny_dir, out_dir, causal, "output.run_name=causal")).run_dir.name == "causal"
     with pytest.raises(ConfigError, match="train.mode: one_encoder .* needs an encoder-decoder student"):
-        pipeline.prepare(make_config(tiny_dir, out_dir, causal, "train.mode=one_encoder",
+        prepare.prepare(make_config(tiny_dir, out_dir, causal, "train.mode=one_encoder",
                                      "output.run_name=causal-one"))

@@ -1,5 +1,5 @@
 """Runs that are safe against their users (issue #39): one driver per run directory (``run_lock``), an address
-where no cluster answers named in seconds (``pipeline.check_reachable``). No Ray: ``ray.init`` is a tripwire."""
+where no cluster answers named in seconds (``connect.check_reachable``). No Ray: ``ray.init`` is a tripwire."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyllm_ray import pipeline, run_lock
+from tinyllm_ray import connect, pipeline, prepare, run_lock
 from tinyllm_ray.config import ConfigError
 
 
@@ -82,7 +82,7 @@ def test_a_run_whose_directory_is_held_stops_before_ray(tiny_models: Path, tmp_p
 
     monkeypatch.setattr(pipeline, "connect_ray", tripwire)
     config = from_dict(tiny_run_config(tiny_models, tmp_path / "runs", "busy"))
-    prepared = pipeline.prepare(config)
+    prepared = prepare.prepare(config)
     _foreign_lock(prepared.run_dir, pid=os.getppid(), age_s=1)  # a live process of this host
     with pytest.raises(run_lock.RunBusyError, match="is in use by another driver"):
         pipeline.run(config)
@@ -99,16 +99,16 @@ def test_an_address_where_nothing_listens_is_named_in_seconds(monkeypatch) -> No
     port = _dead_port()
     start = time.perf_counter()
     with pytest.raises(ConfigError) as err:
-        pipeline.check_reachable(f"127.0.0.1:{port}", "RAY_ADDRESS")
-    assert time.perf_counter() - start < pipeline.REACH_TIMEOUT_S + 1
+        connect.check_reachable(f"127.0.0.1:{port}", "RAY_ADDRESS")
+    assert time.perf_counter() - start < connect.REACH_TIMEOUT_S + 1
     message = str(err.value)
     assert message.startswith(f"RAY_ADDRESS: nothing answers at 127.0.0.1:{port}") and "unset RAY_ADDRESS" in message
     for address in ("auto", "local", ""):
-        pipeline.check_reachable(address, "ray.address")  # Ray's to find: no check
+        connect.check_reachable(address, "ray.address")  # Ray's to find: no check
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        pipeline.check_reachable(f"ray://127.0.0.1:{server.getsockname()[1]}", "ray.address")
+        connect.check_reachable(f"ray://127.0.0.1:{server.getsockname()[1]}", "ray.address")
 
 
 def test_connect_ray_checks_the_address_before_ray_init(monkeypatch) -> None:
@@ -118,18 +118,18 @@ def test_connect_ray_checks_the_address_before_ray_init(monkeypatch) -> None:
     def tripwire(*args, **kwargs):
         raise AssertionError("ray.init was called")
 
-    monkeypatch.setattr(pipeline.ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(pipeline.ray, "init", tripwire)
+    monkeypatch.setattr(connect.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(connect.ray, "init", tripwire)
     config = from_dict(tiny_run_config(Path("m"), Path("out"), "r"))
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_dead_port()}")
     with pytest.raises(ConfigError, match="^RAY_ADDRESS: nothing answers"):
-        pipeline.connect_ray(config)
+        connect.connect_ray(config)
     monkeypatch.delenv("RAY_ADDRESS")
     import dataclasses
 
     config = dataclasses.replace(config, ray=dataclasses.replace(config.ray, address=f"127.0.0.1:{_dead_port()}"))
     with pytest.raises(ConfigError, match="^ray.address: nothing answers"):
-        pipeline.connect_ray(config)
+        connect.connect_ray(config)
 
 
 def _config_file(tiny_models: Path, tmp_path: Path) -> Path:

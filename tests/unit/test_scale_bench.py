@@ -13,21 +13,22 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tinyllm_ray import prompts, stages
+from tests.helpers import REPO
+from tinyllm_ray import keys, prompts, stages
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers import runner
 
-ROOT = Path(__file__).resolve().parents[2]
 STAGES = {"read_official", "read_jsonl", "prompts", "teachers", "resume_scan", "compaction", "resume_all_done",
           "student_ingest", "evaluation"}
+TEACHER_STAGES = {"teachers", "resume_scan", "compaction", "resume_all_done"}
 
 
 def _quick(*stages: str, tmp: Path | None = None) -> dict:
     args = ["--stages", ",".join(stages)] if stages else []
     env = {**os.environ, "TMPDIR": str(tmp)} if tmp else None
-    done = subprocess.run([sys.executable, "bench/scale.py", "--quick", *args], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "bench/scale.py", "--quick", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=900, check=False, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -38,6 +39,7 @@ def test_quick_scale_bench_of_the_stages_without_ray(tmp_path: Path) -> None:
     assert set(result["stages"]) == {"read_official", "read_jsonl", "prompts"}
     assert {(r["stage"], r["n"]) for r in result["table"]} == {(s, n) for s in result["stages"] for n in result["ns"]}
     assert all(r["seconds"] > 0 and 0.05 < r["driver_gib"] < 8 for r in result["table"])
+    _check_figures(result)
     # each N's data and run (~0.5 GB at 1M) removed after (torch may leave its own cache dir there)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("scale-")] == []
 
@@ -49,14 +51,43 @@ def test_quick_scale_bench_reports_every_stage() -> None:
     assert result["bench"] == "scale" and set(result["stages"]) == STAGES
     ns = result["ns"]
     assert len(ns) == 2 and {(r["stage"], r["n"]) for r in result["table"]} == {(s, n) for s in STAGES for n in ns}
-    for row in result["table"]:
-        assert row["seconds"] >= 0 and row["s_per_1k"] >= 0, row
-        if "driver_gib" in row:
-            assert 0.05 < row["driver_gib"] < 8, row
-    ratios = result["per_row_ratio_largest_vs_smallest"]
-    assert set(ratios) == STAGES and all(r is None or r > 0 for r in ratios.values())
-    assert all(0 < g < 8 for g in result["driver_peak_gib"].values())
-    assert all(s >= 0 for s in result["resume_all_done_s"].values()) and len(result["resume_all_done_s"]) == 2
+    assert all(0.05 < row["driver_gib"] < 8 for row in result["table"] if "driver_gib" in row)
+    _check_figures(result)
+    seconds = {(r["stage"], r["n"]): r["seconds"] for r in result["table"]}
+    for n in ns:
+        # each teacher's resume scan and compaction are timed inside the teacher stage; the two teachers' may
+        # overlap, so their sums are at most twice its seconds (each figure rounded to 1 ms)
+        assert seconds["resume_scan", n] + seconds["compaction", n] <= 2 * seconds["teachers", n] + 0.002, n
+        # run_all again over a complete store generates nothing: it takes less than the run that generated
+        assert seconds["resume_all_done", n] < seconds["teachers", n], n
+    assert set(result["resume_all_done_s"]) == {str(n) for n in ns}
+
+
+def _rows_timed(stage: str, n: int) -> int:
+    """The rows ``bench/scale.py`` times a stage over at N training questions: the teacher stages run its two
+    teachers over the N questions and their own answers to valid and test (N/20 each, at least 2); the other
+    stages read, prompt, ingest or score the N questions."""
+    return 2 * (n + 2 * max(2, n // 20)) if stage in TEACHER_STAGES else n
+
+
+def _check_figures(result: dict) -> None:
+    """Every figure of the bench's summary is the one its table gives: s/1k rows is the stage's seconds over the
+    rows it timed, the per-row ratio the largest N's s/1k over the smallest N's, the driver's peak per N the
+    largest of that N's stages, the resume pass's seconds those of its rows."""
+    table, ns = result["table"], result["ns"]
+    for row in table:
+        rows = _rows_timed(row["stage"], row["n"])
+        # seconds are rounded to 1 ms and s/1k to 0.1 ms: 0.5 ms over the rows, per 1k, plus a little
+        assert row["s_per_1k"] == pytest.approx(row["seconds"] * 1000 / rows, abs=0.5 / rows + 1e-4), row
+    per_1k = {(r["stage"], r["n"]): r["s_per_1k"] for r in table}
+    small, large = min(ns), max(ns)
+    assert result["compared"] == [small, large]
+    assert result["per_row_ratio_largest_vs_smallest"] == {
+        s: round(per_1k[s, large] / per_1k[s, small], 3) if per_1k[s, small] else None for s in result["stages"]}
+    assert result["driver_peak_gib"] == {
+        str(n): max(r["driver_gib"] for r in table if r["n"] == n and "driver_gib" in r) for n in ns}
+    assert result["resume_all_done_s"] == {str(r["n"]): r["seconds"] for r in table
+                                           if r["stage"] == "resume_all_done"}
 
 
 # -- the keys of existing stores stay byte-identical ---------------------------------------------------------
@@ -68,8 +99,8 @@ def _old_row(q: Question) -> dict:
 
 
 def _old_stage_key(teacher: TeacherConfig, questions, answers=None) -> str:
-    """``runner.stage_key`` as it was before it streamed its JSON into the hash."""
-    parts = [runner.settings_key(teacher), [_old_row(q) for q in questions]]
+    """``keys.teacher_key`` as it was before it streamed its JSON into the hash."""
+    parts = [keys.settings_key(teacher), [_old_row(q) for q in questions]]
     if teacher.evaluate and any(answers.values() if answers else ()):
         parts.append([prompts.ANSWER_TEMPLATE_VERSION,
                       {split: [_old_row(q) for q in qs] for split, qs in sorted(answers.items())}])
@@ -87,21 +118,21 @@ def test_streamed_stage_key_equals_the_old_one() -> None:
         for train in (splits["train"], splits["train"][:1], [], ODD):
             for answers in (None, {}, {"valid": splits["valid"], "test": splits["test"]},
                             {"test": [], "valid": ODD}):
-                assert runner.stage_key(teacher, train, answers) == _old_stage_key(teacher, train, answers)
+                assert keys.teacher_key(teacher, train, answers) == _old_stage_key(teacher, train, answers)
 
 
 def test_every_teachers_key_in_one_pass_is_its_own_stage_key() -> None:
-    """``run_all`` hashes the questions once for all its teachers: each key is the one ``stage_key`` gives alone,
+    """``run_all`` hashes the questions once for all its teachers: each key is the one ``teacher_key`` gives alone,
     evaluated or not, whatever its settings."""
     splits = synthetic.generate(30, 4, 4, seed=3)
     teachers = [TeacherConfig(name="a", model="m"), TeacherConfig(name="b", model="m", evaluate=False),
                 TeacherConfig(name="c", model="n", shots=0, max_new_tokens=9)]
     for answers in (None, {"valid": splits["valid"], "test": splits["test"]}):
-        keys = runner.stage_keys(teachers, splits["train"], answers)
-        assert keys == {t.name: runner.stage_key(t, splits["train"], answers if t.evaluate else {})
-                        for t in teachers}
-        assert keys == {t.name: _old_stage_key(t, splits["train"], answers if t.evaluate else {}) for t in teachers}
-        assert len(set(keys.values())) == (3 if answers else 2)  # a and b differ only in answering
+        got = keys.teacher_keys(teachers, splits["train"], answers)
+        assert got == {t.name: keys.teacher_key(t, splits["train"], answers if t.evaluate else {})
+                       for t in teachers}
+        assert got == {t.name: _old_stage_key(t, splits["train"], answers if t.evaluate else {}) for t in teachers}
+        assert len(set(got.values())) == (3 if answers else 2)  # a and b differ only in answering
 
 
 def test_stage_keys_pause_the_cycle_collector_and_resume_it(monkeypatch) -> None:
@@ -111,19 +142,19 @@ def test_stage_keys_pause_the_cycle_collector_and_resume_it(monkeypatch) -> None
     import gc
 
     seen: list[bool] = []
-    real = runner._row_list_json
+    real = keys._row_list_json
 
     def writing(questions, write, chunk=4096):
         seen.append(gc.isenabled())
         return real(questions, write, chunk)
 
-    monkeypatch.setattr(runner, "_row_list_json", writing)
+    monkeypatch.setattr(keys, "_row_list_json", writing)
     teachers = [TeacherConfig(name="a", model="m")]
-    runner.stage_keys(teachers, synthetic.generate(4, 1, 1, seed=1)["train"])
+    keys.teacher_keys(teachers, synthetic.generate(4, 1, 1, seed=1)["train"])
     assert seen == [False] and gc.isenabled()
-    monkeypatch.setattr(runner, "_row_list_json", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(keys, "_row_list_json", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        runner.stage_keys(teachers, [])
+        keys.teacher_keys(teachers, [])
     assert gc.isenabled()
 
 
@@ -131,10 +162,10 @@ def test_row_list_json_in_chunks_is_the_whole_json() -> None:
     questions = synthetic.generate(10, 2, 2, seed=1)["train"] + ODD
     for chunk in (1, 3, 12, 100):
         parts: list[str] = []
-        runner._row_list_json(questions, parts.append, chunk=chunk)
-        assert "".join(parts) == runner._json([_old_row(q) for q in questions])
+        keys._row_list_json(questions, parts.append, chunk=chunk)
+        assert "".join(parts) == keys._json([_old_row(q) for q in questions])
     parts = []
-    runner._row_list_json([], parts.append)
+    keys._row_list_json([], parts.append)
     assert "".join(parts) == "[]"
 
 

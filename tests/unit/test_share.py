@@ -9,6 +9,7 @@ from huggingface_hub import DatasetCard, ModelCard
 from tinyllm_ray import share
 from tinyllm_ray.config import from_dict
 from tinyllm_ray.data.synthetic import generate
+from tinyllm_ray.results import TeacherResult
 
 
 def _report(model: str) -> dict:
@@ -36,8 +37,8 @@ def test_the_rationales_load_back_with_datasets(tmp_path):
     config = from_dict({"student": {"model": "s"}, "teachers": [{"name": "a", "model": "m", "shots": 1}]})
     train = generate(6, 0, 0, seed=0)["train"]
     rationales = {"a": {q.id: f"because {q.answer}" for q in train[:4]}, "precomputed": {train[5].id: "so"}}
-    teachers = [{"name": "a", "model": "m", "rationales": 4, "rejected": 2},
-                {"name": "precomputed", "model": "files", "rationales": 1, "rejected": 5}]
+    teachers = [TeacherResult("a", "m", rationales=4, rejected=2),
+                TeacherResult("precomputed", "files", rationales=1, rejected=5)]
     out = share.export_rationales(tmp_path, config, train, rationales, teachers)
 
     rows = load_dataset(str(out), cache_dir=str(tmp_path / "cache"))["train"]
@@ -63,7 +64,7 @@ def test_the_export_joins_arrow_rationales_in_chunks_like_the_dicts(tmp_path, mo
     config = from_dict({"student": {"model": "s"}, "teachers": [{"name": "a", "model": "m", "shots": 1}]})
     train = generate(5, 0, 0, seed=1)["train"] + [Question("open-1", "How many?", (), "7")]
     by_id = {q.id: f"because {q.answer}" for q in train[1:]}
-    teachers = [{"name": "a", "model": "m", "rationales": 5, "rejected": 1}]
+    teachers = [TeacherResult("a", "m", rationales=5, rejected=1)]
     whole = pq.read_table(share.export_rationales(tmp_path / "dicts", config, train, {"a": by_id}, teachers)
                           / share.TRAIN_FILE)
     monkeypatch.setattr(share, "EXPORT_CHUNK", 2)

@@ -28,8 +28,7 @@ def test_training_inputs_carry_the_configured_prefixes() -> None:
     assert example_table(questions, {})[input_col("answer")][0].as_py() == "predict: " + block  # the default
 
 
-def test_the_one_encoder_marker_and_the_tokenizer_udf_use_them(tiny_models: Path, monkeypatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_the_one_encoder_marker_and_the_tokenizer_udf_use_them(tiny_models: Path) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_models / "student-t5")

@@ -172,7 +172,7 @@ def test_asha_stops_the_weaker_trials_at_the_first_rung() -> None:
     reduction factor of the config) stops the trials below the rung's cutoff and lets the others go on."""
     from ray.tune.experiment import Trial
 
-    from tinyllm_ray.student.train import SCORE
+    from tinyllm_ray.student.checkpoints import SCORE
     from tinyllm_ray.sweep.run import make_scheduler
     from tinyllm_ray.sweep.trial import TIME_ATTR
 

@@ -4,6 +4,7 @@ faked; the config and cluster rules on fake model directories and node lists. No
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -152,22 +153,30 @@ def test_placement(monkeypatch) -> None:
 
 
 def test_hf_engine_with_two_gpus_loads_with_device_map_auto(tiny_models, monkeypatch) -> None:
+    """A replica that sees 2 GPUs asks ``from_pretrained`` to spread the layers (``device_map="auto"``), leaves
+    the model where the load put it, and sends its inputs to the model's first layers, not to the device it picks
+    alone ("cuda"). The load is transformers' own, given the engine's keywords unchanged, on this machine as it
+    is (no GPU: accelerate's "auto" puts every layer on the CPU, which a copy of the model to "cuda" would not)."""
     _fake_cuda(monkeypatch, 2)
-    seen = {}
+    asked = {}
     load = engines.AutoModelForCausalLM.from_pretrained
 
     def from_pretrained(model, **kwargs):
-        seen.update(kwargs)
-        kwargs.pop("device_map", None)  # stays on the CPU here: the engine must follow the model's device
-        return load(model, **kwargs)
+        asked.update(kwargs)
+        with monkeypatch.context() as here:  # what accelerate sees while it places the layers: no GPU
+            here.setattr(torch.cuda, "is_available", lambda: False)
+            here.setattr(torch.cuda, "device_count", lambda: 0)
+            return load(model, **kwargs)
 
     monkeypatch.setattr(engines.AutoModelForCausalLM, "from_pretrained", from_pretrained)
     engine = engines.HFEngine(str(tiny_models / "teacher-a"),
                               engines.Settings(max_new_tokens=MAX_NEW, num_gpus=2, dtype="float32"), batch_size=2)
-    assert seen["device_map"] == "auto"
-    assert engine.device == engine.model.device == torch.device("cpu")  # inputs go to the first layers
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert all(g.new_tokens > 0 for g in engine.generate(["Tom has 3 apples."]))
+    assert asked["device_map"] == "auto"
+    assert engines.device_for(2) == torch.device("cuda")  # where a one-GPU replica's model and inputs would go
+    assert engine.device == engine.model.device == torch.device("cpu")
+    alone = engines.HFEngine(str(tiny_models / "teacher-a"), engines.Settings(max_new_tokens=MAX_NEW), batch_size=2)
+    prompt = ["Tom has 3 apples."]
+    assert engine.generate(prompt) == alone.generate(prompt)  # CUDA still looks available: "cuda" inputs would fail
 
 
 def test_fractional_gpus_above_one_refused_for_hf_too() -> None:
@@ -202,45 +211,6 @@ def test_config_refuses_a_utilization_above_the_replicas_share() -> None:
     check(num_gpus=0.0, gpu_memory_utilization=0.5)  # on CPU: a share of host memory
 
 
-def _fake_vllm(monkeypatch, events: list) -> dict:
-    """A stand-in ``vllm`` module: ``LLM`` records its keywords, and when it was built."""
-    seen: dict = {}
-
-    class LLM:
-        def __init__(self, **kwargs):
-            events.append("LLM")
-            seen.update(kwargs)
-            self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=256))
-
-        def get_tokenizer(self):
-            return None
-
-    module = types.ModuleType("vllm")
-    module.LLM, module.SamplingParams = LLM, lambda **kwargs: kwargs
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    return seen
-
-
-def test_vllm_engine_on_a_shared_gpu_waits_for_then_takes_its_share(monkeypatch) -> None:
-    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    events: list = []
-    seen = _fake_vllm(monkeypatch, events)
-    _fake_cuda(monkeypatch, 1)
-    monkeypatch.setattr(engines, "wait_for_gpu_memory",
-                        lambda name, utilization, devices: events.append((name, round(utilization, 6), devices)))
-    engines.VLLMEngine("some/llm", engines.Settings(max_new_tokens=5, num_gpus=0.5), name="big")
-    assert seen["gpu_memory_utilization"] == pytest.approx(0.45)
-    assert events == [("big", 0.45, 1), "LLM"]  # waited for its share of the GPU before starting vLLM
-    events.clear()
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    engines.VLLMEngine("some/llm", engines.Settings(max_new_tokens=5), name="cpu")
-    assert seen["gpu_memory_utilization"] == pytest.approx(0.2)
-    assert events == ["LLM"]  # on the CPU: no GPU memory to wait for
-
-
-# --- 5. vLLM waits for the previous teacher's GPU memory ---------------------------------------------------
-
-
 class Clock:
     def __init__(self) -> None:
         self.now, self.sleeps = 0.0, 0
@@ -251,6 +221,71 @@ class Clock:
     def sleep(self, seconds: float) -> None:
         self.now += seconds
         self.sleeps += 1
+
+
+class BusyGPU:
+    """A GPU of 80 GiB whose memory is released on a clock as a previous teacher's processes exit:
+    ``free_from`` maps a time to the GiB free from then on."""
+
+    def __init__(self, clock: Clock, free_from: dict[float, float]) -> None:
+        self.clock, self.free_from, self.polled = clock, free_from, []
+
+    def free_gib(self) -> float:
+        return max((t, gib) for t, gib in self.free_from.items() if t <= self.clock.now)[1]
+
+    def mem_get_info(self, device: int) -> tuple[int, int]:
+        self.polled.append(device)
+        return int(self.free_gib() * GIB), 80 * GIB
+
+
+def _fake_vllm(monkeypatch, gpu: BusyGPU) -> list[dict]:
+    """A stand-in ``vllm`` module whose ``LLM`` starts as vLLM does: on a GPU, only with ``gpu_memory_utilization``
+    of its memory free (vLLM's start-up check refuses less). Returns what each start took, and when."""
+    started: list[dict] = []
+
+    class LLM:
+        def __init__(self, **kwargs):
+            share = kwargs["gpu_memory_utilization"]
+            if torch.cuda.is_available() and gpu.free_gib() < share * 80:
+                raise ValueError(f"Free memory on device ({gpu.free_gib()}/80 GiB) is less than desired GPU "
+                                 f"memory utilization ({share})")
+            started.append({"gpu_memory_utilization": share, "at": gpu.clock.now})
+            self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=256))
+
+        def get_tokenizer(self):
+            return None
+
+    module = types.ModuleType("vllm")
+    module.LLM, module.SamplingParams = LLM, lambda **kwargs: kwargs
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    return started
+
+
+def test_vllm_engine_on_a_shared_gpu_waits_for_then_takes_its_share(monkeypatch, caplog) -> None:
+    """Half a GPU (``num_gpus: 0.5``): vLLM takes 0.45 of its memory (half of 0.9), and starts only once that
+    much is free. The engine's own wait (``wait_for_gpu_memory``) runs, on a fake clock, against a GPU whose
+    memory a previous teacher frees after 5 s (10 GiB of 80 free, then 40: the 36 GiB needed)."""
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    clock = Clock()
+    gpu = BusyGPU(clock, {0.0: 10, 5.0: 40})
+    started = _fake_vllm(monkeypatch, gpu)
+    _fake_cuda(monkeypatch, 1)
+    monkeypatch.setattr(engines, "wait_for_gpu_memory", functools.partial(
+        engines.wait_for_gpu_memory, mem_get_info=gpu.mem_get_info, sleep=clock.sleep, clock=clock))
+    caplog.set_level("INFO", logger="tinyllm_ray.teachers")
+    engines.VLLMEngine("some/llm", engines.Settings(max_new_tokens=5, num_gpus=0.5), name="big")
+    assert [s["gpu_memory_utilization"] for s in started] == [pytest.approx(0.45)]
+    assert 5.0 <= started[0]["at"] <= 7.0  # once the memory was free, at the next poll (every 2 s)
+    assert set(gpu.polled) == {0}  # its one GPU
+    assert "teacher 'big': waiting" in caplog.text  # the wait names the teacher
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # on the CPU: no GPU memory to wait for
+    clock.now, gpu.polled = 0.0, []
+    engines.VLLMEngine("some/llm", engines.Settings(max_new_tokens=5), name="cpu")
+    assert started[1] == {"gpu_memory_utilization": pytest.approx(0.2), "at": 0.0} and gpu.polled == []
+
+
+# --- 5. vLLM waits for the previous teacher's GPU memory ---------------------------------------------------
 
 
 def test_wait_for_gpu_memory_polls_until_enough_is_free(caplog) -> None:

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported anywhere
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 import json
 import shutil
 import time
@@ -28,11 +23,6 @@ TEACHERS = ("teacher-a", "teacher-b")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Build the tiny models once for the whole module."""
     return build_tiny_models(tmp_path_factory.mktemp("tiny"), seed=0)
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 def test_build_returns_all_names(tiny: dict[str, Path]) -> None:

@@ -5,18 +5,13 @@ The default tests train with a small step budget (seconds); the full recipe's bu
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported anywhere
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 import json
 import time
 from pathlib import Path
 
 import pytest
 
-from tinyllm_ray import prompts
+from tinyllm_ray import prompts, replies
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.stages import NotOursError
 from tinyllm_ray.tiny import MARKER_FILE, TINY_MODEL_NAMES, build_tiny_models
@@ -31,11 +26,6 @@ from tinyllm_ray.tiny_trained import (
     training_examples,
     training_questions,
 )
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +56,7 @@ def test_generate_families_deterministic_exclusive_and_leaves_generate_alone() -
     assert a != synthetic.generate_families(50, ["change", "days"], seed=6)
     assert {synthetic.family_of(q) for q in a} == {"change", "days"}
     assert len({q.question for q in a}) == 50
-    assert all(prompts.parse_answer(q.reference_rationale, q.choices)[1] == q.answer_index for q in a)
+    assert all(replies.parse_answer(q.reference_rationale, q.choices)[1] == q.answer_index for q in a)
     skip = {q.question for q in a[:25]}
     b = synthetic.generate_families(50, ["change", "days"], seed=5, exclude=skip)
     assert not skip & {q.question for q in b}
@@ -108,7 +98,7 @@ def test_training_examples_target_the_reference_rationale() -> None:
             assert len(ids) <= RECIPE.max_tokens and ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
             prompt = tok.decode(ids[:prompt_len], skip_special_tokens=True)
             target = tok.decode(ids[prompt_len:], skip_special_tokens=True)
-            assert prompt.endswith(prompts.RATIONALE_LEAD)
+            assert prompt.endswith(replies.RATIONALE_LEAD)
             assert target.startswith(" ") and target.strip().split(". ")[-1].startswith("The answer is ")
             formats.add(prompt.split("\n")[0])
             shots_seen.add(prompt.count("\nQ: ") + prompt.startswith("Q: "))

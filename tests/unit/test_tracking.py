@@ -94,8 +94,7 @@ def test_tracking_section_defaults_and_its_checks(tmp_path, monkeypatch):
 
 
 def test_tracking_settings_never_change_a_stage_key(tmp_path):
-    from tinyllm_ray.pipeline import student_key
-    from tinyllm_ray.sweep import sweep_key
+    from tinyllm_ray.keys import student_key, sweep_key
 
     plain = config(tmp_path)
     tracked = config(tmp_path, tracking={"tensorboard": False, "mlflow": {"tracking_uri": "http://mlflow:5000"}})

@@ -64,7 +64,7 @@ def test_steps_redone_after_a_restart_are_at_most_the_checkpoint_interval() -> N
 
 
 def run_loop(plan: Plan, start_step: int = 0) -> list[tuple[int, int, int]]:
-    """The control flow of ``train.train_loop_per_worker`` on a plan: (epoch, micro, the optimizer step it is
+    """The control flow of ``worker.train_loop_per_worker`` on a plan: (epoch, micro, the optimizer step it is
     part of) of every micro-batch trained, when resuming from a checkpoint of step ``start_step``."""
     trained, step = [], start_step
     start_epoch, skip = plan.micro_done(step)

@@ -1,9 +1,12 @@
-"""Typed run configuration: the schema (``schema.py``), loading (``loading.py``) and checks (``checks.py``).
+"""Typed run configuration: the schema (``schema.py``: ``Config`` and the data, teachers and student sections;
+``training.py``: train, eval, tune; ``environment.py``: output, ray, tracking; ``strict.py``: the strict types they
+share), loading (``loading.py``) and checks (``checks.py``).
 
 Everything is re-exported here, so callers import from ``tinyllm_ray.config``.
 """
 
 from tinyllm_ray.config.checks import is_local_model, tune_errors, validate, validate_against_data
+from tinyllm_ray.config.environment import OutputConfig, RayConfig
 from tinyllm_ray.config.loading import (
     apply_override,
     from_dict,
@@ -16,25 +19,16 @@ from tinyllm_ray.config.loading import (
 from tinyllm_ray.config.schema import (
     PRECOMPUTED_TEACHERS,
     SYNTHETIC_TEACHERS,
-    Bool,
     Config,
     ConfigError,
     DataConfig,
-    EvalConfig,
-    Float,
-    Int,
-    OutputConfig,
-    RangeConfig,
-    RayConfig,
-    Str,
     StudentConfig,
-    SweepValues,
     TeacherConfig,
     TeacherPromptConfig,
-    TrainConfig,
-    TuneConfig,
     precomputed_teachers,
 )
+from tinyllm_ray.config.strict import Bool, Float, Int, Str
+from tinyllm_ray.config.training import EvalConfig, RangeConfig, SweepValues, TrainConfig, TuneConfig
 
 __all__ = [
     "PRECOMPUTED_TEACHERS",

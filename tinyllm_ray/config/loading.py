@@ -263,7 +263,7 @@ def _unshared(value: Any) -> Any:
 def load_config(path: str | os.PathLike, overrides: list[str] = (), check_paths: bool = True) -> Config:
     """Read a YAML config, apply ``--set`` overrides, check types and cross-field rules.
 
-    ``check_paths=False`` leaves model directories unchecked (``pipeline.prepare`` checks them after
+    ``check_paths=False`` leaves model directories unchecked (``prepare.prepare`` checks them after
     building the tiny models a config may ask for).
     """
     path = Path(path)

@@ -1,8 +1,10 @@
 """The run configuration's schema: nested, documented dataclasses, one per YAML section.
 
 A run is described by one YAML file (see ``configs/quickstart.yaml``) whose sections map onto these
-dataclasses. Every field's type is checked in strict mode (pydantic dataclasses): ``"3"`` is not an int,
-``1`` is not a bool, and no float may be NaN or infinite. Loading lives in ``loading.py``, the rules that
+dataclasses. Every field's type is checked in strict mode (pydantic dataclasses, ``strict.py``): ``"3"`` is not
+an int, ``1`` is not a bool, and no float may be NaN or infinite. This module holds the whole ``Config`` and the
+``data``, ``teachers`` and ``student`` sections; ``training.py`` the ``train``, ``eval`` and ``tune`` sections,
+``environment.py`` the ``output``, ``ray`` and ``tracking`` ones. Loading lives in ``loading.py``, the rules that
 span fields in ``checks.py``.
 """
 
@@ -11,18 +13,24 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, Strict
+from pydantic import Field, Strict
 from pydantic.dataclasses import dataclass
 
-# NaN and infinity are never a valid setting: a NaN weight trains nothing, and NaN != NaN would make
-# the run's own config differ from itself when a resumed run is compared with the saved one.
-_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
-# Strict scalars: "3" is not an int and 1 is not a bool (YAML typos surface as errors, not coercions).
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
-Str = Annotated[str, Strict()]
-Bool = Annotated[bool, Strict()]
-
+# MlflowConfig and RangeConfig stay importable here though unused: a sweep's saved state (Tune's pickles) names
+# the section classes by this module, where they were declared before, and such a sweep must still resume.
+from tinyllm_ray.config.environment import (
+    MlflowConfig,  # noqa: F401
+    OutputConfig,
+    RayConfig,
+    TrackingConfig,
+)
+from tinyllm_ray.config.strict import STRICT, Bool, Float, Int, Str
+from tinyllm_ray.config.training import (
+    EvalConfig,
+    RangeConfig,  # noqa: F401
+    TrainConfig,
+    TuneConfig,
+)
 
 # The two rationale sources in the TinyLLM authors' precomputed files (see data/official.py).
 PRECOMPUTED_TEACHERS = ("flan-t5-xl", "llama-2-chat")
@@ -47,7 +55,7 @@ class ConfigError(ValueError):
 SYNTHETIC_MAX = 100_000
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class DataConfig:
     """Which questions to distil on."""
 
@@ -104,7 +112,7 @@ class DataConfig:
     """Seed of the dataset generator."""
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class TeacherPromptConfig:
     """A teacher's prompt in other words (each key left out keeps the default text of ``prompts.py``). Any
     change is part of the teacher's generation settings: its rationales and answers are generated again."""
@@ -125,7 +133,7 @@ class TeacherPromptConfig:
     Explain step by step, then give the answer."."""
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class TeacherConfig:
     """One teacher LLM: where it lives, how it runs, how it samples."""
 
@@ -202,7 +210,7 @@ class TeacherConfig:
     the gold answer, same examples mode), so the report shows its own accuracy beside the student's."""
 
 
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class StudentConfig:
     """The small model being distilled: an HF seq2seq model (T5/FLAN-T5) or a causal LM (Llama, Qwen, ...)."""
 
@@ -229,216 +237,7 @@ class StudentConfig:
                                                          "rationale_prefix": ("explain_{teacher}: ",)}
 
 
-@dataclass(config=_STRICT)
-class TrainConfig:
-    """Ray Train fine-tuning of the student on the multi-task loss."""
-
-    gamma: Float = Field(default=1.0, ge=0)
-    """Weight of the answer-prediction loss."""
-    alpha: dict[Str, Float] = Field(default_factory=dict)
-    """Weight of each teacher's rationale loss, by teacher name; teachers not listed get 1.0."""
-    epochs: Int = Field(default=1, ge=1)
-    """Passes over the training questions (ignored when ``max_steps`` is set)."""
-    max_steps: Int | None = Field(default=None, ge=1)
-    """Train exactly this many optimizer steps, over as many passes as that takes (the last one may stop
-    mid-epoch), instead of ``epochs`` passes; the learning rate decays to 0 at this step and the last step is
-    always checkpointed. ``None``: ``epochs`` passes. The paper trains 10,000 steps whatever the dataset size."""
-    batch_size: Int = Field(default=16, ge=1)
-    """Questions per step per worker (each question feeds every task)."""
-    lr: Float = Field(default=5e-4, gt=0)
-    """Peak AdamW learning rate."""
-    weight_decay: Float = Field(default=0.0, ge=0)
-    """AdamW weight decay."""
-    warmup_steps: Int = Field(default=0, ge=0)
-    """Linear warm-up steps, then linear decay to 0."""
-    max_grad_norm: Float = Field(default=1.0, gt=0)
-    """Gradient clipping norm."""
-    num_workers: Int = Field(default=1, ge=1)
-    """Ray Train workers (data-parallel)."""
-    cpus_per_worker: Float = Field(default=1.0, gt=0)
-    """CPUs per Train worker."""
-    use_gpu: Bool = False
-    """One GPU per Train worker."""
-    shuffle: Literal["local", "global", "none"] = "local"
-    """Per-epoch shuffle: ``local`` = Ray Data's local shuffle buffer (``shuffle_buffer`` rows, reseeded every
-    epoch; the faster one, see docs/benchmarks.md), ``global`` = ``random_shuffle`` of the whole dataset every
-    epoch (unseeded: a mid-epoch resume may then skip other rows than the ones trained on; its Ray Data tasks
-    run during training, so leave CPUs free beside the Train workers), ``none``."""
-    shuffle_buffer: Int = Field(default=10_000, ge=0)
-    """Rows in Ray Data's local shuffle buffer, reseeded every epoch (0 = no shuffle)."""
-    length_bucketing: Int = Field(default=0, ge=0)
-    """0 = off. N > 1: read N batches at a time, sort their rows by input length, cut them into N batches
-    and train on those in a seeded random order (less padding; batches are still padded to their longest row)."""
-    grad_accum_steps: Int = Field(default=1, ge=1)
-    """Micro-batches of ``batch_size`` per optimizer step; the step's loss is their mean."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """``auto`` = bf16 autocast on GPU, fp32 on CPU; ``bf16`` = bf16 autocast anywhere; ``fp32`` = none.
-    Weights and optimizer state stay fp32."""
-    strategy: Literal["ddp", "fsdp"] = "ddp"
-    """Data parallelism across workers: ``ddp`` (a full copy per worker) or ``fsdp`` (sharded weights,
-    gradients and optimizer state, through ``ray.train.torch.prepare_model``; GPUs only, ``use_gpu: true``)."""
-    compile: Literal["off", "default", "reduce-overhead"] = "off"
-    """``torch.compile`` the student's training forward and backward (its loss included; evaluation and
-    generation stay eager): ``default`` fuses kernels, ``reduce-overhead`` also replays them as CUDA graphs (GPUs).
-    Measured on one H200 (FLAN-T5-base shape, batch 32; docs/gpu.md): 570 ms per step eager, 106 ms with
-    ``reduce-overhead``, after about 4 minutes of compiling at the first steps: for runs of hours, not minutes.
-    Batches then get fixed shapes: lengths padded up to a multiple of ``pad_multiple`` (64 when 0) and every
-    task to ``batch_size`` rows, so a few graphs serve the whole run. Not with ``strategy: fsdp``."""
-    pad_multiple: Int = Field(default=0, ge=0)
-    """Pad every batch's lengths up to a multiple of this many tokens (0: to the longest row; 64 when
-    ``compile`` is on)."""
-    mode: Literal["prefix", "one_encoder"] = "prefix"
-    """``prefix`` (the paper's): one encoder pass per task, the task prefix in the input. ``one_encoder``
-    (seq2seq only): the question is encoded once per step and every task is decoded from it, the task
-    marker (``predict:``, ``explain_<teacher>:``) leading the decoder input."""
-    checkpoint_every: Int | None = Field(default=None, ge=1)
-    """Optimizer steps between checkpoints (and valid evaluations); ``None`` = once per epoch. A restarted
-    run redoes at most this many steps."""
-    keep_checkpoints: Int = Field(default=2, ge=1)
-    """Checkpoints kept, the best by valid accuracy (the latest is kept as well, to resume from)."""
-    max_failures: Int = Field(default=1, ge=0)
-    """Worker-group restarts (from the last checkpoint) before the stage fails."""
-    log_every: Int = Field(default=10, ge=1)
-    """Steps between log lines from rank 0."""
-    seed: Int = 0
-    """Seed for weights init of new heads, shuffling and dropout."""
-
-
-@dataclass(config=_STRICT)
-class EvalConfig:
-    """Accuracy of the student on valid (during training, to pick the checkpoint) and on valid and test at the end."""
-
-    batch_size: Int = Field(default=32, ge=1)
-    """Questions per ``generate`` call."""
-    replicas: Int = Field(default=1, ge=1)
-    """Evaluation actors."""
-    num_cpus: Float = Field(default=1.0, gt=0)
-    """CPUs per evaluation actor."""
-    num_gpus: Float = Field(default=0.0, ge=0)
-    """GPUs per evaluation actor."""
-    every_steps: Int | None = Field(default=None, ge=1)
-    """Also score valid inside training every N optimizer steps (rank 0, batched); ``None`` = only at the
-    checkpoints (which are always scored: the best checkpoint on valid is the one exported)."""
-    select_on: Literal["rank", "generate"] = "rank"
-    """The scorer of the in-training valid accuracy (``valid_accuracy``) that ranks checkpoints:
-    ``rank`` (rank classification, one forward pass) or ``generate`` (generate-and-match, the paper's)."""
-    max_valid: Int | None = Field(default=None, ge=1)
-    """Score only the first N valid questions inside training (the final evaluation uses all of them)."""
-
-
-@dataclass(config=_STRICT)
-class OutputConfig:
-    """Where the run directory lives and what to do when it exists."""
-
-    dir: Str = "runs"
-    """Parent directory of run directories (on a multi-node cluster: storage every node sees)."""
-    run_name: Str = Field(default="quickstart", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    """Run directory name under ``dir``."""
-    if_exists: Literal["resume", "error", "new"] = "resume"
-    """Run dir already there: ``resume`` (same config only: reuse finished stages), ``error``, or ``new`` (``<name>-2``, ...)."""
-    access: Literal["owner", "group-read", "group-write"] = "owner"
-    """Who may open the run directory (and so its exports): ``owner`` only (mode 0700), ``group-read`` (0750) or
-    ``group-write`` (0770, a team resuming each other's runs on shared storage; resuming a sweep then trusts
-    the group, as its saved state is loaded with pickle)."""
-
-
-@dataclass(config=_STRICT)
-class RayConfig:
-    """How the driver reaches Ray."""
-
-    address: Str | None = None
-    """``None``: the cluster of ``ray job submit``/``RAY_ADDRESS``/``ray start`` if any, else a new local one."""
-    num_cpus: Int | None = Field(default=None, ge=1)
-    """CPUs of a new local cluster (default: all)."""
-
-
-@dataclass(config=_STRICT)
-class MlflowConfig:
-    """Where the student's training is recorded in MLflow (``pip install 'tinyllm-ray[tracking]'``): one MLflow
-    run per training run (per trial in a sweep) with its parameters (loss weights, lr, batch size, student
-    model, teachers, ...) and the same metrics as the TensorBoard files."""
-
-    tracking_uri: Str | None = None
-    """An MLflow tracking server (``http://host:5000``), a database (``sqlite:///mlflow.db``: needs the full
-    ``mlflow`` package) or a ``file://`` store; ``None``: the file store ``<run>/mlruns``. A multi-node run needs
-    a server, or a ``file://`` path on storage every node sees."""
-    experiment: Str = "tinyllm"
-    """The MLflow experiment (created when it does not exist)."""
-    run_name: Str | None = None
-    """The MLflow run's name; ``None``: the run directory's name (a sweep's trials: Tune's trial names)."""
-    tags: dict[Str, Str] = Field(default_factory=dict)
-    """Extra tags on every MLflow run."""
-
-
-@dataclass(config=_STRICT)
-class TrackingConfig:
-    """Experiment tracking of the student's training (scalars per logged step and per evaluation). Changing
-    it never retrains: a resumed run with other tracking settings reuses its finished stages."""
-
-    tensorboard: Bool = True
-    """Write TensorBoard event files under ``<run>/tensorboard/`` (a sweep's trials: under
-    ``<run>/tune/trials/<trial id>/tensorboard/``, beside Ray Tune's own in ``<run>/tune/sweep/``)."""
-    mlflow: MlflowConfig | None = None
-    """Also record the training in MLflow (``None``: off)."""
-
-
-@dataclass(config=_STRICT)
-class RangeConfig:
-    """A continuous range of one swept value, sampled by ``random`` or ``optuna`` search."""
-
-    low: Float = Field(ge=0)
-    """Smallest value."""
-    high: Float = Field(ge=0)
-    """Largest value."""
-    log: Bool = False
-    """Sample uniformly in log space (``low`` must then be above 0); the usual choice for ``lr``."""
-
-
-# A swept value: a list of values (every one in ``grid`` search, a choice in ``random``/``optuna``) or a range.
-SweepValues = list[Float] | RangeConfig
-
-
-@dataclass(config=_STRICT)
-class TuneConfig:
-    """A Ray Tune sweep of the loss weights (and optionally the learning rate) in place of one training run.
-
-    Every trial trains the student on the one rationale store with its own weights; the best trial on valid
-    accuracy becomes the run's student (its best checkpoint is reused) and test accuracy is scored once.
-    Values not swept keep the ``train`` section's.
-    """
-
-    gamma: SweepValues | None = None
-    """Values of the answer-loss weight ``train.gamma``: a list (``[0.5, 1.0]``) or a range
-    (``{low: 0.1, high: 2}``)."""
-    alpha: dict[Str, SweepValues] = Field(default_factory=dict)
-    """Values of each teacher's rationale-loss weight, by teacher name (teachers not listed keep ``train.alpha``)."""
-    lr: SweepValues | None = None
-    """Values of the learning rate ``train.lr`` (a range usually with ``log: true``)."""
-    search: Literal["grid", "random", "optuna"] = "grid"
-    """``grid``: every combination of the lists (ranges are not allowed); ``random``: ``num_samples`` random
-    draws (lists are choices, ranges uniform or log-uniform); ``optuna``: Optuna's TPE sampler over the same
-    space (needs ``pip install optuna``)."""
-    num_samples: Int = Field(default=1, ge=1)
-    """``grid``: times the whole grid is repeated; ``random``/``optuna``: number of trials."""
-    scheduler: Literal["asha", "none"] = "asha"
-    """``asha``: asynchronous successive halving on ``valid_accuracy`` stops weak trials at their evaluations;
-    ``none``: every trial trains to the end."""
-    grace_period: Int = Field(default=1, ge=1)
-    """``asha``: evaluations (valid scores, see ``train.checkpoint_every`` and ``eval.every_steps``) every trial
-    gets before it may be stopped."""
-    reduction_factor: Float = Field(default=3.0, gt=1)
-    """``asha``: about 1 in ``reduction_factor`` trials goes on at each rung."""
-    leave_one_teacher_out: Bool = False
-    """Add one trial per teacher with the ``train`` section's weights and that teacher's alpha set to 0 (and one
-    with every teacher), to show what each teacher adds."""
-    max_concurrent_trials: Int | None = Field(default=None, ge=1)
-    """Trials at once; default: the cluster's CPUs (GPUs with ``train.use_gpu``) over what one trial takes
-    (its Train workers, plus one CPU for Ray Data's shuffle with ``train.shuffle: global``), at least 1."""
-    seed: Int = 0
-    """Seed of the ``random``/``optuna`` draws."""
-
-
-@dataclass(config=_STRICT)
+@dataclass(config=STRICT)
 class Config:
     """A whole distillation run."""
 
@@ -475,4 +274,3 @@ class Config:
     def task_weights(self) -> dict[str, float]:
         """Loss weight per student task: ``answer`` then one per teacher, in config order."""
         return {"answer": self.train.gamma, **{name: self.alpha_of(name) for name in self.teacher_names()}}
-

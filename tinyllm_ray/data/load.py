@@ -98,7 +98,7 @@ def _hub(data: DataConfig) -> Source:
 
 
 def _jsonl(data: DataConfig) -> Source:
-    from tinyllm_ray.data.hub import read_mapped
+    from tinyllm_ray.data.mapped import read_mapped
 
     return Source(read_mapped(_path(data), dict(data.columns)))
 

@@ -17,6 +17,7 @@ import fnmatch
 import re
 from pathlib import Path
 
+from tinyllm_ray import answers
 from tinyllm_ray.config import PRECOMPUTED_TEACHERS
 from tinyllm_ray.data.records import (
     DIRECTORY,
@@ -182,10 +183,6 @@ def read_rationale_strings(files: list[Path], expected: int) -> list[str]:
     return texts
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def _without_lead(text: str) -> str:
     text = text.strip()
     return text[len(_LEAD):].strip() if text.startswith(_LEAD) else text
@@ -197,8 +194,11 @@ def split_rationale(text: str, row: Row) -> tuple[tuple[str, str], tuple[str, st
         return ("", "question rejected"), ("", "question rejected")
     head, has_llama, llama = text.partition(_LLAMA)
     echo = re.search(r"\n\s*Q:\s*(.+)", head)
-    if echo and not _norm(row.question.question).startswith(_norm(echo.group(1))[:40]):
-        return ("", "echoed question does not match"), ("", "echoed question does not match")
+    if echo:  # case and spacing aside, the echo starts as the question does
+        asked, said = (answers.normalize(t, punctuation="keep", articles=False)
+                       for t in (row.question.question, echo.group(1)))
+        if not asked.startswith(said[:40]):
+            return ("", "echoed question does not match"), ("", "echoed question does not match")
     flan = _without_lead(re.split(rf"\s*{re.escape(_THUS)}|\n\s*Q:", head, maxsplit=1)[0])
     llama = _without_lead(llama)
     return (flan, "" if flan else "empty"), (llama, "" if llama else ("missing" if not has_llama else "empty"))

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 LETTERS = string.ascii_lowercase
+SPLITS = ("train", "valid", "test")
+HELD_OUT = ("valid", "test")
+"""The splits a run has, and those held out from training (checkpoint selection on valid, the final test)."""
 TASKS = ("choice", "open")
 """``choice``: multiple choice (the paper's six datasets); ``open``: no options, a short text or number answer."""
 

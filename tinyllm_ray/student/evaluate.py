@@ -2,7 +2,7 @@
 both in ``scoring.py``, for seq2seq, causal and one-encoder students):
 
 - generate-and-match (the paper's): the student generates an answer (greedy) and
-  ``prompts.match_choice`` maps it to an option; an answer that names no option is wrong;
+  ``replies.match_choice`` maps it to an option; an answer that names no option is wrong;
 - rank classification: the student scores every option as the answer target (summed token
   log-likelihood) and the most likely option is its prediction; it always names an option.
 
@@ -27,7 +27,7 @@ import ray.data
 import transformers
 from transformers import AutoTokenizer
 
-from tinyllm_ray import answers, prompts
+from tinyllm_ray import answers, prompts, replies
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question, to_table
 from tinyllm_ray.devices import device_for, use_bf16
@@ -74,7 +74,7 @@ class StudentPredictor:
                 out["rank_predicted"] += [-1] * len(questions)
                 out["rank_correct"] += [False] * len(questions)
                 continue
-            predicted = [prompts.match_choice(text, q.choices) for text, q in zip(generated, questions)]
+            predicted = [replies.match_choice(text, q.choices) for text, q in zip(generated, questions)]
             ranked = scorer.rank(questions)
             out["predicted"] += [-1 if p is None else p for p in predicted]
             out["correct"] += [p == q.answer_index for p, q in zip(predicted, questions)]

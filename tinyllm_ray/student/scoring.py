@@ -1,6 +1,6 @@
 """The two scorers of the student's answer task, for every layout (seq2seq, causal, one-encoder), batched.
 
-- ``Scorer.generate``: greedy answers (the paper's generate-and-match; ``prompts.match_choice`` maps them
+- ``Scorer.generate``: greedy answers (the paper's generate-and-match; ``replies.match_choice`` maps them
   to options). Causal students decode only the new tokens; one-encoder students start the decoder with
   the ``predict:`` marker and decode what follows it.
 - ``Scorer.rank``: rank classification, the index of the option whose tokens the student finds most likely
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from tinyllm_ray import answers, prompts
+from tinyllm_ray import answers, prompts, replies
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import bf16_autocast, pad_id, plain_generation
 from tinyllm_ray.student.batches import QUESTION, Encoder, collate
@@ -111,5 +111,5 @@ class Scorer:
         if scorer == "rank":
             picked = self.rank(questions)
         else:
-            picked = [prompts.match_choice(text, q.choices) for text, q in zip(self.generate(questions), questions)]
+            picked = [replies.match_choice(text, q.choices) for text, q in zip(self.generate(questions), questions)]
         return sum(p == q.answer_index for p, q in zip(picked, questions))

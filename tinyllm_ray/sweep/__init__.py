@@ -23,7 +23,7 @@ best trial, report section, plot), ``run`` (``run_sweep``).
 
 from tinyllm_ray.sweep.placement import ReclaimStoppedTrainRuns, reclaim_train_groups, remove_group
 from tinyllm_ray.sweep.report import PLOT_FILE, best_trial, collect_trials, plot, sweep_report
-from tinyllm_ray.sweep.run import make_scheduler, make_searcher, run_sweep, sweep_key
+from tinyllm_ray.sweep.run import make_scheduler, make_searcher, run_sweep
 from tinyllm_ray.sweep.space import (
     apply_point,
     base_point,
@@ -42,6 +42,6 @@ __all__ = [
     "PLOT_FILE", "TIME_ATTR", "ReclaimStoppedTrainRuns", "TuneReporter", "apply_point", "base_point",
     "best_trial", "collect_trials", "concurrent_trials", "format_point", "grid_points", "leave_one_out_points",
     "make_scheduler", "make_searcher", "plot", "point_of", "reclaim_train_groups", "remove_group", "report_steps",
-    "run_sweep", "run_trial", "search_space", "sweep_key", "sweep_report", "sweep_tasks", "swept_values",
+    "run_sweep", "run_trial", "search_space", "sweep_report", "sweep_tasks", "swept_values",
     "trial_dir",
 ]

@@ -11,7 +11,7 @@ import ray
 import ray.tune
 from ray.util.placement_group import PlacementGroup
 
-from tinyllm_ray.student.train import PLACEMENT_GROUP
+from tinyllm_ray.student.worker import PLACEMENT_GROUP
 
 log = logging.getLogger("tinyllm_ray.sweep")
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tinyllm_ray.config import Config
-from tinyllm_ray.student.train import PLACEMENT_GROUP, SCORE
+from tinyllm_ray.student.checkpoints import SCORE
+from tinyllm_ray.student.worker import PLACEMENT_GROUP
 from tinyllm_ray.sweep.space import point_of, swept_values
 from tinyllm_ray.sweep.trial import TIME_ATTR, trial_dir
 

@@ -9,7 +9,6 @@ with (Tune restores them): MLflow turned on at the resume is then recorded by th
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -22,11 +21,10 @@ import ray.tune
 from tinyllm_ray import console, resources, runs, stages, tracking
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.stages import stage_key
 from tinyllm_ray.student.batches import student_layout
+from tinyllm_ray.student.checkpoints import SCORE
 from tinyllm_ray.student.feed import tokenized_dataset
 from tinyllm_ray.student.schedule import make_plan
-from tinyllm_ray.student.train import SCORE
 from tinyllm_ray.sweep.placement import ReclaimStoppedTrainRuns, reclaim_train_groups
 from tinyllm_ray.sweep.report import PLOT_FILE, best_trial, collect_trials, plot, sweep_report
 from tinyllm_ray.sweep.space import (
@@ -38,7 +36,6 @@ from tinyllm_ray.sweep.space import (
     trial_count,
 )
 from tinyllm_ray.sweep.trial import TIME_ATTR, run_trial, sweep_tasks
-from tinyllm_ray.teachers.runner import rationales_key
 
 log = logging.getLogger("tinyllm_ray.sweep")
 
@@ -66,13 +63,6 @@ def make_searcher(config: Config, first: list[dict[str, float]], limit: int) -> 
                                                  max_concurrent=limit), None
 
 
-def sweep_key(config: Config) -> str:
-    c = config
-    selection = (c.eval.every_steps, c.eval.select_on, c.eval.max_valid)
-    tune = dataclasses.replace(c.tune, max_concurrent_trials=None)  # a resources setting, not a result
-    return stage_key(rationales_key(c), c.student, c.train, selection, tune)
-
-
 class SweepProgress(ray.tune.Callback):
     """The sweep's trials on the driver's console board (``console.py``): finished / total, running, failed."""
 
@@ -90,17 +80,15 @@ class SweepProgress(ray.tune.Callback):
                      extra=f"{status.count('RUNNING')} running, {status.count('ERROR')} failed")
 
 
-def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Question]) -> dict[str, Any]:
-    """Run (or resume) the sweep and export its best checkpoint on valid to ``<run>/student``.
+def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Question], key: str) -> dict[str, Any]:
+    """Run (or resume) the sweep and export its best checkpoint on valid to ``<run>/student`` (a finished sweep is
+    reused by the caller: ``workflow.student_stage``).
 
-    Returns what ``pipeline.run_student`` returns (steps, seconds, best step and valid accuracy, ...) plus
-    ``tune`` (the report section) and ``loss_weights``/``lr`` of the exported trial.
+    Returns the figures of a ``results.StudentResult`` (steps, seconds, best step and valid accuracy, ...) plus
+    ``tune`` (the report section) and ``loss_weights``/``lr`` of the exported trial. ``key``: the sweep's stage
+    key (``keys.sweep_key``).
     """
-    key = sweep_key(config)
     export_dir = run_dir / runs.EXPORT_DIR
-    if info := stages.finished(export_dir, key):
-        log.info("tune: reusing the swept student in %s", export_dir)
-        return info
     start = time.perf_counter()
     plan = make_plan(config, examples.num_rows)
     max_t = len(report_steps(plan))

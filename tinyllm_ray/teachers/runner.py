@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import dataclasses
-import hashlib
 import itertools
-import json
 import logging
 import os
 import threading
@@ -41,20 +38,16 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 
 from tinyllm_ray import answers as open_answers
-from tinyllm_ray import console, prompts, stages
-from tinyllm_ray.config import Config, TeacherConfig
-from tinyllm_ray.data.load import no_cycle_collection
+from tinyllm_ray import console, prompts
+from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data.schema import Question
+from tinyllm_ray.keys import row_key, settings_key, teacher_key, teacher_keys
 from tinyllm_ray.teachers import shots, source, store
 from tinyllm_ray.teachers.source import PromptSource
 from tinyllm_ray.teachers.stage import finished_calls, rationale_stage, rows_per_call
 
 log = logging.getLogger("tinyllm_ray.teachers")
 
-# The settings that decide what a teacher writes; replicas, GPUs and batch sizes only decide how fast.
-GENERATION_FIELDS = ("model", "engine", "dtype", "temperature", "top_p", "seed", "max_new_tokens", "max_model_len",
-                     "chat_template", "min_rationale_words", "shots", "shots_mode", "shot_pool",
-                     "trust_remote_code")
 WAIT_LOG_SECONDS = 30.0
 # Finished blocks are stored together, a part file per this many rows or seconds: one file per actor call (32
 # rows with the HF engine's defaults) made a million-question resume scan tens of thousands of files. A crash
@@ -62,18 +55,6 @@ WAIT_LOG_SECONDS = 30.0
 APPEND_ROWS = 4096
 APPEND_SECONDS = 10.0
 APPEND_SECONDS_ENV = "TINYLLM_TEST_APPEND_SECONDS"  # testing hook: 0 stores every block as it arrives
-
-
-def _hash(*parts: Any) -> str:
-    return stages.stage_key(*parts, digits=24)  # 24 digits: the keys of rationale stores written so far
-
-
-def settings_key(teacher: TeacherConfig) -> str:
-    settings: dict[str, Any] = {f: getattr(teacher, f) for f in GENERATION_FIELDS}
-    text = prompts.TeacherText.of(teacher.prompt)
-    if text != prompts.DEFAULT_TEXT:  # only then, so the keys of stores written with the default text stay
-        settings["prompt"] = dataclasses.asdict(text)
-    return _hash(prompts.TEACHER_TEMPLATE_VERSION, settings)
 
 
 def example_prompt(teacher: TeacherConfig, train: Sequence[Question]) -> str:
@@ -84,80 +65,12 @@ def example_prompt(teacher: TeacherConfig, train: Sequence[Question]) -> str:
     return _train_variants_of(teacher, train)(train[:1])[train[0].id][0]
 
 
-def rationales_key(config: Config) -> str:
-    """What the rationales a student reads depend on: the data (and so the precomputed teachers' files),
-    each configured teacher's generation settings (not its replicas, batch size or evaluation) and the prompt
-    template. Student stages key on this rather than on the whole teacher configs."""
-    return stages.stage_key(config.data, [settings_key(t) for t in config.teachers], prompts.TEACHER_TEMPLATE_VERSION)
-
-
-def stage_key(teacher: TeacherConfig, questions: Sequence[Question],
-              answers: dict[str, Sequence[Question]] | None = None) -> str:
-    """Identifies a complete teacher: its generation settings, every question it explains, and the questions
-    it answers itself (none when it is not evaluated: its key is then what it was before evaluation existed).
-
-    The same key as ``_hash(settings, [rows], [version, {split: [rows]}])``, whose JSON text is streamed into
-    the hash a chunk of rows at a time (``_row_list_json``) rather than built whole: a million questions' text
-    and row dicts at once took gigabytes."""
-    return stage_keys([teacher], questions, answers)[teacher.name]
-
-
-def stage_keys(teachers: Sequence[TeacherConfig], questions: Sequence[Question],
-               answers: dict[str, Sequence[Question]] | None = None) -> dict[str, str]:
-    """``stage_key`` of every teacher (by name) in one pass: the questions' JSON is written once and fed to each
-    teacher's hash (at a million questions a pass takes ~6 s, and a re-run of finished teachers is mostly this)."""
-    with no_cycle_collection():  # a dict per question per chunk, no cycles: full collections made it superlinear
-        return _stage_keys(teachers, questions, answers)
-
-
-def _stage_keys(teachers: Sequence[TeacherConfig], questions: Sequence[Question],
-                answers: dict[str, Sequence[Question]] | None) -> dict[str, str]:
-    digests = {t.name: hashlib.sha256() for t in teachers}
-
-    def writer(names: Sequence[str]) -> Callable[[str], None]:
-        def write(text: str) -> None:
-            data = text.encode()  # json.dumps writes ASCII
-            for name in names:
-                digests[name].update(data)
-        return write
-
-    for t in teachers:
-        writer([t.name])(f"[{_json(settings_key(t))}, ")
-    everyone = writer(list(digests))
-    _row_list_json(questions, everyone)
-    evaluated = [t.name for t in teachers if t.evaluate and any(answers.values() if answers else ())]
-    if evaluated:
-        write = writer(evaluated)
-        write(f", [{_json(prompts.ANSWER_TEMPLATE_VERSION)}, {{")
-        for i, (split, qs) in enumerate(sorted(answers.items())):
-            write(f"{', ' if i else ''}{_json(split)}: ")
-            _row_list_json(qs, write)
-        write("}]")
-    everyone("]")
-    return {name: digest.hexdigest()[:24] for name, digest in digests.items()}
-
-
-def _json(value: Any) -> str:
-    """``value`` as ``stages.stage_key`` writes it into its JSON text."""
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _row_list_json(questions: Sequence[Question], write: Callable[[str], None], chunk: int = 4096) -> None:
-    """``_json([q.to_row() for q in questions])`` written in pieces: the JSON of a list is ``[`` + its items'
-    JSON joined by ``", "`` + ``]`` (json.dumps' default separators), so chunks of items join into the same text."""
-    write("[")
-    for start in range(0, len(questions), chunk):
-        text = _json([q.to_row() for q in questions[start:start + chunk]])
-        write(f"{', ' if start else ''}{text[1:-1]}")
-    write("]")
-
-
 def prompt_rows(variants: dict[str, list[str]], questions: Sequence[Question], role: str, settings: str) -> pa.Table:
     """Stage input rows: ``id, role, key, choices, answer, variants`` (key = settings + the row's prompts)."""
     return pa.table({
         "id": [q.id for q in questions],
         "role": [role] * len(questions),
-        "key": [_hash(settings, role, variants[q.id]) for q in questions],
+        "key": [row_key(settings, role, variants[q.id]) for q in questions],
         "choices": [list(q.choices) for q in questions],
         "answer": [q.answer for q in questions],
         "variants": [variants[q.id] for q in questions],
@@ -309,9 +222,9 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
                 key: str | None = None) -> dict[str, Any]:
     """Generate (or reuse) one teacher's rationales for ``train`` and, when it is evaluated, its own answers to
     the ``answers`` splits (``{"valid": [...], "test": [...]}``, judged by ``scorer``); returns the stage
-    figures. ``key``: its ``stage_key`` when the caller has it (``run_all`` makes every teacher's in one pass)."""
+    figures. ``key``: its ``keys.teacher_key`` when the caller has it (``run_all`` makes every teacher's in one pass)."""
     answers = {s: qs for s, qs in (answers or {}).items() if qs} if teacher.evaluate else {}
-    key = key or stage_key(teacher, train, answers)
+    key = key or teacher_key(teacher, train, answers)
     info = store.finished(run_dir, teacher.name, key)
     if info:
         log.info("teacher %s: reusing %d stored rationales", teacher.name, info["rationales"])
@@ -426,17 +339,18 @@ def _explained(table: pa.Table, pool: Sequence[Question], keys: Sequence[pa.Chun
 
 
 def run_all(teachers: Sequence[TeacherConfig], train: Sequence[Question], run_dir: Path,
-            answers: dict[str, Sequence[Question]] | None = None, scorer: str = open_answers.CHOICE
-            ) -> list[tuple[TeacherConfig, dict[str, Any] | BaseException]]:
+            answers: dict[str, Sequence[Question]] | None = None, scorer: str = open_answers.CHOICE,
+            stage_keys: dict[str, str] | None = None) -> list[tuple[TeacherConfig, dict[str, Any] | BaseException]]:
     """Every teacher, side by side where the cluster has room; one teacher's failure does not stop the
     others (their rows are stored). ``answers``: the held-out splits evaluated teachers answer themselves,
-    judged by ``scorer`` (``choice``, or ``exact``/``numeric`` for open answers).
+    judged by ``scorer`` (``choice``, or ``exact``/``numeric`` for open answers). ``stage_keys``: each teacher's
+    ``keys.teacher_key`` by name when the caller has them (``workflow.teacher_stages``), else made here.
     Returns each teacher's figures or its exception, in config order."""
     if not teachers:
         return []
     results: dict[str, dict[str, Any] | BaseException] = {}
     lock = threading.Lock()
-    keys = stage_keys(teachers, train, {s: qs for s, qs in (answers or {}).items() if qs})
+    keys = stage_keys or teacher_keys(teachers, train, {s: qs for s, qs in (answers or {}).items() if qs})
 
     def one(teacher: TeacherConfig) -> None:
         try:

@@ -12,8 +12,8 @@ first variant that fits the teacher's context next to ``max_new_tokens``; a row 
 fits is rejected as ``prompt_too_long`` and never reaches the engine (one long prompt must not abort a
 vLLM batch). Output rows follow ``store.SCHEMA``.
 
-Rows of role ``train`` or ``shot`` are rationales (``prompts.clean_rationale``); rows of role ``valid`` or
-``test`` are the teacher's own answers (``prompts.parse_answer``): ``predicted`` is the option it named, -1
+Rows of role ``train`` or ``shot`` are rationales (``replies.clean_rationale``); rows of role ``valid`` or
+``test`` are the teacher's own answers (``replies.parse_answer``): ``predicted`` is the option it named, -1
 when it named none (``no_answer``); ``said`` is what its conclusion says (for an open question, the answer that
 ``answers.correct`` judges later: the scorer only tags the dashboard's counts here).
 """
@@ -36,7 +36,7 @@ from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from tinyllm_ray import answers as open_answers
-from tinyllm_ray import metrics, prompts
+from tinyllm_ray import metrics, prompts, replies
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers.engines import LENGTH, make_engine
@@ -148,13 +148,13 @@ class TeacherWorker:
                 g = generations[i]
                 finish = g.finish
                 if answering:  # the teacher answered by itself: what does it conclude (and which option is that)?
-                    text, said = prompts.parse_open_answer(g.text)
+                    text, said = replies.parse_open_answer(g.text)
                     if said and not question.is_open:
-                        predicted = prompts.match_choice(said, question.choices)
+                        predicted = replies.match_choice(said, question.choices)
                     reason = None if (said if question.is_open else predicted) is not None else "no_answer"
                 else:
                     prompt = str(variants[i][chosen[i]])
-                    text, reason = prompts.clean_rationale(g.text, question, prompt, self.teacher.min_rationale_words,
+                    text, reason = replies.clean_rationale(g.text, question, prompt, self.teacher.min_rationale_words,
                                                            self.lead, cut_off=g.finish == LENGTH)
                 raw, p_tokens, n_tokens = g.text, g.prompt_tokens, g.new_tokens
                 used = len(variants[i]) - 1 - chosen[i]
