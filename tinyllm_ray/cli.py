@@ -157,7 +157,7 @@ def dry_run(config, args: argparse.Namespace) -> int:
     """``distill --dry-run``: the plan on stdout (status 2 when the cluster can never run it), or one error."""
     import json
 
-    from tinyllm_ray import plan
+    from tinyllm_ray import dry_run
     from tinyllm_ray.data.load import DataError
     from tinyllm_ray.stages import NotOursError
 
@@ -171,11 +171,11 @@ def dry_run(config, args: argparse.Namespace) -> int:
                 sep = ""
             if not sep or given[name.strip()] <= 0:
                 raise ConfigError(f"--throughput: expected NAME=TOKENS_PER_S with a positive number, got {item!r}")
-        planned = plan.make_plan(config, given)
+        planned = dry_run.make_plan(config, given)
     except (ConfigError, DataError, NotOursError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(planned, default=str) if args.json else plan.format_plan(planned, str(args.config)))
+    print(json.dumps(planned, default=str) if args.json else dry_run.format_plan(planned, str(args.config)))
     return 2 if planned["does_not_fit"] else 0
 
 

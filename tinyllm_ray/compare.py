@@ -11,7 +11,7 @@ The baselines train in the student's own Ray Train run, as more *arms* on the sa
 (``student/arms.py``): one worker group instead of one per baseline, and a controlled comparison. Each
 baseline is a cached stage of its own: its best checkpoint on valid is scored once on valid and test (both
 scorers, in the student's evaluation pass) and exported to ``<run>/compare/<name>/student/`` with the
-scores in its marker, so a re-run reuses it (``plan`` finds the finished ones through ``workflow.baseline_stages``).
+scores in its marker, so a re-run reuses it (``Baselines.of`` finds the finished ones through ``workflow.baseline_stages``).
 The table of ``rows`` puts the
 teachers' own accuracy, the baselines and the multi-teacher student side by side, shaped like the paper's.
 """
@@ -55,6 +55,24 @@ class Baselines:
     reused: dict[str, dict[str, Any]]
     to_train: dict[str, tuple[Config, str, Path]]
 
+    @classmethod
+    def of(cls, config: Config, run_dir: Path, stages_by_name: dict[str, tuple[Config, Any]]) -> Baselines:
+        """Reuse the finished baselines, list the others to train. ``stages_by_name``: each baseline's config and
+        stage (``workflow.baseline_stages``: its key, export directory and whether it finished)."""
+        reused: dict[str, dict[str, Any]] = {}
+        to_train: dict[str, tuple[Config, str, Path]] = {}
+        for name, (variant, stage) in stages_by_name.items():
+            export_dir = stage.where(run_dir)
+            if info := stage.finished(run_dir):
+                log.info("compare: reusing the %s baseline in %s", name, export_dir)
+                reused[name] = info
+                continue
+            stages.check_replaceable(export_dir, f"{name} baseline")  # refused now, not after training
+            log.info("compare: training the %s baseline (%s)", name, ", ".join(
+                f"{t}={w:g}" for t, w in variant.task_weights().items()))
+            to_train[name] = (variant, stage.key, export_dir)
+        return cls(config, reused, to_train)
+
     def arms(self) -> dict[str, Config]:
         """The baselines still to train, by name: the arms the student's run trains beside it."""
         return {name: variant for name, (variant, _, _) in self.to_train.items()}
@@ -79,24 +97,6 @@ class Baselines:
                      _fmt(info["test_accuracy"]))
             out[name] = info
         return {name: out[name] for name in variants(self.config)}
-
-
-def plan(config: Config, run_dir: Path, stages_by_name: dict[str, tuple[Config, Any]]) -> Baselines:
-    """Reuse the finished baselines, list the others to train. ``stages_by_name``: each baseline's config and
-    stage (``workflow.baseline_stages``: its key, export directory and whether it finished)."""
-    reused: dict[str, dict[str, Any]] = {}
-    to_train: dict[str, tuple[Config, str, Path]] = {}
-    for name, (variant, stage) in stages_by_name.items():
-        export_dir = stage.where(run_dir)
-        if info := stage.finished(run_dir):
-            log.info("compare: reusing the %s baseline in %s", name, export_dir)
-            reused[name] = info
-            continue
-        stages.check_replaceable(export_dir, f"{name} baseline")  # refused now, not after training
-        log.info("compare: training the %s baseline (%s)", name, ", ".join(
-            f"{t}={w:g}" for t, w in variant.task_weights().items()))
-        to_train[name] = (variant, stage.key, export_dir)
-    return Baselines(config, reused, to_train)
 
 
 def _accuracies(accuracy: dict[str, float]) -> dict[str, float | None]:

@@ -182,7 +182,7 @@ def step_flops(shape: Shape, rows: int, source: int, targets: Sequence[int], one
     """Model FLOPs of one training step (forward + backward = 3 x forward) of the multi-task student: ``rows``
     questions of ``source`` input tokens, one target per task (``targets``, tokens). Prefix mode encodes each
     task's input; ``one_encoder`` encodes the question once for all. The figure the MFU is computed from
-    (``bench/gpu.py``) and the dry run's student GPU-hours (``plan.py``) are made with this."""
+    (``bench/gpu.py``) and the dry run's student GPU-hours (``dry_run.py``) are made with this."""
     once = one_encoder and shape.encoder_layers > 0
     forward = sum(shape.forward_flops(rows, source, t, encoder=not once) for t in targets)
     if once:

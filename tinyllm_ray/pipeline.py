@@ -193,13 +193,13 @@ def run_sweep(p: Prepared, planned: ExportStage) -> StudentResult:
                                                 planned.key))
 
 
-def plan_baselines(p: Prepared) -> Any:
+def baselines_to_train(p: Prepared) -> Any:
     """``compare: true``: the label-only and single-teacher students (same budget, ``compare.py``), the
     finished ones reused."""
     from tinyllm_ray import compare
 
     with as_stage_error("baselines (compare: true)", p.run_dir):
-        return compare.plan(p.config, p.run_dir, workflow.baseline_stages(p.config))
+        return compare.Baselines.of(p.config, p.run_dir, workflow.baseline_stages(p.config))
 
 
 def finish_baselines(p: Prepared, baselines: Any, trained: dict[str, Any] | None,
@@ -267,7 +267,7 @@ def _run(p: Prepared, clock: Stopwatch) -> dict[str, Any]:
     clock.lap("generate_s")
     for t in teachers:
         say(t.line())
-    planned = plan_baselines(p) if c.compare else None  # ``compare`` refuses a sweep (config checks)
+    planned = baselines_to_train(p) if c.compare else None  # ``compare`` refuses a sweep (config checks)
     say(f"student: {describe_model(c.student.model)}" + (", sweep of the loss weights" if c.tune else "")
         + (f", with {len(planned.to_train)} baseline(s) beside it" if planned is not None and planned.to_train
            else ""))

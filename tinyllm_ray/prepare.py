@@ -3,7 +3,7 @@
 ``prepare(config)`` checks the config, reads and validates the data, works out the run directory (``runs.py``),
 builds the tiny models a config asks for and fetches or converts model files, then writes the run directory and
 returns a ``Prepared`` run for ``pipeline.run``. ``check`` is the part that writes nothing, which the dry run
-(``plan.py``) shares; ``resolve_models``/``resolve_task`` are the config as the stages see it.
+(``dry_run.py``) shares; ``resolve_models``/``resolve_task`` are the config as the stages see it.
 """
 
 from __future__ import annotations
@@ -115,14 +115,14 @@ def resolve_task(config: Config, data: LoadedData) -> Config:
     return config
 
 
-def check(config: Config) -> tuple[LoadedData, runs.Plan]:
+def check(config: Config) -> tuple[LoadedData, runs.RunDir]:
     """The checks that need no model and write nothing: the config's own rules, the data (read and validated),
-    the config against the data, and the run directory it would use (``runs.plan``). ``prepare`` and the dry
-    run (``plan.py``) both start here."""
+    the config against the data, and the run directory it would use (``runs.locate``). ``prepare`` and the dry
+    run (``dry_run.py``) both start here."""
     validate(config, check_paths=False)
     data = load_data(config.data)
     validate_against_data(config, len(data.splits["train"]))
-    return data, runs.plan(config)
+    return data, runs.locate(config)
 
 
 def uses_trained_teachers(config: Config) -> bool:

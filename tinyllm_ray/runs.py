@@ -1,7 +1,7 @@
 """The run directory ``<output.dir>/<output.run_name>``: where it is, whether it may be used, and its creation.
 
 The project writes only into run directories it created, proven by the ``.tinyllm-run`` marker it writes
-first. ``plan(config)`` decides, without writing anything, which directory a run uses and refuses one in the
+first. ``locate(config)`` decides, without writing anything, which directory a run uses and refuses one in the
 way (a user's folder, a file, a run of another config); ``create`` then makes it, readable by its owner
 only unless ``output.access`` shares it with the group. ``check_trusted`` guards what a resume would load
 with pickle (Tune's sweep state): a run directory others can write to could hand the run code to execute.
@@ -37,7 +37,7 @@ _NOT_RESULT_FIELDS = ("replicas", "num_cpus", "num_gpus", "cpus_per_worker", "lo
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class RunDir:
     path: Path
     resume: bool
     """The directory holds an earlier run of this config (its finished stages are reused)."""
@@ -48,7 +48,7 @@ def is_ours(directory: Path) -> bool:
     return (read_marker(directory, MARKER) or {}).get("created_by") == "tinyllm_ray"
 
 
-def plan(config: Config) -> Plan:
+def locate(config: Config) -> RunDir:
     """The run directory this config uses; ``ConfigError`` (one line naming the path) when it may not."""
     out = config.output
     parent = Path(out.dir).expanduser()
@@ -59,9 +59,9 @@ def plan(config: Config) -> Plan:
         n = 2
         while os.path.lexists(run_dir.with_name(f"{out.run_name}-{n}")):
             n += 1
-        return Plan(run_dir.with_name(f"{out.run_name}-{n}"), resume=False)
+        return RunDir(run_dir.with_name(f"{out.run_name}-{n}"), resume=False)
     if not os.path.lexists(run_dir):
-        return Plan(run_dir, resume=False)
+        return RunDir(run_dir, resume=False)
     if out.if_exists == "error":
         raise ConfigError(f"output.run_name: run directory {run_dir} already exists (output.if_exists=error)")
     if problem := require_problem(run_dir, DIRECTORY):
@@ -71,13 +71,13 @@ def plan(config: Config) -> Plan:
             raise ConfigError(f"output.run_name: {run_dir} exists and was not created by tinyllm (no {MARKER} "
                               f"marker); tinyllm writes only into its own run directories: choose another "
                               f"output.run_name or output.dir")
-        return Plan(run_dir, resume=False)  # an empty folder: nothing to lose
+        return RunDir(run_dir, resume=False)  # an empty folder: nothing to lose
     _check_same_config(run_dir, config)
     try:
         check_replaceable(run_dir / EXPORT_DIR, "student export")
     except NotOursError as err:
         raise ConfigError(f"output.run_name: {err}") from None
-    return Plan(run_dir, resume=True)
+    return RunDir(run_dir, resume=True)
 
 
 def _check_same_config(run_dir: Path, config: Config) -> None:
@@ -106,7 +106,7 @@ def _check_same_config(run_dir: Path, config: Config) -> None:
     log.info("resuming run %s: finished stages are reused", run_dir)
 
 
-def create(where: Plan, config: Config) -> Path:
+def create(where: RunDir, config: Config) -> Path:
     """Make (or reopen) the planned directory: marker first, then the config as written, then its mode."""
     run_dir = where.path
     try:

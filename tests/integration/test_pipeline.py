@@ -175,11 +175,11 @@ def test_same_config_again_reuses_finished_stages(first_run):
 
 
 def test_the_plan_of_a_finished_run_reuses_every_stage_and_changes_nothing(first_run):
-    from tinyllm_ray import plan
+    from tinyllm_ray import dry_run
 
     config, _, run_dir = first_run
     before = {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.rglob("*")}
-    planned = plan.make_plan(config)
+    planned = dry_run.make_plan(config)
     assert planned["resume"] is True
     assert [t["reused"] for t in planned["teachers"]] == [True, True]
     assert [sum(t["to_generate"].values()) for t in planned["teachers"]] == [0, 0]
@@ -191,7 +191,7 @@ def test_the_plan_of_a_finished_run_reuses_every_stage_and_changes_nothing(first
     moved = run_dir.parent / "teacher-b-moved"
     lost.rename(moved)
     try:
-        planned = plan.make_plan(config)
+        planned = dry_run.make_plan(config)
     finally:
         moved.rename(lost)
     a, b = planned["teachers"]

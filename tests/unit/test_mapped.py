@@ -10,7 +10,6 @@ from tinyllm_ray.data.mapped import read_mapped
 from tinyllm_ray.data.records import NO_LABEL, DataError, Row
 from tinyllm_ray.data.schema import Question, problems
 
-
 # -- column-mapped files ---------------------------------------------------------------------------------------
 
 MAPPING = {"question": "q", "choices": "options", "answer": "gold", "id": "qid", "context": "passage"}

@@ -10,7 +10,6 @@ from tinyllm_ray import prompts, replies
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.data.synthetic import generate
 
-
 # --- clean_rationale ------------------------------------------------------------------------------
 
 

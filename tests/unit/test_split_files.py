@@ -10,7 +10,6 @@ from tinyllm_ray.data.hub import read_hub
 from tinyllm_ray.data.records import DataError
 from tinyllm_ray.data.split_files import find_split_files
 
-
 # -- split discovery -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("relative, split", [

@@ -27,7 +27,7 @@ import ray.data
 import transformers
 from transformers import AutoTokenizer
 
-from tinyllm_ray import answers, prompts, replies
+from tinyllm_ray import answers, replies
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question, to_table
 from tinyllm_ray.devices import device_for, use_bf16

@@ -1,4 +1,4 @@
-"""``tinyllm distill --dry-run`` (plan.py) and its cost model (estimate.py): the plan of a run, with no model
+"""``tinyllm distill --dry-run`` (dry_run.py) and its cost model (estimate.py): the plan of a run, with no model
 loaded and nothing written."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.helpers import tiny_run_config
-from tinyllm_ray import cli, estimate, plan
+from tinyllm_ray import cli, dry_run, estimate
 from tinyllm_ray.config import TeacherConfig, from_dict
 from tinyllm_ray.resources import NodeType
 
@@ -100,7 +100,7 @@ def test_dry_run_refuses_what_a_run_refuses(poisoned_models, tmp_path, capsys):
 
 def test_a_measured_throughput_replaces_the_estimate(poisoned_models, tmp_path):
     config = from_dict(tiny_run_config(poisoned_models, tmp_path / "runs", "dry"))
-    planned = plan.make_plan(config, {"teacher-a": 40.0, "student": 1000.0})
+    planned = dry_run.make_plan(config, {"teacher-a": 40.0, "student": 1000.0})
     a, b = planned["teachers"]
     assert a["wall_hours"] == pytest.approx(a["new_tokens"] / 40.0 / 3600)
     assert b["wall_hours"] is None  # a CPU teacher without a figure: no estimate
@@ -124,7 +124,7 @@ def _teacher(name: str, gpus: float, replicas: int) -> TeacherConfig:
 def test_teachers_are_placed_side_by_side_while_they_fit(nodes, expected):
     configs = [_teacher("a", 2, 2), _teacher("b", 2, 2)]
     out = [{"reused": False}, {"reused": False}]
-    plan.place(configs, out, nodes)
+    dry_run.place(configs, out, nodes)
     assert [o["placement"] for o in out] == expected
 
 
