@@ -106,7 +106,7 @@ def run_params(config: Config) -> dict[str, Any]:
     return params
 
 
-def _run_tag(directory: Path) -> str:
+def run_tag(directory: Path) -> str:
     return hashlib.sha256(str(Path(directory).resolve()).encode()).hexdigest()[:16]
 
 
@@ -143,7 +143,7 @@ def _target(config: Config, run_dir: Path, name: str) -> MlflowTarget | None:
     settings = config.tracking.mlflow
     if settings is None:
         return None
-    return MlflowTarget(mlflow_uri(config, run_dir), settings.experiment, name, _run_tag(run_dir),
+    return MlflowTarget(mlflow_uri(config, run_dir), settings.experiment, name, run_tag(run_dir),
                         run_params(config), dict(settings.tags))
 
 
@@ -277,42 +277,6 @@ class _MlflowRun:
 
 
 # -- sweeps ------------------------------------------------------------------------------------------
-
-
-def sweep_callbacks(config: Config, run_dir: Path) -> list[Any]:
-    """Ray Tune callbacks of a sweep's tracking: ``SweepMlflow`` with ``tracking.mlflow``. (Ray Tune writes
-    TensorBoard files of every trial's reports by itself, ``TBXLoggerCallback``, into ``<run>/tune/sweep/``.)"""
-    if config.tracking.mlflow is None:
-        return []
-    return [sweep_mlflow(config, run_dir)]
-
-
-def sweep_mlflow(config: Config, run_dir: Path) -> Any:
-    """Ray's ``MLflowLoggerCallback`` for a sweep: an MLflow run per trial (named as the trial, tagged
-    ``trial_name`` and ``tinyllm_run``) with the trial's point, the parameters of its config (``run_params``)
-    and every Tune report as metrics (step: Tune's report count)."""
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-    settings = config.tracking.mlflow
-    uri = mlflow_uri(config, run_dir)
-    allow_file_store(uri)
-
-    class SweepMlflow(MLflowLoggerCallback):
-        def setup(self, *args: Any, **kwargs: Any) -> None:
-            allow_file_store(uri)  # a restored sweep's driver may be a new process
-            super().setup(*args, **kwargs)
-
-        def log_trial_start(self, trial: Any) -> None:
-            new = trial not in self._trial_runs
-            super().log_trial_start(trial)
-            if new:
-                from tinyllm_ray.sweep.space import apply_point, point_of
-
-                self.mlflow_util.log_params(params_to_log=run_params(apply_point(config, point_of(trial.config))),
-                                            run_id=self._trial_runs[trial])
-
-    return SweepMlflow(uri, experiment_name=settings.experiment,
-                       tags={**settings.tags, RUN_TAG: _run_tag(run_dir)})
 
 
 # -- driver-side scalars -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The package's import graph (issue #40): no module imports, directly or through others, a module that imports
-it back, counting the imports inside functions too (they only defer a cycle to the moment the function runs).
-Parsed, not imported: no Ray, no torch."""
+it back, counting the imports inside functions too (they only defer a cycle to the moment the function runs); and
+imports only go down the package's layers (``LAYERS``, the map of docs/layout.md). Parsed, not imported: no Ray,
+no torch."""
 
 from __future__ import annotations
 
@@ -87,3 +88,66 @@ def test_the_cycle_check_sees_a_cycle_through_a_function_level_import() -> None:
     for a, b in (("tinyllm_ray.stages", "tinyllm_ray.student.arms"), ("tinyllm_ray.tiny_trained", "tinyllm_ray.tiny")):
         edited = {**graph, a: graph[a] | {b}}
         assert any({a, b} <= c for c in cycles(edited)), (a, b)
+
+
+# The package's layers, lowest first: a module imports from its own layer or lower ones, never higher (within a
+# layer the cycle check above keeps the order). A new module goes in the layer of what it is, and the test names
+# it until it is placed.
+LAYERS = (
+    # facts and helpers that know nothing of a run
+    {"inputs", "stages", "devices", "metrics", "answers", "console", "tiny_parts", "model_files"},
+    # the config, the data, prompt text and what models write back, stage keys and results, the run directory
+    {"config", "data", "replies", "prompts", "keys", "results", "runs", "run_lock", "estimate", "resources",
+     "compare", "tiny_trained", "tiny"},
+    # the stages' own machinery: teachers and student never import each other
+    {"teachers", "student", "tracking"},
+    # what uses the stages: the sweep (trains students), the stage contract, the report and what it shares
+    {"sweep", "workflow", "report", "share", "tiny_skill"},
+    # preparing a run and joining Ray
+    {"prepare", "connect"},
+    # the run, the dry run, the commands
+    {"pipeline", "dry_run", "use", "k8s"},
+    {"cli"},
+)
+# Parts of one layer that must not import each other.
+SIBLINGS = (("teachers", "student"),)
+
+
+def part_of(module: str) -> str:
+    """``tinyllm_ray.teachers.stage`` -> ``teachers``; the package itself -> ``tinyllm_ray``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def layer_of(module: str) -> int:
+    part = part_of(module)
+    found = [i for i, layer in enumerate(LAYERS) if part in layer]
+    assert found, f"{module}: in no layer of LAYERS (tests/unit/test_imports.py): place it"
+    return found[0]
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a lower layer to a higher one, or between the parts of ``SIBLINGS``."""
+    out = []
+    for module, imported in graph.items():
+        if module == "tinyllm_ray":
+            continue
+        for other in imported:
+            if layer_of(other) > layer_of(module):
+                out.append(f"{module} -> {other}")
+            if {part_of(module), part_of(other)} in [set(pair) for pair in SIBLINGS]:
+                out.append(f"{module} -> {other} (siblings)")
+    return sorted(out)
+
+
+def test_imports_only_go_down_the_layers() -> None:
+    assert upward(package_graph()) == []
+
+
+def test_the_layer_check_sees_an_upward_import() -> None:
+    """The upward imports issue #40 found, put back: the tracking of training importing the sweep, the dry run's
+    view imported by a command below it, and a teacher module importing the student."""
+    graph = package_graph()
+    for a, b in (("tinyllm_ray.tracking", "tinyllm_ray.sweep.space"), ("tinyllm_ray.runs", "tinyllm_ray.pipeline"),
+                 ("tinyllm_ray.teachers.runner", "tinyllm_ray.student.batches")):
+        assert upward({**graph, a: graph[a] | {b}}) != [], (a, b)

@@ -15,6 +15,7 @@ from tests.helpers import tiny_run_config
 from tinyllm_ray import tracking
 from tinyllm_ray.config import ConfigError, from_dict, validate
 from tinyllm_ray.config.loading import with_absolute_paths
+from tinyllm_ray.sweep import trial_tracking
 
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
 needs_mlflow = pytest.mark.skipif(not HAS_MLFLOW, reason="mlflow is not installed (pip install mlflow-skinny)")
@@ -157,7 +158,7 @@ def test_a_sweep_trial_logs_into_the_run_rays_mlflow_callback_opened(tmp_path, m
 
     import ray.cloudpickle
 
-    callback = tracking.sweep_callbacks(c, run_dir)[0]
+    callback = trial_tracking.sweep_callbacks(c, run_dir)[0]
     callback = ray.cloudpickle.loads(ray.cloudpickle.dumps(callback))  # as Tune saves and restores it
     callback.setup()
     trial = FakeTrial({"point": {"gamma": 0.5}}, "run_trial_abcde_00000")

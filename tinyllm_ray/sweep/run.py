@@ -4,7 +4,7 @@ Tune and exports the best trial's checkpoint as the run's student.
 Tracking: Ray Tune writes TensorBoard files of every trial's reports into ``<run>/tune/sweep/<trial dir>/``
 (its ``TBXLoggerCallback``); each trial's Train run adds its per-step scalars in
 ``<run>/tune/trials/<trial id>/tensorboard/student/``; with ``tracking.mlflow`` Ray's ``MLflowLoggerCallback``
-opens an MLflow run per trial (``tracking.sweep_callbacks``). A resumed sweep keeps the callbacks it was started
+opens an MLflow run per trial (``trial_tracking.sweep_callbacks``). A resumed sweep keeps the callbacks it was started
 with (Tune restores them): MLflow turned on at the resume is then recorded by the trials' Train workers only."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pyarrow as pa
 import ray
 import ray.tune
 
-from tinyllm_ray import console, resources, runs, stages, tracking
+from tinyllm_ray import console, resources, runs, stages
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.student.batches import student_layout
@@ -36,6 +36,7 @@ from tinyllm_ray.sweep.space import (
     trial_count,
 )
 from tinyllm_ray.sweep.trial import TIME_ATTR, run_trial, sweep_tasks
+from tinyllm_ray.sweep.trial_tracking import sweep_callbacks
 
 log = logging.getLogger("tinyllm_ray.sweep")
 
@@ -127,7 +128,7 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
                                           verbose=0 if console.quiet() else 1,  # quiet: the board shows trials
                                           failure_config=ray.tune.FailureConfig(max_failures=0),
                                           callbacks=[ReclaimStoppedTrainRuns(), SweepProgress(trial_count(config)),
-                                                     *tracking.sweep_callbacks(config, run_dir)]),
+                                                     *sweep_callbacks(config, run_dir)]),
         )
     grid = tuner.fit()
     if console.board() is not None:
