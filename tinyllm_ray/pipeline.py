@@ -31,7 +31,7 @@ from tinyllm_ray.teachers import store
 from tinyllm_ray.workflow import ExportStage, PrecomputedStage, TeacherStage
 
 # The stages' own modules (teachers.runner, student.*, compare, sweep) are imported where a stage starts:
-# they pull in torch, transformers and Ray Data (~8 s on 2 cores), and ``prepare`` rejects bad input first.
+# they pull in torch, transformers and Ray Data (seconds), and ``prepare`` rejects bad input first.
 
 log = logging.getLogger("tinyllm_ray")
 say = console.say

@@ -50,8 +50,8 @@ class ConfigError(ValueError):
     """An invalid configuration; the message names the offending key(s)."""
 
 
-# The built-in dataset's largest split: it is generated in the driver before anything else runs (100,000 in
-# about 5 s); a fuzz run's n_train of 9,999,999 held the entry point for minutes.
+# The built-in dataset's largest split: it is generated in the driver before anything else runs, so a much larger
+# n_train would hold the entry point for minutes.
 SYNTHETIC_MAX = 100_000
 
 

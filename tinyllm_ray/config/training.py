@@ -64,8 +64,8 @@ class TrainConfig:
     compile: Literal["off", "default", "reduce-overhead"] = "off"
     """``torch.compile`` the student's training forward and backward (its loss included; evaluation and
     generation stay eager): ``default`` fuses kernels, ``reduce-overhead`` also replays them as CUDA graphs (GPUs).
-    Measured on one H200 (FLAN-T5-base shape, batch 32; docs/gpu.md): 570 ms per step eager, 106 ms with
-    ``reduce-overhead``, after about 4 minutes of compiling at the first steps: for runs of hours, not minutes.
+    Compiling takes minutes at the first steps, so it pays off in runs of hours, not minutes (figures:
+    docs/gpu.md).
     Batches then get fixed shapes: lengths padded up to a multiple of ``pad_multiple`` (64 when 0) and every
     task to ``batch_size`` rows, so a few graphs serve the whole run. Not with ``strategy: fsdp``."""
     pad_multiple: Int = Field(default=0, ge=0)

@@ -154,11 +154,10 @@ def read_source(data: DataConfig) -> Source:
 
 @contextlib.contextmanager
 def no_cycle_collection():
-    """Python's cycle collector paused while a dataset is read (and while the teachers' stage keys are written:
-    ``runner.stage_keys``, 6.2 -> 3.3 us per question at 400k). Reading makes a few objects per question and no
-    reference cycles, and each full collection on the way traverses every object made so far, so the cost per
-    question grew with the dataset (``load_data`` of OBQA-shaped questions: 15.4 us each at 20k and 19.6 at 400k
-    with it on, 17.5 and 15.4 with it off). Objects are still freed as their counts drop; it resumes after."""
+    """Python's cycle collector paused while a dataset is read (and while the teachers' stage keys are written,
+    ``keys.teacher_keys``). Reading makes a few objects per question and no reference cycles, and each full
+    collection on the way traverses every object made so far, so with it on the cost per question grows with the
+    dataset (figures: docs/benchmarks.md, Scale). Objects are still freed as their counts drop; it resumes after."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -189,7 +189,7 @@ class PromptSource:
         time (so rows keep their order), that need no CPU: while the teachers' placement groups hold every CPU
         of a small cluster, a read task that needs one would never start. The stage starts reading while its
         replicas load (``stage.rationale_stage``), so the read task's worker process is up before the first call.
-        (A reading actor made the 100k-question stage 4x slower in ``bench/scale.py``.)"""
+        (A reading actor instead made large stages several times slower: docs/benchmarks.md, Scale.)"""
         source = _QueueSource(self._queue, -(-self.rows // self.chunk) + 1, self.chunk)
         dataset = ray.data.read_datasource(source, num_cpus=0, concurrency=1, override_num_blocks=source.tasks)
         dataset.context.target_max_block_size = ONE_CALL_PER_BLOCK
