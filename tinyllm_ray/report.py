@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinyllm_ray import answers, compare, model_files, prompts, replies
 from tinyllm_ray.results import StudentResult, TeacherResult
+from tinyllm_ray.share import with_hub_metadata
 
 if TYPE_CHECKING:
     from tinyllm_ray.config import Config
@@ -237,7 +238,7 @@ def _columns(rows: list[tuple[Any, ...]]) -> list[str]:
     return ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
 
 
-def model_card(report: dict[str, Any]) -> str:
+def model_card_text(report: dict[str, Any]) -> str:
     """``README.md`` for the exported student: what it is, how it was made, how well it does, how to load it."""
     s, d = report["student"], report["dataset"]
     teachers = ", ".join(f"{t['name']} ({t['model']})" for t in report["teachers"]) or "none (label-only baseline)"
@@ -308,6 +309,4 @@ model = {auto}.from_pretrained("PATH/TO/THIS/DIR")
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (run_dir / "report.md").write_text(render_markdown(report))
-    from tinyllm_ray.share import model_card as with_hub_metadata
-
-    (run_dir / "student" / "README.md").write_text(with_hub_metadata(report, model_card(report)))
+    (run_dir / "student" / "README.md").write_text(with_hub_metadata(report, model_card_text(report)))

@@ -1,7 +1,7 @@
 """What a finished run hands to others: the student's model card with the hub's metadata, and the rationales as
 a Hugging Face dataset.
 
-- ``model_card(report)``: ``student/README.md`` through ``huggingface_hub``'s card API, with ``model-index``
+- ``with_hub_metadata(report, body)``: ``student/README.md`` through ``huggingface_hub``'s card API, with ``model-index``
   evaluation results (valid and test accuracy with both scorers), base model and tags in its YAML header, so
   uploading the student directory with the hub's own CLI (``hf upload <repo> runs/<name>/student``) gives a
   proper model page.
@@ -27,7 +27,7 @@ DATASET_DIR = "dataset"
 TRAIN_FILE = "data/train-00000-of-00001.parquet"
 
 
-def model_card(report: dict[str, Any], body: str) -> str:
+def with_hub_metadata(report: dict[str, Any], body: str) -> str:
     """The model card: ``body`` (markdown) under a YAML header the hub reads (``model-index`` results)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 

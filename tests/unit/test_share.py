@@ -22,7 +22,7 @@ def _report(model: str) -> dict:
 @pytest.mark.parametrize(("model", "base"), [("google/flan-t5-base", "google/flan-t5-base"),
                                              ("/models/student-t5", None)])
 def test_the_model_card_carries_its_results_for_the_hub(model, base):
-    card = ModelCard(share.model_card(_report(model), "# body\n"))
+    card = ModelCard(share.with_hub_metadata(_report(model), "# body\n"))
     results = {(r.dataset_split, r.metric_name): r.metric_value for r in card.data.eval_results}
     assert results == {("validation", "accuracy (generate and match)"): 0.5,
                        ("validation", "accuracy (rank classification)"): 0.625,
