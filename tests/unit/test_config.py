@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tinyllm_ray.stages import stage_key
+from tests.helpers import REPO
 from tinyllm_ray.config import (
     Config,
     ConfigError,
@@ -22,8 +22,8 @@ from tinyllm_ray.config import (
     validate_against_data,
     with_absolute_paths,
 )
+from tinyllm_ray.stages import stage_key
 
-REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 HUB_ID = "google/flan-t5-small"
 

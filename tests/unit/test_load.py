@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import SHARED_DATA
 from tinyllm_ray.config import PRECOMPUTED_TEACHERS, ConfigError, DataConfig
 from tinyllm_ray.data import official
 from tinyllm_ray.data.load import LoadedData, Source, infer_format, load_data
@@ -19,7 +20,6 @@ from tinyllm_ray.data.schema import Question
 from .test_official import TOY, cot, make_dataset, write_cot
 
 FLAN, LLAMA = PRECOMPUTED_TEACHERS
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tinyllm-official"
 
 
 def question(qid: str, text: str | None = None, n: int = 3) -> Question:
@@ -344,9 +344,9 @@ def test_data_path_missing_or_absent(tmp_path):
 
 @pytest.fixture(scope="module")
 def shared() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"no shared data at {SHARED}")
-    return SHARED
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"no shared data at {SHARED_DATA}")
+    return SHARED_DATA
 
 
 def test_real_obqa(shared):

@@ -9,15 +9,13 @@ what re-runs.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO
 from tinyllm_ray import compare, keys
 from tinyllm_ray.config import load_config
 from tinyllm_ray.data import synthetic
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
