@@ -3,10 +3,6 @@ loss weights; a baseline's selection on valid and its saved copy (no Ray)."""
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from pathlib import Path
 
 import pytest

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch

@@ -3,10 +3,6 @@ plain forward of the same decoder inputs (no Ray)."""
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 from pathlib import Path
 
 import numpy as np
