@@ -180,12 +180,12 @@ def dry_run(config, args: argparse.Namespace) -> int:
 
 
 def use_student(args: argparse.Namespace) -> int:
-    """``tinyllm predict`` / ``tinyllm eval`` (``use.py``): bad input is one ``error:`` line, exit status 2."""
-    from tinyllm_ray import use
+    """``tinyllm predict`` / ``tinyllm eval`` (``predict.py``): bad input is one ``error:`` line, exit status 2."""
+    from tinyllm_ray import predict
     from tinyllm_ray.data.load import DataError
 
     try:
-        return use.predict(args) if args.command == "predict" else use.evaluate(args)
+        return predict.predict(args) if args.command == "predict" else predict.evaluate(args)
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -285,7 +285,7 @@ def _run(p: Prepared, clock: Stopwatch) -> dict[str, Any]:
     report = build_report(c, p.run_dir, p.data, teachers, student, accuracy, architecture, clock.timings(),
                           baselines)
     write_report(p.run_dir, report)
-    from tinyllm_ray.share import export_rationales
+    from tinyllm_ray.publish import export_rationales
 
     shared = export_rationales(p.run_dir, c, p.splits["train"], p.rationales(), teachers)
     log.info("rationales as a dataset (datasets.load_dataset reads it): %s", shared)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyllm_ray import answers, compare, model_files, prompts, replies
+from tinyllm_ray.publish import with_hub_metadata
 from tinyllm_ray.results import StudentResult, TeacherResult
-from tinyllm_ray.share import with_hub_metadata
 
 if TYPE_CHECKING:
     from tinyllm_ray.config import Config

@@ -24,8 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 # The building blocks (MARKER_FILE, save_model and the tokenizer are also imported from here by others).
-from tinyllm_ray.tiny_parts import MARKER_FILE, MODEL_MAX_LENGTH, check_root, save_model  # noqa: F401
-from tinyllm_ray.tiny_parts import _build_one, _is_complete, train_tokenizer, wrap_tokenizer
+from tinyllm_ray.tiny_parts import (  # noqa: F401
+    MARKER_FILE,
+    MODEL_MAX_LENGTH,
+    _build_one,
+    _is_complete,
+    check_root,
+    save_model,
+    train_tokenizer,
+    wrap_tokenizer,
+)
 
 # torch/transformers are imported inside the builders so a no-op (already built) call stays cheap.
 if TYPE_CHECKING:

@@ -44,8 +44,15 @@ from typing import TYPE_CHECKING
 from tinyllm_ray import prompts
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.tiny_parts import (MODEL_MAX_LENGTH, _build_one, _is_complete, check_root, save_model,
-                                    train_tokenizer, wrap_tokenizer)
+from tinyllm_ray.tiny_parts import (
+    MODEL_MAX_LENGTH,
+    _build_one,
+    _is_complete,
+    check_root,
+    save_model,
+    train_tokenizer,
+    wrap_tokenizer,
+)
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

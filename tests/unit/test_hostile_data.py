@@ -6,7 +6,7 @@ naming the path, or as a rejected row with a short reason; never a traceback, ne
 - Parsing limits: JSON nested 100000 deep, an integer of 5000 digits, in a JSON array file and a JSON Lines
   line: a ``DataError`` naming the file and line.
 - NaN and the infinities where text is expected: a reject that says so, not the text ``nan``.
-- Bounded messages: a reject reason quotes at most ``inputs.CLIP`` characters of a value.
+- Bounded messages: a reject reason quotes at most ``input_checks.CLIP`` characters of a value.
 
 A read that could block (a FIFO) runs in a thread with a deadline, so a regression fails instead of hanging.
 """
@@ -35,7 +35,7 @@ from tinyllm_ray.data.load import infer_format, load_data
 from tinyllm_ray.data.mapped import read_mapped
 from tinyllm_ray.data.official import read_official
 from tinyllm_ray.data.records import DataError, read_records
-from tinyllm_ray.inputs import CLIP, clip
+from tinyllm_ray.input_checks import CLIP, clip
 
 GOOD = [{"id": f"q{i}", "question": f"What is {i} + 1?", "choices": [str(i), str(i + 1)], "answer": str(i + 1)}
         for i in range(3)]

@@ -95,18 +95,18 @@ def test_the_cycle_check_sees_a_cycle_through_a_function_level_import() -> None:
 # it until it is placed.
 LAYERS = (
     # facts and helpers that know nothing of a run
-    {"inputs", "stages", "devices", "metrics", "answers", "console", "tiny_parts", "model_files"},
+    {"input_checks", "stages", "devices", "metrics", "answers", "console", "tiny_parts", "model_files"},
     # the config, the data, prompt text and what models write back, stage keys and results, the run directory
     {"config", "data", "replies", "prompts", "keys", "results", "runs", "run_lock", "estimate", "resources",
      "compare", "tiny_trained", "tiny"},
     # the stages' own machinery: teachers and student never import each other
     {"teachers", "student", "tracking"},
     # what uses the stages: the sweep (trains students), the stage contract, the report and what it shares
-    {"sweep", "workflow", "report", "share", "tiny_skill"},
+    {"sweep", "workflow", "report", "publish", "tiny_skill"},
     # preparing a run and joining Ray
     {"prepare", "connect"},
     # the run, the dry run, the commands
-    {"pipeline", "dry_run", "use", "k8s"},
+    {"pipeline", "dry_run", "predict", "k8s"},
     {"cli"},
 )
 # Parts of one layer that must not import each other.

@@ -14,9 +14,9 @@ from tinyllm_ray.config import ConfigError, DataConfig, from_dict
 from tinyllm_ray.config.checks import validate
 from tinyllm_ray.data.load import load_data
 from tinyllm_ray.data.schema import Question, problems
-from tinyllm_ray.teachers import runner, store
+from tinyllm_ray.teachers import store
 
-from .test_load import cfg, question, rows, source
+from .test_load import cfg, question, source
 
 
 def open_q(qid: str, answer: str = "12") -> Question:

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
+from tinyllm_ray.publish import with_hub_metadata
 from tinyllm_ray.report import model_card_text
-from tinyllm_ray.share import with_hub_metadata
 
 
 def _report(mode: str, architecture: str, model: str) -> dict:

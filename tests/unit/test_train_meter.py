@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tinyllm_ray.student import faults
-from tinyllm_ray.student.meter import (DATA_WAIT_SHARE, FIRST_BATCH_WAIT_SHARE, SAMPLES_PER_CPU_SECOND,
-                                      SAMPLES_PER_SECOND, STARTUP_SECONDS, ThroughputMeter)
+from tinyllm_ray.student.meter import (
+    DATA_WAIT_SHARE,
+    FIRST_BATCH_WAIT_SHARE,
+    SAMPLES_PER_CPU_SECOND,
+    SAMPLES_PER_SECOND,
+    STARTUP_SECONDS,
+    ThroughputMeter,
+)
 
 
 class Clock:

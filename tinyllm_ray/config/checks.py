@@ -13,7 +13,7 @@ from typing import Any
 
 from tinyllm_ray import model_files
 from tinyllm_ray.config.schema import Config, ConfigError, TeacherConfig
-from tinyllm_ray.inputs import clip
+from tinyllm_ray.input_checks import clip
 
 
 def is_local_model(model: str) -> bool:

@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from tinyllm_ray.config.checks import is_local_model, validate
 from tinyllm_ray.config.schema import Config, ConfigError
-from tinyllm_ray.inputs import FILE, clip, require_problem, shorten
+from tinyllm_ray.input_checks import FILE, clip, require_problem, shorten
 
 
 class _Loader(yaml.SafeLoader):

@@ -26,7 +26,7 @@ from tinyllm_ray.answers import plain_number
 from tinyllm_ray.data.records import NO_LABEL, DataError, Row, RowError, non_finite, text_field
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.data.split_files import SPLIT_NAMES, Normalizer, find_split_files, read_split_files, to_row
-from tinyllm_ray.inputs import clip, shorten
+from tinyllm_ray.input_checks import clip, shorten
 
 log = logging.getLogger("tinyllm_ray.data")
 

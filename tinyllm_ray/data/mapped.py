@@ -30,7 +30,7 @@ from tinyllm_ray.data.records import (
 )
 from tinyllm_ray.data.schema import LETTERS, Question
 from tinyllm_ray.data.split_files import find_split_files, read_split_files
-from tinyllm_ray.inputs import clip
+from tinyllm_ray.input_checks import clip
 
 MAPPED_KEYS = {"question": True, "choices": False, "answer": True, "id": False, "context": False}
 """Column mapping keys of ``read_mapped`` -> whether required; without ``choices`` the rows are open questions."""

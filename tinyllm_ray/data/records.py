@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.inputs import DIRECTORY, FILE, kind_problem, os_problem, require_problem, shorten
+from tinyllm_ray.input_checks import DIRECTORY, FILE, kind_problem, os_problem, require_problem, shorten
 
 SUFFIXES = (".json", ".jsonl", ".parquet")
 

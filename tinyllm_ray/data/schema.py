@@ -13,7 +13,7 @@ import dataclasses
 import string
 from typing import TYPE_CHECKING, Any
 
-from tinyllm_ray.inputs import clip
+from tinyllm_ray.input_checks import clip
 
 if TYPE_CHECKING:
     import pyarrow as pa

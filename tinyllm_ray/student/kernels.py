@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+
 class RMSNorm(torch.autograd.Function):
     """``weight * x / sqrt(mean(x^2) + eps)`` with fp32 statistics, returned in ``dtype``."""
 

@@ -44,8 +44,14 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.config.checks import is_t5_family
-from tinyllm_ray.devices import (device_for, is_encoder_decoder, pad_id, pick_device_and_dtype, plain_generation_config,
-                                 weights_dtype)
+from tinyllm_ray.devices import (
+    device_for,
+    is_encoder_decoder,
+    pad_id,
+    pick_device_and_dtype,
+    plain_generation_config,
+    weights_dtype,
+)
 from tinyllm_ray.teachers.feeder import ContinuousFeeder
 
 log = logging.getLogger("tinyllm_ray.teachers")

@@ -8,7 +8,6 @@ import queue
 import threading
 from typing import Any
 
-
 _STOP = object()  # put in the inbox by ``close``
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from huggingface_hub import DatasetCard, ModelCard
 
-from tinyllm_ray import share
+from tinyllm_ray import publish
 from tinyllm_ray.config import from_dict
 from tinyllm_ray.data.synthetic import generate
 from tinyllm_ray.results import TeacherResult
@@ -22,7 +22,7 @@ def _report(model: str) -> dict:
 @pytest.mark.parametrize(("model", "base"), [("google/flan-t5-base", "google/flan-t5-base"),
                                              ("/models/student-t5", None)])
 def test_the_model_card_carries_its_results_for_the_hub(model, base):
-    card = ModelCard(share.with_hub_metadata(_report(model), "# body\n"))
+    card = ModelCard(publish.with_hub_metadata(_report(model), "# body\n"))
     results = {(r.dataset_split, r.metric_name): r.metric_value for r in card.data.eval_results}
     assert results == {("validation", "accuracy (generate and match)"): 0.5,
                        ("validation", "accuracy (rank classification)"): 0.625,
@@ -39,7 +39,7 @@ def test_the_rationales_load_back_with_datasets(tmp_path):
     rationales = {"a": {q.id: f"because {q.answer}" for q in train[:4]}, "precomputed": {train[5].id: "so"}}
     teachers = [TeacherResult("a", "m", rationales=4, rejected=2),
                 TeacherResult("precomputed", "files", rationales=1, rejected=5)]
-    out = share.export_rationales(tmp_path, config, train, rationales, teachers)
+    out = publish.export_rationales(tmp_path, config, train, rationales, teachers)
 
     rows = load_dataset(str(out), cache_dir=str(tmp_path / "cache"))["train"]
     assert rows.num_rows == 6 and rows["id"] == [q.id for q in train]
@@ -65,12 +65,12 @@ def test_the_export_joins_arrow_rationales_in_chunks_like_the_dicts(tmp_path, mo
     train = generate(5, 0, 0, seed=1)["train"] + [Question("open-1", "How many?", (), "7")]
     by_id = {q.id: f"because {q.answer}" for q in train[1:]}
     teachers = [TeacherResult("a", "m", rationales=5, rejected=1)]
-    whole = pq.read_table(share.export_rationales(tmp_path / "dicts", config, train, {"a": by_id}, teachers)
-                          / share.TRAIN_FILE)
-    monkeypatch.setattr(share, "EXPORT_CHUNK", 2)
+    whole = pq.read_table(publish.export_rationales(tmp_path / "dicts", config, train, {"a": by_id}, teachers)
+                          / publish.TRAIN_FILE)
+    monkeypatch.setattr(publish, "EXPORT_CHUNK", 2)
     held = Rationales(pa.table({"id": list(by_id), "rationale": list(by_id.values())}))
-    chunked = pq.read_table(share.export_rationales(tmp_path / "arrow", config, train, {"a": held}, teachers)
-                            / share.TRAIN_FILE)
+    chunked = pq.read_table(publish.export_rationales(tmp_path / "arrow", config, train, {"a": held}, teachers)
+                            / publish.TRAIN_FILE)
     assert chunked.equals(whole)
     assert chunked.column("rationale_a").to_pylist() == [None] + [by_id[q.id] for q in train[1:]]
     assert chunked.column("choices")[5].as_py() == [] and chunked.column("answer_index")[5].as_py() is None

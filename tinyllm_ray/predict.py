@@ -26,7 +26,7 @@ from typing import Any
 from tinyllm_ray import console
 from tinyllm_ray.config import Config, ConfigError, from_dict, load_config
 from tinyllm_ray.data.schema import HELD_OUT, Question
-from tinyllm_ray.inputs import DIRECTORY, FILE, clip, require_problem
+from tinyllm_ray.input_checks import DIRECTORY, FILE, clip, require_problem
 
 
 def resolve(path: Path, config_file: Path | None) -> tuple[Path, Config]:
