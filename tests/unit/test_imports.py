@@ -6,6 +6,7 @@ no torch."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests.helpers import REPO
@@ -151,3 +152,21 @@ def test_the_layer_check_sees_an_upward_import() -> None:
     for a, b in (("tinyllm_ray.tracking", "tinyllm_ray.sweep.space"), ("tinyllm_ray.runs", "tinyllm_ray.pipeline"),
                  ("tinyllm_ray.teachers.runner", "tinyllm_ray.student.batches")):
         assert upward({**graph, a: graph[a] | {b}}) != [], (a, b)
+
+
+MAX_LINES = 400
+
+
+def test_no_module_is_over_400_lines() -> None:
+    """A module holds one idea; past 400 lines it holds several (issue #40): split it where the ideas part."""
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_the_map_of_the_code_names_every_module() -> None:
+    """docs/layout.md is the one map of the code: every module's file appears in it (a package's modules by their
+    file names, in its entry)."""
+    layout = (REPO / "docs" / "layout.md").read_text()
+    missing = sorted(name for name, path in modules().items() if path.name not in ("__init__.py", "__main__.py")
+                     and not re.search(rf"(?<![\w/.]){re.escape(path.name)}", layout))
+    assert missing == []
