@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from tinyllm_ray import estimate, keys, prepare, prompts, workflow
 from tinyllm_ray.config import Config, ConfigError, TeacherConfig, validate, with_absolute_paths
-from tinyllm_ray.data.schema import HELD_OUT, Question
+from tinyllm_ray.data.schema import HELD_OUT, SPLITS, Question
 from tinyllm_ray.model_files import is_model_file
 from tinyllm_ray.resources import (
     AUTOSCALER_CONFIG,
@@ -299,7 +299,7 @@ def format_plan(plan: dict[str, Any], config_path: str = "") -> str:
     lines = [f"Plan{f' of {config_path}' if config_path else ''} (dry run: no model loaded, nothing written)",
              f"run dir      {plan['run_dir']} ({'resumes: finished stages are reused' if plan['resume'] else 'new'})",
              f"data         {d['dataset']} ({task_words(d['task'], d['scorer'])}): "
-             + ", ".join(f"{k} {d[k]:,}" for k in ("train", "valid", "test") if k in d)
+             + ", ".join(f"{k} {d[k]:,}" for k in SPLITS if k in d)
              + f"; {d['rejected']:,} rows rejected"]
     if plan["tiny_models_to_build"]:
         lines.append(f"tiny models  {len(plan['tiny_models_to_build'])} to build first (seconds)")

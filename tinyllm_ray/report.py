@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyllm_ray import answers, compare, model_files, prompts, replies
+from tinyllm_ray.data.schema import SPLITS
 from tinyllm_ray.publish import with_hub_metadata
 from tinyllm_ray.results import StudentResult, TeacherResult
 
@@ -34,7 +35,7 @@ def build_report(config: Config, run_dir: Path, data: LoadedData, teachers: list
         "run_dir": str(run_dir),
         "dataset": {
             "name": config.data.dataset,
-            **{s: len(data.splits.get(s, [])) for s in ("train", "valid", "test")},
+            **{s: len(data.splits.get(s, [])) for s in SPLITS},
             "rows_read": data.rows_read,
             "rejected": data.reject_counts(),
             "valid_from_train": data.valid_from_train,

@@ -182,12 +182,12 @@ def test_chunked_prompt_rows_equal_the_whole() -> None:
     for mode in ("random", "similar", "generated"):
         teacher = TeacherConfig(name="a", model="m", shots=2, shots_mode=mode)
         whole = runner.prompt_rows(runner.train_variants(teacher, train, explained), train, "train", "s")
-        chunked = pa.concat_tables(runner._row_chunks(runner._train_variants_of(teacher, train, explained), train,
+        chunked = pa.concat_tables(runner._row_chunks(runner._variants_of(teacher, train, train, explained), train,
                                                       "train", "s", chunk=7))
         assert chunked.equals(whole)
         whole = runner.prompt_rows(runner.answer_variants(teacher, valid, train, own, explained), valid, "valid", "s")
         chunked = pa.concat_tables(runner._row_chunks(
-            runner._answer_variants_of(teacher, valid, train, own, explained), valid, "valid", "s", chunk=2))
+            runner._variants_of(teacher, valid, train, explained, own), valid, "valid", "s", chunk=2))
         assert chunked.equals(whole)
 
 

@@ -29,9 +29,8 @@ from tinyllm_ray import answers
 from tinyllm_ray.config import SYNTHETIC_TEACHERS, ConfigError, DataConfig, precomputed_teachers
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.data.records import DIRECTORY, FILE, NO_LABEL, DataError, Row, require
-from tinyllm_ray.data.schema import Question, task_problem
+from tinyllm_ray.data.schema import HELD_OUT, SPLITS, Question, task_problem
 
-SPLITS = ("train", "valid", "test")
 __all__ = ["DataError", "LoadedData", "load_data", "infer_format", "FORMATS"]
 
 
@@ -213,7 +212,7 @@ def _load_data(data: DataConfig, source: Source | None, require_train: bool, hol
                                                  data.seed)
     if data.max_train:
         splits["train"] = splits["train"][: data.max_train]
-    for split in ("valid", "test"):
+    for split in HELD_OUT:
         if not splits[split]:
             del splits[split]
     rows_read = {s: len(source.rows[s]) for s in SPLITS if s in source.rows}

@@ -33,9 +33,8 @@ from tinyllm_ray.data.records import (
     require,
     text_field,
 )
-from tinyllm_ray.data.schema import Question, problems
+from tinyllm_ray.data.schema import SPLITS, Question, problems
 
-SPLITS = ("train", "valid", "test")
 PER_FILE = 500
 FLAN, LLAMA = PRECOMPUTED_TEACHERS
 

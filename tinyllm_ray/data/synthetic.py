@@ -19,9 +19,8 @@ import dataclasses
 import random
 from collections.abc import Callable, Collection, Sequence
 
-from tinyllm_ray.data.schema import TASKS, Question
+from tinyllm_ray.data.schema import SPLITS, TASKS, Question
 
-SPLITS = ("train", "valid", "test")
 MAX_ATTEMPTS = 1000  # per item, before giving up on finding an unseen question text
 
 _HER = ("Maya", "Ann", "Cara", "Nina", "Lily", "Rosa", "Zoe", "Ivy", "Emma", "Sara", "Tina", "Jade")

@@ -40,7 +40,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from tinyllm_ray import answers as open_answers
 from tinyllm_ray import console, prompts
 from tinyllm_ray.config import TeacherConfig
-from tinyllm_ray.data.schema import Question
+from tinyllm_ray.data.schema import HELD_OUT, Question
 from tinyllm_ray.keys import row_key, settings_key, teacher_key, teacher_keys
 from tinyllm_ray.teachers import shots, source, store
 from tinyllm_ray.teachers.source import PromptSource
@@ -62,7 +62,7 @@ def example_prompt(teacher: TeacherConfig, train: Sequence[Question]) -> str:
     with ``generated`` examples, which exist only once the teacher wrote them, the zero-shot prompt)."""
     if teacher.shots_mode == "generated" and teacher.shots:
         return prompts.teacher_prompt(train[0], [], text=prompts.TeacherText.of(teacher.prompt))
-    return _train_variants_of(teacher, train)(train[:1])[train[0].id][0]
+    return _variants_of(teacher, train, train)(train[:1])[train[0].id][0]
 
 
 def prompt_rows(variants: dict[str, list[str]], questions: Sequence[Question], role: str, settings: str) -> pa.Table:
@@ -86,26 +86,7 @@ PROMPT_CHUNK = source.CHUNK
 def train_variants(teacher: TeacherConfig, train: Sequence[Question],
                    explained: dict[str, tuple[Question, str]] | None = None) -> dict[str, list[str]]:
     """Every training question's prompt variants, with examples from the teacher's ``shots_mode``."""
-    return _train_variants_of(teacher, train, explained)(train)
-
-
-def _train_variants_of(teacher: TeacherConfig, train: Sequence[Question],
-                       explained: dict[str, tuple[Question, str]] | None = None) -> VariantsOf:
-    """``train_variants`` of any part of ``train`` (the same prompts the whole would give those questions)."""
-    k, text = teacher.shots, prompts.TeacherText.of(teacher.prompt)
-    if teacher.shots_mode == "generated":
-        def generated(part: Sequence[Question]) -> dict[str, list[str]]:
-            picked = shots.generated_shots(part, explained or {}, k, teacher.seed)
-            return {q.id: prompts.prompt_variants(q, *picked[q.id], text=text) for q in part}
-        return generated
-    if teacher.shots_mode == "similar":
-        similar = shots.similar_shots(train, train, k)  # once: it ranks the whole pool
-        return lambda part: {q.id: prompts.prompt_variants(q, similar[q.id], text=text) for q in part}
-
-    def drawn(part: Sequence[Question]) -> dict[str, list[str]]:
-        chosen = shots.random_shots(part, train, k, teacher.seed)
-        return {q.id: prompts.prompt_variants(q, chosen[q.id], text=text) for q in part}
-    return drawn
+    return _variants_of(teacher, train, train, explained)(train)
 
 
 def answer_variants(teacher: TeacherConfig, questions: Sequence[Question], train: Sequence[Question],
@@ -113,26 +94,31 @@ def answer_variants(teacher: TeacherConfig, questions: Sequence[Question], train
                     ) -> dict[str, list[str]]:
     """The answering prompts of held-out questions: examples from the training split by the teacher's
     ``shots_mode``, each shown with the rationale the teacher wrote for it (``rationales``, by id) if any."""
-    return _answer_variants_of(teacher, questions, train, rationales, explained)(questions)
+    return _variants_of(teacher, questions, train, explained, rationales)(questions)
 
 
-def _answer_variants_of(teacher: TeacherConfig, questions: Sequence[Question], train: Sequence[Question],
-                        rationales: dict[str, str], explained: dict[str, tuple[Question, str]] | None = None
-                        ) -> VariantsOf:
-    """``answer_variants`` of any part of ``questions``."""
+def _variants_of(teacher: TeacherConfig, questions: Sequence[Question], train: Sequence[Question],
+                 explained: dict[str, tuple[Question, str]] | None = None, rationales: dict[str, str] | None = None
+                 ) -> VariantsOf:
+    """The prompt variants of any part of ``questions`` (the same prompts the whole would give those questions):
+    ``train_variants``, or with ``rationales`` (the teacher's own, by id) ``answer_variants``, whose examples
+    show them. Examples come from ``train`` by ``shots_mode``; ``generated`` ones from ``explained``."""
     k, text = teacher.shots, prompts.TeacherText.of(teacher.prompt)
+    variants = prompts.prompt_variants if rationales is None else prompts.answer_variants
     if teacher.shots_mode == "generated":
         def generated(part: Sequence[Question]) -> dict[str, list[str]]:
             picked = shots.generated_shots(part, explained or {}, k, teacher.seed)
-            return {q.id: prompts.answer_variants(q, *picked[q.id], text=text) for q in part}
+            return {q.id: variants(q, *picked[q.id], text=text) for q in part}
         return generated
-    similar = shots.similar_shots(questions, train, k) if teacher.shots_mode == "similar" else None
+    similar = shots.similar_shots(questions, train, k) if teacher.shots_mode == "similar" else None  # ranks all once
 
-    def shown(part: Sequence[Question]) -> dict[str, list[str]]:
+    def shown(chosen: list[Question]) -> Sequence[str]:
+        return () if rationales is None else [rationales.get(s.id, "") for s in chosen]
+
+    def drawn(part: Sequence[Question]) -> dict[str, list[str]]:
         chosen = similar if similar is not None else shots.random_shots(part, train, k, teacher.seed)
-        return {q.id: prompts.answer_variants(q, chosen[q.id], [rationales.get(s.id, "") for s in chosen[q.id]],
-                                              text) for q in part}
-    return shown
+        return {q.id: variants(q, chosen[q.id], shown(chosen[q.id]), text=text) for q in part}
+    return drawn
 
 
 def _row_chunks(variants_of: VariantsOf, questions: Sequence[Question], role: str, settings: str,
@@ -175,7 +161,7 @@ def _generate(source: PromptSource, teacher: TeacherConfig, group: PlacementGrou
     per ``APPEND_ROWS`` rows or ``APPEND_SECONDS`` seconds (whichever comes first, and whatever is left when the
     stage ends or fails); returns rows generated."""
     done = accepted = 0
-    answering = source.roles <= {"valid", "test"}  # only its own answers
+    answering = source.roles <= set(HELD_OUT)  # only its own answers
     board, task = console.board(), f"teacher {teacher.name}" + (" answering" if answering else "")
     kept = "answers parsed" if answering else "accepted"
     if board is not None:
@@ -222,7 +208,8 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
                 key: str | None = None) -> dict[str, Any]:
     """Generate (or reuse) one teacher's rationales for ``train`` and, when it is evaluated, its own answers to
     the ``answers`` splits (``{"valid": [...], "test": [...]}``, judged by ``scorer``); returns the stage
-    figures. ``key``: its ``keys.teacher_key`` when the caller has it (``run_all`` makes every teacher's in one pass)."""
+    figures. ``key``: its ``keys.teacher_key`` when the caller has it (``run_all`` makes every teacher's in one
+    pass)."""
     answers = {s: qs for s, qs in (answers or {}).items() if qs} if teacher.evaluate else {}
     key = key or teacher_key(teacher, train, answers)
     info = store.finished(run_dir, teacher.name, key)
@@ -266,11 +253,11 @@ def run_teacher(teacher: TeacherConfig, train: Sequence[Question], run_dir: Path
             del table
             log.info("teacher %s: %d of %d example rationales accepted", teacher.name, len(explained), len(pool))
             keys += pool_keys
-        train_rows = _row_chunks(_train_variants_of(teacher, train, explained), train, "train", settings)
+        train_rows = _row_chunks(_variants_of(teacher, train, train, explained), train, "train", settings)
 
         def answer_rows(own: dict[str, str]) -> Iterator[pa.Table]:
             for split, questions in answers.items():
-                yield from _row_chunks(_answer_variants_of(teacher, questions, train, own, explained), questions,
+                yield from _row_chunks(_variants_of(teacher, questions, train, explained, own), questions,
                                        split, settings)
 
         # One pass per engine start where the answers do not need this pass's rationales: a teacher loads its

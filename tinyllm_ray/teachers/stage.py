@@ -38,7 +38,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from tinyllm_ray import answers as open_answers
 from tinyllm_ray import metrics, prompts, replies
 from tinyllm_ray.config import TeacherConfig
-from tinyllm_ray.data.schema import Question
+from tinyllm_ray.data.schema import HELD_OUT, Question
 from tinyllm_ray.teachers.engines import LENGTH, make_engine
 from tinyllm_ray.teachers.source import PromptSource, pack, unpack
 
@@ -51,7 +51,7 @@ ENGINE_BATCHES_PER_CALL = 4
 # thread would only contend with it for the same device.
 VLLM_CALLS_PER_ACTOR = 3
 # Roles of rows in which the teacher answers a held-out question itself (teacher evaluation).
-ANSWER_ROLES = ("valid", "test")
+ANSWER_ROLES = HELD_OUT
 # How long the replicas of a teacher may take to load (a 70B model from network storage takes minutes).
 REPLICA_START_TIMEOUT_S = 3600
 
