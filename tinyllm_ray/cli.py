@@ -124,7 +124,7 @@ def distill(args: argparse.Namespace) -> int:
         return 2
     from tinyllm_ray import pipeline
     from tinyllm_ray.data.load import DataError
-    from tinyllm_ray.stages import NotOursError
+    from tinyllm_ray.markers import NotOursError
 
     if args.dry_run:
         return dry_run(config, args)
@@ -159,7 +159,7 @@ def dry_run(config, args: argparse.Namespace) -> int:
 
     from tinyllm_ray import dry_run
     from tinyllm_ray.data.load import DataError
-    from tinyllm_ray.stages import NotOursError
+    from tinyllm_ray.markers import NotOursError
 
     try:
         given = {}
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         from tinyllm_ray import model_files
 
         return model_files.main([args.model])
-    from tinyllm_ray.stages import NotOursError
+    from tinyllm_ray.markers import NotOursError
     from tinyllm_ray.tiny import build_tiny_models
 
     try:

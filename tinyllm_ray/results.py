@@ -1,6 +1,6 @@
 """What the run's stages return: typed results, read from the figures a stage stores with its output.
 
-A finished stage keeps its figures in its marker (``stages.MARKER``, or the teacher store's); a re-run reads them
+A finished stage keeps its figures in its marker (``markers.MARKER``, or the teacher store's); a re-run reads them
 back instead of running it. Markers written by earlier versions may lack a figure (``None`` here) or hold ones
 no longer reported (left out), so ``of`` takes what it knows.
 """

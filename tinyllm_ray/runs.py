@@ -21,7 +21,7 @@ from typing import Any
 from tinyllm_ray.config import Config, ConfigError, from_dict, to_yaml
 from tinyllm_ray.config.loading import read_yaml_file
 from tinyllm_ray.input_checks import DIRECTORY, require_problem
-from tinyllm_ray.stages import NotOursError, check_replaceable, read_marker
+from tinyllm_ray.markers import NotOursError, check_replaceable, read_marker
 
 log = logging.getLogger("tinyllm_ray")
 

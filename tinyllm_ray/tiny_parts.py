@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tinyllm_ray.stages import NotOursError, read_marker
+from tinyllm_ray.markers import NotOursError, read_marker
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from tinyllm_ray import compare, keys, runs, stages
+from tinyllm_ray import compare, keys, markers, runs
 from tinyllm_ray.config import Config, TeacherConfig
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers import store
@@ -86,7 +86,7 @@ class ExportStage:
         return run_dir / self.path / runs.EXPORT_DIR
 
     def finished(self, run_dir: Path) -> dict[str, Any] | None:
-        return stages.finished(self.where(run_dir), self.key)
+        return markers.finished(self.where(run_dir), self.key)
 
 
 def teacher_stages(config: Config, train: Sequence[Question], held_out: Mapping[str, Sequence[Question]],

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
-from tinyllm_ray import prompts, stages
+from tinyllm_ray import markers, prompts
 from tinyllm_ray.config import TeacherConfig, TeacherPromptConfig
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.teachers import engines, runner, store
@@ -141,7 +141,7 @@ def test_a_crash_loses_only_the_blocks_in_flight(ray_local, tiny_models, tmp_pat
     _ok(runner.run_all([teacher], train, tmp_path))
     directory = store.teacher_dir(tmp_path, "teacher-a")
     table = pq.read_table(directory / store.COMPACTED)
-    (directory / stages.MARKER).unlink()
+    (directory / markers.MARKER).unlink()
     (directory / store.COMPACTED).unlink()
     store.append(tmp_path, "teacher-a", table.slice(0, 12))
     store.append(tmp_path, "teacher-a", table.slice(8, 4))  # a block stored twice (a retried batch)

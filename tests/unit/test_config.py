@@ -22,7 +22,7 @@ from tinyllm_ray.config import (
     validate_against_data,
     with_absolute_paths,
 )
-from tinyllm_ray.stages import stage_key
+from tinyllm_ray.markers import stage_key
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 HUB_ID = "google/flan-t5-small"

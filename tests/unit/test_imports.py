@@ -86,7 +86,7 @@ def test_the_cycle_check_sees_a_cycle_through_a_function_level_import() -> None:
     checkpoint layout) and tiny_trained -> tiny (tiny calls into tiny_trained inside build_tiny_models)."""
     graph = package_graph()
     assert "tinyllm_ray.tiny_trained" in graph["tinyllm_ray.tiny"]  # parsed inside the function
-    for a, b in (("tinyllm_ray.stages", "tinyllm_ray.student.arms"), ("tinyllm_ray.tiny_trained", "tinyllm_ray.tiny")):
+    for a, b in (("tinyllm_ray.markers", "tinyllm_ray.student.arms"), ("tinyllm_ray.tiny_trained", "tinyllm_ray.tiny")):
         edited = {**graph, a: graph[a] | {b}}
         assert any({a, b} <= c for c in cycles(edited)), (a, b)
 
@@ -96,7 +96,7 @@ def test_the_cycle_check_sees_a_cycle_through_a_function_level_import() -> None:
 # it until it is placed.
 LAYERS = (
     # facts and helpers that know nothing of a run
-    {"input_checks", "stages", "devices", "metrics", "answers", "console", "tiny_parts", "model_files"},
+    {"input_checks", "markers", "devices", "metrics", "answers", "console", "tiny_parts", "model_files"},
     # the config, the data, prompt text and what models write back, stage keys and results, the run directory
     {"config", "data", "replies", "prompts", "keys", "results", "runs", "run_lock", "estimate", "resources",
      "compare", "tiny_trained", "tiny"},

@@ -11,8 +11,8 @@ import pytest
 
 from tests.gguf_files import write_tiny_llama_gguf
 from tinyllm_ray import model_files
+from tinyllm_ray.markers import NotOursError
 from tinyllm_ray.model_files import ModelFileError, conversion, wheels
-from tinyllm_ray.stages import NotOursError
 
 
 @pytest.fixture(scope="module")

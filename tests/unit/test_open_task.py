@@ -9,7 +9,7 @@ import dataclasses
 import pyarrow as pa
 import pytest
 
-from tinyllm_ray import keys, prepare, prompts, stages
+from tinyllm_ray import keys, markers, prepare, prompts
 from tinyllm_ray.config import ConfigError, DataConfig, from_dict
 from tinyllm_ray.config.checks import validate
 from tinyllm_ray.data.load import load_data
@@ -67,11 +67,11 @@ def test_a_scorer_for_a_multiple_choice_task_is_a_config_error() -> None:
 def test_multiple_choice_stage_keys_do_not_change_and_an_open_task_changes_them() -> None:
     data = DataConfig()
     old_style = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.name not in ("task", "scorer")}
-    assert stages.stage_key(data) == stages.stage_key(old_style)  # the key before open tasks existed
-    assert stages.stage_key(dataclasses.replace(data, task="choice")) == stages.stage_key(data)
-    assert stages.stage_key(dataclasses.replace(data, task="open")) != stages.stage_key(data)
+    assert markers.stage_key(data) == markers.stage_key(old_style)  # the key before open tasks existed
+    assert markers.stage_key(dataclasses.replace(data, task="choice")) == markers.stage_key(data)
+    assert markers.stage_key(dataclasses.replace(data, task="open")) != markers.stage_key(data)
     opened = dataclasses.replace(data, task="open")
-    assert stages.stage_key(dataclasses.replace(opened, scorer="exact")) != stages.stage_key(opened)
+    assert markers.stage_key(dataclasses.replace(opened, scorer="exact")) != markers.stage_key(opened)
 
 
 def test_resolving_an_open_task_selects_checkpoints_by_generating() -> None:

@@ -1,6 +1,6 @@
 """Issue #16: the project deletes or overwrites only what it created, proven by a marker it wrote.
 
-Run directories (``runs.py``: the ``.tinyllm-run`` marker), the student export (``stages.py``: its
+Run directories (``runs.py``: the ``.tinyllm-run`` marker), the student export (``markers.py``: its
 ``_stage.json``), their permissions, and the trust check before a sweep's pickled state is loaded. Each
 case is a user's folder or file in the way: it is refused with one line naming the path, and left as it was.
 The tiny models' own case is in test_tiny.py. No Ray.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyllm_ray import prepare, runs, stages
+from tinyllm_ray import markers, prepare, runs
 from tinyllm_ray.config import Config, ConfigError, apply_override, from_dict
 
 
@@ -65,16 +65,16 @@ def test_export_replaces_only_its_own_export(tmp_path: Path) -> None:
     (checkpoint / "model.safetensors").write_bytes(b"weights")
     (checkpoint / "optimizer.pt").write_bytes(b"state")
     export = tmp_path / "student"
-    stages.export_checkpoint(checkpoint, export, {"key": "k1"})
-    assert stages.finished(export, "k1") == {"key": "k1"}
+    markers.export_checkpoint(checkpoint, export, {"key": "k1"})
+    assert markers.finished(export, "k1") == {"key": "k1"}
     (checkpoint / "model.safetensors").write_bytes(b"weights 2")
-    stages.export_checkpoint(checkpoint, export, {"key": "k2"})  # ours: replaced
+    markers.export_checkpoint(checkpoint, export, {"key": "k2"})  # ours: replaced
     assert (export / "model.safetensors").read_bytes() == b"weights 2"
-    assert stages.finished(export, "k1") is None and stages.finished(export, "k2") == {"key": "k2"}
+    assert markers.finished(export, "k1") is None and markers.finished(export, "k2") == {"key": "k2"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "student"]  # no temporary left
-    (export / stages.MARKER).unlink()  # now it could be anyone's
-    with pytest.raises(stages.NotOursError, match="was not written by tinyllm"):
-        stages.export_checkpoint(checkpoint, export, {"key": "k3"})
+    (export / markers.MARKER).unlink()  # now it could be anyone's
+    with pytest.raises(markers.NotOursError, match="was not written by tinyllm"):
+        markers.export_checkpoint(checkpoint, export, {"key": "k3"})
     assert (export / "model.safetensors").read_bytes() == b"weights 2"
 
 
@@ -113,7 +113,7 @@ def test_run_dir_is_private_unless_the_config_shares_it(tiny_models: Path, tmp_p
 
 def test_export_mode_follows_the_setting(tmp_path: Path) -> None:
     (tmp_path / "ckpt").mkdir()
-    stages.export_checkpoint(tmp_path / "ckpt", tmp_path / "student", {"key": "k"}, mode=0o750)
+    markers.export_checkpoint(tmp_path / "ckpt", tmp_path / "student", {"key": "k"}, mode=0o750)
     assert stat.S_IMODE((tmp_path / "student").stat().st_mode) == 0o750
 
 

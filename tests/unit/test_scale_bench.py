@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from tests.helpers import REPO
-from tinyllm_ray import keys, prompts, stages
+from tinyllm_ray import keys, markers, prompts
 from tinyllm_ray.config import TeacherConfig
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.data.schema import Question
@@ -104,7 +104,7 @@ def _old_stage_key(teacher: TeacherConfig, questions, answers=None) -> str:
     if teacher.evaluate and any(answers.values() if answers else ()):
         parts.append([prompts.ANSWER_TEMPLATE_VERSION,
                       {split: [_old_row(q) for q in qs] for split, qs in sorted(answers.items())}])
-    return stages.stage_key(*parts, digits=24)
+    return markers.stage_key(*parts, digits=24)
 
 
 ODD = [Question('ü"x', "é\\n\u2028 q?", ("a", "b\u00e9"), "a", context="ctx 🙂", reference_rationale="r"),

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tinyllm_ray import stages
+from tinyllm_ray import markers
 from tinyllm_ray.student.batches import rationale_of
 from tinyllm_ray.teachers import store
 
@@ -79,7 +79,7 @@ def test_finish_compacts_to_one_file_one_row_per_key(tmp_path: Path) -> None:
     assert info["key"] == "stage-1" and info["seconds"] == 1.5
     assert info["rows"] == 3 and info["rationales"] == 3 and info["rejected"] == 0
     assert info["tokens_generated"] == 9
-    assert json.loads((store.teacher_dir(tmp_path, T) / stages.MARKER).read_text()) == info
+    assert json.loads((store.teacher_dir(tmp_path, T) / markers.MARKER).read_text()) == info
     assert store.finished(tmp_path, T, "stage-1") == info
     assert store.finished(tmp_path, T, "stage-2") is None
 
@@ -106,7 +106,7 @@ def test_finished_needs_marker_and_compacted_file(tmp_path: Path) -> None:
 def test_finished_unreadable_marker(tmp_path: Path) -> None:
     store.append(tmp_path, T, rows(["a"]))
     store.finish(tmp_path, T, "s", {"k-a"}, {})
-    (store.teacher_dir(tmp_path, T) / stages.MARKER).write_text("{not json")
+    (store.teacher_dir(tmp_path, T) / markers.MARKER).write_text("{not json")
     assert store.finished(tmp_path, T, "s") is None
 
 
@@ -381,7 +381,7 @@ def test_a_compacted_file_cut_short_is_quarantined_and_the_teacher_is_no_longer_
     compacted.write_bytes(compacted.read_bytes()[:-40])  # cut short: "Parquet magic bytes not found in footer"
     assert store.finished(tmp_path, T, "s") is None  # not reused: its rows are generated again
     assert not compacted.exists() and store.quarantined(tmp_path, T) == 1
-    assert not (store.teacher_dir(tmp_path, T) / stages.MARKER).exists()
+    assert not (store.teacher_dir(tmp_path, T) / markers.MARKER).exists()
 
 
 def test_a_compacted_file_damaged_later_fails_naming_it_and_the_next_run_regenerates(tmp_path: Path) -> None:

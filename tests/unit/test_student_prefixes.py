@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyllm_ray import prompts, stages
+from tinyllm_ray import markers, prompts
 from tinyllm_ray.config import ConfigError, from_dict
 from tinyllm_ray.config.checks import validate
 from tinyllm_ray.data.synthetic import generate
@@ -55,5 +55,5 @@ def test_default_prefixes_keep_the_student_key_and_changed_ones_change_it() -> N
     student = from_dict({"student": {"model": "s"}}).student
     old_style = {f.name: getattr(student, f.name) for f in dataclasses.fields(student)
                  if f.name not in ("answer_prefix", "rationale_prefix")}
-    assert stages.stage_key(student) == stages.stage_key(old_style)
-    assert stages.stage_key(dataclasses.replace(student, answer_prefix="answer: ")) != stages.stage_key(student)
+    assert markers.stage_key(student) == markers.stage_key(old_style)
+    assert markers.stage_key(dataclasses.replace(student, answer_prefix="answer: ")) != markers.stage_key(student)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from tinyllm_ray.stages import NotOursError
+from tinyllm_ray.markers import NotOursError
 from tinyllm_ray.tiny import MARKER_FILE, TINY_MODEL_NAMES, build_tiny_models, main
 
 TEXT = "Q: Tom has 3 apples. (a) 4 (b) 5"

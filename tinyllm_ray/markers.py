@@ -1,4 +1,5 @@
-"""Cached stages: keys, the ``_stage.json`` marker that says a stage finished, and the student export.
+"""Markers: the ``_stage.json`` that says a stage finished (and with which key), the hash those keys are made with
+(``stage_key``; each stage's own key is in ``keys.py``), and the student export that replaces only its own.
 
 A stage's output directory is complete when its marker holds the stage key, a hash of the config parts
 the output depends on; a re-run with the same key reuses it. The marker is also the proof that the project
