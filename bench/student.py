@@ -45,12 +45,12 @@ import ray  # noqa: E402
 import torch  # noqa: E402
 
 from tinyllm_ray.config import from_dict  # noqa: E402
-from tinyllm_ray.student.arms import adamw  # noqa: E402
 from tinyllm_ray.data.synthetic import generate  # noqa: E402
+from tinyllm_ray.student.arms import adamw  # noqa: E402
 from tinyllm_ray.student.batches import Tokenize, collate, example_table  # noqa: E402
 from tinyllm_ray.student.loss import multitask_loss  # noqa: E402
 from tinyllm_ray.student.model import MultiTask, load_student  # noqa: E402
-from tinyllm_ray.student.schedule import lr_factor, make_plan  # noqa: E402
+from tinyllm_ray.student.schedule import lr_factor, make_schedule  # noqa: E402
 from tinyllm_ray.student.train import train_student  # noqa: E402
 from tinyllm_ray.tiny import build_tiny_models  # noqa: E402
 
@@ -97,7 +97,7 @@ def plain_loop(config, examples, threads: int) -> dict:
     tokenized = Tokenize(s.model, tasks, s.max_input_tokens, s.max_target_tokens)(
         {k: np.asarray(v) for k, v in examples.to_pydict().items()})
     rows = len(tokenized["id"])
-    plan = make_plan(config, rows)
+    plan = make_schedule(config, rows)
     model = MultiTask(load_student(s.model), "seq2seq", tasks)
     optimizer = adamw(model, tc.lr, tc.weight_decay)  # the optimizer training makes (fused AdamW)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -38,7 +38,7 @@ from tinyllm_ray.resources import (
     cluster_capacity,
     resolve_replicas,
 )
-from tinyllm_ray.student.schedule import make_plan as schedule
+from tinyllm_ray.student.schedule import make_schedule
 
 
 def make_plan(config: Config, throughput: dict[str, float] | None = None) -> dict[str, Any]:
@@ -242,7 +242,7 @@ def _student(c: Config, splits: dict[str, list[Question]], run_dir: Path | None,
              given: float | None) -> dict[str, Any]:
     """The student's (or the sweep's) trainings still to run, their steps, trained tokens and GPU-hours."""
     train, tc = splits["train"], c.train
-    steps = schedule(c, len(train)).total_steps
+    steps = make_schedule(c, len(train)).total_steps
     questions = steps * tc.batch_size * tc.grad_accum_steps * tc.num_workers
     sample = train[:1000]
     block = estimate.tokens(statistics.fmean(len(prompts.question_block(q)) for q in sample))

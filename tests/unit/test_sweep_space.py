@@ -157,9 +157,9 @@ def test_concurrent_trials_when_set():
 
 
 def test_evaluations_are_counted_from_the_step():
-    from tinyllm_ray.student.schedule import Plan
+    from tinyllm_ray.student.schedule import Schedule
 
-    plan = Plan(micro_per_epoch=4, accum=1, epochs=3, checkpoint_every=None, eval_every=None)
+    plan = Schedule(micro_per_epoch=4, accum=1, epochs=3, checkpoint_every=None, eval_every=None)
     steps = report_steps(plan)
     assert steps == [4, 8, 12]
     import bisect

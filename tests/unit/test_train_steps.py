@@ -13,7 +13,7 @@ from tinyllm_ray.data.synthetic import generate
 from tinyllm_ray.student.batches import Tokenize, collate, example_table
 from tinyllm_ray.student.loss import multitask_loss
 from tinyllm_ray.student.model import NO_TASK, MultiTask, encode_questions, load_student, task_logits
-from tinyllm_ray.student.schedule import Plan
+from tinyllm_ray.student.schedule import Schedule
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_accumulated_micro_batches_give_the_gradient_of_one_batch(student_dir: P
     multitask_loss(model(collate(take(tokenized, idx), tasks, 0)), weights).backward()
     full = grads(model).clone()
 
-    plan = Plan(micro_per_epoch=2, accum=2, epochs=1, checkpoint_every=None, eval_every=None)
+    plan = Schedule(micro_per_epoch=2, accum=2, epochs=1, checkpoint_every=None, eval_every=None)
     model.zero_grad()
     for micro, part in enumerate([idx[:2], idx[2:]]):  # what the train loop does per micro-batch
         loss = multitask_loss(model(collate(take(tokenized, part), tasks, 0)), weights)

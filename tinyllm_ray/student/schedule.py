@@ -21,7 +21,7 @@ from tinyllm_ray.config import Config
 
 
 @dataclasses.dataclass(frozen=True)
-class Plan:
+class Schedule:
     micro_per_epoch: int
     """Micro-batches per epoch on every worker (``streaming_split(equal=True)`` gives each the same rows)."""
     accum: int
@@ -73,10 +73,10 @@ class Plan:
         return self.is_checkpoint(step) or bool(self.eval_every and step % self.eval_every == 0)
 
 
-def make_plan(config: Config, n_rows: int) -> Plan:
+def make_schedule(config: Config, n_rows: int) -> Schedule:
     tc = config.train
     rows_per_worker = n_rows // tc.num_workers
-    return Plan(micro_per_epoch=max(1, math.ceil(rows_per_worker / tc.batch_size)), accum=tc.grad_accum_steps,
+    return Schedule(micro_per_epoch=max(1, math.ceil(rows_per_worker / tc.batch_size)), accum=tc.grad_accum_steps,
                 epochs=tc.epochs, checkpoint_every=tc.checkpoint_every, eval_every=config.eval.every_steps,
                 max_steps=tc.max_steps)
 

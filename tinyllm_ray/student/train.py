@@ -34,7 +34,7 @@ from tinyllm_ray.student.batches import student_layout
 from tinyllm_ray.student.checkpoints import SCORE
 from tinyllm_ray.student.faults import FailOnce
 from tinyllm_ray.student.feed import tokenized_dataset
-from tinyllm_ray.student.schedule import make_plan
+from tinyllm_ray.student.schedule import make_schedule
 from tinyllm_ray.student.worker import LOOP_CONFIG, LoopConfig, train_loop_per_worker
 
 
@@ -93,7 +93,7 @@ def train_student(examples: pa.Table, config: Config, run_dir: Path,
                                                                          student_layout(config))
     if tc.shuffle == "global":
         dataset = dataset.random_shuffle()  # unseeded: a new order every epoch
-    plan = make_plan(config, examples.num_rows)
+    plan = make_schedule(config, examples.num_rows)
     valid = list(valid or [])[: config.eval.max_valid]
     loop = LoopConfig(config, plan, valid, {name: a.task_weights() for name, a in arms.items()},
                       FailOnce.from_env(), tag_placement_group,

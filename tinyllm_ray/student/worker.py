@@ -46,7 +46,7 @@ from tinyllm_ray.student.faults import FailOnce
 from tinyllm_ray.student.feed import EarlyStart, epoch_batches
 from tinyllm_ray.student.meter import ThroughputMeter
 from tinyllm_ray.student.model import MultiTask, load_student, prepare_kwargs, student_encoder, to_device, unwrap
-from tinyllm_ray.student.schedule import Plan, lr_factor
+from tinyllm_ray.student.schedule import Schedule, lr_factor
 from tinyllm_ray.student.scoring import Scorer
 from tinyllm_ray.student.sinks import Sinks
 
@@ -61,7 +61,7 @@ class LoopConfig:
     this rides in it under ``LOOP_CONFIG``)."""
 
     config: Config
-    plan: Plan
+    plan: Schedule
     valid: list[Question]
     arms: dict[str, dict[str, float]]  # the other arms' loss weights by name (``arms.py``)
     fail: FailOnce | None = None

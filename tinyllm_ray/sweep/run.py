@@ -24,7 +24,7 @@ from tinyllm_ray.data.schema import Question
 from tinyllm_ray.student.batches import student_layout
 from tinyllm_ray.student.checkpoints import SCORE
 from tinyllm_ray.student.feed import tokenized_dataset
-from tinyllm_ray.student.schedule import make_plan
+from tinyllm_ray.student.schedule import make_schedule
 from tinyllm_ray.sweep.placement import ReclaimStoppedTrainRuns, reclaim_train_groups
 from tinyllm_ray.sweep.report import PLOT_FILE, best_trial, collect_trials, plot, sweep_report
 from tinyllm_ray.sweep.space import (
@@ -91,7 +91,7 @@ def run_sweep(config: Config, run_dir: Path, examples: pa.Table, valid: list[Que
     """
     export_dir = run_dir / runs.EXPORT_DIR
     start = time.perf_counter()
-    plan = make_plan(config, examples.num_rows)
+    plan = make_schedule(config, examples.num_rows)
     max_t = len(report_steps(plan))
     space, first = search_space(config)
     limit = concurrent_trials(config, resources.capacity_now())

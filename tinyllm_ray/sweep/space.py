@@ -13,7 +13,7 @@ from typing import Any
 import ray.tune
 
 from tinyllm_ray.config import Config, ConfigError, RangeConfig
-from tinyllm_ray.student.schedule import Plan
+from tinyllm_ray.student.schedule import Schedule
 
 
 def swept_values(config: Config) -> dict[str, Any]:
@@ -126,6 +126,6 @@ def concurrent_trials(config: Config, resources: dict[str, float]) -> int:
     return max(1, fits)
 
 
-def report_steps(plan: Plan) -> list[int]:
+def report_steps(plan: Schedule) -> list[int]:
     """The optimizer steps at which a trial reports a valid score (one Tune iteration each)."""
     return [s for s in range(1, plan.total_steps + 1) if plan.is_report(s)]

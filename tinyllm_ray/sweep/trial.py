@@ -16,7 +16,7 @@ from tinyllm_ray import tracking
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.student.batches import target_col
-from tinyllm_ray.student.schedule import make_plan
+from tinyllm_ray.student.schedule import make_schedule
 from tinyllm_ray.student.train import train_student
 from tinyllm_ray.sweep.space import apply_point, point_of, report_steps
 
@@ -47,7 +47,7 @@ def run_trial(params: dict[str, Any], *, config: Config, examples: pa.Table, tok
     training scalars go to ``<trial>/tensorboard/student/`` and, with ``tracking.mlflow``, to the trial's MLflow
     run (``tracking.for_trial``)."""
     trial_config = apply_point(config, point_of(params))
-    plan = make_plan(trial_config, examples.num_rows)
+    plan = make_schedule(trial_config, examples.num_rows)
     context = ray.tune.get_context()
     where = trial_dir(Path(run_dir), context.get_trial_id())
     # RunConfig(storage_path=<trial>/train, name="student"): a restarted trial resumes its own Train run.
