@@ -145,7 +145,7 @@ def test_resume_from_the_last_step_trains_nothing_even_mid_epoch() -> None:
     assert plain.micro_done(9) == (3, 0) and run_loop(plain, start_step=9) == []
 
 
-def test_make_plan_reads_max_steps() -> None:
+def test_make_schedule_reads_max_steps() -> None:
     from tinyllm_ray.config import from_dict
     from tinyllm_ray.student.schedule import make_schedule
 

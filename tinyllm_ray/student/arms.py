@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,12 @@ from tinyllm_ray.student.loss import multitask_loss
 from tinyllm_ray.student.model import NO_TASK, unwrap
 
 STUDENT_ARM = "student"  # arm 0: the run's own student (also its name among the models evaluated together)
+
+
+def trained_tasks(weights: Iterable[Mapping[str, float]]) -> list[str]:
+    """Every task some arm trains (a non-zero weight in its ``task_weights``), in first-seen order: the tasks the
+    run's rows and batches carry; each arm's ``MultiTask`` reads its own."""
+    return list(dict.fromkeys(t for w in weights for t, v in w.items() if v != 0))
 BEST_DIR = "best"
 # ARMS_DIR (arms/<name>/ in a checkpoint) and STATE_FILE (train_state.pt) live with the export that leaves them out
 

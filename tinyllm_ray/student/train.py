@@ -29,7 +29,7 @@ import ray.train.torch
 from tinyllm_ray import tracking
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
-from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, STUDENT_ARM
+from tinyllm_ray.student.arms import ARMS_DIR, BEST_DIR, STUDENT_ARM, trained_tasks
 from tinyllm_ray.student.batches import student_layout
 from tinyllm_ray.student.checkpoints import SCORE
 from tinyllm_ray.student.faults import FailOnce
@@ -85,8 +85,7 @@ def train_student(examples: pa.Table, config: Config, run_dir: Path,
     for name, other in arms.items():
         if dataclasses.replace(other, train=config.train) != config or name == STUDENT_ARM:
             raise ValueError(f"arm {name!r} differs from the student in more than its loss weights")
-    weights = [config.task_weights(), *(a.task_weights() for a in arms.values())]
-    tasks = list(dict.fromkeys(t for w in weights for t, v in w.items() if v != 0))
+    tasks = trained_tasks([config.task_weights(), *(a.task_weights() for a in arms.values())])
     tc = config.train
     start = time.perf_counter()
     dataset = tokenized if tokenized is not None else tokenized_dataset(examples, config, tasks,

@@ -39,7 +39,16 @@ from tinyllm_ray import answers, console, tracking
 from tinyllm_ray.config import Config
 from tinyllm_ray.data.schema import Question
 from tinyllm_ray.devices import pad_id, train_device, use_bf16
-from tinyllm_ray.student.arms import ARMS_DIR, STUDENT_ARM, Arm, adamw, as_numbers, cpu_copy, load_state
+from tinyllm_ray.student.arms import (
+    ARMS_DIR,
+    STUDENT_ARM,
+    Arm,
+    adamw,
+    as_numbers,
+    cpu_copy,
+    load_state,
+    trained_tasks,
+)
 from tinyllm_ray.student.batches import student_layout
 from tinyllm_ray.student.checkpoints import SCORE, WorkerCheckpoints, resume_point, saved_arm
 from tinyllm_ray.student.faults import FailOnce
@@ -82,8 +91,7 @@ class TrainWorker:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.fsdp = c.train.strategy == "fsdp" and self.world > 1
         arm_weights = {STUDENT_ARM: c.task_weights(), **loop.arms}
-        # Collation builds every task any arm trains; each arm's ``MultiTask`` reads its own.
-        self.tasks = list(dict.fromkeys(t for w in arm_weights.values() for t, v in w.items() if v != 0))
+        self.tasks = trained_tasks(arm_weights.values())
         transformers.utils.logging.disable_progress_bar()
         self.device = train_device()
         self.bf16 = use_bf16(c.train.precision, self.device)
