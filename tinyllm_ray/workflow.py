@@ -37,40 +37,52 @@ class Stage(Protocol):
     def finished(self, run_dir: Path) -> dict[str, Any] | None: ...
 
 
+class _InStore:
+    """A stage whose result is one teacher's rationale store (``teachers/store.py``), named ``store_name``."""
+
+    key: str
+
+    @property
+    def store_name(self) -> str:
+        raise NotImplementedError
+
+    def where(self, run_dir: Path) -> Path:
+        return store.teacher_dir(run_dir, self.store_name)
+
+    def finished(self, run_dir: Path) -> dict[str, Any] | None:
+        return store.finished(run_dir, self.store_name, self.key)
+
+
 @dataclasses.dataclass(frozen=True)
-class TeacherStage:
+class TeacherStage(_InStore):
     """A configured teacher: its rationales for the training questions, and its own answers to valid and test."""
 
     teacher: TeacherConfig
     key: str
 
     @property
+    def store_name(self) -> str:
+        return self.teacher.name
+
+    @property
     def name(self) -> str:
         return f"teacher {self.teacher.name!r} ({self.teacher.model})"
 
-    def where(self, run_dir: Path) -> Path:
-        return store.teacher_dir(run_dir, self.teacher.name)
-
-    def finished(self, run_dir: Path) -> dict[str, Any] | None:
-        return store.finished(run_dir, self.teacher.name, self.key)
-
 
 @dataclasses.dataclass(frozen=True)
-class PrecomputedStage:
+class PrecomputedStage(_InStore):
     """The authors' rationales of one teacher, imported into the store as a teacher (no model runs)."""
 
     teacher: str
     key: str
 
     @property
+    def store_name(self) -> str:
+        return self.teacher
+
+    @property
     def name(self) -> str:
         return f"precomputed teacher {self.teacher!r}"
-
-    def where(self, run_dir: Path) -> Path:
-        return store.teacher_dir(run_dir, self.teacher)
-
-    def finished(self, run_dir: Path) -> dict[str, Any] | None:
-        return store.finished(run_dir, self.teacher, self.key)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -58,3 +58,41 @@ def test_a_generation_setting_changes_the_teacher_key_and_a_speed_setting_does_n
     base = keys.teacher_key(teacher, splits["train"])
     assert keys.teacher_key(dataclasses.replace(teacher, temperature=0.7), splits["train"]) != base
     assert keys.teacher_key(dataclasses.replace(teacher, batch_size=64, replicas=3), splits["train"]) == base
+
+
+def test_a_run_directory_written_with_the_pinned_keys_is_reused_by_every_stage(quickstart, tmp_path):
+    """The markers a run wrote before the keys moved (their keys are the pinned ones, written here as literals, not
+    made by the code under test): every stage of the same config finds its result finished."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tinyllm_ray import markers, workflow
+    from tinyllm_ray.teachers import store
+
+    config, splits = quickstart
+    written = {"teacher-a": "1b7d3bd75b017caab8e07fd6", "teacher-b": "1fb258d009e2c8a9e1066f0a"}
+    for teacher, key in written.items():
+        directory = store.teacher_dir(tmp_path, teacher)
+        directory.mkdir(parents=True)
+        pq.write_table(pa.table({"id": ["q1"]}), directory / store.COMPACTED)
+        (directory / markers.MARKER).write_text(json.dumps({"key": key, "stored_rows": 1, "rationales": 1}))
+    exports = {"": "d6ed459fa5c25917", "compare/label-only": "0d0a9cd13714239c",
+               "compare/only-teacher-a": "071ccba9be165e48", "compare/only-teacher-b": "4cce829a330fe977"}
+    for path, key in exports.items():
+        directory = tmp_path / path / "student"
+        directory.mkdir(parents=True)
+        (directory / markers.MARKER).write_text(json.dumps({"key": key, "steps": 3}))
+
+    held_out = {s: splits[s] for s in ("valid", "test")}
+    teachers = workflow.teacher_stages(config, splits["train"], held_out)
+    assert [s.finished(tmp_path) is not None for s in teachers] == [True, True]
+    assert workflow.student_stage(config).finished(tmp_path) == {"key": "d6ed459fa5c25917", "steps": 3}
+    assert all(stage.finished(tmp_path) for _, stage in workflow.baseline_stages(config).values())
+    # and a changed setting is not reused
+    hotter = dataclasses.replace(config, teachers=[dataclasses.replace(config.teachers[0], temperature=0.5),
+                                                   config.teachers[1]])
+    assert [s.finished(tmp_path) is not None for s in workflow.teacher_stages(hotter, splits["train"], held_out)] \
+        == [False, True]
+    assert workflow.student_stage(hotter).finished(tmp_path) is None
