@@ -279,8 +279,8 @@ def test_a_killed_driver_resumes_without_regenerating_stored_rows(ray_local, tin
 
 def test_replicas_that_load_at_different_times_share_the_first_calls(ray_local, tiny_models, tmp_path):
     """The stage starts reading while its replicas load, yet no replica starts before the others have loaded:
-    one loads 3 s later, and the three calls of a small stage still go to both (the first one up would take all
-    three, as many as it may hold at once)."""
+    one loads 3 s later, and the three calls of a small stage still go to both (without the gate, the first one
+    up took all three)."""
     import pyarrow as pa
 
     from tinyllm_ray.teachers.source import PromptSource
