@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow.compute as pc
 
 from tinyllm_ray import estimate, keys, prepare, prompts, workflow
-from tinyllm_ray.config import Config, ConfigError, TeacherConfig, validate, with_absolute_paths
+from tinyllm_ray.config import Config, ConfigError, TeacherConfig, validate_models, with_absolute_paths
 from tinyllm_ray.data.schema import HELD_OUT, SPLITS, Question
 from tinyllm_ray.model_files import is_model_file
 from tinyllm_ray.resources import (
@@ -52,7 +52,7 @@ def make_plan(config: Config, throughput: dict[str, float] | None = None) -> dic
     data, where = prepare.check(config)
     to_build = _tiny_models_to_build(config)
     if not to_build:
-        validate(config)  # model paths (tiny models still to build are made at the start of the run)
+        validate_models(config)  # (tiny models still to build are made at the start of the run)
     c = with_absolute_paths(prepare.resolve_task(config, data))
     c = prepare.resolve_models(c, cached_only=True)  # converted GGUF files: the folders (and keys) a run uses
     to_convert = sorted({m for m in (c.student.model, *(t.model for t in c.teachers)) if is_model_file(m)})

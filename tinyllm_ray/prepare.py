@@ -14,7 +14,14 @@ import logging
 from pathlib import Path
 
 from tinyllm_ray import markers, model_files, runs
-from tinyllm_ray.config import Config, ConfigError, validate, validate_against_data, with_absolute_paths
+from tinyllm_ray.config import (
+    Config,
+    ConfigError,
+    validate,
+    validate_against_data,
+    validate_models,
+    with_absolute_paths,
+)
 from tinyllm_ray.data.load import LoadedData, load_data
 from tinyllm_ray.data.schema import HELD_OUT, Question
 from tinyllm_ray.teachers import store
@@ -54,7 +61,7 @@ def prepare(config: Config) -> Prepared:
             build_tiny_models(Path(config.tiny_models), trained=uses_trained_teachers(config))
         except markers.NotOursError as err:
             raise ConfigError(f"tiny_models: {err}") from None
-    validate(config)
+    validate_models(config)  # the rules were checked by ``check``; the models exist now
     # GGUF files and packages are fetched and converted before the run directory is written: a model that cannot
     # be had leaves nothing behind. The stages get absolute paths and converted folders; the run dir keeps the
     # config as written (a resubmitted job unpacks to another working dir).

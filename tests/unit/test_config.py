@@ -611,3 +611,26 @@ def test_an_unknown_key_like_no_known_one_gets_no_guess() -> None:
     with pytest.raises(ConfigError) as err:
         check(_set(base_raw(), "train.zzzzzz", 1))
     assert "train.zzzzzz: unknown key (got 1)" in str(err.value)
+
+
+def test_the_model_checks_are_validates_own_and_run_apart_by_validate_models(tmp_path) -> None:
+    """``prepare`` checks the rules first (``check_paths=False``) and the models once the tiny ones are built
+    (``validate_models``): between them they find what ``validate`` finds, each only its own part."""
+    from tinyllm_ray.config import validate_models
+
+    raw = base_raw()
+    raw["student"] = {"model": str(tmp_path / "no-such-student")}
+    raw["train"] = {"gamma": 1.0, "alpha": {"nobody": 0.5}}
+    config = from_dict(raw)
+    with pytest.raises(ConfigError) as everything:
+        validate(config)
+    with pytest.raises(ConfigError) as rules:
+        validate(config, check_paths=False)
+    with pytest.raises(ConfigError) as models:
+        validate_models(config)
+    assert_names_key(everything.value, "train.alpha.nobody")
+    assert_names_key(everything.value, "student.model")
+    assert "train.alpha.nobody" in str(rules.value) and "no-such-student" not in str(rules.value)
+    assert "no-such-student" in str(models.value) and "train.alpha" not in str(models.value)
+    raw["train"] = {"gamma": 1.0, "alpha": {"t1": 0.5}}
+    validate(from_dict(raw), check_paths=False)  # the rules pass; only the model is missing

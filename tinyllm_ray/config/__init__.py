@@ -5,7 +5,7 @@ share), loading (``loading.py``) and checks (``checks.py``).
 Everything is re-exported here, so callers import from ``tinyllm_ray.config``.
 """
 
-from tinyllm_ray.config.checks import is_local_model, tune_errors, validate, validate_against_data
+from tinyllm_ray.config.checks import is_local_model, tune_errors, validate, validate_against_data, validate_models
 from tinyllm_ray.config.environment import OutputConfig, RayConfig
 from tinyllm_ray.config.loading import (
     apply_override,
@@ -61,5 +61,6 @@ __all__ = [
     "tune_errors",
     "validate",
     "validate_against_data",
+    "validate_models",
     "with_absolute_paths",
 ]

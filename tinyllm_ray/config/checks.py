@@ -71,7 +71,7 @@ def _has_chat_template(folder: Path) -> bool:
         return False
 
 
-def _teacher_engine_errors(teachers: list[TeacherConfig], check_paths: bool) -> list[str]:
+def _teacher_engine_errors(teachers: list[TeacherConfig]) -> list[str]:
     errors = []
     for i, t in enumerate(teachers):
         if t.num_gpus > 1 and not float(t.num_gpus).is_integer():
@@ -87,7 +87,14 @@ def _teacher_engine_errors(teachers: list[TeacherConfig], check_paths: bool) -> 
         if t.max_model_len is not None and t.max_model_len <= t.max_new_tokens:
             errors.append(f"teachers.{i}.max_model_len: {t.max_model_len} leaves no room for a prompt next to "
                           f"max_new_tokens {t.max_new_tokens}")
-        model_config = _read_model_config(t.model) if check_paths else None
+    return errors
+
+
+def _teacher_model_errors(teachers: list[TeacherConfig]) -> list[str]:
+    """What a teacher's local model folder says against its settings (its ``config.json``, its tokenizer)."""
+    errors = []
+    for i, t in enumerate(teachers):
+        model_config = _read_model_config(t.model)
         if model_config is None:
             continue
         if t.engine == "vllm" and model_config.get("is_encoder_decoder"):
@@ -113,7 +120,7 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
             errors.append(f"teachers.{i}.name: 'answer' is reserved for the answer task")
         if names.count(name) > 1 and names.index(name) == i:
             errors.append(f"teachers.{i}.name: {name!r} is used by more than one teacher")
-    errors += _teacher_engine_errors(config.teachers, check_paths)
+    errors += _teacher_engine_errors(config.teachers)
     for i, t in enumerate(config.teachers):
         request = t.prompt.explain_request if t.prompt else None
         if request is not None:
@@ -170,25 +177,7 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
             if (why := hub_id_problem(key, model)) is not None:
                 errors.append(why)
     if check_paths:
-        for key, model in models:
-            if model_files.is_model_file(model):  # a GGUF file or package: converted when the run starts
-                if (why := model_files.problem(model, key)) is not None:
-                    errors.append(why)
-            elif is_local_model(model):
-                where = Path(model).expanduser()
-                if not (where / "config.json").is_file():
-                    why = "does not exist" if not where.exists() else "has no config.json"
-                    errors.append(f"{key}: model directory {model!r} {why}")
-        student_dir = Path(config.student.model).expanduser()
-        if is_local_model(config.student.model) and (student_dir / "config.json").is_file():
-            try:
-                encoder_decoder = json.loads((student_dir / "config.json").read_text()).get("is_encoder_decoder")
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                errors.append(f"student.model: {student_dir / 'config.json'} is not a readable model config")
-            else:
-                if not encoder_decoder and config.train.mode == "one_encoder":
-                    errors.append(f"train.mode: one_encoder decodes every task from one encoder pass and needs an "
-                                  f"encoder-decoder student; {config.student.model!r} is a causal LM (use prefix)")
+        errors += _model_errors(config)
     if config.train.strategy == "fsdp" and not config.train.use_gpu:
         errors.append("train.strategy: fsdp shards the student over GPUs and needs train.use_gpu: true "
                       "(use ddp on CPU)")
@@ -202,6 +191,42 @@ def validate(config: Config, source: str = "config", check_paths: bool = True) -
         errors.append("train.length_bucketing: 1 batch per window sorts nothing; use 0 (off) or 2 or more")
     if errors:
         raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def validate_models(config: Config, source: str = "config") -> None:
+    """The checks of ``validate`` that read the models' folders and files (``validate(check_paths=False)`` leaves
+    them out): for a run that checks its rules first and its models once they exist (tiny models are built
+    between the two). Raises one ``ConfigError`` listing every problem."""
+    if errors := _model_errors(config):
+        raise ConfigError(f"{source}: invalid configuration:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def _model_errors(config: Config) -> list[str]:
+    """Model references that do not resolve (a missing folder, a GGUF file or package that cannot be had), and what
+    the models' own files say against the config."""
+    errors: list[str] = []
+    models = [("student.model", config.student.model)]
+    models += [(f"teachers.{i}.model", t.model) for i, t in enumerate(config.teachers)]
+    for key, model in models:
+        if model_files.is_model_file(model):  # a GGUF file or package: converted when the run starts
+            if (why := model_files.problem(model, key)) is not None:
+                errors.append(why)
+        elif is_local_model(model):
+            where = Path(model).expanduser()
+            if not (where / "config.json").is_file():
+                why = "does not exist" if not where.exists() else "has no config.json"
+                errors.append(f"{key}: model directory {model!r} {why}")
+    student_dir = Path(config.student.model).expanduser()
+    if is_local_model(config.student.model) and (student_dir / "config.json").is_file():
+        try:
+            encoder_decoder = json.loads((student_dir / "config.json").read_text()).get("is_encoder_decoder")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            errors.append(f"student.model: {student_dir / 'config.json'} is not a readable model config")
+        else:
+            if not encoder_decoder and config.train.mode == "one_encoder":
+                errors.append(f"train.mode: one_encoder decodes every task from one encoder pass and needs an "
+                              f"encoder-decoder student; {config.student.model!r} is a causal LM (use prefix)")
+    return errors + _teacher_model_errors(config.teachers)
 
 
 def _sweep_value_errors(key: str, values: Any, search: str, positive: bool = False) -> list[str]:
