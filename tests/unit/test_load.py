@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.data_files import gsm8k, write
 from tests.helpers import SHARED_DATA
 from tinyllm_ray.config import PRECOMPUTED_TEACHERS, ConfigError, DataConfig
 from tinyllm_ray.data import official
@@ -419,3 +420,18 @@ def test_reading_pauses_the_cycle_collector_and_resumes_it_even_on_an_error(monk
     with pytest.raises(DataError):
         load_data(cfg(), source=source(train=[]))
     assert gc.isenabled()
+
+
+# -- open-answer data --------------------------------------------------------------------------------------
+
+def test_gsm8k_load_data_counts_rejects_and_infers_an_open_numeric_task(tmp_path):
+    write(tmp_path / "main" / "train-00000-of-00001.parquet",
+          [gsm8k(f"Question {i}?", f"{i} + 1 = <<{i}+1={i + 1}>>{i + 1}\n#### {i + 1}") for i in range(10)]
+          + [gsm8k("No mark?", "4"), gsm8k("Not a number?", "x\n#### lots")])
+    write(tmp_path / "main" / "test-00000-of-00001.parquet", [gsm8k("Test?", "#### 3")])
+    loaded = load_data(DataConfig(dataset="gsm8k", path=str(tmp_path)))
+    assert loaded.reject_counts() == {"train": {"no '####' answer line": 1,
+                                                "the '####' answer 'lots' is not a number": 1}, "test": {}}
+    assert (loaded.task, loaded.scorer) == ("open", "numeric")
+    assert loaded.valid_from_train and len(loaded.splits["train"]) + len(loaded.splits["valid"]) == 10
+    assert all(q.is_open for split in loaded.splits.values() for q in split)

@@ -201,3 +201,34 @@ def test_exhausted_question_space_raises(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(synthetic, "MAX_ATTEMPTS", 5)
     with pytest.raises(RuntimeError):
         generate(2, 0, 0)
+
+
+# -- the open variant ----------------------------------------------------------------------------------------
+
+def test_synthetic_open_variant_is_the_choice_one_without_options():
+    choice = synthetic.generate(120, 30, 30, seed=5)
+    assert synthetic.generate(120, 30, 30, seed=5, task="choice") == choice
+    open_ = synthetic.generate(120, 30, 30, seed=5, task="open")
+    assert list(open_) == list(choice)
+    for split in synthetic.SPLITS:
+        assert len(open_[split]) == len(choice[split])
+        for o, c in zip(open_[split], choice[split]):
+            assert o == Question(id=c.id, question=c.question, choices=(), answer=c.answer,
+                                 reference_rationale=c.reference_rationale)
+            assert o.is_open and not problems(o)
+    families = {synthetic.family_of(q) for q in open_["train"]}
+    assert families == set(synthetic.FAMILIES)
+    # short answers: a number, a name, a weekday or a dollar amount
+    assert all(len(q.answer.split()) == 1 for split in open_.values() for q in split)
+
+
+def test_synthetic_families_open_variant_and_task_validation():
+    choice = synthetic.generate_families(40, ["change", "days"], seed=2)
+    open_ = synthetic.generate_families(40, ["change", "days"], seed=2, task="open")
+    assert [(q.id, q.question, q.answer) for q in open_] == [(q.id, q.question, q.answer) for q in choice]
+    assert all(q.choices == () for q in open_) and all(len(q.choices) >= 2 for q in choice)
+    assert {q.answer for q in open_ if synthetic.family_of(q) == "change"} <= {f"${n}" for n in range(1, 50)}
+    with pytest.raises(ValueError, match="task must be one of choice, open, got 'opne'"):
+        synthetic.generate(1, 1, 1, task="opne")
+    with pytest.raises(ValueError, match="task must be one of"):
+        synthetic.generate_families(1, ["days"], task="")
