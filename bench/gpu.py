@@ -647,7 +647,8 @@ def scoring(device: torch.device, n: int) -> dict[str, Any]:
     from tinyllm_ray.data.synthetic import generate
     from tinyllm_ray.student.batches import Encoder
     from tinyllm_ray.student.scoring import Scorer
-    from tinyllm_ray.tiny import _student, train_tokenizer, wrap_tokenizer
+    from tinyllm_ray.tiny import _student
+    from tinyllm_ray.tiny_parts import train_tokenizer, wrap_tokenizer
 
     tokenizer = wrap_tokenizer(train_tokenizer(), seq2seq=True)
     torch.manual_seed(0)
@@ -690,7 +691,7 @@ def hf_engine(shape: str, device: torch.device, prompts: int, new_tokens: int) -
 
     from tinyllm_ray.data.synthetic import generate
     from tinyllm_ray.teachers.engines import HFEngine, Settings
-    from tinyllm_ray.tiny import save_model, train_tokenizer, wrap_tokenizer
+    from tinyllm_ray.tiny_parts import save_model, train_tokenizer, wrap_tokenizer
 
     tokenizer = wrap_tokenizer(train_tokenizer(), seq2seq=False)
     torch.manual_seed(0)

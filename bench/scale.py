@@ -236,7 +236,7 @@ def student_config(tokenizer_dir: Path, out: Path) -> Any:
 
 def save_tokenizer(path: Path) -> Path:
     """A tiny BPE tokenizer for the student's tokenisation (trained in about a second; no model weights)."""
-    from tinyllm_ray.tiny import train_tokenizer, wrap_tokenizer
+    from tinyllm_ray.tiny_parts import train_tokenizer, wrap_tokenizer
 
     wrap_tokenizer(train_tokenizer(), seq2seq=True).save_pretrained(path)
     return path

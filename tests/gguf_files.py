@@ -19,7 +19,7 @@ def write_tiny_llama_gguf(path: Path, seed: int = 0, architecture: str = "llama"
     transformers cannot convert)."""
     import gguf
 
-    from tinyllm_ray.tiny import train_tokenizer
+    from tinyllm_ray.tiny_parts import train_tokenizer
 
     tokenizer = json.loads(train_tokenizer().to_str())
     vocab = tokenizer["model"]["vocab"]

@@ -139,8 +139,8 @@ def _node(n: NodeType) -> dict[str, Any]:
 def _finished_teachers(c: Config, train: list[Question], held_out: dict[str, list[Question]], run_dir: Path
                        ) -> set[str]:
     """The configured teachers whose stage finished in ``run_dir`` (as the run would find them)."""
-    return {s.teacher.name for s in workflow.teacher_stages(c, train, held_out)
-            if isinstance(s, workflow.TeacherStage) and s.finished(run_dir)}
+    return {s.store_name for s in workflow.teacher_stages(c, train, held_out)
+            if s.teacher is not None and s.finished(run_dir)}
 
 
 def _teacher(t: TeacherConfig, train: list[Question], held_out: dict[str, list[Question]], run_dir: Path | None,

@@ -28,7 +28,7 @@ from tinyllm_ray.report import build_report, console_summary, write_report
 from tinyllm_ray.resources import check_fits, cluster_nodes, resolve_replicas
 from tinyllm_ray.results import StudentResult, TeacherResult
 from tinyllm_ray.teachers import store
-from tinyllm_ray.workflow import ExportStage, PrecomputedStage, TeacherStage
+from tinyllm_ray.workflow import ExportStage, TeacherStage
 
 # The stages' own modules (teachers.runner, student.*, compare, sweep) are imported where a stage starts:
 # they pull in torch, transformers and Ray Data (seconds), and ``prepare`` rejects bad input first.
@@ -80,24 +80,24 @@ def _root_message(err: BaseException) -> str:
     return lines[-1].strip() if lines else type(chain[0]).__name__
 
 
-def import_precomputed(p: Prepared, planned: PrecomputedStage) -> TeacherResult:
+def import_precomputed(p: Prepared, planned: TeacherStage) -> TeacherResult:
     """The authors' rationales of one teacher, stored like generated ones (no model runs), or reused."""
     info = planned.finished(p.run_dir)
     if not info:
-        by_id = p.data.precomputed[planned.teacher]
+        by_id = p.data.precomputed[planned.store_name]
         ids = list(by_id)
         table = pa.table({
             "id": ids,
-            "teacher": [planned.teacher] * len(ids),
+            "teacher": [planned.store_name] * len(ids),
             "rationale": [by_id[i][0] for i in ids],
             "reject_reason": [by_id[i][1] for i in ids],
             "prompt_tokens": pa.array([0] * len(ids), pa.int64()),
             "new_tokens": pa.array([0] * len(ids), pa.int64()),
         })
-        info = store.import_rationales(table, p.run_dir, planned.teacher, planned.key)
-    log.info("teacher %s: %d precomputed rationales (%d rejected)", planned.teacher, info["rationales"],
+        info = store.import_rationales(table, p.run_dir, planned.store_name, planned.key)
+    log.info("teacher %s: %d precomputed rationales (%d rejected)", planned.store_name, info["rationales"],
              info["rejected"])
-    return TeacherResult.of(planned.teacher, f"precomputed ({p.config.data.path})",
+    return TeacherResult.of(planned.store_name, f"precomputed ({p.config.data.path})",
                             {**info, "evaluated": False, "not_evaluated_because": PRECOMPUTED_NOT_EVALUATED})
 
 
@@ -106,18 +106,18 @@ PRECOMPUTED_NOT_EVALUATED = ("precomputed rationales were written with the gold 
                              "teacher never answered by itself, so it has no accuracy")
 
 
-def run_teachers(p: Prepared, planned: list[TeacherStage | PrecomputedStage]) -> list[TeacherResult]:
+def run_teachers(p: Prepared, planned: list[TeacherStage]) -> list[TeacherResult]:
     """The precomputed teachers, then the configured ones (side by side where the cluster has room); each
     configured teacher also answers valid and test itself unless ``evaluate: false``."""
     from tinyllm_ray.teachers import runner
 
-    configured = {s.teacher.name: s for s in planned if isinstance(s, TeacherStage)}
+    configured = {s.store_name: s for s in planned if s.teacher is not None}
     if configured:  # what each teacher will read, for the user to check (docs/teachers.md)
         (p.run_dir / "prompts").mkdir(exist_ok=True)
         for name, s in configured.items():
             (p.run_dir / "prompts" / f"{name}.txt").write_text(runner.example_prompt(s.teacher, p.splits["train"])
                                                                 + "\n")
-    results = [import_precomputed(p, s) for s in planned if isinstance(s, PrecomputedStage)]
+    results = [import_precomputed(p, s) for s in planned if s.teacher is None]
     for teacher, result in runner.run_all([s.teacher for s in configured.values()], p.splits["train"], p.run_dir,
                                           p.held_out, p.data.scorer, {n: s.key for n, s in configured.items()}):
         if isinstance(result, BaseException):

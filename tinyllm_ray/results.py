@@ -78,9 +78,10 @@ class StudentResult:
         return cls(**{**known, "final_metrics": known.get("final_metrics") or {}}, arms=arms)
 
     def marker(self) -> dict[str, Any]:
-        """The figures its export's marker keeps (the sweep's extras only for a sweep)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "arms"}
-        return {k: v for k, v in out.items() if v is not None or k not in ("loss_weights", "lr", "tune")}
+        """The figures the student's export keeps in its marker (a sweep's export writes its own, with
+        ``loss_weights``, ``lr`` and ``tune``: ``sweep.run_sweep``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("arms", "loss_weights", "lr", "tune")}
 
     def line(self, seconds: float) -> str:
         """The console's line for it; ``seconds``: the training's wall time in this run."""

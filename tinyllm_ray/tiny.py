@@ -23,9 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-# The building blocks (MARKER_FILE, save_model and the tokenizer are also imported from here by others).
-from tinyllm_ray.tiny_parts import (  # noqa: F401
-    MARKER_FILE,
+from tinyllm_ray.tiny_parts import (
     MODEL_MAX_LENGTH,
     _build_one,
     _is_complete,

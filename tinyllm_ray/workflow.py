@@ -7,7 +7,8 @@ Every stage is a frozen dataclass with
 - ``name``: how messages name it;
 - ``key``: its stage key (``keys.py``), which its stored result carries;
 - ``where(run_dir)``: the directory its result goes to;
-- ``finished(run_dir)``: the figures stored with its result when it finished with this key, else ``None``.
+- ``finished(run_dir)``: the figures stored with its result when it finished with this key, else ``None``:
+  ``TeacherStage`` (a teacher's rationale store) and ``ExportStage`` (a trained student's export).
 
 The stages of a config, in run order: ``teacher_stages`` (the precomputed teachers, then the configured ones),
 ``student_stage`` (the student, or the loss-weight sweep that replaces it) and, with ``compare: true``,
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tinyllm_ray import compare, keys, markers, runs
 from tinyllm_ray.config import Config, TeacherConfig
@@ -28,61 +29,27 @@ from tinyllm_ray.data.schema import Question
 from tinyllm_ray.teachers import store
 
 
-class Stage(Protocol):
-    name: str
+@dataclasses.dataclass(frozen=True)
+class TeacherStage:
+    """One teacher's rationale store (``teachers/store.py``, named ``store_name``): a configured teacher's
+    rationales and its own answers to valid and test, or (``teacher`` None) the authors' precomputed rationales
+    imported as a teacher, with no model run."""
+
+    store_name: str
     key: str
-
-    def where(self, run_dir: Path) -> Path: ...
-
-    def finished(self, run_dir: Path) -> dict[str, Any] | None: ...
-
-
-class _InStore:
-    """A stage whose result is one teacher's rationale store (``teachers/store.py``), named ``store_name``."""
-
-    key: str
+    teacher: TeacherConfig | None = None
 
     @property
-    def store_name(self) -> str:
-        raise NotImplementedError
+    def name(self) -> str:
+        if self.teacher is None:
+            return f"precomputed teacher {self.store_name!r}"
+        return f"teacher {self.store_name!r} ({self.teacher.model})"
 
     def where(self, run_dir: Path) -> Path:
         return store.teacher_dir(run_dir, self.store_name)
 
     def finished(self, run_dir: Path) -> dict[str, Any] | None:
         return store.finished(run_dir, self.store_name, self.key)
-
-
-@dataclasses.dataclass(frozen=True)
-class TeacherStage(_InStore):
-    """A configured teacher: its rationales for the training questions, and its own answers to valid and test."""
-
-    teacher: TeacherConfig
-    key: str
-
-    @property
-    def store_name(self) -> str:
-        return self.teacher.name
-
-    @property
-    def name(self) -> str:
-        return f"teacher {self.teacher.name!r} ({self.teacher.model})"
-
-
-@dataclasses.dataclass(frozen=True)
-class PrecomputedStage(_InStore):
-    """The authors' rationales of one teacher, imported into the store as a teacher (no model runs)."""
-
-    teacher: str
-    key: str
-
-    @property
-    def store_name(self) -> str:
-        return self.teacher
-
-    @property
-    def name(self) -> str:
-        return f"precomputed teacher {self.teacher!r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,13 +70,13 @@ class ExportStage:
 
 def teacher_stages(config: Config, train: Sequence[Question], held_out: Mapping[str, Sequence[Question]],
                    precomputed_files: Mapping[str, Any] | None = None,
-                   precomputed: Sequence[str] = ()) -> list[TeacherStage | PrecomputedStage]:
+                   precomputed: Sequence[str] = ()) -> list[TeacherStage]:
     """The precomputed teachers (``precomputed``: their names; ``precomputed_files``: the data files read), then
     the configured ones, whose keys are made in one pass over the questions."""
     answers = {s: qs for s, qs in held_out.items() if qs}
     made = keys.teacher_keys(config.teachers, train, answers) if config.teachers else {}
-    return ([PrecomputedStage(name, keys.precomputed_key(config, name, precomputed_files)) for name in precomputed]
-            + [TeacherStage(t, made[t.name]) for t in config.teachers])
+    return ([TeacherStage(name, keys.precomputed_key(config, name, precomputed_files)) for name in precomputed]
+            + [TeacherStage(t.name, made[t.name], t) for t in config.teachers])
 
 
 def student_stage(config: Config) -> ExportStage:

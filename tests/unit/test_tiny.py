@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from tinyllm_ray.markers import NotOursError
-from tinyllm_ray.tiny import MARKER_FILE, TINY_MODEL_NAMES, build_tiny_models, main
+from tinyllm_ray.tiny import TINY_MODEL_NAMES, build_tiny_models, main
+from tinyllm_ray.tiny_parts import MARKER_FILE
 
 TEXT = "Q: Tom has 3 apples. (a) 4 (b) 5"
 TEACHERS = ("teacher-a", "teacher-b")

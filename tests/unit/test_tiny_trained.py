@@ -14,7 +14,8 @@ import pytest
 from tinyllm_ray import prompts, replies
 from tinyllm_ray.data import synthetic
 from tinyllm_ray.markers import NotOursError
-from tinyllm_ray.tiny import MARKER_FILE, TINY_MODEL_NAMES, build_tiny_models
+from tinyllm_ray.tiny import TINY_MODEL_NAMES, build_tiny_models
+from tinyllm_ray.tiny_parts import MARKER_FILE
 from tinyllm_ray.tiny_skill import chance, evaluation_sets, family_accuracy
 from tinyllm_ray.tiny_trained import (
     RECIPE,
@@ -86,7 +87,7 @@ def test_training_data_never_holds_an_evaluation_question(name: str, held_out: s
 
 
 def test_training_examples_target_the_reference_rationale() -> None:
-    from tinyllm_ray.tiny import train_tokenizer, wrap_tokenizer
+    from tinyllm_ray.tiny_parts import train_tokenizer, wrap_tokenizer
 
     tok = wrap_tokenizer(train_tokenizer(), seq2seq=False)
     batches = training_examples("skilled-a", 0, 6, tok)
@@ -197,7 +198,7 @@ FAST_STEPS = 120
 @pytest.fixture(scope="module")
 def fast_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """skilled-a after ``FAST_STEPS`` steps of the recipe, saved like a build."""
-    from tinyllm_ray.tiny import save_model
+    from tinyllm_ray.tiny_parts import save_model
     from tinyllm_ray.tiny_trained import train_teacher
 
     model, tokenizer = train_teacher("skilled-a", steps=FAST_STEPS)
@@ -211,7 +212,7 @@ def _rationale_loss(path: Path | None, questions: list) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tinyllm_ray.tiny import train_tokenizer, wrap_tokenizer
+    from tinyllm_ray.tiny_parts import train_tokenizer, wrap_tokenizer
     from tinyllm_ray.tiny_trained import _model
 
     if path is None:
